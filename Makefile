@@ -1,0 +1,94 @@
+# luaserv: build, run, test, install.
+CC ?= cc
+CFLAGS ?= -O2 -g
+PREFIX ?= /usr/local
+DESTDIR ?=
+PKG_CONFIG ?= pkg-config
+
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+       -Wwrite-strings
+LUA_CFLAGS = -I/usr/include/lua5.4
+LUA_LIBS = -llua5.4
+EV_LIBS = -lev
+
+ifeq ($(SANITIZE),1)
+BUILD ?= build/asan
+SAN = -fsanitize=address,undefined -fno-sanitize-recover=all \
+      -fno-omit-frame-pointer
+else
+BUILD ?= build
+SAN =
+endif
+
+ALL_CFLAGS = -std=c11 -MMD -MP $(WARN) $(CFLAGS) $(SAN) $(LUA_CFLAGS) \
+             -DLSV_PREFIX='"$(PREFIX)"'
+ALL_LDFLAGS = $(LDFLAGS) $(SAN)
+
+SERVER_SRC = main log vm lua_conn lua_api conn listener udp net buf frame util
+CLI_SRC = cli net buf util
+UNIT_TESTS = frame_test buf_test net_test
+
+SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
+CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
+BINS = $(BUILD)/luaserv $(BUILD)/luaserv-cli
+
+.PHONY: all run test check install uninstall clean deps deps-test units
+
+all: deps $(BINS)
+
+deps:
+	@sh .ci/deps build
+
+$(BUILD)/%.o: src/%.c
+	@mkdir -p $(BUILD)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/unit/%.o: spec/unit/%.c
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(ALL_CFLAGS) -Isrc -c -o $@ $<
+
+$(BUILD)/luaserv: $(SERVER_OBJ)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LUA_LIBS) $(EV_LIBS) -lm
+
+$(BUILD)/luaserv-cli: $(CLI_OBJ)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+
+$(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(BUILD)/frame.o
+	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+$(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/buf.o $(BUILD)/util.o
+	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+$(BUILD)/unit/net_test: $(BUILD)/unit/net_test.o $(BUILD)/net.o $(BUILD)/util.o
+	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+
+units: $(UNIT_TESTS:%=$(BUILD)/unit/%)
+
+run: all
+	$(BUILD)/luaserv
+
+# The whole suite: C unit checks, then busted specs against the real binary.
+# spec/run prints the final "N passed, N failed" line.
+test: all units
+	@sh .ci/deps test
+	@LUASERV_BUILD=$(BUILD) sh spec/run $(UNIT_TESTS:%=$(BUILD)/unit/%)
+
+check: all
+	@sh .ci/deps check
+	luacheck --no-color -q scripts examples lua spec
+	$(MAKE) test
+	$(MAKE) test SANITIZE=1
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/luaserv/scripts \
+	    $(DESTDIR)$(PREFIX)/share/luaserv/lua $(DESTDIR)$(PREFIX)/share/doc/luaserv
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 scripts/*.lua $(DESTDIR)$(PREFIX)/share/luaserv/scripts/
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/luaserv/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/luaserv $(DESTDIR)$(PREFIX)/bin/luaserv-cli
+	rm -rf $(DESTDIR)$(PREFIX)/share/luaserv $(DESTDIR)$(PREFIX)/share/doc/luaserv
+
+clean:
+	rm -rf build
+
+-include $(wildcard $(BUILD)/*.d $(BUILD)/unit/*.d)
