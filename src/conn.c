@@ -1,0 +1,596 @@
+/* conn.c: stream connections: lifecycle, buffered I/O and the framing loop. */
+#include "lsv.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "lua_conn.h"
+#include "net.h"
+#include "vm.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Frames handled per readiness event; more wait for the next loop turn so
+ * one busy peer cannot starve the others. */
+#define FRAMES_PER_EVENT 128
+
+/* Seconds a closing conn waits for its peer to take queued output. */
+#define CLOSE_LINGER 10.0
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_finish(lsv_conn_t *c);
+static void conn_flush(lsv_conn_t *c);
+
+/* --- watchers ----------------------------------------------------------- */
+
+static void start_reading(lsv_conn_t *c)
+{
+    if (c->flags & (LSV_CONN_READING | LSV_CONN_CLOSING | LSV_CONN_PAUSED |
+                    LSV_CONN_BLOCKED | LSV_CONN_EOF))
+        return;
+    ev_io_start(c->srv->loop, &c->rio);
+    c->flags |= LSV_CONN_READING;
+}
+
+static void stop_reading(lsv_conn_t *c)
+{
+    if (!(c->flags & LSV_CONN_READING)) return;
+    ev_io_stop(c->srv->loop, &c->rio);
+    c->flags &= ~LSV_CONN_READING;
+}
+
+/* Asks for one more pass over the buffered input on the next loop turn. */
+static void schedule_read(lsv_conn_t *c)
+{
+    ev_feed_event(c->srv->loop, &c->rio, EV_READ);
+}
+
+static void arm_timer(lsv_conn_t *c, ev_tstamp after)
+{
+    struct ev_loop *loop = c->srv->loop;
+    if (c->flags & LSV_CONN_TIMER) ev_timer_stop(loop, &c->timer);
+    ev_timer_set(&c->timer, after, 0.);
+    ev_timer_start(loop, &c->timer);
+    c->flags |= LSV_CONN_TIMER;
+}
+
+static void disarm_timer(lsv_conn_t *c)
+{
+    if (!(c->flags & LSV_CONN_TIMER)) return;
+    ev_timer_stop(c->srv->loop, &c->timer);
+    c->flags &= ~LSV_CONN_TIMER;
+}
+
+/* --- buffers ------------------------------------------------------------ */
+
+/* Gives an empty buffer's memory back to the pool, so an idle connection
+ * holds no buffers. */
+static void release_buf(lsv_server_t *srv, lsv_buf_t *b)
+{
+    if (b->data == NULL || b->len) return;
+    if (b->cap == LSV_READ_SIZE)
+        lsv_server_put_buf(srv, b->data);
+    else
+        free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+static void ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
+{
+    if (b->data) return;
+    b->data = lsv_server_get_buf(srv);
+    b->cap = LSV_READ_SIZE;
+    b->start = b->len = 0;
+}
+
+/* --- lifecycle ---------------------------------------------------------- */
+
+static const char *conn_what(lsv_conn_t *c, const char *fn, char *out,
+                             size_t outlen)
+{
+    char peer[LSV_ADDRSTRLEN];
+    lsv_net_format(&c->peer.sa, c->peer_len, peer);
+    snprintf(out, outlen, "%s (conn %llu, peer %s, %s)", fn,
+             (unsigned long long)c->id, peer, c->listener->name);
+    return out;
+}
+
+static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres);
+
+/* A handler call on c raised; its message (with traceback) is on the
+ * stack and is popped. Logs it once; unless the failing function was
+ * on_error or on_close, passes it to on_error, then closes c. */
+static void handler_failed(lsv_conn_t *c, const char *fn)
+{
+    lua_State *L = c->srv->L;
+    char what[LSV_ADDRSTRLEN + 256];
+    lsv_error("handler error in %s: %s", conn_what(c, fn, what, sizeof what),
+              lua_tostring(L, -1));
+    if (strcmp(fn, "on_error") == 0 || strcmp(fn, "on_close") == 0 ||
+        (c->flags & LSV_CONN_CLOSING)) {
+        lua_pop(L, 1);
+        return;
+    }
+    call_handler(c, "on_error", 1, 0);
+    lsv_conn_close(c, "error");
+}
+
+/* Calls handler[fn](conn, ...) with nargs arguments already pushed above
+ * where the function and conn go. Returns LSV_OK with nres results pushed,
+ * LSV_AGAIN if there is no such function (args popped), or LSV_ERR after a
+ * handler error, which is logged and handled (on_error, close). */
+static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres)
+{
+    lua_State *L = c->srv->L;
+    if (!lsv_vm_get_fn(L, c->listener->handler_ref, fn)) {
+        lua_pop(L, nargs);
+        return LSV_AGAIN;
+    }
+    lua_insert(L, -nargs - 1);
+    lsv_lconn_push(L, c);
+    lua_insert(L, -nargs - 1);
+    c->busy++;
+    int rc = lsv_vm_pcall(L, nargs + 1, nres);
+    c->busy--;
+    if (likely(rc == LUA_OK)) return LSV_OK;
+    handler_failed(c, fn);
+    return LSV_ERR;
+}
+
+void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
+                     socklen_t salen)
+{
+    lsv_server_t *srv = l->srv;
+    lsv_conn_t *c = lsv_calloc(1, sizeof *c);
+    c->srv = srv;
+    c->listener = l;
+    c->fd = fd;
+    c->ud_ref = LUA_NOREF;
+    c->id = ++srv->next_conn_id;
+    c->framing = l->framing;
+    if (salen > sizeof c->peer) salen = sizeof c->peer;
+    memcpy(&c->peer, sa, salen);
+    c->peer_len = salen;
+    c->timeout = srv->opt.idle_timeout;
+    c->last_active = ev_now(srv->loop);
+    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_init(&c->timer, conn_timer_cb);
+
+    if (l->addr.kind == LSV_NET_TCP) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+
+    c->next = srv->conns;
+    if (srv->conns) srv->conns->prev = c;
+    srv->conns = c;
+    srv->stats.conns_total++;
+    srv->stats.conns_active++;
+
+    c->flags |= LSV_CONN_CONNECTED;
+    c->busy++;
+    call_handler(c, "on_connect", 0, 0);
+    c->busy--;
+    if (c->flags & LSV_CONN_CLOSING) {
+        if ((c->flags & LSV_CONN_ABORT) || c->out.len == 0) conn_finish(c);
+        return;
+    }
+    if (c->timeout > 0) arm_timer(c, c->timeout);
+    start_reading(c);
+}
+
+/* Frees c once nothing uses it: calls on_close, closes the fd, detaches
+ * the userdata. Deferred while a Lua call on c is running. */
+static void conn_finish(lsv_conn_t *c)
+{
+    lsv_server_t *srv = c->srv;
+    if (c->busy) return;
+    if (c->flags & LSV_CONN_CONNECTED) {
+        c->flags &= ~LSV_CONN_CONNECTED;
+        lua_pushstring(srv->L, c->close_reason ? c->close_reason : "closed");
+        c->busy++;
+        call_handler(c, "on_close", 1, 0);
+        c->busy--;
+    }
+    lsv_debug("conn %llu closed (%s)", (unsigned long long)c->id,
+              c->close_reason);
+
+    stop_reading(c);
+    ev_io_stop(srv->loop, &c->rio);  /* also clears a fed event */
+    ev_io_stop(srv->loop, &c->wio);
+    ev_timer_stop(srv->loop, &c->timer);
+    close(c->fd);
+
+    if (c->flags & LSV_CONN_PENDING) {
+        lsv_conn_t **pp = &srv->pending;
+        while (*pp != c) pp = &(*pp)->next_pending;
+        *pp = c->next_pending;
+    }
+    if (c->prev) c->prev->next = c->next;
+    else srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+
+    c->in.len = c->out.len = 0;
+    release_buf(srv, &c->in);
+    release_buf(srv, &c->out);
+    lsv_lconn_detach(srv->L, c);
+    srv->stats.conns_active--;
+    free(c);
+    lsv_server_maybe_done(srv);
+}
+
+/* After a Lua call chain on c unwinds: finish a close it asked for. */
+static void conn_settle(lsv_conn_t *c)
+{
+    if (c->busy || !(c->flags & LSV_CONN_CLOSING)) return;
+    if ((c->flags & LSV_CONN_ABORT) || c->out.len == 0) conn_finish(c);
+}
+
+void lsv_conn_close(lsv_conn_t *c, const char *reason)
+{
+    if (c->flags & LSV_CONN_CLOSING) return;
+    c->flags |= LSV_CONN_CLOSING;
+    c->close_reason = reason;
+    stop_reading(c);
+    if (c->out.len == 0) {
+        conn_finish(c);
+        return;
+    }
+    arm_timer(c, CLOSE_LINGER);
+}
+
+void lsv_conn_abort(lsv_conn_t *c, const char *reason)
+{
+    if (!(c->flags & LSV_CONN_CLOSING)) c->close_reason = reason;
+    c->flags |= LSV_CONN_CLOSING | LSV_CONN_ABORT;
+    c->out.len = 0;
+    stop_reading(c);
+    conn_finish(c);
+}
+
+/* --- output ------------------------------------------------------------- */
+
+static int queue(lsv_conn_t *c, const char *p, size_t n)
+{
+    lsv_server_t *srv = c->srv;
+    ensure_buf(srv, &c->out);
+    lsv_buf_append(&c->out, p, n);
+    if (!(c->flags & LSV_CONN_PENDING)) {
+        c->flags |= LSV_CONN_PENDING;
+        c->next_pending = srv->pending;
+        srv->pending = c;
+    }
+    if (unlikely(c->out.len > srv->opt.high_water) &&
+        !(c->flags & LSV_CONN_BLOCKED)) {
+        c->flags |= LSV_CONN_BLOCKED;
+        stop_reading(c);
+        lsv_debug("conn %llu: %u bytes queued, reading paused",
+                  (unsigned long long)c->id, c->out.len);
+    }
+    return LSV_OK;
+}
+
+int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n)
+{
+    if (c->flags & LSV_CONN_CLOSING) return LSV_ERR;
+    return queue(c, p, n);
+}
+
+int lsv_conn_write_reply(lsv_conn_t *c, const char *p, size_t n)
+{
+    if (c->flags & LSV_CONN_ABORT) return LSV_ERR;
+    if ((c->flags & LSV_CONN_CLOSING) && !c->busy) return LSV_ERR;
+    return queue(c, p, n);
+}
+
+/* Writes as much queued output as the socket takes, in one send per call
+ * unless the kernel took everything and more could fit. */
+static void conn_flush(lsv_conn_t *c)
+{
+    lsv_server_t *srv = c->srv;
+    while (c->out.len) {
+        ssize_t n = send(c->fd, lsv_buf_head(&c->out), c->out.len,
+                         MSG_NOSIGNAL);
+        if (n > 0) {
+            lsv_buf_consume(&c->out, (size_t)n);
+            srv->stats.bytes_out += (uint64_t)n;
+            c->last_active = ev_now(srv->loop);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!(c->flags & LSV_CONN_WRITING)) {
+                ev_io_start(srv->loop, &c->wio);
+                c->flags |= LSV_CONN_WRITING;
+            }
+            break;
+        }
+        lsv_debug("conn %llu: send: %s", (unsigned long long)c->id,
+                  strerror(errno));
+        lsv_conn_abort(c, "reset");
+        return;
+    }
+    if (c->out.len == 0) {
+        if (c->flags & LSV_CONN_WRITING) {
+            ev_io_stop(srv->loop, &c->wio);
+            c->flags &= ~LSV_CONN_WRITING;
+        }
+        release_buf(srv, &c->out);
+        if (c->flags & LSV_CONN_CLOSING) {
+            conn_finish(c);
+            return;
+        }
+    }
+    if ((c->flags & LSV_CONN_BLOCKED) && c->out.len <= srv->opt.low_water) {
+        c->flags &= ~LSV_CONN_BLOCKED;
+        start_reading(c);
+        if (c->in.len || (c->flags & LSV_CONN_EOF)) schedule_read(c);
+    }
+}
+
+void lsv_conn_flush_pending(lsv_server_t *srv)
+{
+    lsv_conn_t *c;
+    while ((c = srv->pending) != NULL) {
+        srv->pending = c->next_pending;
+        c->flags &= ~LSV_CONN_PENDING;
+        if (!(c->flags & LSV_CONN_WRITING)) conn_flush(c);
+    }
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    conn_flush(container_of(w, lsv_conn_t, wio));
+}
+
+/* --- input -------------------------------------------------------------- */
+
+/* Writes what on_message returned (at the top of the stack, popped).
+ * Returns LSV_ERR for a reply of the wrong type. */
+static int write_result(lsv_conn_t *c, lua_State *L)
+{
+    size_t n;
+    const char *s;
+    int t = lua_type(L, -1);
+    if (likely(t == LUA_TSTRING || t == LUA_TNUMBER)) {
+        s = lua_tolstring(L, -1, &n);
+        lsv_conn_write_reply(c, s, n);
+    } else if (t == LUA_TTABLE) {
+        lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer i = 1; i <= len; i++) {
+            int et = lua_rawgeti(L, -1, i);
+            if (et != LUA_TSTRING && et != LUA_TNUMBER) {
+                lua_pop(L, 2);
+                lsv_error("on_message (conn %llu): reply element %lld is a "
+                          "%s, not a string", (unsigned long long)c->id,
+                          (long long)i, lua_typename(L, et));
+                return LSV_ERR;
+            }
+            s = lua_tolstring(L, -1, &n);
+            lsv_conn_write_reply(c, s, n);
+            lua_pop(L, 1);
+        }
+    } else if (t != LUA_TNIL) {
+        lsv_error("on_message (conn %llu): returned a %s; a reply is a "
+                  "string, a table of strings or nil",
+                  (unsigned long long)c->id, lua_typename(L, t));
+        lua_pop(L, 1);
+        return LSV_ERR;
+    }
+    lua_pop(L, 1);
+    return LSV_OK;
+}
+
+static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
+{
+    char peer[LSV_ADDRSTRLEN];
+    lsv_warn("conn %llu (peer %s, %s): %s (%s framing, max %u); closing",
+             (unsigned long long)c->id,
+             lsv_net_format(&c->peer.sa, c->peer_len, peer),
+             c->listener->name, err, lsv_frame_kind_name(c->framing.kind),
+             c->framing.max);
+    c->in.len = 0;
+    lua_pushstring(c->srv->L, err);
+    call_handler(c, "on_error", 1, 0);
+    lsv_conn_close(c, reason);
+}
+
+/* Hands every complete buffered frame to on_message, up to
+ * FRAMES_PER_EVENT, then closes at end of stream. */
+static void process_input(lsv_conn_t *c)
+{
+    lsv_server_t *srv = c->srv;
+    lua_State *L = srv->L;
+    int eof = (c->flags & LSV_CONN_EOF) != 0;
+    int count = 0;
+
+    c->busy++;
+    while (!(c->flags & (LSV_CONN_CLOSING | LSV_CONN_PAUSED |
+                         LSV_CONN_BLOCKED))) {
+        if (c->in.len == 0 && !eof) break;
+        if (unlikely(count == FRAMES_PER_EVENT)) {
+            schedule_read(c);
+            break;
+        }
+        size_t hint = c->hint, off, mlen;
+        ssize_t r = lsv_frame_next(&c->framing, lsv_buf_head(&c->in),
+                                   c->in.len, eof, &hint, &off, &mlen);
+        if (r == LSV_FRAME_PARTIAL) {
+            c->hint = (uint32_t)hint;
+            if (eof) lsv_conn_close(c, "eof");
+            break;
+        }
+        if (unlikely(r < 0)) {
+            if (r == LSV_FRAME_TOO_LONG)
+                frame_error(c, "frame too long", "too long");
+            else
+                lsv_conn_close(c, "truncated");
+            break;
+        }
+        c->hint = 0;
+        count++;
+        srv->stats.messages++;
+        if (unlikely(!lsv_vm_get_fn(L, c->listener->handler_ref,
+                                    "on_message"))) {
+            lsv_buf_consume(&c->in, (size_t)r);
+            continue;
+        }
+        lsv_lconn_push(L, c);
+        lua_pushlstring(L, lsv_buf_head(&c->in) + off, mlen);
+        lsv_buf_consume(&c->in, (size_t)r);
+
+        if (likely(lsv_vm_pcall(L, 2, 1) == LUA_OK)) {
+            if (unlikely(write_result(c, L) != LSV_OK)) {
+                srv->stats.handler_errors++;
+                lsv_conn_close(c, "error");
+            }
+            continue;
+        }
+        handler_failed(c, "on_message");
+    }
+    c->busy--;
+
+    if ((c->flags & LSV_CONN_DRAIN) && !(c->flags & LSV_CONN_CLOSING) &&
+        c->in.len == 0)
+        lsv_conn_close(c, "shutdown");
+    if (c->in.len == 0) release_buf(srv, &c->in);
+    conn_settle(c);
+}
+
+/* One large read. Returns LSV_OK, or LSV_ERR when the conn was aborted. */
+static int read_some(lsv_conn_t *c)
+{
+    lsv_server_t *srv = c->srv;
+    ensure_buf(srv, &c->in);
+    if (lsv_buf_avail(&c->in) < LSV_READ_SIZE / 4)
+        lsv_buf_reserve(&c->in, LSV_READ_SIZE);
+    for (;;) {
+        ssize_t n = read(c->fd, c->in.data + c->in.start + c->in.len,
+                         lsv_buf_avail(&c->in));
+        if (likely(n > 0)) {
+            lsv_buf_commit(&c->in, (size_t)n);
+            srv->stats.bytes_in += (uint64_t)n;
+            c->last_active = ev_now(srv->loop);
+            return LSV_OK;
+        }
+        if (n == 0) {
+            c->flags |= LSV_CONN_EOF;
+            stop_reading(c);
+            return LSV_OK;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return LSV_OK;
+        lsv_debug("conn %llu: read: %s", (unsigned long long)c->id,
+                  strerror(errno));
+        lsv_conn_abort(c, "reset");
+        return LSV_ERR;
+    }
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    lsv_conn_t *c = container_of(w, lsv_conn_t, rio);
+    if (c->flags & LSV_CONN_CLOSING) return;
+    if ((c->flags & LSV_CONN_READING) && read_some(c) != LSV_OK) return;
+    process_input(c);
+}
+
+/* --- timeouts, pause, framing ------------------------------------------- */
+
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    lsv_conn_t *c = container_of(w, lsv_conn_t, timer);
+    c->flags &= ~LSV_CONN_TIMER;
+    if (c->flags & LSV_CONN_CLOSING) {
+        lsv_debug("conn %llu: peer did not take its output; dropping it",
+                  (unsigned long long)c->id);
+        lsv_conn_abort(c, c->close_reason);
+        return;
+    }
+    if (c->timeout <= 0) return;
+    ev_tstamp left = c->last_active + c->timeout - ev_now(loop);
+    if (left > 0.001) {
+        arm_timer(c, left);
+        return;
+    }
+    int keep = 0;
+    c->busy++;
+    if (call_handler(c, "on_timeout", 0, 1) == LSV_OK) {
+        keep = lua_toboolean(c->srv->L, -1);
+        lua_pop(c->srv->L, 1);
+    }
+    c->busy--;
+    if (keep && !(c->flags & LSV_CONN_CLOSING)) {
+        c->last_active = ev_now(loop);
+        arm_timer(c, c->timeout);
+    } else {
+        lsv_conn_close(c, "timeout");
+    }
+    conn_settle(c);
+}
+
+void lsv_conn_set_timeout(lsv_conn_t *c, double seconds)
+{
+    c->timeout = seconds > 0 ? seconds : 0;
+    if (c->flags & LSV_CONN_CLOSING) return;
+    if (c->timeout > 0) {
+        c->last_active = ev_now(c->srv->loop);
+        arm_timer(c, c->timeout);
+    } else {
+        disarm_timer(c);
+    }
+}
+
+void lsv_conn_pause(lsv_conn_t *c)
+{
+    c->flags |= LSV_CONN_PAUSED;
+    stop_reading(c);
+}
+
+void lsv_conn_resume(lsv_conn_t *c)
+{
+    if (!(c->flags & LSV_CONN_PAUSED)) return;
+    c->flags &= ~LSV_CONN_PAUSED;
+    start_reading(c);
+    if (!(c->flags & LSV_CONN_CLOSING) &&
+        (c->in.len || (c->flags & LSV_CONN_EOF)))
+        schedule_read(c);
+}
+
+void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec)
+{
+    c->framing = *spec;
+    c->hint = 0;
+}
+
+/* --- whole server ------------------------------------------------------- */
+
+void lsv_conn_drain_all(lsv_server_t *srv)
+{
+    lsv_conn_t *c, *next;
+    for (c = srv->conns; c; c = next) {
+        next = c->next;
+        c->flags |= LSV_CONN_DRAIN;
+        if (c->flags & LSV_CONN_CLOSING) continue;
+        /* Read once more: what the peer already sent is answered. */
+        if (c->flags & (LSV_CONN_READING | LSV_CONN_EOF))
+            schedule_read(c);
+        else if (c->in.len == 0 && c->out.len == 0)
+            lsv_conn_close(c, "shutdown");
+    }
+}
+
+void lsv_conn_abort_all(lsv_server_t *srv, const char *reason)
+{
+    while (srv->conns) lsv_conn_abort(srv->conns, reason);
+}

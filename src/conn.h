@@ -1,0 +1,90 @@
+/* conn.h: a stream connection: lifecycle, buffered I/O, framing loop. */
+#ifndef LSV_CONN_H
+#define LSV_CONN_H
+
+#include "lsv.h"
+#include "server.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+enum {
+    LSV_CONN_PAUSED = 1 << 0,     /* conn:pause() */
+    LSV_CONN_BLOCKED = 1 << 1,    /* output over the high-water mark */
+    LSV_CONN_EOF = 1 << 2,        /* the peer will send nothing more */
+    LSV_CONN_CLOSING = 1 << 3,    /* no more input; closes once flushed */
+    LSV_CONN_ABORT = 1 << 4,      /* closing without flushing */
+    LSV_CONN_PENDING = 1 << 5,    /* on srv->pending */
+    LSV_CONN_CONNECTED = 1 << 6,  /* on_connect ran, so on_close is due */
+    LSV_CONN_DRAIN = 1 << 7,      /* the server is stopping */
+    LSV_CONN_READING = 1 << 8,    /* rio started */
+    LSV_CONN_WRITING = 1 << 9,    /* wio started */
+    LSV_CONN_TIMER = 1 << 10      /* timer armed */
+};
+
+struct lsv_conn {
+    lsv_server_t *srv;
+    lsv_listener_t *listener;
+    lsv_conn_t *prev, *next;      /* srv->conns */
+    lsv_conn_t *next_pending;     /* srv->pending */
+    ev_io rio;
+    ev_io wio;
+    ev_timer timer;               /* idle timeout, then close linger */
+    lsv_buf_t in;
+    lsv_buf_t out;
+    lsv_frame_spec_t framing;
+    uint32_t hint;                /* framer scan position in `in` */
+    uint32_t flags;
+    int fd;
+    int ud_ref;                   /* registry ref to the Lua userdata */
+    int busy;                     /* Lua calls in progress on this conn */
+    socklen_t peer_len;
+    uint64_t id;
+    ev_tstamp last_active;
+    ev_tstamp timeout;            /* idle timeout, 0 = none */
+    const char *close_reason;     /* static string */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+};
+
+/* Takes ownership of an accepted, non-blocking fd: creates the conn, runs
+ * on_connect and starts reading. The conn may already be closed when this
+ * returns. Never raises. */
+void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
+                     socklen_t salen);
+
+/* Queues n bytes for the peer; they are written before the loop next polls.
+ * Returns LSV_OK, or LSV_ERR if the conn is closing (the bytes are dropped).
+ * `reply` also accepts output while a graceful close waits to flush, for
+ * the reply returned from the on_message that closed it. */
+int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n);
+int lsv_conn_write_reply(lsv_conn_t *c, const char *p, size_t n);
+
+/* Stops reading; closes once queued output is written (or after a linger
+ * timeout if the peer does not read it), calling on_close(conn, reason).
+ * reason must be a static string. Safe to call from inside a Lua call on
+ * this conn: the free is deferred until the call returns. */
+void lsv_conn_close(lsv_conn_t *c, const char *reason);
+
+/* Like lsv_conn_close but drops queued output. */
+void lsv_conn_abort(lsv_conn_t *c, const char *reason);
+
+void lsv_conn_pause(lsv_conn_t *c);
+void lsv_conn_resume(lsv_conn_t *c);
+void lsv_conn_set_timeout(lsv_conn_t *c, double seconds);
+/* Changes framing; the framer restarts on the bytes already buffered. */
+void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
+
+/* Writes the output of every conn on srv->pending (the prepare watcher). */
+void lsv_conn_flush_pending(lsv_server_t *srv);
+
+/* The server is stopping: each conn answers what it has, then closes. */
+void lsv_conn_drain_all(lsv_server_t *srv);
+
+/* Closes every conn now, dropping output (the shutdown timeout). */
+void lsv_conn_abort_all(lsv_server_t *srv, const char *reason);
+
+#endif

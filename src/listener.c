@@ -1,0 +1,168 @@
+/* listener.c: listening sockets; accepting stream connections. */
+#include "lsv.h"
+#include "listener.h"
+#include "conn.h"
+#include "log.h"
+#include "udp.h"
+#include "vm.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Connections accepted per wakeup, so a flood of connects cannot starve
+ * the connections already open. */
+#define ACCEPTS_PER_EVENT 64
+
+/* How long accepting pauses when the process is out of descriptors, and
+ * how often that is logged. */
+#define EMFILE_PAUSE 0.5
+#define EMFILE_LOG_EVERY 10.0
+
+static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
+                                  char err[LSV_ERRLEN])
+{
+    int fd = lsv_net_listen(a, srv->opt.backlog, err);
+    if (fd < 0) return NULL;
+    lsv_listener_t *l = lsv_calloc(1, sizeof *l);
+    l->srv = srv;
+    l->addr = *a;
+    l->fd = fd;
+    l->handler_ref = LUA_NOREF;
+    lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
+
+    char local[LSV_ADDRSTRLEN];
+    lsv_net_local(fd, local);
+    if (a->kind == LSV_NET_TCP || a->kind == LSV_NET_UDP)
+        snprintf(l->name, sizeof l->name, "%s://%s",
+                 lsv_net_kind_name(a->kind), local);
+    else
+        snprintf(l->name, sizeof l->name, "%s:%s",
+                 lsv_net_kind_name(a->kind), a->path);
+
+    if (lsv_listener_is_dgram(l)) {
+        ev_io_init(&l->io, lsv_udp_read_cb, fd, EV_READ);
+        lsv_udp_init(l);
+    } else {
+        ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
+    }
+    ev_init(&l->pause_timer, listener_resume_cb);
+
+    lsv_listener_t **pp = &srv->listeners;   /* keep command-line order */
+    while (*pp) pp = &(*pp)->next;
+    *pp = l;
+    return l;
+}
+
+void lsv_listener_start_all(lsv_server_t *srv)
+{
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+        ev_io_start(srv->loop, &l->io);
+}
+
+void lsv_listener_close_all(lsv_server_t *srv)
+{
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (l->fd < 0) continue;
+        ev_io_stop(srv->loop, &l->io);
+        ev_timer_stop(srv->loop, &l->pause_timer);
+        close(l->fd);
+        l->fd = -1;
+        if (l->addr.kind == LSV_NET_UNIX || l->addr.kind == LSV_NET_UNIXGRAM)
+            unlink(l->addr.path);
+    }
+}
+
+void lsv_listener_free_all(lsv_server_t *srv)
+{
+    lsv_listener_close_all(srv);
+    while (srv->listeners) {
+        lsv_listener_t *l = srv->listeners;
+        srv->listeners = l->next;
+        if (l->dgram) lsv_udp_free(l);
+        free(l);
+    }
+}
+
+/* Out of descriptors: stop accepting for a moment instead of spinning on
+ * a listener that stays readable. Logged at most every EMFILE_LOG_EVERY. */
+static void pause_accepting(lsv_listener_t *l, int err)
+{
+    struct ev_loop *loop = l->srv->loop;
+    ev_io_stop(loop, &l->io);
+    ev_timer_set(&l->pause_timer, EMFILE_PAUSE, 0.);
+    ev_timer_start(loop, &l->pause_timer);
+    l->paused_count++;
+    if (ev_now(loop) - l->last_pause_log >= EMFILE_LOG_EVERY) {
+        lsv_warn("%s: accept: %s; pausing accepts for %.1f s (%llu "
+                 "pauses since last report)", l->name, strerror(err),
+                 EMFILE_PAUSE, (unsigned long long)l->paused_count);
+        l->last_pause_log = ev_now(loop);
+        l->paused_count = 0;
+    }
+}
+
+static void listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    lsv_listener_t *l = container_of(w, lsv_listener_t, pause_timer);
+    if (l->fd >= 0) ev_io_start(loop, &l->io);
+}
+
+/* Asks on_accept(peer, listener) whether to take the connection. Returns
+ * nonzero to accept. An error in on_accept refuses. */
+static int accept_allowed(lsv_listener_t *l, const struct sockaddr *sa,
+                          socklen_t len)
+{
+    lua_State *L = l->srv->L;
+    if (!lsv_vm_get_fn(L, l->handler_ref, "on_accept")) return 1;
+    char peer[LSV_ADDRSTRLEN];
+    lsv_net_format(sa, len, peer);
+    lua_pushstring(L, peer);
+    lua_pushstring(L, l->name);
+    if (lsv_vm_pcall(L, 2, 2) != LUA_OK) {
+        lsv_error("handler error in on_accept (peer %s, %s): %s", peer,
+                  l->name, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 0;
+    }
+    int ok = !(lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2));
+    if (!ok)
+        lsv_info("%s: refused %s: %s", l->name, peer,
+                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "by on_accept");
+    lua_pop(L, 2);
+    return ok;
+}
+
+static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop; (void)revents;
+    lsv_listener_t *l = container_of(w, lsv_listener_t, io);
+    for (int i = 0; i < ACCEPTS_PER_EVENT && l->fd >= 0; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                pause_accepting(l, errno);
+                return;
+            }
+            lsv_error("%s: accept: %s", l->name, strerror(errno));
+            return;
+        }
+        if (!accept_allowed(l, (struct sockaddr *)&ss, len)) {
+            close(fd);
+            continue;
+        }
+        lsv_conn_accept(l, fd, (struct sockaddr *)&ss, len);
+    }
+}

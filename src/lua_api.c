@@ -1,0 +1,101 @@
+/* lua_api.c: the `luaserv` module handlers require. */
+#include "lsv.h"
+#include "log.h"
+#include "server.h"
+#include "vm.h"
+
+#include <lauxlib.h>
+#include <string.h>
+#include <time.h>
+
+/* luaserv.ctime() -> "Tue Apr  8 20:55:49 2006". C ctime() without the
+ * newline, in local time, formatted once per second of loop time: the
+ * timestamp server calls it for every line. [-0, +1, -] */
+static int api_ctime(lua_State *L)
+{
+    lsv_server_t *srv = lsv_vm_server(L);
+    time_t now = (time_t)ev_now(srv->loop);
+    if (unlikely(now != srv->ctime_sec)) {
+        struct tm tm;
+        char buf[64];
+        localtime_r(&now, &tm);
+        /* asctime's fixed format: day of month space-padded to 2. */
+        size_t n = strftime(buf, sizeof buf, "%a %b %e %H:%M:%S %Y", &tm);
+        if (n == 0 || n >= sizeof srv->ctime_str) n = 0;
+        memcpy(srv->ctime_str, buf, n);
+        srv->ctime_len = n;
+        srv->ctime_sec = now;
+    }
+    lua_pushlstring(L, srv->ctime_str, srv->ctime_len);
+    return 1;
+}
+
+/* luaserv.now() -> seconds since the epoch (the loop's time). */
+static int api_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)ev_now(lsv_vm_server(L)->loop));
+    return 1;
+}
+
+/* luaserv.log.LEVEL(fmt, ...): string.format, then log with the caller's
+ * file:line. [-0, +0, v] */
+static int api_log(lua_State *L)
+{
+    int level = (int)lua_tointeger(L, lua_upvalueindex(1));
+    if (level < lsv_log_level) return 0;
+    int n = lua_gettop(L);
+    luaL_checkstring(L, 1);
+    if (n > 1) {
+        lua_getglobal(L, "string");
+        lua_getfield(L, -1, "format");
+        lua_insert(L, 1);
+        lua_pop(L, 1);
+        lua_call(L, n, 1);
+    }
+    luaL_where(L, 1);
+    lsv_log_write(level, "%s%s", lua_tostring(L, -1), lua_tostring(L, -2));
+    return 0;
+}
+
+/* luaserv.stats() -> a table of the core's counters. [-0, +1, m] */
+static int api_stats(lua_State *L)
+{
+    const lsv_stats_t *s = &lsv_vm_server(L)->stats;
+    lua_createtable(L, 0, 7);
+#define FIELD(name, v) \
+    (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
+    FIELD("connections_active", s->conns_active);
+    FIELD("connections_total", s->conns_total);
+    FIELD("messages", s->messages);
+    FIELD("datagrams", s->datagrams);
+    FIELD("bytes_received", s->bytes_in);
+    FIELD("bytes_sent", s->bytes_out);
+    FIELD("handler_errors", s->handler_errors);
+#undef FIELD
+    return 1;
+}
+
+static const luaL_Reg api_funcs[] = {
+    { "ctime", api_ctime },
+    { "now", api_now },
+    { "stats", api_stats },
+    { NULL, NULL }
+};
+
+int luaopen_luaserv(lua_State *L);
+
+int luaopen_luaserv(lua_State *L)
+{
+    static const char *const levels[] = { "debug", "info", "warn", "error" };
+    luaL_newlib(L, api_funcs);
+    lua_createtable(L, 0, 4);
+    for (int i = 0; i < 4; i++) {
+        lua_pushinteger(L, i);
+        lua_pushcclosure(L, api_log, 1);
+        lua_setfield(L, -2, levels[i]);
+    }
+    lua_setfield(L, -2, "log");
+    lua_pushliteral(L, LSV_VERSION);
+    lua_setfield(L, -2, "version");
+    return 1;
+}

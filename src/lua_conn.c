@@ -1,0 +1,325 @@
+/* lua_conn.c: the conn userdata (stream) and light conn (datagram) in Lua. */
+#include "lsv.h"
+#include "lua_conn.h"
+#include "conn.h"
+#include "listener.h"
+#include "net.h"
+#include "udp.h"
+#include "vm.h"
+
+#include <lauxlib.h>
+#include <string.h>
+
+/* A stream conn as Lua sees it. c is cleared when the C conn goes away, so
+ * every method checks it, as liolib.c does for closed files. */
+typedef struct lconn {
+    lsv_conn_t *c;
+    lua_Integer id;
+} lconn_t;
+
+typedef struct ldgram {
+    lsv_dgram_t *d;
+} ldgram_t;
+
+static lconn_t *check_conn(lua_State *L)
+{
+    return luaL_checkudata(L, 1, LSV_CONN_MT);
+}
+
+static int closed_result(lua_State *L)
+{
+    luaL_pushfail(L);
+    lua_pushliteral(L, "closed");
+    return 2;
+}
+
+/* Pushes the address fields shared by both kinds of conn; returns 1 if key
+ * was one of them. */
+static int push_addr_field(lua_State *L, const char *k,
+                           const struct sockaddr *sa, socklen_t len, int fd,
+                           const lsv_listener_t *l)
+{
+    char buf[LSV_ADDRSTRLEN];
+    if (strcmp(k, "peer") == 0) {
+        lua_pushstring(L, lsv_net_format(sa, len, buf));
+    } else if (strcmp(k, "peer_ip") == 0 || strcmp(k, "peer_port") == 0) {
+        int port;
+        lsv_net_split(sa, len, buf, &port);
+        if (k[5] == 'i') lua_pushstring(L, buf);
+        else if (port >= 0) lua_pushinteger(L, port);
+        else lua_pushnil(L);
+    } else if (strcmp(k, "local_addr") == 0) {
+        lua_pushstring(L, lsv_net_local(fd, buf));
+    } else if (strcmp(k, "listener") == 0) {
+        lua_pushstring(L, l->name);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* conn.field or conn:method. [-0, +1, -] */
+static int conn_index(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+    const char *k = lua_tostring(L, 2);
+    if (k == NULL) return 1;
+    if (strcmp(k, "id") == 0) {
+        lua_pushinteger(L, u->id);
+    } else if (strcmp(k, "state") == 0) {
+        if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) {
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, 1);
+        }
+    } else if (u->c == NULL ||
+               !push_addr_field(L, k, &u->c->peer.sa, u->c->peer_len,
+                                u->c->fd, u->c->listener)) {
+        lua_pushnil(L);
+    }
+    return 1;
+}
+
+static int conn_newindex(lua_State *L)
+{
+    return luaL_error(L, "conn fields are read-only (keep your own data in "
+                      "conn.state)");
+}
+
+/* conn:write(...) -> conn | nil, "closed". Strings and numbers. [-0, +1, v] */
+static int conn_write(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    int n = lua_gettop(L);
+    for (int i = 2; i <= n; i++) luaL_checklstring(L, i, NULL);
+    if (u->c == NULL) return closed_result(L);
+    for (int i = 2; i <= n; i++) {
+        size_t len;
+        const char *s = lua_tolstring(L, i, &len);
+        if (lsv_conn_write(u->c, s, len) != LSV_OK) return closed_result(L);
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* conn:close() -> true. Output queued so far is still written. [-0, +1, -] */
+static int conn_close(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    if (u->c) lsv_conn_close(u->c, "closed");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* conn:set_framing(spec) -> true | nil, "closed". [-0, +1, v] */
+static int conn_set_framing(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    lsv_frame_spec_t spec;
+    char err[LSV_ERRLEN];
+    if (lsv_vm_parse_framing(L, 2, &spec, err) != LSV_OK)
+        return luaL_argerror(L, 2, err);
+    if (u->c == NULL) return closed_result(L);
+    lsv_conn_set_framing(u->c, &spec);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* conn:set_timeout(seconds) -> true | nil, "closed"; 0 turns it off. */
+static int conn_set_timeout(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    lua_Number s = luaL_checknumber(L, 2);
+    luaL_argcheck(L, s >= 0, 2, "timeout must be >= 0");
+    if (u->c == NULL) return closed_result(L);
+    lsv_conn_set_timeout(u->c, (double)s);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_pause(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    if (u->c == NULL) return closed_result(L);
+    lsv_conn_pause(u->c);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_resume(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    if (u->c == NULL) return closed_result(L);
+    lsv_conn_resume(u->c);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_is_closed(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    lua_pushboolean(L, u->c == NULL || (u->c->flags & LSV_CONN_CLOSING));
+    return 1;
+}
+
+static int conn_tostring(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    char buf[LSV_ADDRSTRLEN];
+    if (u->c)
+        lua_pushfstring(L, "conn %I (%s)", u->id,
+                        lsv_net_format(&u->c->peer.sa, u->c->peer_len, buf));
+    else
+        lua_pushfstring(L, "conn %I (closed)", u->id);
+    return 1;
+}
+
+void lsv_lconn_push(lua_State *L, lsv_conn_t *c)
+{
+    if (likely(c->ud_ref != LUA_NOREF)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ud_ref);
+        return;
+    }
+    lconn_t *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->c = c;
+    u->id = (lua_Integer)c->id;
+    luaL_setmetatable(L, LSV_CONN_MT);
+    lua_pushvalue(L, -1);
+    c->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void lsv_lconn_detach(lua_State *L, lsv_conn_t *c)
+{
+    if (c->ud_ref == LUA_NOREF) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ud_ref);
+    lconn_t *u = lua_touserdata(L, -1);
+    u->c = NULL;
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->ud_ref);
+    c->ud_ref = LUA_NOREF;
+}
+
+/* --- the light conn of a datagram listener ------------------------------ */
+
+static lsv_dgram_t *check_dgram(lua_State *L)
+{
+    ldgram_t *u = luaL_checkudata(L, 1, LSV_DGRAM_MT);
+    if (!u->d->in_call)
+        luaL_error(L, "a datagram conn is valid only during its on_message "
+                   "call");
+    return u->d;
+}
+
+static int dgram_index(lua_State *L)
+{
+    lsv_dgram_t *d = check_dgram(L);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+    const char *k = lua_tostring(L, 2);
+    if (k == NULL) return 1;
+    if (strcmp(k, "id") == 0)
+        lua_pushinteger(L, 0);
+    else if (!push_addr_field(L, k, (struct sockaddr *)&d->peer, d->peer_len,
+                              d->listener->fd, d->listener))
+        lua_pushnil(L);
+    return 1;
+}
+
+/* conn:write(...) on a datagram conn: adds to the one reply datagram. */
+static int dgram_write(lua_State *L)
+{
+    lsv_dgram_t *d = check_dgram(L);
+    int n = lua_gettop(L);
+    for (int i = 2; i <= n; i++) luaL_checklstring(L, i, NULL);
+    for (int i = 2; i <= n; i++) {
+        size_t len;
+        const char *s = lua_tolstring(L, i, &len);
+        lsv_udp_write(d, s, len);
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int dgram_true(lua_State *L)
+{
+    check_dgram(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int dgram_false(lua_State *L)
+{
+    check_dgram(L);
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+static int dgram_tostring(lua_State *L)
+{
+    ldgram_t *u = luaL_checkudata(L, 1, LSV_DGRAM_MT);
+    char buf[LSV_ADDRSTRLEN];
+    if (u->d->in_call)
+        lua_pushfstring(L, "datagram conn (%s)",
+                        lsv_net_format((struct sockaddr *)&u->d->peer,
+                                       u->d->peer_len, buf));
+    else
+        lua_pushliteral(L, "datagram conn (idle)");
+    return 1;
+}
+
+void lsv_ldgram_push(lua_State *L, lsv_dgram_t *d)
+{
+    if (likely(d->ud_ref != LUA_NOREF)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, d->ud_ref);
+        return;
+    }
+    ldgram_t *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->d = d;
+    luaL_setmetatable(L, LSV_DGRAM_MT);
+    lua_pushvalue(L, -1);
+    d->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static const luaL_Reg conn_methods[] = {
+    { "write", conn_write },
+    { "close", conn_close },
+    { "set_framing", conn_set_framing },
+    { "set_timeout", conn_set_timeout },
+    { "pause", conn_pause },
+    { "resume", conn_resume },
+    { "is_closed", conn_is_closed },
+    { NULL, NULL }
+};
+
+static const luaL_Reg dgram_methods[] = {
+    { "write", dgram_write },
+    { "close", dgram_true },
+    { "is_closed", dgram_false },
+    { NULL, NULL }
+};
+
+static void new_metatable(lua_State *L, const char *name, const luaL_Reg *m,
+                          lua_CFunction index, lua_CFunction tostring)
+{
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, m, 0);
+    lua_pushcclosure(L, index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, conn_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "luaserv.conn");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+void lsv_lconn_open(lua_State *L)
+{
+    new_metatable(L, LSV_CONN_MT, conn_methods, conn_index, conn_tostring);
+    new_metatable(L, LSV_DGRAM_MT, dgram_methods, dgram_index,
+                  dgram_tostring);
+}

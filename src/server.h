@@ -1,0 +1,78 @@
+/* server.h: the server: one event loop, one Lua state, listeners, conns. */
+#ifndef LSV_SERVER_H
+#define LSV_SERVER_H
+
+#include "lsv.h"
+#include "buf.h"
+#include "frame.h"
+
+#include <ev.h>
+#include <lua.h>
+#include <time.h>
+
+typedef struct lsv_conn lsv_conn_t;
+typedef struct lsv_listener lsv_listener_t;
+typedef struct lsv_dgram lsv_dgram_t;
+
+/* Counters kept by the core; luaserv.stats() reports them. */
+typedef struct lsv_stats {
+    uint64_t conns_total;
+    uint64_t conns_active;
+    uint64_t messages;
+    uint64_t datagrams;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t handler_errors;
+} lsv_stats_t;
+
+typedef struct lsv_options {
+    double idle_timeout;      /* seconds, 0 = none */
+    double shutdown_timeout;  /* seconds */
+    size_t high_water;        /* output bytes that stop reading */
+    size_t low_water;         /* output bytes that restart it */
+    int backlog;
+} lsv_options_t;
+
+typedef struct lsv_server {
+    struct ev_loop *loop;
+    lua_State *L;
+    lsv_options_t opt;
+    lsv_stats_t stats;
+
+    lsv_listener_t *listeners;   /* owned; singly linked */
+    lsv_conn_t *conns;           /* open connections; doubly linked */
+    lsv_conn_t *pending;         /* conns with output to flush this turn */
+    uint64_t next_conn_id;
+
+    ev_prepare flush_watcher;    /* writes pending output before polling */
+    ev_signal sigterm_watcher;
+    ev_signal sigint_watcher;
+    ev_timer shutdown_timer;
+    int stopping;
+
+    /* Spare read buffers given back by idle connections. */
+    char *free_bufs[64];
+    int nfree_bufs;
+
+    /* luaserv.ctime(): the string for ctime_sec. */
+    time_t ctime_sec;
+    char ctime_str[32];
+    size_t ctime_len;
+} lsv_server_t;
+
+/* Read buffers are this big; the pool above holds only this size. */
+#define LSV_READ_SIZE (16u * 1024)
+
+/* Takes a pooled read buffer or allocates one (LSV_READ_SIZE bytes). */
+char *lsv_server_get_buf(lsv_server_t *srv);
+/* Gives back a buffer of LSV_READ_SIZE bytes; takes ownership. */
+void lsv_server_put_buf(lsv_server_t *srv, char *p);
+
+/* Begins the graceful stop: listeners close, conns drain, then the loop
+ * ends (see main.c). */
+void lsv_server_stop(lsv_server_t *srv);
+
+/* Checks whether a stopping server has nothing left and ends the loop. */
+void lsv_server_maybe_done(lsv_server_t *srv);
+
+#endif

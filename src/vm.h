@@ -1,0 +1,47 @@
+/* vm.h: the Lua state: opening, loading scripts, calling handlers. */
+#ifndef LSV_VM_H
+#define LSV_VM_H
+
+#include "lsv.h"
+#include "server.h"
+
+#include <lua.h>
+
+/* Stack slot of the message handler that adds a traceback; it stays at the
+ * bottom of the main state's stack for the life of the state. */
+#define LSV_VM_MSGH 1
+
+/* Creates srv->L with the standard libraries, `luaserv` in package.preload,
+ * and package.path extended with the script's folder and lua/. */
+void lsv_vm_open(lsv_server_t *srv, const char *script);
+void lsv_vm_close(lsv_server_t *srv);
+
+/* Returns the server that owns L. */
+static inline lsv_server_t *lsv_vm_server(lua_State *L)
+{
+    return *(lsv_server_t **)lua_getextraspace(L);
+}
+
+/* Loads and runs script, checks that it returned a valid handler table,
+ * and parses its framing into *framing. On success returns LSV_OK and a
+ * registry ref to the table in *ref. On failure returns LSV_ERR with
+ * "file:line: message" in err; the Lua stack is unchanged either way. */
+int lsv_vm_load(lsv_server_t *srv, const char *script, int *ref,
+                lsv_frame_spec_t *framing, char *err, size_t errlen);
+
+/* Parses the framing spec at idx (a kind name or a table). Returns LSV_OK,
+ * or LSV_ERR with a message in err. Never raises. */
+int lsv_vm_parse_framing(lua_State *L, int idx, lsv_frame_spec_t *spec,
+                         char err[LSV_ERRLEN]);
+
+/* Pushes handler[name] from the handler table ref and returns 1 if it is a
+ * function; otherwise pushes nothing and returns 0. [-0, +(0|1), -] */
+int lsv_vm_get_fn(lua_State *L, int ref, const char *name);
+
+/* lua_pcall through the traceback handler. On error returns the status,
+ * counts it in stats.handler_errors and leaves the message (with
+ * traceback) on the stack for the caller to log once, with its context,
+ * and pop. */
+int lsv_vm_pcall(lua_State *L, int nargs, int nresults);
+
+#endif
