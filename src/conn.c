@@ -458,10 +458,12 @@ static void process_input(lsv_conn_t *c)
     }
     c->busy--;
 
-    if ((c->flags & LSV_CONN_DRAIN) && !(c->flags & LSV_CONN_CLOSING) &&
-        c->in.len == 0)
-        lsv_conn_close(c, "shutdown");
     if (c->in.len == 0) release_buf(srv, &c->in);
+    if ((c->flags & LSV_CONN_DRAIN) && !(c->flags & LSV_CONN_CLOSING) &&
+        c->in.len == 0) {
+        lsv_conn_close(c, "shutdown");   /* may free c */
+        return;
+    }
     conn_settle(c);
 }
 
@@ -530,13 +532,14 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         lua_pop(c->srv->L, 1);
     }
     c->busy--;
-    if (keep && !(c->flags & LSV_CONN_CLOSING)) {
+    if (c->flags & LSV_CONN_CLOSING) {    /* on_timeout closed it */
+        conn_settle(c);
+    } else if (keep) {
         c->last_active = ev_now(loop);
         arm_timer(c, c->timeout);
     } else {
         lsv_conn_close(c, "timeout");
     }
-    conn_settle(c);
 }
 
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds)
@@ -577,16 +580,11 @@ void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec)
 
 void lsv_conn_drain_all(lsv_server_t *srv)
 {
-    lsv_conn_t *c, *next;
-    for (c = srv->conns; c; c = next) {
-        next = c->next;
+    /* Each conn reads once more, answers what its peer already sent, and
+     * closes when no partial frame is left (process_input). */
+    for (lsv_conn_t *c = srv->conns; c; c = c->next) {
         c->flags |= LSV_CONN_DRAIN;
-        if (c->flags & LSV_CONN_CLOSING) continue;
-        /* Read once more: what the peer already sent is answered. */
-        if (c->flags & (LSV_CONN_READING | LSV_CONN_EOF))
-            schedule_read(c);
-        else if (c->in.len == 0 && c->out.len == 0)
-            lsv_conn_close(c, "shutdown");
+        if (!(c->flags & LSV_CONN_CLOSING)) schedule_read(c);
     }
 }
 

@@ -1,0 +1,215 @@
+-- spec/helpers.lua: start the real luaserv binary and talk to it.
+-- Servers listen on 127.0.0.1:0; the real port comes from the ready line.
+-- Every server started here is stopped by PID: by the test's finally(),
+-- by stop(), or, as a last resort, when the busted process exits.
+local socket = require "socket"
+
+local helpers = {}
+
+local BUILD = os.getenv("LUASERV_BUILD") or "build"
+helpers.build = BUILD
+helpers.luaserv = BUILD .. "/luaserv"
+helpers.cli = BUILD .. "/luaserv-cli"
+helpers.sanitize = BUILD:find("asan", 1, true) ~= nil
+
+local running = {}   -- pid -> server, for the exit-time sweep
+
+local function shell_quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+helpers.shell_quote = shell_quote
+
+local function read_file(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local s = f:read("a")
+    f:close()
+    return s
+end
+helpers.read_file = read_file
+
+function helpers.write_file(path, data)
+    local f = assert(io.open(path, "wb"))
+    f:write(data)
+    f:close()
+    return path
+end
+
+function helpers.tmpname(suffix)
+    local p = os.tmpname()
+    os.remove(p)
+    return p .. (suffix or "")
+end
+
+function helpers.sleep(s) socket.sleep(s) end
+function helpers.now() return socket.gettime() end
+
+-- Waits until fn() returns a true value or timeout seconds pass.
+function helpers.wait_for(fn, timeout)
+    local deadline = socket.gettime() + (timeout or 5)
+    repeat
+        local v = fn()
+        if v then return v end
+        socket.sleep(0.01)
+    until socket.gettime() > deadline
+    return nil
+end
+
+local Server = {}
+Server.__index = Server
+
+-- The server's log (stdout and stderr) so far.
+function Server:log()
+    return read_file(self.log_path) or ""
+end
+
+function Server:alive()
+    return os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
+end
+
+-- Resident set size in KiB, from /proc.
+function Server:rss_kib()
+    local s = read_file("/proc/" .. self.pid .. "/status") or ""
+    return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+-- Sends sig (default TERM) and waits for the exit; returns the status.
+function Server:stop(sig, timeout)
+    if self.status then return self.status end
+    os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", self.pid))
+    return self:wait(timeout)
+end
+
+-- Waits for the process to exit (killing it after timeout); returns the
+-- exit status.
+function Server:wait(timeout)
+    if self.status then return self.status end
+    local ok = helpers.wait_for(function() return not self:alive() end,
+                                timeout or 15)
+    if not ok then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end
+    local line = self.pipe:read("l")
+    self.pipe:close()
+    running[self.pid] = nil
+    self.status = tonumber(line) or -1
+    return self.status
+end
+
+-- Starts luaserv. opts:
+--   script = path, or source = Lua text (written to a temp file)
+--   listen = { "127.0.0.1:0", "udp://127.0.0.1:0", ... } (default TCP)
+--   args = { extra flags }
+--   expect_ready = false for a server meant to fail at start
+-- Returns a server with .pid, .ports (in listen order), .port (first),
+-- .addrs, :log(), :stop(), :wait(), :rss_kib().
+function helpers.start_server(opts)
+    opts = opts or {}
+    local script = opts.script
+    if opts.source then
+        script = helpers.write_file(helpers.tmpname(".lua"), opts.source)
+    end
+    local listen = opts.listen or { "127.0.0.1:0" }
+    local argv = { shell_quote(helpers.luaserv) }
+    for _, l in ipairs(listen) do
+        argv[#argv + 1] = "-l " .. shell_quote(l)
+    end
+    for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = shell_quote(a) end
+    if script then argv[#argv + 1] = shell_quote(script) end
+    local log_path = helpers.tmpname(".log")
+    local cmd = ("sh -c %s"):format(shell_quote(
+        table.concat(argv, " ") .. " >" .. shell_quote(log_path) ..
+        " 2>&1 </dev/null & echo $!; wait $!; echo $?"))
+    local pipe = assert(io.popen(cmd, "r"))
+    local pid = tonumber(pipe:read("l"))
+    assert(pid, "could not start luaserv")
+    local srv = setmetatable({ pid = pid, pipe = pipe, log_path = log_path,
+                               script = script, ports = {}, addrs = {} },
+                             Server)
+    running[pid] = srv
+    if type(finally) == "function" and not opts.no_finally then
+        pcall(finally, function() srv:stop("KILL", 5) end)
+    end
+    if opts.expect_ready == false then return srv end
+    local ok = helpers.wait_for(function()
+        local n = 0
+        for _ in srv:log():gmatch("luaserv: listening on [^\n]*\n") do
+            n = n + 1
+        end
+        return n >= #listen or not srv:alive()
+    end, 10)
+    local log = srv:log()
+    for kind, addr in log:gmatch("luaserv: listening on (%S+) ([^\n]*)\n") do
+        srv.addrs[#srv.addrs + 1] = { kind = kind, addr = addr }
+        srv.ports[#srv.ports + 1] = tonumber(addr:match(":(%d+)$"))
+    end
+    if not ok or #srv.addrs < #listen then
+        srv:stop("KILL", 2)
+        error("luaserv did not start:\n" .. log, 2)
+    end
+    srv.port = srv.ports[1]
+    return srv
+end
+
+-- Runs luaserv to completion with the given argument string; returns the
+-- exit status and its output.
+function helpers.run(bin, args, stdin)
+    local out = helpers.tmpname(".out")
+    local cmd = shell_quote(bin) .. " " .. args .. " >" .. shell_quote(out) ..
+                " 2>&1"
+    if stdin then
+        local inp = helpers.write_file(helpers.tmpname(".in"), stdin)
+        cmd = cmd .. " <" .. shell_quote(inp)
+    else
+        cmd = cmd .. " </dev/null"
+    end
+    local _, _, status = os.execute(cmd)
+    local text = read_file(out) or ""
+    os.remove(out)
+    return status, text
+end
+
+-- A TCP client connected to the server (luasocket), with a timeout.
+function helpers.connect(port, timeout)
+    local c = assert(socket.tcp())
+    c:settimeout(timeout or 5)
+    assert(c:connect("127.0.0.1", port))
+    return c
+end
+
+-- Reads n bytes or until the peer closes; returns what arrived.
+function helpers.receive_all(c)
+    local parts = {}
+    while true do
+        local data, err, partial = c:receive(8192)
+        if data then parts[#parts + 1] = data
+        else
+            parts[#parts + 1] = partial
+            if err == "closed" or err == "timeout" then break end
+            break
+        end
+    end
+    return table.concat(parts)
+end
+
+-- Reads one line with its terminator kept ("...\r\n" stays as is), which
+-- luasocket's "*l" would strip. Returns nil, err on timeout or close.
+function helpers.read_line(c)
+    local parts = {}
+    while true do
+        local ch, err = c:receive(1)
+        if not ch then return nil, err, table.concat(parts) end
+        parts[#parts + 1] = ch
+        if ch == "\n" then return table.concat(parts) end
+    end
+end
+
+-- The pattern of a timestamp reply: "[Tue Apr  8 20:55:49 2006] ".
+helpers.CTIME = "%[%u%l%l %u%l%l [ 123]%d %d%d:%d%d:%d%d %d%d%d%d%] "
+
+-- Kill whatever a failed spec left running when busted exits.
+helpers._sweeper = setmetatable({}, { __gc = function()
+    for pid in pairs(running) do
+        os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+    end
+end })
+
+return helpers
