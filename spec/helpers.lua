@@ -99,6 +99,7 @@ end
 --   listen = { "127.0.0.1:0", "udp://127.0.0.1:0", ... } (default TCP)
 --   args = { extra flags }
 --   expect_ready = false for a server meant to fail at start
+--   shell = "ulimit -n 64;" runs shell text before the binary
 -- Returns a server with .pid, .ports (in listen order), .port (first),
 -- .addrs, :log(), :stop(), :wait(), :rss_kib().
 function helpers.start_server(opts)
@@ -116,7 +117,7 @@ function helpers.start_server(opts)
     if script then argv[#argv + 1] = shell_quote(script) end
     local log_path = helpers.tmpname(".log")
     local cmd = ("sh -c %s"):format(shell_quote(
-        table.concat(argv, " ") .. " >" .. shell_quote(log_path) ..
+        (opts.shell or "") .. table.concat(argv, " ") .. " >" .. shell_quote(log_path) ..
         " 2>&1 </dev/null & echo $!; wait $!; echo $?"))
     local pipe = assert(io.popen(cmd, "r"))
     local pid = tonumber(pipe:read("l"))

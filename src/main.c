@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define DEFAULT_SCRIPT "scripts/handle.lua"
@@ -191,6 +192,17 @@ static const char *default_script(void)
     return DEFAULT_SCRIPT;
 }
 
+/* A server holds a descriptor per connection: raise the soft limit to the
+ * hard one, as nginx's worker_rlimit_nofile would. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 /* Opens a listener or exits with status 1 naming the address. */
 static lsv_listener_t *open_or_die(lsv_server_t *srv, const lsv_addr_t *a,
                                    int optional)
@@ -283,6 +295,7 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     srv->loop = ev_default_loop(EVFLAG_AUTO);
     if (srv->loop == NULL) {
         fprintf(stderr, "luaserv: cannot initialise libev\n");
