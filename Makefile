@@ -24,7 +24,8 @@ ALL_CFLAGS = -std=c11 -MMD -MP $(WARN) $(CFLAGS) $(SAN) $(LUA_CFLAGS) \
              -DLSV_PREFIX='"$(PREFIX)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
-SERVER_SRC = main log vm lua_conn lua_api conn listener udp net buf frame util
+SERVER_SRC = main log vm lua_conn lua_api conn listener udp net buf frame util \
+             sched timer stream resolve
 CLI_SRC = cli net buf util
 UNIT_TESTS = frame_test buf_test net_test
 
@@ -48,7 +49,7 @@ $(BUILD)/unit/%.o: spec/unit/%.c
 	$(CC) $(ALL_CFLAGS) -Isrc -c -o $@ $<
 
 $(BUILD)/luaserv: $(SERVER_OBJ)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LUA_LIBS) $(EV_LIBS) -lm
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LUA_LIBS) $(EV_LIBS) -lm -lpthread
 
 $(BUILD)/luaserv-cli: $(CLI_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)

@@ -5,6 +5,8 @@
 #include "log.h"
 #include "lua_conn.h"
 #include "net.h"
+#include "sched.h"
+#include "stream.h"
 #include "vm.h"
 
 #include <errno.h>
@@ -21,10 +23,16 @@
 /* Seconds a closing conn waits for its peer to take queued output. */
 #define CLOSE_LINGER 10.0
 
+/* Queued output, in high-water marks, past which a conn whose peer does
+ * not read is dropped: writes from other conns' handlers do not wait. */
+#define OUTPUT_CAP_FACTOR 8
+
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_finish(lsv_conn_t *c);
+static void conn_settle(lsv_conn_t *c);
+static void close_after_call(lsv_conn_t *c, const char *reason);
 static void conn_flush(lsv_conn_t *c);
 
 /* --- watchers ----------------------------------------------------------- */
@@ -32,7 +40,8 @@ static void conn_flush(lsv_conn_t *c);
 static void start_reading(lsv_conn_t *c)
 {
     if (c->flags & (LSV_CONN_READING | LSV_CONN_CLOSING | LSV_CONN_PAUSED |
-                    LSV_CONN_BLOCKED | LSV_CONN_EOF))
+                    LSV_CONN_BLOCKED | LSV_CONN_EOF | LSV_CONN_FULL |
+                    LSV_CONN_CONNECTING))
         return;
     ev_io_start(c->srv->loop, &c->rio);
     c->flags |= LSV_CONN_READING;
@@ -177,13 +186,79 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     c->flags |= LSV_CONN_CONNECTED;
     c->busy++;
     call_handler(c, "on_connect", 0, 0);
+    if (!(c->flags & LSV_CONN_CLOSING) &&
+        lsv_vm_get_fn(srv->L, l->handler_ref, "handle")) {
+        /* Stream style: handle(conn) runs as this conn's task. */
+        c->flags |= LSV_CONN_STREAM;
+        lsv_lconn_push(srv->L, c);
+        c->task = lsv_task_spawn(srv, 1, c);
+    }
     c->busy--;
     if (c->flags & LSV_CONN_CLOSING) {
-        if ((c->flags & LSV_CONN_ABORT) || c->out.len == 0) conn_finish(c);
+        conn_settle(c);
         return;
     }
-    if (c->timeout > 0) arm_timer(c, c->timeout);
+    /* In stream style the timeout applies to each read instead. */
+    if (c->timeout > 0 && !(c->flags & LSV_CONN_STREAM))
+        arm_timer(c, c->timeout);
     start_reading(c);
+}
+
+lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
+                              const struct sockaddr *sa, socklen_t salen)
+{
+    lsv_conn_t *c = lsv_calloc(1, sizeof *c);
+    c->srv = srv;
+    c->listener = srv->outbound_listener;
+    c->fd = fd;
+    c->ud_ref = LUA_NOREF;
+    c->id = ++srv->next_conn_id;
+    c->framing = c->listener->framing;
+    if (salen > sizeof c->peer) salen = sizeof c->peer;
+    memcpy(&c->peer, sa, salen);
+    c->peer_len = salen;
+    c->last_active = ev_now(srv->loop);
+    c->flags = LSV_CONN_STREAM | LSV_CONN_OUTBOUND | LSV_CONN_CONNECTING;
+    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_init(&c->timer, conn_timer_cb);
+    ev_io_start(srv->loop, &c->wio);
+    c->flags |= LSV_CONN_WRITING;
+    c->next = srv->outbound;
+    if (srv->outbound) srv->outbound->prev = c;
+    srv->outbound = c;
+    srv->stats.outbound_active++;
+    return c;
+}
+
+void lsv_conn_want_input(lsv_conn_t *c)
+{
+    if (c->in.len < LSV_READ_AHEAD) c->flags &= ~LSV_CONN_FULL;
+    start_reading(c);
+}
+
+void lsv_conn_handle_done(lsv_conn_t *c, const char *err)
+{
+    c->task = NULL;
+    if (err == NULL) {
+        lsv_conn_close(c, "closed");
+        return;
+    }
+    char what[LSV_ADDRSTRLEN + 256];
+    lsv_error("handler error in %s: %s", conn_what(c, "handle", what,
+              sizeof what), err);
+    c->busy++;
+    lua_pushstring(c->srv->L, err);
+    call_handler(c, "on_error", 1, 0);
+    c->busy--;
+    close_after_call(c, "error");
+}
+
+void lsv_conn_task_gone(lsv_conn_t *c, lsv_task_t *t)
+{
+    if (c->task == t) c->task = NULL;
+    if (c->reader == t) c->reader = NULL;
+    if (c->writer == t) c->writer = NULL;
 }
 
 /* Frees c once nothing uses it: calls on_close, closes the fd, detaches
@@ -201,6 +276,8 @@ static void conn_finish(lsv_conn_t *c)
     }
     lsv_debug("conn %llu closed (%s)", (unsigned long long)c->id,
               c->close_reason);
+    if (c->flags & LSV_CONN_STREAM) lsv_stream_closing(c, 1);
+    if (c->task) c->task->conn = NULL;
 
     stop_reading(c);
     ev_io_stop(srv->loop, &c->rio);  /* also clears a fed event */
@@ -213,15 +290,18 @@ static void conn_finish(lsv_conn_t *c)
         while (*pp != c) pp = &(*pp)->next_pending;
         *pp = c->next_pending;
     }
+    lsv_conn_t **head = (c->flags & LSV_CONN_OUTBOUND) ? &srv->outbound
+                                                        : &srv->conns;
     if (c->prev) c->prev->next = c->next;
-    else srv->conns = c->next;
+    else *head = c->next;
     if (c->next) c->next->prev = c->prev;
 
     c->in.len = c->out.len = 0;
     release_buf(srv, &c->in);
     release_buf(srv, &c->out);
     lsv_lconn_detach(srv->L, c);
-    srv->stats.conns_active--;
+    if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
+    else srv->stats.conns_active--;
     free(c);
     lsv_server_maybe_done(srv);
 }
@@ -233,12 +313,21 @@ static void conn_settle(lsv_conn_t *c)
     if ((c->flags & LSV_CONN_ABORT) || c->out.len == 0) conn_finish(c);
 }
 
+/* After a Lua call on c returned (busy back to 0): closes c for reason,
+ * or finishes the close the call itself asked for. May free c. */
+static void close_after_call(lsv_conn_t *c, const char *reason)
+{
+    if (c->flags & LSV_CONN_CLOSING) conn_settle(c);
+    else lsv_conn_close(c, reason);
+}
+
 void lsv_conn_close(lsv_conn_t *c, const char *reason)
 {
     if (c->flags & LSV_CONN_CLOSING) return;
     c->flags |= LSV_CONN_CLOSING;
     c->close_reason = reason;
     stop_reading(c);
+    if (c->flags & LSV_CONN_STREAM) lsv_stream_closing(c, 0);
     if (c->out.len == 0) {
         conn_finish(c);
         return;
@@ -260,6 +349,14 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
 static int queue(lsv_conn_t *c, const char *p, size_t n)
 {
     lsv_server_t *srv = c->srv;
+    if (unlikely(c->out.len + n > OUTPUT_CAP_FACTOR * srv->opt.high_water)) {
+        char peer[LSV_ADDRSTRLEN];
+        lsv_warn("conn %llu (peer %s): %u bytes queued and the peer is not "
+                 "reading; dropping the connection", (unsigned long long)c->id,
+                 lsv_net_format(&c->peer.sa, c->peer_len, peer), c->out.len);
+        lsv_conn_abort(c, "overflow");     /* may free c */
+        return LSV_ERR;
+    }
     ensure_buf(srv, &c->out);
     lsv_buf_append(&c->out, p, n);
     if (!(c->flags & LSV_CONN_PENDING)) {
@@ -317,6 +414,7 @@ static void conn_flush(lsv_conn_t *c)
         lsv_conn_abort(c, "reset");
         return;
     }
+    if (c->writer) lsv_stream_output(c);
     if (c->out.len == 0) {
         if (c->flags & LSV_CONN_WRITING) {
             ev_io_stop(srv->loop, &c->wio);
@@ -347,8 +445,25 @@ void lsv_conn_flush_pending(lsv_server_t *srv)
 
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop; (void)revents;
-    conn_flush(container_of(w, lsv_conn_t, wio));
+    (void)revents;
+    lsv_conn_t *c = container_of(w, lsv_conn_t, wio);
+    if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        ev_io_stop(loop, &c->wio);
+        c->flags &= ~(LSV_CONN_WRITING | LSV_CONN_CONNECTING);
+        if (err == 0) {
+            int one = 1;
+            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            start_reading(c);
+            if (c->out.len) conn_flush(c);
+        }
+        lsv_stream_connected(c, err);   /* on error, aborts c */
+        return;
+    }
+    conn_flush(c);
 }
 
 /* --- input -------------------------------------------------------------- */
@@ -411,6 +526,16 @@ static void process_input(lsv_conn_t *c)
     lua_State *L = srv->L;
     int eof = (c->flags & LSV_CONN_EOF) != 0;
     int count = 0;
+
+    if (c->flags & LSV_CONN_STREAM) {
+        if (c->reader) lsv_stream_input(c);
+        if (!c->reader && c->in.len >= LSV_READ_AHEAD) {
+            c->flags |= LSV_CONN_FULL;
+            stop_reading(c);
+        }
+        if (c->in.len == 0) release_buf(srv, &c->in);
+        return;
+    }
 
     c->busy++;
     while (!(c->flags & (LSV_CONN_CLOSING | LSV_CONN_PAUSED |
@@ -501,7 +626,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
     lsv_conn_t *c = container_of(w, lsv_conn_t, rio);
-    if (c->flags & LSV_CONN_CLOSING) return;
+    if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_CONNECTING)) return;
     if ((c->flags & LSV_CONN_READING) && read_some(c) != LSV_OK) return;
     process_input(c);
 }
@@ -532,13 +657,11 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         lua_pop(c->srv->L, 1);
     }
     c->busy--;
-    if (c->flags & LSV_CONN_CLOSING) {    /* on_timeout closed it */
-        conn_settle(c);
-    } else if (keep) {
+    if (keep && !(c->flags & LSV_CONN_CLOSING)) {
         c->last_active = ev_now(loop);
         arm_timer(c, c->timeout);
     } else {
-        lsv_conn_close(c, "timeout");
+        close_after_call(c, "timeout");
     }
 }
 
@@ -591,4 +714,5 @@ void lsv_conn_drain_all(lsv_server_t *srv)
 void lsv_conn_abort_all(lsv_server_t *srv, const char *reason)
 {
     while (srv->conns) lsv_conn_abort(srv->conns, reason);
+    while (srv->outbound) lsv_conn_abort(srv->outbound, reason);
 }

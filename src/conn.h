@@ -19,14 +19,24 @@ enum {
     LSV_CONN_DRAIN = 1 << 7,      /* the server is stopping */
     LSV_CONN_READING = 1 << 8,    /* rio started */
     LSV_CONN_WRITING = 1 << 9,    /* wio started */
-    LSV_CONN_TIMER = 1 << 10      /* timer armed */
+    LSV_CONN_TIMER = 1 << 10,     /* timer armed */
+    LSV_CONN_STREAM = 1 << 11,    /* read by tasks, not on_message */
+    LSV_CONN_OUTBOUND = 1 << 12,  /* made by luaserv.connect */
+    LSV_CONN_CONNECTING = 1 << 13,/* outbound connect in progress */
+    LSV_CONN_FULL = 1 << 14       /* stream read-ahead is full */
 };
+
+/* A stream conn reads ahead at most this much while no task reads. */
+#define LSV_READ_AHEAD (64u * 1024)
 
 struct lsv_conn {
     lsv_server_t *srv;
     lsv_listener_t *listener;
     lsv_conn_t *prev, *next;      /* srv->conns */
     lsv_conn_t *next_pending;     /* srv->pending */
+    lsv_task_t *task;             /* the handle() task serving it */
+    lsv_task_t *reader;           /* a task waiting for its input */
+    lsv_task_t *writer;           /* a task waiting for its output to drain */
     ev_io rio;
     ev_io wio;
     ev_timer timer;               /* idle timeout, then close linger */
@@ -77,6 +87,21 @@ void lsv_conn_resume(lsv_conn_t *c);
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds);
 /* Changes framing; the framer restarts on the bytes already buffered. */
 void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
+
+/* Creates an outbound stream conn for a connecting non-blocking fd (takes
+ * ownership) and watches for the connect to finish. */
+lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
+                              const struct sockaddr *sa, socklen_t salen);
+
+/* Starts reading (stream conns call it when a task wants input). */
+void lsv_conn_want_input(lsv_conn_t *c);
+
+/* The handle() task of c ended; err is its error with traceback, or NULL
+ * when it returned. The conn closes once its output is written. */
+void lsv_conn_handle_done(lsv_conn_t *c, const char *err);
+
+/* Task t is going away: forget it. */
+void lsv_conn_task_gone(lsv_conn_t *c, lsv_task_t *t);
 
 /* Writes the output of every conn on srv->pending (the prepare watcher). */
 void lsv_conn_flush_pending(lsv_server_t *srv);

@@ -1,7 +1,9 @@
 /* lua_api.c: the `luaserv` module handlers require. */
 #include "lsv.h"
 #include "log.h"
+#include "sched.h"
 #include "server.h"
+#include "stream.h"
 #include "vm.h"
 
 #include <lauxlib.h>
@@ -61,7 +63,7 @@ static int api_log(lua_State *L)
 static int api_stats(lua_State *L)
 {
     const lsv_stats_t *s = &lsv_vm_server(L)->stats;
-    lua_createtable(L, 0, 7);
+    lua_createtable(L, 0, 9);
 #define FIELD(name, v) \
     (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
     FIELD("connections_active", s->conns_active);
@@ -71,6 +73,8 @@ static int api_stats(lua_State *L)
     FIELD("bytes_received", s->bytes_in);
     FIELD("bytes_sent", s->bytes_out);
     FIELD("handler_errors", s->handler_errors);
+    FIELD("tasks", s->tasks_active);
+    FIELD("outbound_active", s->outbound_active);
 #undef FIELD
     return 1;
 }
@@ -83,6 +87,7 @@ static const luaL_Reg api_funcs[] = {
 };
 
 int luaopen_luaserv(lua_State *L);
+void lsv_timer_open(lua_State *L);
 
 int luaopen_luaserv(lua_State *L)
 {
@@ -97,5 +102,8 @@ int luaopen_luaserv(lua_State *L)
     lua_setfield(L, -2, "log");
     lua_pushliteral(L, LSV_VERSION);
     lua_setfield(L, -2, "version");
+    lsv_sched_open(L);
+    lsv_timer_open(L);
+    lsv_stream_open_api(L);
     return 1;
 }

@@ -4,18 +4,14 @@
 #include "conn.h"
 #include "listener.h"
 #include "net.h"
+#include "stream.h"
 #include "udp.h"
 #include "vm.h"
 
 #include <lauxlib.h>
 #include <string.h>
 
-/* A stream conn as Lua sees it. c is cleared when the C conn goes away, so
- * every method checks it, as liolib.c does for closed files. */
-typedef struct lconn {
-    lsv_conn_t *c;
-    lua_Integer id;
-} lconn_t;
+typedef lsv_lconn_t lconn_t;
 
 typedef struct ldgram {
     lsv_dgram_t *d;
@@ -24,6 +20,11 @@ typedef struct ldgram {
 static lconn_t *check_conn(lua_State *L)
 {
     return luaL_checkudata(L, 1, LSV_CONN_MT);
+}
+
+lsv_lconn_t *lsv_lconn_check(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, LSV_CONN_MT);
 }
 
 static int closed_result(lua_State *L)
@@ -101,7 +102,7 @@ static int conn_write(lua_State *L)
         if (lsv_conn_write(u->c, s, len) != LSV_OK) return closed_result(L);
     }
     lua_settop(L, 1);
-    return 1;
+    return lsv_stream_write_wait(L, u->c);
 }
 
 /* conn:close() -> true. Output queued so far is still written. [-0, +1, -] */
@@ -176,29 +177,75 @@ static int conn_tostring(lua_State *L)
     return 1;
 }
 
+/* Registry key of the weak table holding outbound conns' userdata: the
+ * core keeps an accepted conn's userdata alive, but an outbound conn the
+ * handler dropped is closed by the garbage collector, like a file. */
+static const char weak_key = 'w';
+
+/* Pushes the table c's ref lives in. [-0, +1, -] */
+static void push_ref_table(lua_State *L, const lsv_conn_t *c)
+{
+    if (c->flags & LSV_CONN_OUTBOUND)
+        lua_rawgetp(L, LUA_REGISTRYINDEX, &weak_key);
+    else
+        lua_pushvalue(L, LUA_REGISTRYINDEX);
+}
+
 void lsv_lconn_push(lua_State *L, lsv_conn_t *c)
 {
-    if (likely(c->ud_ref != LUA_NOREF)) {
+    if (likely(c->ud_ref != LUA_NOREF) && !(c->flags & LSV_CONN_OUTBOUND)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, c->ud_ref);
         return;
+    }
+    if (c->ud_ref != LUA_NOREF) {
+        push_ref_table(L, c);
+        int t = lua_rawgeti(L, -1, c->ud_ref);
+        lua_remove(L, -2);
+        if (t != LUA_TNIL) return;
+        lua_pop(L, 1);
     }
     lconn_t *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->c = c;
     u->id = (lua_Integer)c->id;
     luaL_setmetatable(L, LSV_CONN_MT);
-    lua_pushvalue(L, -1);
-    c->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    push_ref_table(L, c);
+    lua_pushvalue(L, -2);
+    c->ud_ref = luaL_ref(L, -2);
+    lua_pop(L, 1);
 }
 
 void lsv_lconn_detach(lua_State *L, lsv_conn_t *c)
 {
     if (c->ud_ref == LUA_NOREF) return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ud_ref);
-    lconn_t *u = lua_touserdata(L, -1);
-    u->c = NULL;
+    push_ref_table(L, c);
+    if (lua_rawgeti(L, -1, c->ud_ref) == LUA_TUSERDATA) {
+        lconn_t *u = lua_touserdata(L, -1);
+        u->c = NULL;
+    }
     lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->ud_ref);
+    luaL_unref(L, -1, c->ud_ref);
+    lua_pop(L, 1);
     c->ud_ref = LUA_NOREF;
+}
+
+/* An outbound conn nobody references any more is closed. */
+static int conn_gc(lua_State *L)
+{
+    lconn_t *u = lua_touserdata(L, 1);
+    lsv_conn_t *c = u->c;
+    if (c == NULL || !(c->flags & LSV_CONN_OUTBOUND)) return 0;
+    u->c = NULL;
+    lsv_lconn_detach(L, c);
+    lsv_conn_abort(c, "closed");
+    return 0;
+}
+
+/* conn:pending() -> bytes queued for the peer and not yet written. */
+static int conn_pending(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    lua_pushinteger(L, u->c ? (lua_Integer)u->c->out.len : 0);
+    return 1;
 }
 
 /* --- the light conn of a datagram listener ------------------------------ */
@@ -290,6 +337,7 @@ static const luaL_Reg conn_methods[] = {
     { "pause", conn_pause },
     { "resume", conn_resume },
     { "is_closed", conn_is_closed },
+    { "pending", conn_pending },
     { NULL, NULL }
 };
 
@@ -306,6 +354,11 @@ static void new_metatable(lua_State *L, const char *name, const luaL_Reg *m,
     luaL_newmetatable(L, name);
     lua_newtable(L);
     luaL_setfuncs(L, m, 0);
+    if (index == conn_index) {
+        lsv_stream_open_methods(L);
+        lua_pushcfunction(L, conn_gc);
+        lua_setfield(L, -3, "__gc");
+    }
     lua_pushcclosure(L, index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, conn_newindex);
@@ -319,6 +372,12 @@ static void new_metatable(lua_State *L, const char *name, const luaL_Reg *m,
 
 void lsv_lconn_open(lua_State *L)
 {
+    lua_newtable(L);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_pushvalue(L, -1);
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &weak_key);
     new_metatable(L, LSV_CONN_MT, conn_methods, conn_index, conn_tostring);
     new_metatable(L, LSV_DGRAM_MT, dgram_methods, dgram_index,
                   dgram_tostring);

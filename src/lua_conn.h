@@ -10,6 +10,16 @@
 #define LSV_CONN_MT "luaserv.conn"
 #define LSV_DGRAM_MT "luaserv.dgram"
 
+/* A conn as Lua sees it. c is cleared when the C conn goes away, so every
+ * method checks it, as liolib.c does for closed files. */
+typedef struct lsv_lconn {
+    lsv_conn_t *c;
+    lua_Integer id;
+} lsv_lconn_t;
+
+/* Checks that the value at idx is a conn userdata. [-0, +0, v] */
+lsv_lconn_t *lsv_lconn_check(lua_State *L, int idx);
+
 /* Registers the conn and datagram metatables in L. */
 void lsv_lconn_open(lua_State *L);
 

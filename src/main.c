@@ -4,6 +4,8 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
+#include "resolve.h"
+#include "sched.h"
 #include "server.h"
 #include "vm.h"
 
@@ -127,10 +129,16 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     lsv_server_stop(srv);
 }
 
+/* Before the loop polls: run the tasks that became ready this turn, then
+ * write what everyone queued. */
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)loop; (void)revents;
-    lsv_conn_flush_pending(container_of(w, lsv_server_t, flush_watcher));
+    lsv_server_t *srv = container_of(w, lsv_server_t, flush_watcher);
+    lsv_sched_run(srv);
+    lsv_conn_flush_pending(srv);
+    if (srv->ready) lsv_sched_run(srv);   /* woken by the flush */
+    lsv_conn_flush_pending(srv);
 }
 
 /* --- options ------------------------------------------------------------ */
@@ -302,6 +310,14 @@ int main(int argc, char **argv)
         return 1;
     }
     lsv_vm_open(srv, script);
+    srv->resolver = lsv_resolver_new(srv->loop);
+    static lsv_listener_t outbound;   /* what outbound conns point at */
+    snprintf(outbound.name, sizeof outbound.name, "outbound");
+    outbound.srv = srv;
+    outbound.fd = -1;
+    outbound.handler_ref = LUA_NOREF;
+    lsv_frame_spec_init(&outbound.framing, LSV_FRAME_LINE);
+    srv->outbound_listener = &outbound;
 
     int ref;
     lsv_frame_spec_t framing;
@@ -362,8 +378,10 @@ int main(int argc, char **argv)
     ev_prepare_stop(srv->loop, &srv->flush_watcher);
     ev_signal_stop(srv->loop, &srv->sigterm_watcher);
     ev_signal_stop(srv->loop, &srv->sigint_watcher);
+    lsv_sched_free_all(srv);
     lsv_listener_free_all(srv);
     lsv_vm_close(srv);
+    lsv_resolver_free(srv->resolver);
     while (srv->nfree_bufs) free(srv->free_bufs[--srv->nfree_bufs]);
     ev_loop_destroy(srv->loop);
     lsv_info("stopped");

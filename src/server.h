@@ -5,14 +5,15 @@
 #include "lsv.h"
 #include "buf.h"
 #include "frame.h"
+#include "sched.h"
 
 #include <ev.h>
 #include <lua.h>
 #include <time.h>
 
-typedef struct lsv_conn lsv_conn_t;
 typedef struct lsv_listener lsv_listener_t;
 typedef struct lsv_dgram lsv_dgram_t;
+typedef struct lsv_resolver lsv_resolver_t;
 
 /* Counters kept by the core; luaserv.stats() reports them. */
 typedef struct lsv_stats {
@@ -23,6 +24,8 @@ typedef struct lsv_stats {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t handler_errors;
+    uint64_t tasks_active;
+    uint64_t outbound_active;
 } lsv_stats_t;
 
 typedef struct lsv_options {
@@ -41,6 +44,12 @@ typedef struct lsv_server {
 
     lsv_listener_t *listeners;   /* owned; singly linked */
     lsv_conn_t *conns;           /* open connections; doubly linked */
+    lsv_conn_t *outbound;        /* luaserv.connect() conns; doubly linked */
+    lsv_listener_t *outbound_listener;  /* what outbound conns point at */
+    lsv_task_t main_task;        /* the main thread's extra space points here */
+    lsv_task_t *tasks;           /* every live task; doubly linked */
+    lsv_task_t *ready, *ready_tail;     /* tasks to resume this turn */
+    lsv_resolver_t *resolver;
     lsv_conn_t *pending;         /* conns with output to flush this turn */
     uint64_t next_conn_id;
 

@@ -35,6 +35,7 @@ int lsv_vm_pcall(lua_State *L, int nargs, int nresults)
 
 int lsv_vm_get_fn(lua_State *L, int ref, const char *name)
 {
+    if (unlikely(ref == LUA_NOREF)) return 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     if (likely(lua_getfield(L, -1, name) == LUA_TFUNCTION)) {
         lua_remove(L, -2);
@@ -75,7 +76,9 @@ void lsv_vm_open(lsv_server_t *srv, const char *script)
         abort();
     }
     srv->L = L;
-    *(lsv_server_t **)lua_getextraspace(L) = srv;
+    srv->main_task.srv = srv;
+    srv->main_task.co = L;
+    *(lsv_task_t **)lua_getextraspace(L) = &srv->main_task;
     luaL_openlibs(L);
     lua_pushcfunction(L, msgh);       /* stays at LSV_VM_MSGH */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

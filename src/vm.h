@@ -4,6 +4,7 @@
 
 #include "lsv.h"
 #include "server.h"
+#include "sched.h"
 
 #include <lua.h>
 
@@ -16,10 +17,11 @@
 void lsv_vm_open(lsv_server_t *srv, const char *script);
 void lsv_vm_close(lsv_server_t *srv);
 
-/* Returns the server that owns L. */
+/* Returns the server that owns L. Every thread's extra space points at a
+ * task (the main thread's at srv->main_task) whose first field is srv. */
 static inline lsv_server_t *lsv_vm_server(lua_State *L)
 {
-    return *(lsv_server_t **)lua_getextraspace(L);
+    return (*(lsv_task_t **)lua_getextraspace(L))->srv;
 }
 
 /* Loads and runs script, checks that it returned a valid handler table,

@@ -1,0 +1,284 @@
+/* sched.c: tasks (coroutines the loop resumes), spawn, sleep, yield. */
+#include "lsv.h"
+#include "sched.h"
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+#include "vm.h"
+
+#include <lauxlib.h>
+#include <string.h>
+
+#define TASK_MT "luaserv.task"
+
+/* A task's Lua handle, returned by spawn: cleared when the task ends. */
+typedef struct task_handle {
+    lsv_task_t *t;
+} task_handle_t;
+
+static void task_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+lsv_task_t *lsv_task_current(lua_State *L)
+{
+    lsv_task_t *t = *(lsv_task_t **)lua_getextraspace(L);
+    return t->co == L && t != &t->srv->main_task ? t : NULL;
+}
+
+lsv_task_t *lsv_task_check(lua_State *L, const char *what)
+{
+    lsv_task_t *t = lsv_task_current(L);
+    if (unlikely(t == NULL)) {
+        if (lua_pushthread(L))
+            luaL_error(L, "%s waits, so it must run in a task (a handle() "
+                       "function, luaserv.spawn or a timer callback), not in "
+                       "a callback like on_message or at load", what);
+        luaL_error(L, "%s waits, so it must run in a task (a handle() "
+                   "function, luaserv.spawn or a timer callback), not in a "
+                   "coroutine the handler created", what);
+    }
+    if (unlikely(!lua_isyieldable(L)))
+        luaL_error(L, "%s cannot wait here (inside a metamethod or a C "
+                   "call that cannot yield)", what);
+    return t;
+}
+
+static void enqueue(lsv_server_t *srv, lsv_task_t *t)
+{
+    t->wait = LSV_WAIT_READY;
+    t->next_ready = NULL;
+    if (srv->ready_tail) srv->ready_tail->next_ready = t;
+    else srv->ready = t;
+    srv->ready_tail = t;
+}
+
+lsv_task_t *lsv_task_spawn(lsv_server_t *srv, int nargs, lsv_conn_t *conn)
+{
+    lua_State *L = srv->L;
+    lsv_task_t *t = lsv_calloc(1, sizeof *t);
+    t->srv = srv;
+    t->co = lua_newthread(L);
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    *(lsv_task_t **)lua_getextraspace(t->co) = t;
+    lua_xmove(L, t->co, nargs + 1);
+    t->nargs = nargs;
+    t->conn = conn;
+    ev_init(&t->timer, task_timer_cb);
+    t->next = srv->tasks;
+    if (srv->tasks) srv->tasks->prev = t;
+    srv->tasks = t;
+    srv->stats.tasks_active++;
+    enqueue(srv, t);
+    return t;
+}
+
+static void task_free(lsv_task_t *t)
+{
+    lsv_server_t *srv = t->srv;
+    ev_timer_stop(srv->loop, &t->timer);
+    if (t->handle) ((task_handle_t *)t->handle)->t = NULL;
+    if (t->conn) lsv_conn_task_gone(t->conn, t);
+    /* The thread may outlive us in a user's table: point it back at the
+     * main task so nothing reads freed memory through its extra space. */
+    *(lsv_task_t **)lua_getextraspace(t->co) = &srv->main_task;
+    luaL_unref(srv->L, LUA_REGISTRYINDEX, t->ref);
+    if (t->prev) t->prev->next = t->next;
+    else srv->tasks = t->next;
+    if (t->next) t->next->prev = t->prev;
+    srv->stats.tasks_active--;
+    free(t);
+}
+
+void lsv_task_wait(lsv_task_t *t, int wait, void *obj, lsv_unwait_fn unwait,
+                   double timeout)
+{
+    t->wait = wait;
+    t->wait_obj = obj;
+    t->unwait = unwait;
+    if (timeout > 0) {
+        ev_timer_set(&t->timer, timeout, 0.);
+        ev_timer_start(t->srv->loop, &t->timer);
+    }
+}
+
+void lsv_task_unwait(lsv_task_t *t)
+{
+    ev_timer_stop(t->srv->loop, &t->timer);
+    t->wait = LSV_WAIT_NONE;
+    t->wait_obj = NULL;
+    t->unwait = NULL;
+}
+
+void lsv_task_wake(lsv_task_t *t, int nargs)
+{
+    lsv_task_unwait(t);
+    t->nargs = nargs;
+    enqueue(t->srv, t);
+}
+
+static void task_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    lsv_task_t *t = container_of(w, lsv_task_t, timer);
+    if (t->wait == LSV_WAIT_SLEEP) {
+        lsv_task_wake(t, 0);
+        return;
+    }
+    if (t->unwait) t->unwait(t);
+    lua_pushnil(t->co);
+    lua_pushliteral(t->co, "timeout");
+    lsv_task_wake(t, 2);
+}
+
+void lsv_task_cancel(lsv_task_t *t)
+{
+    if (t->cancelled) return;
+    t->cancelled = 1;
+    if (t->wait == LSV_WAIT_READY || t->wait == LSV_WAIT_NONE) return;
+    /* Waiting: undo the registration and let the run loop drop it. */
+    if (t->unwait) t->unwait(t);
+    lsv_task_wake(t, 0);
+}
+
+/* A task finished (status LUA_OK) or failed: report, then free it. */
+static void task_done(lsv_task_t *t, int status)
+{
+    lsv_server_t *srv = t->srv;
+    lua_State *L = srv->L;
+    lsv_conn_t *c = t->conn;
+    t->conn = NULL;          /* handle_done may free the conn */
+    if (c) lsv_conn_task_gone(c, t);
+    if (status != LUA_OK) {
+        srv->stats.handler_errors++;
+        const char *msg = lua_tostring(t->co, -1);
+        luaL_traceback(L, t->co, msg ? msg : "(error object is not a string)",
+                       0);
+        if (c)
+            lsv_conn_handle_done(c, lua_tostring(L, -1));
+        else
+            lsv_error("handler error in a task: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    } else if (c) {
+        lsv_conn_handle_done(c, NULL);
+    }
+    task_free(t);
+}
+
+void lsv_sched_run(lsv_server_t *srv)
+{
+    lsv_task_t *t;
+    while ((t = srv->ready) != NULL) {
+        srv->ready = t->next_ready;
+        if (srv->ready == NULL) srv->ready_tail = NULL;
+        t->wait = LSV_WAIT_NONE;
+        if (t->cancelled) {
+            task_free(t);
+            continue;
+        }
+        int nres, nargs = t->nargs;
+        t->nargs = 0;
+        int status = lua_resume(t->co, srv->L, nargs, &nres);
+        if (status == LUA_YIELD) {
+            lua_pop(t->co, nres);
+            /* A plain coroutine.yield() from the task: run it again on
+             * the next turn, as a cooperative yield. */
+            if (t->wait == LSV_WAIT_NONE) enqueue(srv, t);
+            else if (t->cancelled && t->wait != LSV_WAIT_READY) {
+                if (t->unwait) t->unwait(t);
+                lsv_task_wake(t, 0);
+            }
+            continue;
+        }
+        task_done(t, status);
+    }
+}
+
+void lsv_sched_free_all(lsv_server_t *srv)
+{
+    while (srv->tasks) {
+        lsv_task_t *t = srv->tasks;
+        if (t->unwait) t->unwait(t);
+        task_free(t);
+    }
+    srv->ready = srv->ready_tail = NULL;
+}
+
+/* --- Lua API ------------------------------------------------------------ */
+
+/* luaserv.sleep(seconds): waits in the current task. [-0, +0, v] */
+static int api_sleep(lua_State *L)
+{
+    lua_Number s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0, 1, "seconds must be >= 0");
+    lsv_task_t *t = lsv_task_check(L, "luaserv.sleep()");
+    if (s == 0) {
+        lsv_task_wake(t, 0);      /* just let others run */
+    } else {
+        lsv_task_wait(t, LSV_WAIT_SLEEP, NULL, NULL, (double)s);
+    }
+    return lua_yield(L, 0);
+}
+
+/* luaserv.spawn(fn, ...) -> task. Runs fn(...) as a new task, before the
+ * loop next polls. [-0, +1, v] */
+static int api_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lsv_server_t *srv = lsv_vm_server(L);
+    int n = lua_gettop(L);
+    if (L != srv->L)
+        lua_xmove(L, srv->L, n);   /* function and arguments to main */
+    lsv_task_t *t = lsv_task_spawn(srv, n - 1, NULL);
+    task_handle_t *h = lua_newuserdatauv(L, sizeof *h, 0);
+    h->t = t;
+    t->handle = h;
+    luaL_setmetatable(L, TASK_MT);
+    return 1;
+}
+
+/* task:cancel(): the task never runs again. Returns true if it was
+ * still alive. */
+static int task_cancel(lua_State *L)
+{
+    task_handle_t *h = luaL_checkudata(L, 1, TASK_MT);
+    int alive = h->t != NULL && !h->t->cancelled;
+    if (alive) lsv_task_cancel(h->t);
+    lua_pushboolean(L, alive);
+    return 1;
+}
+
+/* task:status() -> "running" | "waiting" | "dead". */
+static int task_status(lua_State *L)
+{
+    task_handle_t *h = luaL_checkudata(L, 1, TASK_MT);
+    if (h->t == NULL || h->t->cancelled) lua_pushliteral(L, "dead");
+    else if (h->t->co == L) lua_pushliteral(L, "running");
+    else lua_pushliteral(L, "waiting");
+    return 1;
+}
+
+static int task_gc(lua_State *L)
+{
+    task_handle_t *h = luaL_checkudata(L, 1, TASK_MT);
+    if (h->t) h->t->handle = NULL;
+    return 0;
+}
+
+void lsv_sched_open(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "cancel", task_cancel },
+        { "status", task_status },
+        { NULL, NULL }
+    };
+    if (luaL_newmetatable(L, TASK_MT)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, task_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, api_sleep);
+    lua_setfield(L, -2, "sleep");
+    lua_pushcfunction(L, api_spawn);
+    lua_setfield(L, -2, "spawn");
+}

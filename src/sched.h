@@ -1,0 +1,89 @@
+/* sched.h: tasks: Lua coroutines the loop resumes when what they wait for
+ * happens (input, drained output, a timer, a connect, a name lookup). */
+#ifndef LSV_SCHED_H
+#define LSV_SCHED_H
+
+#include "lsv.h"
+#include "frame.h"
+
+#include <ev.h>
+#include <lua.h>
+
+typedef struct lsv_server lsv_server_t;
+typedef struct lsv_conn lsv_conn_t;
+typedef struct lsv_task lsv_task_t;
+
+/* What a task waits for. */
+enum {
+    LSV_WAIT_NONE = 0,
+    LSV_WAIT_READY,     /* queued to run */
+    LSV_WAIT_SLEEP,
+    LSV_WAIT_READ,      /* a conn's input (want says how much) */
+    LSV_WAIT_WRITE,     /* a conn's output below the low-water mark */
+    LSV_WAIT_FLUSH,     /* a conn's output empty */
+    LSV_WAIT_CONNECT,   /* an outbound connect */
+    LSV_WAIT_RESOLVE,   /* a name lookup */
+    LSV_WAIT_DGRAM      /* a datagram on a luaserv.udp() socket */
+};
+
+/* Undoes a wait's registration with the object waited on (the conn, ...)
+ * when the wait ends early: timeout or cancel. */
+typedef void (*lsv_unwait_fn)(lsv_task_t *t);
+
+struct lsv_task {
+    lsv_server_t *srv;         /* first: lsv_vm_server() reads it */
+    lua_State *co;             /* the coroutine */
+    int ref;                   /* registry ref anchoring co */
+    int nargs;                 /* values pushed on co for the next resume */
+    int wait;                  /* LSV_WAIT_* */
+    int cancelled;
+    lsv_conn_t *conn;          /* the conn this handle() task serves */
+    void *wait_obj;            /* what it waits on */
+    lsv_unwait_fn unwait;
+    lsv_task_t *next_ready;    /* srv->ready queue */
+    lsv_task_t *prev, *next;   /* srv->tasks */
+    void *handle;              /* its Lua handle (spawn), or NULL */
+    ev_timer timer;            /* sleep and wait timeouts */
+    lsv_frame_spec_t want;     /* LSV_WAIT_READ: the read request */
+};
+
+/* Returns the task L runs in, or NULL when L is the main thread or a
+ * coroutine the handler created itself. */
+lsv_task_t *lsv_task_current(lua_State *L);
+
+/* Raises a clear error unless L is a task that may wait; `what` names the
+ * call ("conn:readline()"). Returns the task. [-0, +0, v] */
+lsv_task_t *lsv_task_check(lua_State *L, const char *what);
+
+/* Starts a task running the function at the top of srv->L below nargs
+ * arguments (all popped). It is queued; it first runs before the loop next
+ * polls. conn (may be NULL) is the conn a handle() task serves. */
+lsv_task_t *lsv_task_spawn(lsv_server_t *srv, int nargs, lsv_conn_t *conn);
+
+/* Marks t as waiting on obj; a timeout > 0 wakes it with nil, "timeout"
+ * after calling unwait. The caller then returns lua_yield(L, 0). */
+void lsv_task_wait(lsv_task_t *t, int wait, void *obj, lsv_unwait_fn unwait,
+                   double timeout);
+
+/* Ends t's wait without waking it, so it can wait for the next step. */
+void lsv_task_unwait(lsv_task_t *t);
+
+/* Ends t's wait: the nargs values on top of t->co are what the waiting
+ * call returns. t runs before the loop next polls. */
+void lsv_task_wake(lsv_task_t *t, int nargs);
+
+/* Stops t: it is never resumed again. Safe on a running task (it stops at
+ * its next wait). */
+void lsv_task_cancel(lsv_task_t *t);
+
+/* Runs every queued task (the prepare watcher). */
+void lsv_sched_run(lsv_server_t *srv);
+
+/* Frees every task (at exit). */
+void lsv_sched_free_all(lsv_server_t *srv);
+
+/* Registers luaserv.sleep, spawn, yield and timer in the module table at
+ * the top of the stack. */
+void lsv_sched_open(lua_State *L);
+
+#endif

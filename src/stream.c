@@ -1,0 +1,418 @@
+/* stream.c: the stream style: conn reads and writes that wait in a task,
+ * and outbound connections (luaserv.connect). */
+#include "lsv.h"
+#include "stream.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "lua_conn.h"
+#include "net.h"
+#include "resolve.h"
+#include "sched.h"
+#include "vm.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONNECT_TIMEOUT 10.0
+
+static void push_fail(lua_State *L, const char *err)
+{
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+}
+
+/* --- reading ------------------------------------------------------------ */
+
+static void unwait_reader(lsv_task_t *t)
+{
+    lsv_conn_t *c = t->wait_obj;
+    if (c && c->reader == t) c->reader = NULL;
+}
+
+static void unwait_writer(lsv_task_t *t)
+{
+    lsv_conn_t *c = t->wait_obj;
+    if (c && c->writer == t) c->writer = NULL;
+}
+
+/* Answers the read request `want` from c's buffered input, pushing the
+ * results onto L (which may be a suspended task's thread). Returns how
+ * many values it pushed, or -1 when the request must wait for input. */
+static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
+{
+    int eof = (c->flags & (LSV_CONN_EOF | LSV_CONN_CLOSING)) != 0;
+    if (c->in.len == 0 && !eof) {
+        /* A stopping server ends idle reads on its own connections. */
+        if ((c->flags & LSV_CONN_DRAIN) && !(c->flags & LSV_CONN_OUTBOUND)) {
+            push_fail(L, "closed");
+            return 2;
+        }
+        return -1;
+    }
+    size_t hint = c->hint, off = 0, mlen = 0;
+    ssize_t r = lsv_frame_next(want, lsv_buf_head(&c->in), c->in.len, eof,
+                               &hint, &off, &mlen);
+    if (likely(r > 0)) {
+        lua_pushlstring(L, lsv_buf_head(&c->in) + off, mlen);
+        lsv_buf_consume(&c->in, (size_t)r);
+        c->hint = 0;
+        if ((c->flags & LSV_CONN_FULL) && c->in.len < LSV_READ_AHEAD)
+            lsv_conn_want_input(c);
+        return 1;
+    }
+    if (r == LSV_FRAME_PARTIAL) {
+        c->hint = (uint32_t)hint;
+        if (!eof) return -1;
+        push_fail(L, "closed");
+        return 2;
+    }
+    if (r == LSV_FRAME_TRUNCATED && want->kind == LSV_FRAME_FIXED) {
+        /* read(n) at end of stream returns what is left, as Python does. */
+        lua_pushlstring(L, lsv_buf_head(&c->in), c->in.len);
+        lsv_buf_consume(&c->in, c->in.len);
+        return 1;
+    }
+    /* Too long (or a truncated prefixed frame): the stream cannot be
+     * resynchronised, so its input ends here; writing still works. */
+    lsv_buf_consume(&c->in, c->in.len);
+    c->hint = 0;
+    c->flags |= LSV_CONN_EOF;
+    lsv_conn_pause(c);
+    push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long" : "closed");
+    return 2;
+}
+
+void lsv_stream_input(lsv_conn_t *c)
+{
+    lsv_task_t *t = c->reader;
+    if (t == NULL || t->wait != LSV_WAIT_READ) return;
+    int n = try_read(c, &t->want, t->co);
+    if (n < 0) return;
+    c->reader = NULL;
+    lsv_task_wake(t, n);
+}
+
+void lsv_stream_output(lsv_conn_t *c)
+{
+    lsv_task_t *t = c->writer;
+    if (t == NULL) return;
+    if (t->wait == LSV_WAIT_WRITE && c->out.len <= c->srv->opt.low_water) {
+        c->writer = NULL;
+        lsv_lconn_push(t->co, c);
+        lsv_task_wake(t, 1);
+    } else if (t->wait == LSV_WAIT_FLUSH && c->out.len == 0) {
+        c->writer = NULL;
+        lua_pushboolean(t->co, 1);
+        lsv_task_wake(t, 1);
+    }
+}
+
+void lsv_stream_closing(lsv_conn_t *c, int abort)
+{
+    lsv_task_t *t = c->reader;
+    if (t && (t->wait == LSV_WAIT_READ || t->wait == LSV_WAIT_CONNECT)) {
+        c->reader = NULL;
+        push_fail(t->co, "closed");
+        lsv_task_wake(t, 2);
+    }
+    t = c->writer;
+    if (t && abort) {
+        c->writer = NULL;
+        push_fail(t->co, "closed");
+        lsv_task_wake(t, 2);
+    }
+}
+
+/* Checks the conn at 1 for a stream read; returns it, or NULL after
+ * pushing nil, "closed". [-0, +(0|2), v] */
+static lsv_conn_t *stream_conn(lua_State *L, const char *what)
+{
+    lsv_lconn_t *u = lsv_lconn_check(L, 1);
+    lsv_conn_t *c = u->c;
+    lsv_task_check(L, what);
+    if (c == NULL) {
+        push_fail(L, "closed");
+        return NULL;
+    }
+    if (!(c->flags & LSV_CONN_STREAM))
+        luaL_error(L, "%s: this conn is in callback style (its handler has "
+                   "no handle function), so its input goes to on_message",
+                   what);
+    if (c->reader)
+        luaL_error(L, "%s: another task is already reading this conn", what);
+    return c;
+}
+
+/* Reads by want, waiting in the task if the input is not there yet. */
+static int stream_read(lua_State *L, lsv_conn_t *c,
+                       const lsv_frame_spec_t *want)
+{
+    c->hint = 0;
+    int n = try_read(c, want, L);
+    if (n >= 0) return n;
+    lsv_task_t *t = lsv_task_current(L);
+    t->want = *want;
+    c->reader = t;
+    lsv_task_wait(t, LSV_WAIT_READ, c, unwait_reader, c->timeout);
+    lsv_conn_want_input(c);
+    return lua_yield(L, 0);
+}
+
+/* conn:readline([keep_eol]) -> line | nil, "closed" | "timeout" |
+ * "too long". The LF or CRLF is stripped unless keep_eol. [-0, +(1|2), v] */
+static int conn_readline(lua_State *L)
+{
+    lsv_conn_t *c = stream_conn(L, "conn:readline()");
+    if (c == NULL) return 2;
+    lsv_frame_spec_t want;
+    lsv_frame_spec_init(&want, LSV_FRAME_LINE);
+    want.keep_eol = (uint8_t)lua_toboolean(L, 2);
+    if (c->framing.kind == LSV_FRAME_LINE) want.max = c->framing.max;
+    return stream_read(L, c, &want);
+}
+
+/* conn:read([n]) -> exactly n bytes (fewer only at end of stream), or
+ * without n whatever has arrived (at most 64 KiB). [-0, +(1|2), v] */
+static int conn_read(lua_State *L)
+{
+    lsv_frame_spec_t want;
+    if (lua_isnoneornil(L, 2)) {
+        lsv_frame_spec_init(&want, LSV_FRAME_RAW);
+    } else {
+        lua_Integer n = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, n >= 1 && n <= LSV_FRAME_HARD_MAX, 2,
+                      "size must be from 1 to 64 MiB");
+        lsv_frame_spec_init(&want, LSV_FRAME_FIXED);
+        want.size = (uint32_t)n;
+    }
+    lsv_conn_t *c = stream_conn(L, "conn:read()");
+    if (c == NULL) return 2;
+    return stream_read(L, c, &want);
+}
+
+/* conn:read_until(delim[, keep]) -> the bytes before delim (with it if
+ * keep). [-0, +(1|2), v] */
+static int conn_read_until(lua_State *L)
+{
+    size_t n;
+    const char *d = luaL_checklstring(L, 2, &n);
+    luaL_argcheck(L, n >= 1 && n <= LSV_FRAME_DELIM_MAX, 2,
+                  "delimiter must be 1 to 32 bytes");
+    lsv_frame_spec_t want;
+    lsv_frame_spec_init(&want, LSV_FRAME_DELIM);
+    memcpy(want.delim, d, n);
+    want.delim_len = (uint8_t)n;
+    want.keep_eol = (uint8_t)lua_toboolean(L, 3);
+    lsv_conn_t *c = stream_conn(L, "conn:read_until()");
+    if (c == NULL) return 2;
+    return stream_read(L, c, &want);
+}
+
+/* conn:read_frame() -> the next frame by the conn's framing. */
+static int conn_read_frame(lua_State *L)
+{
+    lsv_conn_t *c = stream_conn(L, "conn:read_frame()");
+    if (c == NULL) return 2;
+    lsv_frame_spec_t want = c->framing;
+    return stream_read(L, c, &want);
+}
+
+/* --- writing ------------------------------------------------------------ */
+
+int lsv_stream_write_wait(lua_State *L, lsv_conn_t *c)
+{
+    if (likely(c->out.len <= c->srv->opt.high_water) ||
+        !(c->flags & LSV_CONN_STREAM) || c->writer)
+        return 1;
+    lsv_task_t *t = lsv_task_current(L);
+    if (t == NULL || !lua_isyieldable(L)) return 1;
+    c->writer = t;
+    lsv_task_wait(t, LSV_WAIT_WRITE, c, unwait_writer, 0);
+    return lua_yield(L, 0);
+}
+
+/* conn:flush() -> true | nil, "closed": waits until every queued byte has
+ * been handed to the kernel. [-0, +(1|2), v] */
+static int conn_flush(lua_State *L)
+{
+    lsv_lconn_t *u = lsv_lconn_check(L, 1);
+    lsv_task_t *t = lsv_task_check(L, "conn:flush()");
+    lsv_conn_t *c = u->c;
+    if (c == NULL) {
+        push_fail(L, "closed");
+        return 2;
+    }
+    if (c->out.len == 0) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (c->writer)
+        luaL_error(L, "conn:flush(): another task is already waiting to "
+                   "write to this conn");
+    c->writer = t;
+    lsv_task_wait(t, LSV_WAIT_FLUSH, c, unwait_writer, 0);
+    return lua_yield(L, 0);
+}
+
+/* --- outbound connections ----------------------------------------------- */
+
+/* The lowercase strerror, the token style of our errors. */
+static void push_errno(lua_State *L, int err)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", strerror(err));
+    buf[0] = (char)tolower((unsigned char)buf[0]);
+    push_fail(L, err == ETIMEDOUT ? "timeout" : buf);
+}
+
+static void unwait_connect(lsv_task_t *t)
+{
+    lsv_conn_t *c = t->wait_obj;
+    if (c == NULL) return;
+    c->reader = NULL;
+    lsv_conn_abort(c, "timeout");
+}
+
+void lsv_stream_connected(lsv_conn_t *c, int err)
+{
+    lsv_task_t *t = c->reader;
+    c->reader = NULL;
+    if (err == 0) {
+        if (t) {
+            lsv_lconn_push(t->co, c);
+            lsv_task_wake(t, 1);
+        }
+        return;
+    }
+    if (t) {
+        push_errno(t->co, err);
+        lsv_task_wake(t, 2);
+    }
+    lsv_conn_abort(c, "refused");
+}
+
+/* Starts a non-blocking connect for task t. On success t waits for it;
+ * otherwise t is woken with nil, err. */
+static void start_connect(lsv_task_t *t, const struct sockaddr *sa,
+                          socklen_t len, double timeout)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
+    if (fd < 0 || (connect(fd, sa, len) < 0 && errno != EINPROGRESS)) {
+        int err = errno;
+        if (fd >= 0) close(fd);
+        push_errno(t->co, err);
+        lsv_task_wake(t, 2);
+        return;
+    }
+    lsv_conn_t *c = lsv_conn_outbound(t->srv, fd, sa, len);
+    c->reader = t;
+    lsv_task_wait(t, LSV_WAIT_CONNECT, c, unwait_connect, timeout);
+}
+
+/* A name lookup in flight for a task. */
+typedef struct connect_req {
+    lsv_task_t *t;
+    lsv_resolve_req_t *rq;
+    ev_tstamp deadline;
+    char host[256];
+} connect_req_t;
+
+static void unwait_resolve(lsv_task_t *t)
+{
+    connect_req_t *req = t->wait_obj;
+    lsv_resolve_cancel(t->srv->resolver, req->rq);
+    free(req);
+}
+
+static void resolved_cb(void *data, const struct addrinfo *res, int err)
+{
+    connect_req_t *req = data;
+    lsv_task_t *t = req->t;
+    lsv_task_unwait(t);      /* the lookup is over; the connect follows */
+    if (err || res == NULL) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "cannot resolve %s: %s", req->host,
+                 gai_strerror(err));
+        push_fail(t->co, msg);
+        lsv_task_wake(t, 2);
+    } else {
+        double left = req->deadline - ev_now(t->srv->loop);
+        start_connect(t, res->ai_addr, res->ai_addrlen, left > 0.001 ? left
+                                                                    : 0.001);
+    }
+    free(req);
+}
+
+/* luaserv.connect(host, port[, { timeout = s }]) -> conn | nil, err.
+ * Names are looked up on the resolver thread; the task waits for the
+ * lookup and the connect, at most timeout seconds (default 10). */
+static int api_connect(lua_State *L)
+{
+    const char *host = luaL_checkstring(L, 1);
+    lua_Integer port = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, port >= 1 && port <= 65535, 2, "port out of range");
+    double timeout = CONNECT_TIMEOUT;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+            timeout = (double)luaL_checknumber(L, -1);
+            luaL_argcheck(L, timeout > 0, 3, "timeout must be > 0");
+        }
+        lua_pop(L, 1);
+    }
+    lsv_task_t *t = lsv_task_check(L, "luaserv.connect()");
+    lsv_server_t *srv = t->srv;
+
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } a;
+    memset(&a, 0, sizeof a);
+    if (inet_pton(AF_INET, host, &a.in4.sin_addr) == 1) {
+        a.in4.sin_family = AF_INET;
+        a.in4.sin_port = htons((uint16_t)port);
+        start_connect(t, &a.sa, sizeof a.in4, timeout);
+    } else if (inet_pton(AF_INET6, host, &a.in6.sin6_addr) == 1) {
+        a.in6.sin6_family = AF_INET6;
+        a.in6.sin6_port = htons((uint16_t)port);
+        start_connect(t, &a.sa, sizeof a.in6, timeout);
+    } else {
+        connect_req_t *req = lsv_calloc(1, sizeof *req);
+        req->t = t;
+        req->deadline = ev_now(srv->loop) + timeout;
+        snprintf(req->host, sizeof req->host, "%s", host);
+        req->rq = lsv_resolve(srv->resolver, host, (int)port, SOCK_STREAM,
+                              resolved_cb, req);
+        lsv_task_wait(t, LSV_WAIT_RESOLVE, req, unwait_resolve, timeout);
+    }
+    /* start_connect may have woken t already (an immediate failure): the
+     * results are on L's stack and the yield hands them back. */
+    return lua_yield(L, 0);
+}
+
+void lsv_stream_open_methods(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "readline", conn_readline },
+        { "read", conn_read },
+        { "read_until", conn_read_until },
+        { "read_frame", conn_read_frame },
+        { "flush", conn_flush },
+        { NULL, NULL }
+    };
+    luaL_setfuncs(L, methods, 0);
+}
+
+void lsv_stream_open_api(lua_State *L)
+{
+    lua_pushcfunction(L, api_connect);
+    lua_setfield(L, -2, "connect");
+}
