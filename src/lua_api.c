@@ -88,6 +88,7 @@ static const luaL_Reg api_funcs[] = {
 
 int luaopen_luaserv(lua_State *L);
 void lsv_timer_open(lua_State *L);
+void lsv_udp_open_api(lua_State *L);
 
 int luaopen_luaserv(lua_State *L)
 {
@@ -105,5 +106,6 @@ int luaopen_luaserv(lua_State *L)
     lsv_sched_open(L);
     lsv_timer_open(L);
     lsv_stream_open_api(L);
+    lsv_udp_open_api(L);
     return 1;
 }

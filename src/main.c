@@ -226,6 +226,49 @@ static lsv_listener_t *open_or_die(lsv_server_t *srv, const lsv_addr_t *a,
     exit(1);
 }
 
+/* Without -l, a script may name its own addresses: handler.listen, a
+ * string or a list of them (luaserv.socketserver sets it from ADDR).
+ * Returns LSV_ERR after printing the problem. */
+static int script_listen(lsv_server_t *srv, int ref, lsv_addr_t *addrs,
+                         int *naddrs)
+{
+    lua_State *L = srv->L;
+    char err[LSV_ERRLEN];
+    int rc = LSV_OK;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    int t = lua_getfield(L, -1, "listen");
+    if (t == LUA_TSTRING) {
+        lua_createtable(L, 1, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+    } else if (t != LUA_TTABLE && t != LUA_TNIL) {
+        fprintf(stderr, "luaserv: handler.listen must be an address or a "
+                "list of addresses, not a %s\n", lua_typename(L, t));
+        rc = LSV_ERR;
+    }
+    if (lua_istable(L, -1)) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer i = 1; i <= n && rc == LSV_OK; i++) {
+            lua_rawgeti(L, -1, i);
+            const char *spec = lua_tostring(L, -1);
+            if (*naddrs == MAX_LISTEN) {
+                fprintf(stderr, "luaserv: handler.listen: too many\n");
+                rc = LSV_ERR;
+            } else if (spec == NULL ||
+                       lsv_net_parse(spec, &addrs[*naddrs], err) != LSV_OK) {
+                fprintf(stderr, "luaserv: handler.listen[%lld]: %s\n",
+                        (long long)i, spec ? err : "not a string");
+                rc = LSV_ERR;
+            } else {
+                (*naddrs)++;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 2);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     lsv_server_t *srv = &server;
@@ -291,19 +334,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < nlisten; i++)
         if (lsv_net_parse(listen_specs[i], &addrs[naddrs++], err) != LSV_OK)
             bad_option("%s", err);
-    if (nlisten == 0) {
-        static const char *const defaults[] = {
-            "tcp://0.0.0.0:21567", "tcp://[::]:21567",
-            "udp://0.0.0.0:21567", "udp://[::]:21567"
-        };
-        for (int i = 0; i < 4; i++) {
-            lsv_net_parse(defaults[i], &addrs[naddrs], err);
-            optional[naddrs++] = i % 2;   /* IPv6 may be off on this host */
-        }
-    }
 
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    setvbuf(stdout, NULL, _IOLBF, 0);   /* print() in handlers, promptly */
     srv->loop = ev_default_loop(EVFLAG_AUTO);
     if (srv->loop == NULL) {
         fprintf(stderr, "luaserv: cannot initialise libev\n");
@@ -325,6 +359,18 @@ int main(int argc, char **argv)
     if (lsv_vm_load(srv, script, &ref, &framing, lerr, sizeof lerr) != LSV_OK) {
         fprintf(stderr, "luaserv: cannot load %s: %s\n", script, lerr);
         return 2;
+    }
+    if (nlisten == 0 && script_listen(srv, ref, addrs, &naddrs) != LSV_OK)
+        return 2;
+    if (naddrs == 0) {
+        static const char *const defaults[] = {
+            "tcp://0.0.0.0:21567", "tcp://[::]:21567",
+            "udp://0.0.0.0:21567", "udp://[::]:21567"
+        };
+        for (int i = 0; i < 4; i++) {
+            lsv_net_parse(defaults[i], &addrs[naddrs], err);
+            optional[naddrs++] = i % 2;   /* IPv6 may be off on this host */
+        }
     }
     if (check_only) {
         printf("luaserv: %s is a valid handler script\n", script);
