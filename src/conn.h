@@ -19,7 +19,9 @@ enum {
     LSV_CONN_DRAIN = 1 << 7,      /* the server is stopping */
     LSV_CONN_READING = 1 << 8,    /* rio started */
     LSV_CONN_WRITING = 1 << 9,    /* wio started */
-    LSV_CONN_TIMER = 1 << 10      /* timer armed */
+    LSV_CONN_TIMER = 1 << 10,     /* timer armed */
+    LSV_CONN_AGAIN = 1 << 11,     /* on srv->again or srv->again_next */
+    LSV_CONN_PARTIAL = 1 << 12    /* the buffer ends in an incomplete frame */
 };
 
 struct lsv_conn {
@@ -27,6 +29,7 @@ struct lsv_conn {
     lsv_listener_t *listener;
     lsv_conn_t *prev, *next;      /* srv->conns */
     lsv_conn_t *next_pending;     /* srv->pending */
+    lsv_conn_t *next_again;       /* srv->again */
     ev_io rio;
     ev_io wio;
     ev_timer timer;               /* idle timeout, then close linger */
@@ -77,6 +80,9 @@ void lsv_conn_resume(lsv_conn_t *c);
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds);
 /* Changes framing; the framer restarts on the bytes already buffered. */
 void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
+
+/* Gives every conn on srv->again its next turn of input work. */
+void lsv_conn_run_again(lsv_server_t *srv);
 
 /* Writes the output of every conn on srv->pending (the prepare watcher). */
 void lsv_conn_flush_pending(lsv_server_t *srv);

@@ -127,10 +127,20 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     lsv_server_stop(srv);
 }
 
+/* Before the loop polls: write what every conn queued this turn. */
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-    (void)loop; (void)revents;
-    lsv_conn_flush_pending(container_of(w, lsv_server_t, flush_watcher));
+    (void)revents;
+    lsv_server_t *srv = container_of(w, lsv_server_t, flush_watcher);
+    ev_idle_stop(loop, &srv->kick_watcher);
+    lsv_conn_run_again(srv);
+    lsv_conn_flush_pending(srv);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, w);   /* its being active was the point */
 }
 
 /* --- options ------------------------------------------------------------ */
@@ -307,13 +317,20 @@ int main(int argc, char **argv)
     lsv_frame_spec_t framing;
     char lerr[4096];
     if (lsv_vm_load(srv, script, &ref, &framing, lerr, sizeof lerr) != LSV_OK) {
-        fprintf(stderr, "luaserv: cannot load %s: %s\n", script, lerr);
+        fprintf(stderr, "luaserv: %s\n", lerr);
         return 2;
     }
     if (check_only) {
         printf("luaserv: %s is a valid handler script\n", script);
         lsv_vm_close(srv);
         return 0;
+    }
+
+    if (lsv_vm_get_fn(srv->L, ref, "on_load") &&
+        lsv_vm_pcall(srv->L, 0, 0) != LUA_OK) {
+        fprintf(stderr, "luaserv: %s: on_load failed: %s\n", script,
+                lua_tostring(srv->L, -1));
+        return 2;
     }
 
     for (int i = 0; i < naddrs; i++) {
@@ -323,14 +340,7 @@ int main(int argc, char **argv)
         l->framing = framing;
     }
 
-    if (lsv_vm_get_fn(srv->L, ref, "on_load") &&
-        lsv_vm_pcall(srv->L, 0, 0) != LUA_OK) {
-        fprintf(stderr, "luaserv: cannot load %s: on_load failed: %s\n",
-                script, lua_tostring(srv->L, -1));
-        lsv_listener_free_all(srv);
-        return 2;
-    }
-
+    ev_idle_init(&srv->kick_watcher, kick_cb);
     ev_prepare_init(&srv->flush_watcher, flush_cb);
     ev_prepare_start(srv->loop, &srv->flush_watcher);
     ev_unref(srv->loop);   /* flushing alone does not keep the loop up */
@@ -360,6 +370,7 @@ int main(int argc, char **argv)
     ev_timer_stop(srv->loop, &srv->shutdown_timer);
     ev_ref(srv->loop);
     ev_prepare_stop(srv->loop, &srv->flush_watcher);
+    ev_idle_stop(srv->loop, &srv->kick_watcher);
     ev_signal_stop(srv->loop, &srv->sigterm_watcher);
     ev_signal_stop(srv->loop, &srv->sigint_watcher);
     lsv_listener_free_all(srv);
