@@ -2,4 +2,3 @@
 std = "lua54"
 max_line_length = 100
 files["spec/"] = { std = "+busted" }
-files["spec/helpers.lua"] = { read_globals = { "finally" } }

@@ -1,7 +1,7 @@
 -- spec/helpers.lua: start the real luaserv binary and talk to it.
 -- Servers listen on 127.0.0.1:0; the real port comes from the ready line.
--- Every server started here is stopped by PID: by the test's finally(),
--- by stop(), or, as a last resort, when the busted process exits.
+-- Every server started here is stopped by PID: at the end of the test that
+-- started it, by stop(), or, as a last resort, when the busted process exits.
 local socket = require "socket"
 
 local helpers = {}
@@ -81,17 +81,41 @@ function Server:stop(sig, timeout)
 end
 
 -- Waits for the process to exit (killing it after timeout); returns the
--- exit status.
+-- exit status (128 + signal when a signal ended it).
 function Server:wait(timeout)
     if self.status then return self.status end
-    local ok = helpers.wait_for(function() return not self:alive() end,
+    local rc = helpers.wait_for(function() return read_file(self.rc_path) end,
                                 timeout or 15)
-    if not ok then os.execute("kill -KILL " .. self.pid .. " 2>/dev/null") end
-    local line = self.pipe:read("l")
-    self.pipe:close()
+    if not rc then
+        os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
+        rc = helpers.wait_for(function() return read_file(self.rc_path) end, 5)
+    end
     running[self.pid] = nil
-    self.status = tonumber(line) or -1
+    self.status = tonumber(rc) or -1
+    os.remove(self.rc_path)
+    os.remove(self.pid_path)
     return self.status
+end
+
+-- Servers started inside a test stop when that test ends, passed or not.
+local in_test = false
+local test_servers = {}
+do
+    local ok, busted = pcall(require, "busted")
+    if ok and type(busted) == "table" and busted.subscribe then
+        busted.subscribe({ "test", "start" }, function()
+            in_test = true
+            return nil, true
+        end)
+        busted.subscribe({ "test", "end" }, function()
+            in_test = false
+            for i = #test_servers, 1, -1 do
+                test_servers[i]:stop("KILL", 5)
+                test_servers[i] = nil
+            end
+            return nil, true
+        end)
+    end
 end
 
 -- Starts luaserv. opts:
@@ -99,7 +123,10 @@ end
 --   listen = { "127.0.0.1:0", "udp://127.0.0.1:0", ... } (default TCP)
 --   args = { extra flags }
 --   expect_ready = false for a server meant to fail at start
---   shell = "ulimit -n 64;" runs shell text before the binary
+--   shell = "ulimit -n 64; " runs shell text before the binary
+--   no_finally = true keeps a server started inside a test running after
+--     it (stop it yourself); servers started outside tests (lazy_setup)
+--     are always yours to stop
 -- Returns a server with .pid, .ports (in listen order), .port (first),
 -- .addrs, :log(), :stop(), :wait(), :rss_kib().
 function helpers.start_server(opts)
@@ -115,19 +142,29 @@ function helpers.start_server(opts)
     end
     for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = shell_quote(a) end
     if script then argv[#argv + 1] = shell_quote(script) end
-    local log_path = helpers.tmpname(".log")
-    local cmd = ("sh -c %s"):format(shell_quote(
-        (opts.shell or "") .. table.concat(argv, " ") .. " >" .. shell_quote(log_path) ..
-        " 2>&1 </dev/null & echo $!; wait $!; echo $?"))
-    local pipe = assert(io.popen(cmd, "r"))
-    local pid = tonumber(pipe:read("l"))
+    local base = helpers.tmpname()
+    local log_path, pid_path, rc_path = base .. ".log", base .. ".pid",
+                                        base .. ".rc"
+    -- A detached shell runs the server and records its pid and exit
+    -- status in files: nothing here holds a pipe the server could block.
+    local inner = (opts.shell or "") .. table.concat(argv, " ") ..
+        " >" .. shell_quote(log_path) .. " 2>&1 </dev/null & echo $! >" ..
+        shell_quote(pid_path) .. "; wait $!; echo $? >" ..
+        shell_quote(rc_path .. ".tmp") .. "; mv " ..
+        shell_quote(rc_path .. ".tmp") .. " " .. shell_quote(rc_path)
+    os.execute("sh -c " .. shell_quote(inner) .. " >/dev/null 2>&1 &")
+    local pid = tonumber(helpers.wait_for(function()
+        local p = read_file(pid_path)
+        return p and p:match("%d+")
+    end, 10))
     assert(pid, "could not start luaserv")
-    local srv = setmetatable({ pid = pid, pipe = pipe, log_path = log_path,
+    local srv = setmetatable({ pid = pid, log_path = log_path,
+                               pid_path = pid_path, rc_path = rc_path,
                                script = script, ports = {}, addrs = {} },
                              Server)
     running[pid] = srv
-    if type(finally) == "function" and not opts.no_finally then
-        pcall(finally, function() srv:stop("KILL", 5) end)
+    if in_test and not opts.no_finally then
+        test_servers[#test_servers + 1] = srv
     end
     if opts.expect_ready == false then return srv end
     local ok = helpers.wait_for(function()
@@ -135,7 +172,7 @@ function helpers.start_server(opts)
         for _ in srv:log():gmatch("luaserv: listening on [^\n]*\n") do
             n = n + 1
         end
-        return n >= #listen or not srv:alive()
+        return n >= #listen or read_file(rc_path)
     end, 10)
     local log = srv:log()
     for kind, addr in log:gmatch("luaserv: listening on (%S+) ([^\n]*)\n") do

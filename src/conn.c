@@ -34,6 +34,7 @@ static void conn_finish(lsv_conn_t *c);
 static void conn_settle(lsv_conn_t *c);
 static void close_after_call(lsv_conn_t *c, const char *reason);
 static void conn_flush(lsv_conn_t *c);
+static void conn_input(lsv_conn_t *c);
 
 /* --- watchers ----------------------------------------------------------- */
 
@@ -54,10 +55,19 @@ static void stop_reading(lsv_conn_t *c)
     c->flags &= ~LSV_CONN_READING;
 }
 
-/* Asks for one more pass over the buffered input on the next loop turn. */
+/* Asks for one more pass over c's input on the next loop turn: frames
+ * left buffered after the per-event cap, a resume, a drain. The prepare
+ * watcher runs the list (lsv_conn_run_again), so a busy conn takes one
+ * turn per loop iteration like any other. */
 static void schedule_read(lsv_conn_t *c)
 {
-    ev_feed_event(c->srv->loop, &c->rio, EV_READ);
+    lsv_server_t *srv = c->srv;
+    if (c->flags & LSV_CONN_AGAIN) return;
+    c->flags |= LSV_CONN_AGAIN;
+    lsv_conn_t **list = srv->running_again ? &srv->again_next : &srv->again;
+    c->next_again = *list;
+    *list = c;
+    lsv_server_kick(srv);
 }
 
 static void arm_timer(lsv_conn_t *c, ev_tstamp after)
@@ -152,6 +162,28 @@ static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres)
     return LSV_ERR;
 }
 
+/* Reads handler.framing for a new connection, so assigning a new value
+ * takes effect for the next one. A bad value is logged and the last good
+ * one (kept in the listener) is used. */
+static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
+{
+    lua_State *L = l->srv->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->handler_ref);
+    if (lua_getfield(L, -1, "framing") == LUA_TNIL) {
+        lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
+    } else {
+        char err[LSV_ERRLEN];
+        lsv_frame_spec_t spec;
+        if (lsv_vm_parse_framing(L, -1, &spec, err) == LSV_OK)
+            l->framing = spec;
+        else
+            lsv_error("%s: handler.%s; using the previous framing", l->name,
+                      err);
+    }
+    lua_pop(L, 2);
+    *out = l->framing;
+}
+
 void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                      socklen_t salen)
 {
@@ -162,7 +194,7 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     c->fd = fd;
     c->ud_ref = LUA_NOREF;
     c->id = ++srv->next_conn_id;
-    c->framing = l->framing;
+    read_framing(l, &c->framing);
     if (salen > sizeof c->peer) salen = sizeof c->peer;
     memcpy(&c->peer, sa, salen);
     c->peer_len = salen;
@@ -290,6 +322,15 @@ static void conn_finish(lsv_conn_t *c)
         while (*pp != c) pp = &(*pp)->next_pending;
         *pp = c->next_pending;
     }
+    if (c->flags & LSV_CONN_AGAIN) {
+        lsv_conn_t **pp = &srv->again;
+        while (*pp && *pp != c) pp = &(*pp)->next_again;
+        if (*pp == NULL) {
+            pp = &srv->again_next;
+            while (*pp != c) pp = &(*pp)->next_again;
+        }
+        *pp = c->next_again;
+    }
     lsv_conn_t **head = (c->flags & LSV_CONN_OUTBOUND) ? &srv->outbound
                                                         : &srv->conns;
     if (c->prev) c->prev->next = c->next;
@@ -363,6 +404,7 @@ static int queue(lsv_conn_t *c, const char *p, size_t n)
         c->flags |= LSV_CONN_PENDING;
         c->next_pending = srv->pending;
         srv->pending = c;
+        lsv_server_kick(srv);
     }
     if (unlikely(c->out.len > srv->opt.high_water) &&
         !(c->flags & LSV_CONN_BLOCKED)) {
@@ -468,8 +510,22 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* --- input -------------------------------------------------------------- */
 
+/* Pushes "FILE:LINE: " for handler[fn], to place an error the function
+ * made without raising (a bad reply) at its definition. [-0, +1, m] */
+static void push_fn_where(lsv_conn_t *c, const char *fn)
+{
+    lua_State *L = c->srv->L;
+    lua_Debug ar;
+    if (lsv_vm_get_fn(L, c->listener->handler_ref, fn) &&
+        lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
+        lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.linedefined);
+    else
+        lua_pushliteral(L, "");
+}
+
 /* Writes what on_message returned (at the top of the stack, popped).
- * Returns LSV_ERR for a reply of the wrong type. */
+ * For a reply of the wrong type, returns LSV_ERR with an error message
+ * in its place. */
 static int write_result(lsv_conn_t *c, lua_State *L)
 {
     size_t n;
@@ -484,9 +540,11 @@ static int write_result(lsv_conn_t *c, lua_State *L)
             int et = lua_rawgeti(L, -1, i);
             if (et != LUA_TSTRING && et != LUA_TNUMBER) {
                 lua_pop(L, 2);
-                lsv_error("on_message (conn %llu): reply element %lld is a "
-                          "%s, not a string", (unsigned long long)c->id,
-                          (long long)i, lua_typename(L, et));
+                push_fn_where(c, "on_message");
+                lua_pushfstring(L, "%son_message returned a table whose "
+                                "element %I is a %s, not a string",
+                                lua_tostring(L, -1), i, lua_typename(L, et));
+                lua_remove(L, -2);
                 return LSV_ERR;
             }
             s = lua_tolstring(L, -1, &n);
@@ -494,10 +552,12 @@ static int write_result(lsv_conn_t *c, lua_State *L)
             lua_pop(L, 1);
         }
     } else if (t != LUA_TNIL) {
-        lsv_error("on_message (conn %llu): returned a %s; a reply is a "
-                  "string, a table of strings or nil",
-                  (unsigned long long)c->id, lua_typename(L, t));
         lua_pop(L, 1);
+        push_fn_where(c, "on_message");
+        lua_pushfstring(L, "%son_message returned a %s; a reply is a string, "
+                        "a table of strings or nil", lua_tostring(L, -1),
+                        lua_typename(L, t));
+        lua_remove(L, -2);
         return LSV_ERR;
     }
     lua_pop(L, 1);
@@ -519,8 +579,10 @@ static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
 }
 
 /* Hands every complete buffered frame to on_message, up to
- * FRAMES_PER_EVENT, then closes at end of stream. */
-static void process_input(lsv_conn_t *c)
+ * FRAMES_PER_EVENT, then closes at end of stream. drained says the last
+ * read found the socket empty: a stopping server then closes an idle
+ * conn. */
+static void process_input(lsv_conn_t *c, int drained)
 {
     lsv_server_t *srv = c->srv;
     lua_State *L = srv->L;
@@ -550,9 +612,11 @@ static void process_input(lsv_conn_t *c)
                                    c->in.len, eof, &hint, &off, &mlen);
         if (r == LSV_FRAME_PARTIAL) {
             c->hint = (uint32_t)hint;
+            c->flags |= LSV_CONN_PARTIAL;
             if (eof) lsv_conn_close(c, "eof");
             break;
         }
+        c->flags &= ~LSV_CONN_PARTIAL;
         if (unlikely(r < 0)) {
             if (r == LSV_FRAME_TOO_LONG)
                 frame_error(c, "frame too long", "too long");
@@ -575,7 +639,7 @@ static void process_input(lsv_conn_t *c)
         if (likely(lsv_vm_pcall(L, 2, 1) == LUA_OK)) {
             if (unlikely(write_result(c, L) != LSV_OK)) {
                 srv->stats.handler_errors++;
-                lsv_conn_close(c, "error");
+                handler_failed(c, "on_message");
             }
             continue;
         }
@@ -585,14 +649,20 @@ static void process_input(lsv_conn_t *c)
 
     if (c->in.len == 0) release_buf(srv, &c->in);
     if ((c->flags & LSV_CONN_DRAIN) && !(c->flags & LSV_CONN_CLOSING) &&
-        c->in.len == 0) {
-        lsv_conn_close(c, "shutdown");   /* may free c */
-        return;
+        c->in.len == 0 && !c->busy) {
+        /* Stopping: close once the peer's data is all answered. Until a
+         * read finds the socket empty, look again next turn. */
+        if (drained) {
+            lsv_conn_close(c, "shutdown");   /* may free c */
+            return;
+        }
+        if (c->flags & LSV_CONN_READING) schedule_read(c);
     }
     conn_settle(c);
 }
 
-/* One large read. Returns LSV_OK, or LSV_ERR when the conn was aborted. */
+/* One large read. Returns LSV_OK (data or end of stream), LSV_AGAIN (the
+ * socket had nothing), or LSV_ERR when the conn was aborted. */
 static int read_some(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
@@ -614,7 +684,7 @@ static int read_some(lsv_conn_t *c)
             return LSV_OK;
         }
         if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return LSV_OK;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return LSV_AGAIN;
         lsv_debug("conn %llu: read: %s", (unsigned long long)c->id,
                   strerror(errno));
         lsv_conn_abort(c, "reset");
@@ -625,10 +695,37 @@ static int read_some(lsv_conn_t *c)
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
-    lsv_conn_t *c = container_of(w, lsv_conn_t, rio);
+    conn_input(container_of(w, lsv_conn_t, rio));
+}
+
+/* Input work for c: read if there is room for it, then frame. A conn
+ * holding at least a read's worth of complete frames is not read further
+ * until they are handled, so its buffer stays bounded. */
+static void conn_input(lsv_conn_t *c)
+{
     if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_CONNECTING)) return;
-    if ((c->flags & LSV_CONN_READING) && read_some(c) != LSV_OK) return;
-    process_input(c);
+    int rc = LSV_AGAIN;
+    if ((c->flags & LSV_CONN_READING) &&
+        (c->in.len < LSV_READ_SIZE || (c->flags & LSV_CONN_PARTIAL))) {
+        rc = read_some(c);
+        if (rc == LSV_ERR) return;
+    }
+    process_input(c, rc == LSV_AGAIN && (c->flags & LSV_CONN_READING));
+}
+
+void lsv_conn_run_again(lsv_server_t *srv)
+{
+    lsv_conn_t *c;
+    srv->running_again = 1;     /* conns asking now wait for next turn */
+    while ((c = srv->again) != NULL) {
+        srv->again = c->next_again;
+        c->flags &= ~LSV_CONN_AGAIN;
+        conn_input(c);
+    }
+    srv->running_again = 0;
+    srv->again = srv->again_next;
+    srv->again_next = NULL;
+    if (srv->again) lsv_server_kick(srv);
 }
 
 /* --- timeouts, pause, framing ------------------------------------------- */

@@ -23,7 +23,9 @@ enum {
     LSV_CONN_STREAM = 1 << 11,    /* read by tasks, not on_message */
     LSV_CONN_OUTBOUND = 1 << 12,  /* made by luaserv.connect */
     LSV_CONN_CONNECTING = 1 << 13,/* outbound connect in progress */
-    LSV_CONN_FULL = 1 << 14       /* stream read-ahead is full */
+    LSV_CONN_FULL = 1 << 14,      /* stream read-ahead is full */
+    LSV_CONN_AGAIN = 1 << 15,     /* on srv->again or srv->again_next */
+    LSV_CONN_PARTIAL = 1 << 16    /* the buffer ends in an incomplete frame */
 };
 
 /* A stream conn reads ahead at most this much while no task reads. */
@@ -37,6 +39,7 @@ struct lsv_conn {
     lsv_task_t *task;             /* the handle() task serving it */
     lsv_task_t *reader;           /* a task waiting for its input */
     lsv_task_t *writer;           /* a task waiting for its output to drain */
+    lsv_conn_t *next_again;       /* srv->again */
     ev_io rio;
     ev_io wio;
     ev_timer timer;               /* idle timeout, then close linger */
@@ -102,6 +105,8 @@ void lsv_conn_handle_done(lsv_conn_t *c, const char *err);
 
 /* Task t is going away: forget it. */
 void lsv_conn_task_gone(lsv_conn_t *c, lsv_task_t *t);
+/* Gives every conn on srv->again its next turn of input work. */
+void lsv_conn_run_again(lsv_server_t *srv);
 
 /* Writes the output of every conn on srv->pending (the prepare watcher). */
 void lsv_conn_flush_pending(lsv_server_t *srv);

@@ -105,11 +105,14 @@ static int conn_write(lua_State *L)
     return lsv_stream_write_wait(L, u->c);
 }
 
-/* conn:close() -> true. Output queued so far is still written. [-0, +1, -] */
+/* conn:close() -> true | nil, "closed" (already closed). Output queued
+ * so far is still written. [-0, +(1|2), -] */
 static int conn_close(lua_State *L)
 {
     lconn_t *u = check_conn(L);
-    if (u->c) lsv_conn_close(u->c, "closed");
+    if (u->c == NULL || (u->c->flags & LSV_CONN_CLOSING))
+        return closed_result(L);
+    lsv_conn_close(u->c, "closed");
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -129,16 +129,24 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     lsv_server_stop(srv);
 }
 
-/* Before the loop polls: run the tasks that became ready this turn, then
- * write what everyone queued. */
+/* Before the loop polls: give conns their input turn, run the tasks that
+ * became ready, then write what everyone queued. Work queued after this
+ * (by events libev runs later in the turn) kicks the idle watcher, so the
+ * loop comes back here instead of blocking. */
 static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
-    (void)loop; (void)revents;
+    (void)revents;
     lsv_server_t *srv = container_of(w, lsv_server_t, flush_watcher);
+    ev_idle_stop(loop, &srv->kick_watcher);
+    lsv_conn_run_again(srv);
     lsv_sched_run(srv);
     lsv_conn_flush_pending(srv);
-    if (srv->ready) lsv_sched_run(srv);   /* woken by the flush */
-    lsv_conn_flush_pending(srv);
+}
+
+static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    ev_idle_stop(loop, w);   /* its being active was the point */
 }
 
 /* --- options ------------------------------------------------------------ */
@@ -343,6 +351,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "luaserv: cannot initialise libev\n");
         return 1;
     }
+    ev_idle_init(&srv->kick_watcher, kick_cb);
+    ev_prepare_init(&srv->flush_watcher, flush_cb);
+    ev_prepare_start(srv->loop, &srv->flush_watcher);
+    ev_unref(srv->loop);   /* flushing alone does not keep the loop up */
     lsv_vm_open(srv, script);
     srv->resolver = lsv_resolver_new(srv->loop);
     static lsv_listener_t outbound;   /* what outbound conns point at */
@@ -357,7 +369,7 @@ int main(int argc, char **argv)
     lsv_frame_spec_t framing;
     char lerr[4096];
     if (lsv_vm_load(srv, script, &ref, &framing, lerr, sizeof lerr) != LSV_OK) {
-        fprintf(stderr, "luaserv: cannot load %s: %s\n", script, lerr);
+        fprintf(stderr, "luaserv: %s\n", lerr);
         return 2;
     }
     if (nlisten == 0 && script_listen(srv, ref, addrs, &naddrs) != LSV_OK)
@@ -378,6 +390,13 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    if (lsv_vm_get_fn(srv->L, ref, "on_load") &&
+        lsv_vm_pcall(srv->L, 0, 0) != LUA_OK) {
+        fprintf(stderr, "luaserv: %s: on_load failed: %s\n", script,
+                lua_tostring(srv->L, -1));
+        return 2;
+    }
+
     for (int i = 0; i < naddrs; i++) {
         lsv_listener_t *l = open_or_die(srv, &addrs[i], optional[i]);
         if (l == NULL) continue;
@@ -385,17 +404,6 @@ int main(int argc, char **argv)
         l->framing = framing;
     }
 
-    if (lsv_vm_get_fn(srv->L, ref, "on_load") &&
-        lsv_vm_pcall(srv->L, 0, 0) != LUA_OK) {
-        fprintf(stderr, "luaserv: cannot load %s: on_load failed: %s\n",
-                script, lua_tostring(srv->L, -1));
-        lsv_listener_free_all(srv);
-        return 2;
-    }
-
-    ev_prepare_init(&srv->flush_watcher, flush_cb);
-    ev_prepare_start(srv->loop, &srv->flush_watcher);
-    ev_unref(srv->loop);   /* flushing alone does not keep the loop up */
     ev_signal_init(&srv->sigterm_watcher, signal_cb, SIGTERM);
     ev_signal_init(&srv->sigint_watcher, signal_cb, SIGINT);
     srv->sigterm_watcher.data = srv->sigint_watcher.data = srv;
@@ -422,6 +430,7 @@ int main(int argc, char **argv)
     ev_timer_stop(srv->loop, &srv->shutdown_timer);
     ev_ref(srv->loop);
     ev_prepare_stop(srv->loop, &srv->flush_watcher);
+    ev_idle_stop(srv->loop, &srv->kick_watcher);
     ev_signal_stop(srv->loop, &srv->sigterm_watcher);
     ev_signal_stop(srv->loop, &srv->sigint_watcher);
     lsv_sched_free_all(srv);

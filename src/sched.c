@@ -49,6 +49,7 @@ static void enqueue(lsv_server_t *srv, lsv_task_t *t)
     if (srv->ready_tail) srv->ready_tail->next_ready = t;
     else srv->ready = t;
     srv->ready_tail = t;
+    lsv_server_kick(srv);
 }
 
 lsv_task_t *lsv_task_spawn(lsv_server_t *srv, int nargs, lsv_conn_t *conn)

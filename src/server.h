@@ -51,9 +51,13 @@ typedef struct lsv_server {
     lsv_task_t *ready, *ready_tail;     /* tasks to resume this turn */
     lsv_resolver_t *resolver;
     lsv_conn_t *pending;         /* conns with output to flush this turn */
+    lsv_conn_t *again;           /* conns with input work for this turn */
+    lsv_conn_t *again_next;      /* ... and for the next one */
+    int running_again;
     uint64_t next_conn_id;
 
     ev_prepare flush_watcher;    /* writes pending output before polling */
+    ev_idle kick_watcher;        /* active while work is queued: no blocking */
     ev_signal sigterm_watcher;
     ev_signal sigint_watcher;
     ev_timer shutdown_timer;
@@ -76,6 +80,15 @@ typedef struct lsv_server {
 char *lsv_server_get_buf(lsv_server_t *srv);
 /* Gives back a buffer of LSV_READ_SIZE bytes; takes ownership. */
 void lsv_server_put_buf(lsv_server_t *srv, char *p);
+
+/* Work was queued (output to flush): make sure the loop does not block
+ * before the prepare watcher has handled it, even when it was queued
+ * after that watcher ran in this turn. */
+static inline void lsv_server_kick(lsv_server_t *srv)
+{
+    if (!ev_is_active(&srv->kick_watcher))
+        ev_idle_start(srv->loop, &srv->kick_watcher);
+}
 
 /* Begins the graceful stop: listeners close, conns drain, then the loop
  * ends (see main.c). */

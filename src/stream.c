@@ -62,12 +62,14 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
         lua_pushlstring(L, lsv_buf_head(&c->in) + off, mlen);
         lsv_buf_consume(&c->in, (size_t)r);
         c->hint = 0;
+        c->flags &= ~LSV_CONN_PARTIAL;
         if ((c->flags & LSV_CONN_FULL) && c->in.len < LSV_READ_AHEAD)
             lsv_conn_want_input(c);
         return 1;
     }
     if (r == LSV_FRAME_PARTIAL) {
         c->hint = (uint32_t)hint;
+        c->flags |= LSV_CONN_PARTIAL;
         if (!eof) return -1;
         push_fail(L, "closed");
         return 2;
