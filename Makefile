@@ -80,10 +80,13 @@ check: all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/luaserv/scripts \
-	    $(DESTDIR)$(PREFIX)/share/luaserv/lua $(DESTDIR)$(PREFIX)/share/doc/luaserv
+	    $(DESTDIR)$(PREFIX)/share/luaserv/lua/luaserv \
+	    $(DESTDIR)$(PREFIX)/share/doc/luaserv/examples
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 scripts/*.lua $(DESTDIR)$(PREFIX)/share/luaserv/scripts/
+	install -m 644 lua/luaserv/*.lua $(DESTDIR)$(PREFIX)/share/luaserv/lua/luaserv/
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/luaserv/
+	install -m 644 examples/*.lua $(DESTDIR)$(PREFIX)/share/doc/luaserv/examples/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/luaserv $(DESTDIR)$(PREFIX)/bin/luaserv-cli
