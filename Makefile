@@ -25,7 +25,8 @@ ALL_CFLAGS = -std=c11 -MMD -MP $(WARN) $(CFLAGS) $(SAN) $(LUA_CFLAGS) \
 ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
 SERVER_SRC = main log vm lua_conn lua_api conn listener udp net buf frame util \
-             sched timer stream resolve lua_udp
+             sched timer stream resolve lua_udp \
+             reload notify config admin
 CLI_SRC = cli net buf util
 UNIT_TESTS = frame_test buf_test net_test
 

@@ -42,6 +42,8 @@ typedef struct cli {
     double timeout;         /* seconds for connect and for a reply */
     int keep;               /* one connection for all lines */
     const char *exec;       /* one-shot text, or NULL */
+    int admin;              /* --admin: the admin protocol */
+    char *admin_cmd;        /* --admin PATH CMD...: the command, or NULL */
     int fd;                 /* open connection or datagram socket, or -1 */
     char cand[MAX_CANDIDATES][LSV_ADDRSTRLEN];  /* UDP: numeric hosts */
     int ncand, cur;         /* UDP: how many, and the one in use */
@@ -51,7 +53,8 @@ typedef struct cli {
 
 #define USAGE \
 "usage: " PROG " [-H HOST] [-p PORT] [--udp] [--keep] [-t SECS] [-e TEXT]\n" \
-"       " PROG " --unix PATH | --unixgram PATH [--keep] [-t SECS] [-e TEXT]\n"
+"       " PROG " --unix PATH | --unixgram PATH [--keep] [-t SECS] [-e TEXT]\n" \
+"       " PROG " --admin PATH [CMD ARGS...]\n"
 
 static void help(void)
 {
@@ -68,6 +71,9 @@ static void help(void)
 "  -e, --exec TEXT       send TEXT, print the reply, exit\n"
 "      --unix PATH       talk to a unix stream socket (e.g. the admin one)\n"
 "      --unixgram PATH   talk to a unix datagram socket\n"
+"      --admin PATH [CMD]  talk to luaserv's admin socket: run CMD (stats,\n"
+"                        conns, reload, eval LUA, log-level LEVEL,\n"
+"                        shutdown) or commands read from stdin\n"
 "  -V, --version         print the version and exit\n"
 "  -h, --help            print this help and exit\n"
 "Exit status: 0 on success, 1 when the server cannot be reached or does\n"
@@ -102,6 +108,7 @@ static void parse_args(cli_t *c, int argc, char **argv)
         { "exec", required_argument, NULL, 'e' },
         { "unix", required_argument, NULL, 'U' },
         { "unixgram", required_argument, NULL, 'G' },
+        { "admin", required_argument, NULL, 'A' },
         { "version", no_argument, NULL, 'V' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
@@ -144,9 +151,12 @@ static void parse_args(cli_t *c, int argc, char **argv)
         case 'e':
             c->exec = optarg;
             break;
+        case 'A':
+            c->admin = 1;
+            __attribute__((fallthrough));  /* a unix stream socket */
         case 'U':
         case 'G':
-            c->addr.kind = opt == 'U' ? LSV_NET_UNIX : LSV_NET_UNIXGRAM;
+            c->addr.kind = opt == 'G' ? LSV_NET_UNIXGRAM : LSV_NET_UNIX;
             path = optarg;
             nunix++;
             break;
@@ -160,8 +170,18 @@ static void parse_args(cli_t *c, int argc, char **argv)
             usage_error();
         }
     }
-    if (optind < argc)
+    if (optind < argc && !c->admin)
         bad_option("unexpected argument '%s'", argv[optind]);
+    if (optind < argc) {      /* --admin PATH CMD ARGS...: one command */
+        lsv_buf_t cmd = { 0 };
+        for (int i = optind; i < argc; i++) {
+            if (i > optind) lsv_buf_append(&cmd, " ", 1);
+            lsv_buf_append(&cmd, argv[i], strlen(argv[i]));
+        }
+        lsv_buf_append(&cmd, "", 1);
+        c->admin_cmd = lsv_strdup(lsv_buf_head(&cmd));
+        lsv_buf_free(&cmd);
+    }
     if (nunix > 1)
         bad_option("%s", "give one of --unix and --unixgram");
     if (nunix && (udp || inet_opts))
@@ -401,6 +421,82 @@ static int exchange(cli_t *c, const char *line, size_t len)
     return print_reply(c);
 }
 
+/* Sends one admin command and prints the reply body (status "ok"), or the
+ * error on stderr. The reply ends with a line ".", and body lines that
+ * start with "." carry one more. Returns the exit status. */
+static int admin_exchange(cli_t *c, const char *cmd)
+{
+    int64_t deadline = now_ms() + (int64_t)(c->timeout * 1000);
+    if (c->fd < 0 && open_conn(c) != LSV_OK) return 1;
+    lsv_buf_consume(&c->out, c->out.len);
+    lsv_buf_append(&c->out, cmd, strlen(cmd));
+    lsv_buf_append(&c->out, "\n", 1);
+    int e = send_request(c);
+    lsv_buf_consume(&c->in, c->in.len);
+    while (e == 0) {
+        const char *h = lsv_buf_head(&c->in);
+        size_t n = c->in.len;
+        if ((n == 2 && memcmp(h, ".\n", 2) == 0) ||
+            (n >= 3 && memcmp(h + n - 3, "\n.\n", 3) == 0))
+            break;
+        int rc = wait_readable(c->fd, deadline);
+        if (rc <= 0) {
+            e = rc < 0 ? errno : ETIMEDOUT;
+            break;
+        }
+        char *tail = lsv_buf_reserve(&c->in, 4096);
+        ssize_t got = recv(c->fd, tail, 4096, 0);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (got <= 0) {
+            e = got == 0 ? EPIPE : errno;
+            break;
+        }
+        lsv_buf_commit(&c->in, (size_t)got);
+    }
+    if (e != 0) {
+        report(c, e, 0);
+        return 1;
+    }
+    /* status line, body, "." */
+    char *p = lsv_buf_head(&c->in), *end = p + c->in.len - 2;
+    char *nl = memchr(p, '\n', (size_t)(end - p + 1));
+    int ok = strncmp(p, "ok", 2) == 0;
+    if (!ok) fprintf(stderr, PROG ": %.*s\n", (int)(nl - p), p);
+    for (char *line = nl + 1; line < end; ) {
+        char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (eol == NULL) eol = end;
+        if (*line == '.') line++;
+        fwrite(line, 1, (size_t)(eol - line), stdout);
+        fputc('\n', stdout);
+        line = eol + 1;
+    }
+    fflush(stdout);
+    return ok ? 0 : 1;
+}
+
+/* --admin without a command: commands from stdin, one a line. */
+static int run_admin(cli_t *c)
+{
+    int tty = isatty(STDIN_FILENO);
+    char *line = NULL;
+    size_t cap = 0;
+    int status = 0;
+    for (;;) {
+        if (tty) {
+            fputs("admin> ", stdout);
+            fflush(stdout);
+        }
+        ssize_t n = getline(&line, &cap, stdin);
+        if (n < 0) break;
+        if (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
+        if (n == 0) continue;
+        status = admin_exchange(c, line);
+        if (strcmp(line, "quit") == 0) break;
+    }
+    free(line);
+    return status;
+}
+
 /* The reference client: prompt (on a terminal), read a line, exchange;
  * an empty line or end of input ends with status 0. */
 static int run_lines(cli_t *c)
@@ -443,13 +539,17 @@ int main(int argc, char **argv)
     /* A server that hangs up mid-send must give a message, not a kill. */
     signal(SIGPIPE, SIG_IGN);
 
-    if (c.exec != NULL)
+    if (c.admin)
+        status = c.admin_cmd ? admin_exchange(&c, c.admin_cmd)
+                             : run_admin(&c);
+    else if (c.exec != NULL)
         status = exchange(&c, c.exec, strlen(c.exec));
     else
         status = run_lines(&c);
     close_conn(&c);
     lsv_buf_free(&c.out);
     lsv_buf_free(&c.in);
+    free(c.admin_cmd);
     fflush(stdout);
     return status;
 }

@@ -129,6 +129,7 @@ static void handler_failed(lsv_conn_t *c, const char *fn)
 {
     lua_State *L = c->srv->L;
     char what[LSV_ADDRSTRLEN + 256];
+    c->listener->stats.handler_errors++;
     lsv_error("handler error in %s: %s", conn_what(c, fn, what, sizeof what),
               lua_tostring(L, -1));
     if (strcmp(fn, "on_error") == 0 || strcmp(fn, "on_close") == 0 ||
@@ -168,6 +169,11 @@ static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres)
 static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
 {
     lua_State *L = l->srv->L;
+    if (l->opt.has_framing) {       /* the config file's listen{} wins */
+        *out = l->opt.framing;
+        if (l->opt.max_frame) out->max = l->opt.max_frame;
+        return;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->handler_ref);
     if (lua_getfield(L, -1, "framing") == LUA_TNIL) {
         lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
@@ -182,6 +188,7 @@ static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
     }
     lua_pop(L, 2);
     *out = l->framing;
+    if (l->opt.max_frame) out->max = l->opt.max_frame;
 }
 
 void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
@@ -198,8 +205,8 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     if (salen > sizeof c->peer) salen = sizeof c->peer;
     memcpy(&c->peer, sa, salen);
     c->peer_len = salen;
-    c->timeout = srv->opt.idle_timeout;
-    c->last_active = ev_now(srv->loop);
+    c->timeout = l->opt.idle_timeout;
+    c->last_active = c->started = ev_now(srv->loop);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
@@ -214,6 +221,8 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     srv->conns = c;
     srv->stats.conns_total++;
     srv->stats.conns_active++;
+    l->stats.conns_total++;
+    l->stats.conns_active++;
 
     c->flags |= LSV_CONN_CONNECTED;
     c->busy++;
@@ -251,6 +260,9 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
     c->peer_len = salen;
     c->last_active = ev_now(srv->loop);
     c->flags = LSV_CONN_STREAM | LSV_CONN_OUTBOUND | LSV_CONN_CONNECTING;
+    c->started = c->last_active;
+    c->listener->stats.conns_total++;
+    c->listener->stats.conns_active++;
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
@@ -277,6 +289,7 @@ void lsv_conn_handle_done(lsv_conn_t *c, const char *err)
         return;
     }
     char what[LSV_ADDRSTRLEN + 256];
+    c->listener->stats.handler_errors++;
     lsv_error("handler error in %s: %s", conn_what(c, "handle", what,
               sizeof what), err);
     c->busy++;
@@ -308,6 +321,13 @@ static void conn_finish(lsv_conn_t *c)
     }
     lsv_debug("conn %llu closed (%s)", (unsigned long long)c->id,
               c->close_reason);
+    if (srv->opt.access_log && !(c->flags & LSV_CONN_OUTBOUND)) {
+        char peer[LSV_ADDRSTRLEN];
+        lsv_log_access(c->listener->name,
+                       lsv_net_format(&c->peer.sa, c->peer_len, peer), c->id,
+                       ev_now(srv->loop) - c->started, c->nin, c->nout,
+                       c->nmsg, c->close_reason ? c->close_reason : "closed");
+    }
     if (c->flags & LSV_CONN_STREAM) lsv_stream_closing(c, 1);
     if (c->task) c->task->conn = NULL;
 
@@ -343,6 +363,7 @@ static void conn_finish(lsv_conn_t *c)
     lsv_lconn_detach(srv->L, c);
     if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
     else srv->stats.conns_active--;
+    c->listener->stats.conns_active--;
     free(c);
     lsv_server_maybe_done(srv);
 }
@@ -390,7 +411,8 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
 static int queue(lsv_conn_t *c, const char *p, size_t n)
 {
     lsv_server_t *srv = c->srv;
-    if (unlikely(c->out.len + n > OUTPUT_CAP_FACTOR * srv->opt.high_water)) {
+    if (unlikely(c->out.len + n >
+                 OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
         char peer[LSV_ADDRSTRLEN];
         lsv_warn("conn %llu (peer %s): %u bytes queued and the peer is not "
                  "reading; dropping the connection", (unsigned long long)c->id,
@@ -406,7 +428,7 @@ static int queue(lsv_conn_t *c, const char *p, size_t n)
         srv->pending = c;
         lsv_server_kick(srv);
     }
-    if (unlikely(c->out.len > srv->opt.high_water) &&
+    if (unlikely(c->out.len > c->listener->opt.high_water) &&
         !(c->flags & LSV_CONN_BLOCKED)) {
         c->flags |= LSV_CONN_BLOCKED;
         stop_reading(c);
@@ -440,6 +462,8 @@ static void conn_flush(lsv_conn_t *c)
         if (n > 0) {
             lsv_buf_consume(&c->out, (size_t)n);
             srv->stats.bytes_out += (uint64_t)n;
+            c->listener->stats.bytes_out += (uint64_t)n;
+            c->nout += (uint64_t)n;
             c->last_active = ev_now(srv->loop);
             continue;
         }
@@ -468,7 +492,8 @@ static void conn_flush(lsv_conn_t *c)
             return;
         }
     }
-    if ((c->flags & LSV_CONN_BLOCKED) && c->out.len <= srv->opt.low_water) {
+    if ((c->flags & LSV_CONN_BLOCKED) &&
+        c->out.len <= c->listener->opt.low_water) {
         c->flags &= ~LSV_CONN_BLOCKED;
         start_reading(c);
         if (c->in.len || (c->flags & LSV_CONN_EOF)) schedule_read(c);
@@ -599,6 +624,7 @@ static void process_input(lsv_conn_t *c, int drained)
         return;
     }
 
+    double t0 = lsv_clock();
     c->busy++;
     while (!(c->flags & (LSV_CONN_CLOSING | LSV_CONN_PAUSED |
                          LSV_CONN_BLOCKED))) {
@@ -627,6 +653,8 @@ static void process_input(lsv_conn_t *c, int drained)
         c->hint = 0;
         count++;
         srv->stats.messages++;
+        c->listener->stats.messages++;
+        c->nmsg++;
         if (unlikely(!lsv_vm_get_fn(L, c->listener->handler_ref,
                                     "on_message"))) {
             lsv_buf_consume(&c->in, (size_t)r);
@@ -646,6 +674,8 @@ static void process_input(lsv_conn_t *c, int drained)
         handler_failed(c, "on_message");
     }
     c->busy--;
+    if (count) lsv_listener_observe(c->listener, lsv_clock() - t0,
+                                    (uint64_t)count);
 
     if (c->in.len == 0) release_buf(srv, &c->in);
     if ((c->flags & LSV_CONN_DRAIN) && !(c->flags & LSV_CONN_CLOSING) &&
@@ -675,6 +705,8 @@ static int read_some(lsv_conn_t *c)
         if (likely(n > 0)) {
             lsv_buf_commit(&c->in, (size_t)n);
             srv->stats.bytes_in += (uint64_t)n;
+            c->listener->stats.bytes_in += (uint64_t)n;
+            c->nin += (uint64_t)n;
             c->last_active = ev_now(srv->loop);
             return LSV_OK;
         }

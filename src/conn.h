@@ -54,6 +54,9 @@ struct lsv_conn {
     socklen_t peer_len;
     uint64_t id;
     ev_tstamp last_active;
+    ev_tstamp started;
+    uint64_t nin, nout;           /* bytes, for the access log and conns */
+    uint64_t nmsg;
     ev_tstamp timeout;            /* idle timeout, 0 = none */
     const char *close_reason;     /* static string */
     union {

@@ -24,17 +24,38 @@
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
-lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
-                                  char err[LSV_ERRLEN])
+const double lsv_hist_bounds[LSV_HIST_BUCKETS] = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005,
+    0.01, 0.05, 0.25, 1.0
+};
+
+void lsv_listener_observe(lsv_listener_t *l, double seconds, uint64_t n)
 {
-    int fd = lsv_net_listen(a, srv->opt.backlog, err);
+    if (n == 0) return;
+    double each = seconds / (double)n;
+    int b = 0;
+    while (b < LSV_HIST_BUCKETS && each > lsv_hist_bounds[b]) b++;
+    l->stats.hist[b] += n;
+    l->stats.hist_count += n;
+    l->stats.hist_sum += seconds;
+}
+
+lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
+                                  int fd, char err[LSV_ERRLEN])
+{
+    int inherited = fd >= 0;
+    if (!inherited) fd = lsv_net_listen(a, srv->opt.backlog, err);
     if (fd < 0) return NULL;
     lsv_listener_t *l = lsv_calloc(1, sizeof *l);
     l->srv = srv;
     l->addr = *a;
     l->fd = fd;
+    l->inherited = inherited;
     l->handler_ref = LUA_NOREF;
     lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
+    l->opt.idle_timeout = srv->opt.idle_timeout;
+    l->opt.high_water = srv->opt.high_water;
+    l->opt.low_water = srv->opt.low_water;
 
     char local[LSV_ADDRSTRLEN];
     lsv_net_local(fd, local);
@@ -73,7 +94,8 @@ void lsv_listener_close_all(lsv_server_t *srv)
         ev_timer_stop(srv->loop, &l->pause_timer);
         close(l->fd);
         l->fd = -1;
-        if (l->addr.kind == LSV_NET_UNIX || l->addr.kind == LSV_NET_UNIXGRAM)
+        if ((l->addr.kind == LSV_NET_UNIX ||
+             l->addr.kind == LSV_NET_UNIXGRAM) && !l->inherited)
             unlink(l->addr.path);
     }
 }
@@ -126,6 +148,7 @@ static int accept_allowed(lsv_listener_t *l, const struct sockaddr *sa,
     lua_pushstring(L, peer);
     lua_pushstring(L, l->name);
     if (lsv_vm_pcall(L, 2, 2) != LUA_OK) {
+        l->stats.handler_errors++;
         lsv_error("handler error in on_accept (peer %s, %s): %s", peer,
                   l->name, lua_tostring(L, -1));
         lua_pop(L, 1);

@@ -7,12 +7,49 @@
 #include "server.h"
 
 
+/* Buckets of luaserv_handler_duration_seconds, in seconds. */
+#define LSV_HIST_BUCKETS 12
+extern const double lsv_hist_bounds[LSV_HIST_BUCKETS];
+
+/* Per-listener counters: the metrics endpoint labels them by listener. */
+typedef struct lsv_lstats {
+    uint64_t conns_total;
+    uint64_t conns_active;
+    uint64_t messages;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t handler_errors;
+    uint64_t reloads;
+    uint64_t reload_failures;
+    uint64_t hist[LSV_HIST_BUCKETS + 1];   /* last: +Inf */
+    uint64_t hist_count;
+    double hist_sum;
+} lsv_lstats_t;
+
+/* Per-listener settings (config file listen{} keys, else the flags). */
+typedef struct lsv_lopts {
+    double idle_timeout;     /* 0 = none */
+    size_t high_water;
+    size_t low_water;
+    uint32_t max_frame;      /* 0 = the framing's own max */
+    int has_framing;         /* framing below overrides the handler's */
+    lsv_frame_spec_t framing;
+} lsv_lopts_t;
+
+/* Records one handler call batch: n calls that took `seconds` together,
+ * each observed as seconds / n. */
+void lsv_listener_observe(lsv_listener_t *l, double seconds, uint64_t n);
+
 struct lsv_listener {
     lsv_listener_t *next;
     lsv_server_t *srv;
     lsv_addr_t addr;
     int fd;
     int handler_ref;            /* registry ref to the handler table */
+    struct lsv_script *script;  /* the script that handler came from */
+    lsv_lopts_t opt;
+    lsv_lstats_t stats;
+    int inherited;              /* fd came from systemd: do not unlink */
     lsv_frame_spec_t framing;   /* the handler's default framing */
     char name[LSV_ADDRSTRLEN + 16];  /* "tcp://127.0.0.1:21567" */
     ev_io io;
@@ -22,10 +59,11 @@ struct lsv_listener {
     lsv_dgram_t *dgram;         /* datagram kinds: the light conn state */
 };
 
-/* Binds a listener for a and links it into srv->listeners (not started).
- * Returns it, or NULL with a message in err (errno set). */
+/* Binds a listener for a, or adopts fd when it is >= 0 (a socket systemd
+ * passed), and links it into srv->listeners (not started). Returns it, or
+ * NULL with a message in err (errno set). */
 lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
-                                  char err[LSV_ERRLEN]);
+                                  int fd, char err[LSV_ERRLEN]);
 
 /* Starts watching every listener. */
 void lsv_listener_start_all(lsv_server_t *srv);

@@ -6,7 +6,17 @@
 
 enum { LSV_LOG_DEBUG = 0, LSV_LOG_INFO, LSV_LOG_WARN, LSV_LOG_ERROR };
 
+enum { LSV_LOG_TEXT = 0, LSV_LOG_JSON };
+
 extern int lsv_log_level;
+extern int lsv_log_format;
+
+/* Where a log line comes from; any field may be NULL / 0. */
+typedef struct lsv_log_ctx {
+    const char *listener;
+    const char *peer;
+    uint64_t conn_id;
+} lsv_log_ctx_t;
 
 /* Parses "debug", "info", "warn" or "error". Returns the level or -1. */
 int lsv_log_parse_level(const char *name);
@@ -17,6 +27,17 @@ int lsv_log_parse_level(const char *name);
  * macros below test it before formatting anything. */
 void lsv_log_write(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Like lsv_log_write, with the connection the line is about: in text the
+ * context leads the message ("conn 5 (peer 1.2.3.4:5, tcp://...): ..."),
+ * in JSON it is the fields listener, peer and conn. */
+void lsv_log_writec(int level, const lsv_log_ctx_t *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* One access log line for a closed connection (level info). */
+void lsv_log_access(const char *listener, const char *peer, uint64_t id,
+                    double seconds, uint64_t bytes_in, uint64_t bytes_out,
+                    uint64_t messages, const char *reason);
 
 #define lsv_log(level, ...) \
     do { \

@@ -33,4 +33,7 @@ void *lsv_calloc(size_t n, size_t size);
 void *lsv_realloc(void *p, size_t n);
 char *lsv_strdup(const char *s);
 
+/* Seconds on a monotonic clock, for measuring durations. */
+double lsv_clock(void);
+
 #endif

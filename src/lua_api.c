@@ -86,6 +86,20 @@ static const luaL_Reg api_funcs[] = {
     { NULL, NULL }
 };
 
+/* luaserv.metrics is the Lua module luaserv.metrics, loaded on first use.
+ * [-0, +1, e] */
+static int api_index(lua_State *L)
+{
+    const char *k = lua_tostring(L, 2);
+    if (k == NULL || strcmp(k, "metrics") != 0) return 0;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luaserv.metrics");
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "metrics");
+    return 1;
+}
+
 int luaopen_luaserv(lua_State *L);
 void lsv_timer_open(lua_State *L);
 void lsv_udp_open_api(lua_State *L);
@@ -107,5 +121,9 @@ int luaopen_luaserv(lua_State *L)
     lsv_timer_open(L);
     lsv_stream_open_api(L);
     lsv_udp_open_api(L);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, api_index);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
     return 1;
 }

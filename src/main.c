@@ -2,8 +2,11 @@
 #include "lsv.h"
 #include "conn.h"
 #include "listener.h"
+#include "config.h"
 #include "log.h"
 #include "net.h"
+#include "notify.h"
+#include "reload.h"
 #include "resolve.h"
 #include "sched.h"
 #include "server.h"
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_SCRIPT "scripts/handle.lua"
@@ -38,11 +42,20 @@ static void usage(FILE *f)
 "      --high-water BYTES     queued output that pauses reading from a peer\n"
 "                             (default 1048576; resumes below a quarter)\n"
 "      --backlog N            listen backlog (default 511)\n"
+"  -c, --config FILE          read listeners and settings from FILE (Lua);\n"
+"                             flags override it\n"
 "      --log-level LEVEL      debug, info, warn or error (default info)\n"
+"      --log-format FORMAT    text (default) or json, one object a line\n"
+"      --access-log           log a line per closed connection\n"
+"      --admin unix:PATH      admin socket (mode 0600): stats, conns,\n"
+"                             reload, eval, log-level, shutdown\n"
+"      --metrics HOST:PORT    serve Prometheus metrics at GET /metrics\n"
+"      --watch                reload when the script or its modules change\n"
 "      --check                load SCRIPT, report problems, and exit\n"
 "  -h, --help                 show this help\n"
 "  -V, --version              show the version\n"
 "\n"
+"SIGHUP reloads the handler scripts; SIGTERM and SIGINT stop gracefully.\n"
 "Exit status: 0 after a clean shutdown, 1 when a listener cannot be\n"
 "opened, 2 for bad options or a script that fails to load.\n",
             DEFAULT_PORT);
@@ -102,6 +115,7 @@ void lsv_server_stop(lsv_server_t *srv)
     srv->stopping = 1;
     lsv_info("stopping: no new connections; finishing open ones "
              "(up to %.1f s)", srv->opt.shutdown_timeout);
+    lsv_notify(srv, "STOPPING=1");
     lsv_listener_close_all(srv);
     call_on_stop(srv);
     ev_timer_set(&srv->shutdown_timer, srv->opt.shutdown_timeout, 0.);
@@ -153,16 +167,23 @@ static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 
 enum {
     OPT_IDLE = 256, OPT_SHUTDOWN, OPT_HIGH_WATER, OPT_BACKLOG,
-    OPT_LOG_LEVEL, OPT_CHECK
+    OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_CHECK, OPT_ADMIN, OPT_METRICS,
+    OPT_WATCH, OPT_ACCESS_LOG
 };
 
 static const struct option long_opts[] = {
     { "listen", required_argument, NULL, 'l' },
+    { "config", required_argument, NULL, 'c' },
     { "idle-timeout", required_argument, NULL, OPT_IDLE },
     { "shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN },
     { "high-water", required_argument, NULL, OPT_HIGH_WATER },
     { "backlog", required_argument, NULL, OPT_BACKLOG },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
+    { "access-log", no_argument, NULL, OPT_ACCESS_LOG },
+    { "admin", required_argument, NULL, OPT_ADMIN },
+    { "metrics", required_argument, NULL, OPT_METRICS },
+    { "watch", no_argument, NULL, OPT_WATCH },
     { "check", no_argument, NULL, OPT_CHECK },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -219,129 +240,160 @@ static void raise_fd_limit(void)
     }
 }
 
-/* Opens a listener or exits with status 1 naming the address. */
-static lsv_listener_t *open_or_die(lsv_server_t *srv, const lsv_addr_t *a,
-                                   int optional)
+/* Parses the command line into srv->opt and f. Exits 0 for --help and
+ * --version, 2 for a bad option. */
+static void parse_args(lsv_server_t *srv, lsv_flags_t *f, int argc,
+                       char **argv)
 {
-    char err[LSV_ERRLEN];
-    lsv_listener_t *l = lsv_listener_open(srv, a, err);
-    if (l) return l;
-    if (optional && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
-        lsv_info("%s (skipped)", err);
-        return NULL;
-    }
-    fprintf(stderr, "luaserv: %s\n", err);
-    exit(1);
-}
-
-/* Without -l, a script may name its own addresses: handler.listen, a
- * string or a list of them (luaserv.socketserver sets it from ADDR).
- * Returns LSV_ERR after printing the problem. */
-static int script_listen(lsv_server_t *srv, int ref, lsv_addr_t *addrs,
-                         int *naddrs)
-{
-    lua_State *L = srv->L;
-    char err[LSV_ERRLEN];
-    int rc = LSV_OK;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    int t = lua_getfield(L, -1, "listen");
-    if (t == LUA_TSTRING) {
-        lua_createtable(L, 1, 0);
-        lua_insert(L, -2);
-        lua_rawseti(L, -2, 1);
-    } else if (t != LUA_TTABLE && t != LUA_TNIL) {
-        fprintf(stderr, "luaserv: handler.listen must be an address or a "
-                "list of addresses, not a %s\n", lua_typename(L, t));
-        rc = LSV_ERR;
-    }
-    if (lua_istable(L, -1)) {
-        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-        for (lua_Integer i = 1; i <= n && rc == LSV_OK; i++) {
-            lua_rawgeti(L, -1, i);
-            const char *spec = lua_tostring(L, -1);
-            if (*naddrs == MAX_LISTEN) {
-                fprintf(stderr, "luaserv: handler.listen: too many\n");
-                rc = LSV_ERR;
-            } else if (spec == NULL ||
-                       lsv_net_parse(spec, &addrs[*naddrs], err) != LSV_OK) {
-                fprintf(stderr, "luaserv: handler.listen[%lld]: %s\n",
-                        (long long)i, spec ? err : "not a string");
-                rc = LSV_ERR;
-            } else {
-                (*naddrs)++;
-            }
-            lua_pop(L, 1);
+    int c;
+    memset(f, 0, sizeof *f);
+    f->log_level = -1;
+    while ((c = getopt_long(argc, argv, "l:c:hV", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            if (f->nlisten == LSV_MAX_LISTEN)
+                bad_option("too many -l (max %s)", "64");
+            f->listen[f->nlisten++] = optarg;
+            break;
+        case 'c':
+            f->config = optarg;
+            break;
+        case OPT_IDLE:
+            srv->opt.idle_timeout = parse_seconds(optarg, "--idle-timeout");
+            f->set_idle = 1;
+            break;
+        case OPT_SHUTDOWN:
+            srv->opt.shutdown_timeout =
+                parse_seconds(optarg, "--shutdown-timeout");
+            f->set_shutdown = 1;
+            break;
+        case OPT_HIGH_WATER:
+            srv->opt.high_water = (size_t)parse_count(optarg, "--high-water",
+                                                      1024, 1L << 30);
+            f->set_high_water = 1;
+            break;
+        case OPT_BACKLOG:
+            srv->opt.backlog = (int)parse_count(optarg, "--backlog", 1, 65535);
+            f->set_backlog = 1;
+            break;
+        case OPT_LOG_LEVEL:
+            f->log_level = lsv_log_level = lsv_log_parse_level(optarg);
+            if (lsv_log_level < 0)
+                bad_option("unknown log level '%s' (debug, info, warn, "
+                           "error)", optarg);
+            break;
+        case OPT_LOG_FORMAT:
+            if (strcmp(optarg, "text") && strcmp(optarg, "json"))
+                bad_option("unknown log format '%s' (text, json)", optarg);
+            f->log_format = optarg;
+            lsv_log_format = optarg[0] == 'j' ? LSV_LOG_JSON : LSV_LOG_TEXT;
+            break;
+        case OPT_ACCESS_LOG:
+            f->access_log = srv->opt.access_log = 1;
+            break;
+        case OPT_ADMIN:
+            f->admin = optarg;
+            break;
+        case OPT_METRICS:
+            f->metrics = optarg;
+            break;
+        case OPT_WATCH:
+            f->watch = srv->opt.watch = 1;
+            break;
+        case OPT_CHECK:
+            f->check = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        case 'V':
+            printf("luaserv %s (%s, libev %d.%d)\n", LSV_VERSION, LUA_RELEASE,
+                   ev_version_major(), ev_version_minor());
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
         }
     }
-    lua_pop(L, 2);
-    return rc;
+    if (argc - optind > 1) bad_option("one script at most (got '%s' too)",
+                                      argv[optind + 1]);
+    f->script = optind < argc ? argv[optind] : NULL;
+    /* Check addresses now, so a typo exits 2 before anything starts. */
+    for (int i = 0; i < f->nlisten; i++) {
+        lsv_addr_t a;
+        char err[LSV_ERRLEN];
+        if (lsv_net_parse(f->listen[i], &a, err) != LSV_OK)
+            bad_option("%s", err);
+    }
+}
+
+/* Opens the plan's listeners, each with its script's handler. Exits 1 when
+ * an address cannot be opened, 2 when a script fails to load. */
+static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
+{
+    char err[4096];
+    for (int i = 0; i < p->n; i++) {
+        lsv_plan_entry_t *e = &p->e[i];
+        lsv_script_t *s = lsv_script_load(srv, e->script, err, sizeof err);
+        if (s == NULL) {
+            fprintf(stderr, "luaserv: %s\n", err);
+            exit(2);
+        }
+        s->builtin = e->builtin;
+        mode_t mask = 0;
+        if (e->private_socket) mask = umask(077);   /* admin: mode 0600 */
+        lsv_listener_t *l = lsv_listener_open(srv, &e->addr, e->fd, err);
+        if (e->private_socket) umask(mask);
+        if (l == NULL) {
+            if (e->optional && (errno == EAFNOSUPPORT ||
+                                errno == EADDRNOTAVAIL)) {
+                lsv_info("%s (skipped)", err);
+                continue;
+            }
+            fprintf(stderr, "luaserv: %s\n", err);
+            exit(1);
+        }
+        l->script = s;
+        l->handler_ref = s->ref;
+        l->framing = s->framing;
+        if (lsv_config_apply(srv, p, e, l) != LSV_OK) exit(2);
+    }
+}
+
+/* Runs each user script's on_load once. Exits 2 on an error. */
+static void run_on_load(lsv_server_t *srv)
+{
+    lua_State *L = srv->L;
+    for (lsv_script_t *s = srv->scripts; s; s = s->next) {
+        if (s->builtin || !lsv_vm_get_fn(L, s->ref, "on_load")) continue;
+        if (lsv_vm_pcall(L, 0, 0) != LUA_OK) {
+            fprintf(stderr, "luaserv: %s: on_load failed: %s\n", s->path,
+                    lua_tostring(L, -1));
+            exit(2);
+        }
+    }
+}
+
+static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop; (void)revents;
+    char err[4096];
+    lsv_info("SIGHUP: reloading");
+    lsv_reload_all(w->data, err, sizeof err);
 }
 
 int main(int argc, char **argv)
 {
     lsv_server_t *srv = &server;
-    const char *listen_specs[MAX_LISTEN];
-    int nlisten = 0, check_only = 0, c;
+    static lsv_plan_t plan;
+    lsv_flags_t flags;
 
     srv->opt.idle_timeout = 0;
     srv->opt.shutdown_timeout = 10;
     srv->opt.high_water = 1024 * 1024;
     srv->opt.backlog = 511;
-
-    while ((c = getopt_long(argc, argv, "l:hV", long_opts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            if (nlisten == MAX_LISTEN) bad_option("too many -l (max %s)", "64");
-            listen_specs[nlisten++] = optarg;
-            break;
-        case OPT_IDLE:
-            srv->opt.idle_timeout = parse_seconds(optarg, "--idle-timeout");
-            break;
-        case OPT_SHUTDOWN:
-            srv->opt.shutdown_timeout =
-                parse_seconds(optarg, "--shutdown-timeout");
-            break;
-        case OPT_HIGH_WATER:
-            srv->opt.high_water = (size_t)parse_count(optarg, "--high-water",
-                                                      1024, 1L << 30);
-            break;
-        case OPT_BACKLOG:
-            srv->opt.backlog = (int)parse_count(optarg, "--backlog", 1, 65535);
-            break;
-        case OPT_LOG_LEVEL:
-            lsv_log_level = lsv_log_parse_level(optarg);
-            if (lsv_log_level < 0)
-                bad_option("unknown log level '%s' (debug, info, warn, "
-                           "error)", optarg);
-            break;
-        case OPT_CHECK:
-            check_only = 1;
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        case 'V':
-            printf("luaserv %s (%s, libev %d.%d)\n", LSV_VERSION, LUA_RELEASE,
-                   ev_version_major(), ev_version_minor());
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (argc - optind > 1) bad_option("one script at most (got '%s' too)",
-                                      argv[optind + 1]);
+    parse_args(srv, &flags, argc, argv);
     srv->opt.low_water = srv->opt.high_water / 4;
-    const char *script = optind < argc ? argv[optind] : default_script();
-
-    /* Parse every address before doing anything, so a typo exits 2. */
-    lsv_addr_t addrs[MAX_LISTEN + 4];
-    int optional[MAX_LISTEN + 4] = { 0 };
-    int naddrs = 0;
-    char err[LSV_ERRLEN];
-    for (int i = 0; i < nlisten; i++)
-        if (lsv_net_parse(listen_specs[i], &addrs[naddrs++], err) != LSV_OK)
-            bad_option("%s", err);
 
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
@@ -355,72 +407,77 @@ int main(int argc, char **argv)
     ev_prepare_init(&srv->flush_watcher, flush_cb);
     ev_prepare_start(srv->loop, &srv->flush_watcher);
     ev_unref(srv->loop);   /* flushing alone does not keep the loop up */
-    lsv_vm_open(srv, script);
+    ev_init(&srv->shutdown_timer, shutdown_timer_cb);
+    lsv_vm_open(srv, flags.script ? flags.script : DEFAULT_SCRIPT);
     srv->resolver = lsv_resolver_new(srv->loop);
     static lsv_listener_t outbound;   /* what outbound conns point at */
     snprintf(outbound.name, sizeof outbound.name, "outbound");
     outbound.srv = srv;
     outbound.fd = -1;
     outbound.handler_ref = LUA_NOREF;
+    outbound.opt.high_water = srv->opt.high_water;
+    outbound.opt.low_water = srv->opt.low_water;
     lsv_frame_spec_init(&outbound.framing, LSV_FRAME_LINE);
     srv->outbound_listener = &outbound;
+    lsv_notify_take_fds(srv);
 
-    int ref;
-    lsv_frame_spec_t framing;
-    char lerr[4096];
-    if (lsv_vm_load(srv, script, &ref, &framing, lerr, sizeof lerr) != LSV_OK) {
-        fprintf(stderr, "luaserv: %s\n", lerr);
-        return 2;
+    if (lsv_config_load(srv, &flags, &plan) != LSV_OK) return 2;
+    outbound.opt.high_water = srv->opt.high_water;
+    outbound.opt.low_water = srv->opt.low_water;
+    plan.main_script = flags.script;
+    if (plan.main_script == NULL && plan.cfg_ref != LUA_NOREF) {
+        lua_rawgeti(srv->L, LUA_REGISTRYINDEX, plan.cfg_ref);
+        lua_getfield(srv->L, -1, "handler");
+        plan.main_script = lua_tostring(srv->L, -1);   /* cfg anchors it */
+        lua_pop(srv->L, 2);
     }
-    if (nlisten == 0 && script_listen(srv, ref, addrs, &naddrs) != LSV_OK)
-        return 2;
-    if (naddrs == 0) {
-        static const char *const defaults[] = {
-            "tcp://0.0.0.0:21567", "tcp://[::]:21567",
-            "udp://0.0.0.0:21567", "udp://[::]:21567"
-        };
-        for (int i = 0; i < 4; i++) {
-            lsv_net_parse(defaults[i], &addrs[naddrs], err);
-            optional[naddrs++] = i % 2;   /* IPv6 may be off on this host */
+    if (plan.main_script == NULL) plan.main_script = default_script();
+    if (flags.check) {
+        char err[4096];
+        if (lsv_script_load(srv, plan.main_script, err, sizeof err) == NULL) {
+            fprintf(stderr, "luaserv: %s\n", err);
+            return 2;
         }
-    }
-    if (check_only) {
-        printf("luaserv: %s is a valid handler script\n", script);
+        printf("luaserv: %s is a valid handler script\n", plan.main_script);
+        lsv_script_free_all(srv);
         lsv_vm_close(srv);
         return 0;
     }
-
-    if (lsv_vm_get_fn(srv->L, ref, "on_load") &&
-        lsv_vm_pcall(srv->L, 0, 0) != LUA_OK) {
-        fprintf(stderr, "luaserv: %s: on_load failed: %s\n", script,
-                lua_tostring(srv->L, -1));
-        return 2;
+    if (lsv_config_plan(srv, &flags, &plan) != LSV_OK) return 2;
+    /* Load every script (and run on_load) before opening anything. */
+    for (int i = 0; i < plan.n; i++) {
+        char err[4096];
+        lsv_script_t *s = lsv_script_load(srv, plan.e[i].script, err,
+                                          sizeof err);
+        if (s == NULL) {
+            fprintf(stderr, "luaserv: %s\n", err);
+            return 2;
+        }
+        s->builtin = plan.e[i].builtin;
     }
-
-    for (int i = 0; i < naddrs; i++) {
-        lsv_listener_t *l = open_or_die(srv, &addrs[i], optional[i]);
-        if (l == NULL) continue;
-        l->handler_ref = ref;
-        l->framing = framing;
-    }
+    run_on_load(srv);
+    open_listeners(srv, &plan);
+    if (srv->opt.watch) lsv_reload_watch(srv);
 
     ev_signal_init(&srv->sigterm_watcher, signal_cb, SIGTERM);
     ev_signal_init(&srv->sigint_watcher, signal_cb, SIGINT);
+    ev_signal_init(&srv->sighup_watcher, sighup_cb, SIGHUP);
     srv->sigterm_watcher.data = srv->sigint_watcher.data = srv;
+    srv->sighup_watcher.data = srv;
     ev_signal_start(srv->loop, &srv->sigterm_watcher);
     ev_signal_start(srv->loop, &srv->sigint_watcher);
-    ev_init(&srv->shutdown_timer, shutdown_timer_cb);
+    ev_signal_start(srv->loop, &srv->sighup_watcher);
 
     lsv_listener_start_all(srv);
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         const char *n = l->name;
         const char *sep = strstr(n, "://");
-        char kind[16];
-        snprintf(kind, sizeof kind, "%s", lsv_net_kind_name(l->addr.kind));
-        fprintf(stderr, "luaserv: listening on %s %s\n", kind,
+        fprintf(stderr, "luaserv: listening on %s %s\n",
+                lsv_net_kind_name(l->addr.kind),
                 sep ? sep + 3 : strchr(n, ':') + 1);
     }
-    lsv_info("serving %s (pid %d)", script, (int)getpid());
+    lsv_info("serving %s (pid %d)", plan.main_script, (int)getpid());
+    lsv_notify(srv, "READY=1");
 
     ev_run(srv->loop, 0);
 
@@ -433,8 +490,10 @@ int main(int argc, char **argv)
     ev_idle_stop(srv->loop, &srv->kick_watcher);
     ev_signal_stop(srv->loop, &srv->sigterm_watcher);
     ev_signal_stop(srv->loop, &srv->sigint_watcher);
+    ev_signal_stop(srv->loop, &srv->sighup_watcher);
     lsv_sched_free_all(srv);
     lsv_listener_free_all(srv);
+    lsv_script_free_all(srv);
     lsv_vm_close(srv);
     lsv_resolver_free(srv->resolver);
     while (srv->nfree_bufs) free(srv->free_bufs[--srv->nfree_bufs]);

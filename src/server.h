@@ -25,6 +25,8 @@ typedef struct lsv_stats {
     uint64_t bytes_out;
     uint64_t handler_errors;
     uint64_t tasks_active;
+    uint64_t reloads;
+    uint64_t reload_failures;
     uint64_t outbound_active;
 } lsv_stats_t;
 
@@ -34,6 +36,8 @@ typedef struct lsv_options {
     size_t high_water;        /* output bytes that stop reading */
     size_t low_water;         /* output bytes that restart it */
     int backlog;
+    int access_log;           /* a log line per closed connection */
+    int watch;                /* reload when a script file changes */
 } lsv_options_t;
 
 typedef struct lsv_server {
@@ -60,6 +64,9 @@ typedef struct lsv_server {
     ev_idle kick_watcher;        /* active while work is queued: no blocking */
     ev_signal sigterm_watcher;
     ev_signal sigint_watcher;
+    ev_signal sighup_watcher;
+    ev_timer reload_timer;       /* --watch: settles bursts of changes */
+    struct lsv_script *scripts;  /* loaded handler scripts */
     ev_timer shutdown_timer;
     int stopping;
 

@@ -104,7 +104,7 @@ void lsv_stream_output(lsv_conn_t *c)
 {
     lsv_task_t *t = c->writer;
     if (t == NULL) return;
-    if (t->wait == LSV_WAIT_WRITE && c->out.len <= c->srv->opt.low_water) {
+    if (t->wait == LSV_WAIT_WRITE && c->out.len <= c->listener->opt.low_water) {
         c->writer = NULL;
         lsv_lconn_push(t->co, c);
         lsv_task_wake(t, 1);
@@ -229,7 +229,7 @@ static int conn_read_frame(lua_State *L)
 
 int lsv_stream_write_wait(lua_State *L, lsv_conn_t *c)
 {
-    if (likely(c->out.len <= c->srv->opt.high_water) ||
+    if (likely(c->out.len <= c->listener->opt.high_water) ||
         !(c->flags & LSV_CONN_STREAM) || c->writer)
         return 1;
     lsv_task_t *t = lsv_task_current(L);

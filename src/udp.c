@@ -114,11 +114,13 @@ static int send_reply(lsv_dgram_t *d, lua_State *L)
     ssize_t w;
     do w = sendmsg(d->listener->fd, &msg, MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
-    if (w < 0)
+    if (w < 0) {
         lsv_warn("%s: reply to a datagram: %s", d->listener->name,
                  strerror(errno));
-    else
+    } else {
         d->listener->srv->stats.bytes_out += (uint64_t)w;
+        d->listener->stats.bytes_out += (uint64_t)w;
+    }
     return LSV_OK;
 }
 
@@ -131,16 +133,20 @@ static void handle_datagram(lsv_listener_t *l, size_t n)
     int top = lua_gettop(L);
     srv->stats.datagrams++;
     srv->stats.messages++;
+    l->stats.messages++;
     if (!lsv_vm_get_fn(L, l->handler_ref, "on_message")) return;
     lsv_ldgram_push(L, d);
     lua_pushlstring(L, recv_buf, n);
     d->in_call = 1;
     d->reply.len = d->reply.start = 0;
     if (likely(lsv_vm_pcall(L, 2, 1) == LUA_OK)) {
-        if (unlikely(send_reply(d, L) != LSV_OK))
+        if (unlikely(send_reply(d, L) != LSV_OK)) {
             srv->stats.handler_errors++;
+            l->stats.handler_errors++;
+        }
     } else {
         char peer[LSV_ADDRSTRLEN];
+        l->stats.handler_errors++;
         lsv_error("handler error in on_message (datagram from %s, %s): %s",
                   lsv_net_format((struct sockaddr *)&d->peer, d->peer_len,
                                  peer), l->name, lua_tostring(L, -1));
@@ -163,6 +169,8 @@ void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop; (void)revents;
     lsv_listener_t *l = container_of(w, lsv_listener_t, io);
     lsv_dgram_t *d = l->dgram;
+    double t0 = lsv_clock();
+    int handled = 0;
     for (int i = 0; i < DGRAMS_PER_EVENT && l->fd >= 0; i++) {
         d->peer_len = sizeof d->peer;
         ssize_t n = recvfrom(l->fd, recv_buf, sizeof recv_buf, MSG_TRUNC,
@@ -171,9 +179,10 @@ void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (errno == EINTR) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 lsv_warn("%s: recvfrom: %s", l->name, strerror(errno));
-            return;
+            break;
         }
         l->srv->stats.bytes_in += (uint64_t)n;
+        l->stats.bytes_in += (uint64_t)n;
         if ((size_t)n > DGRAM_MAX) {
             char peer[LSV_ADDRSTRLEN];
             lsv_warn("%s: datagram of %zd bytes from %s is over %d; dropped",
@@ -183,5 +192,7 @@ void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             continue;
         }
         handle_datagram(l, (size_t)n);
+        handled++;
     }
+    if (handled) lsv_listener_observe(l, lsv_clock() - t0, (uint64_t)handled);
 }

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static void oom(size_t n)
 {
@@ -35,4 +36,11 @@ char *lsv_strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
     return memcpy(lsv_malloc(n), s, n);
+}
+
+double lsv_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }

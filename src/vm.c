@@ -8,8 +8,10 @@
 #include <lualib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 int luaopen_luaserv(lua_State *L);
+int luaopen_luaserv_core(lua_State *L);
 
 /* Message handler for every pcall: turns the error into a string and adds
  * a traceback, so the one log line says where it happened. */
@@ -45,11 +47,12 @@ int lsv_vm_get_fn(lua_State *L, int ref, const char *name)
     return 0;
 }
 
-/* Prepends the script's folder and lua/ (source tree, then installed) to
- * package.path, so handlers require their neighbours and our modules. */
+/* Prepends the script's folder and luaserv's lua/ folder to package.path,
+ * so handlers require their neighbours and our modules. lua/ is found next
+ * to the binary in a build tree (build/ or build/asan/), else installed. */
 static void set_path(lua_State *L, const char *script)
 {
-    char dir[4096];
+    char dir[4096], exe[4096];
     const char *slash = strrchr(script, '/');
     if (slash) {
         size_t n = (size_t)(slash - script);
@@ -59,11 +62,15 @@ static void set_path(lua_State *L, const char *script)
     } else {
         strcpy(dir, ".");
     }
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char *e = strrchr(exe, '/');
+    if (e) *e = '\0';
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;./lua/?.lua;./lua/?/init.lua;"
-                    LSV_PREFIX "/share/luaserv/lua/?.lua;%s",
-                    dir, dir, lua_tostring(L, -1));
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/../lua/?.lua;"
+                    "%s/../../lua/?.lua;" LSV_PREFIX "/share/luaserv/lua/?.lua;"
+                    "%s", dir, dir, exe, exe, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
     lua_pop(L, 2);
 }
@@ -84,6 +91,8 @@ void lsv_vm_open(lsv_server_t *srv, const char *script)
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_luaserv);
     lua_setfield(L, -2, "luaserv");
+    lua_pushcfunction(L, luaopen_luaserv_core);
+    lua_setfield(L, -2, "luaserv.core");
     lua_pop(L, 1);
     lsv_lconn_open(L);
     set_path(L, script ? script : ".");

@@ -1,0 +1,123 @@
+-- luaserv.admin: the handler behind --admin unix:/path. A line protocol:
+-- the client sends one command a line; each reply is a status line ("ok"
+-- or "error: message"), the body, and a line holding a single "."; body
+-- lines starting with "." get one more ".". `luaserv-cli --admin PATH CMD`
+-- speaks it. eval is exactly as powerful as editing the script, which is
+-- why the admin socket is only ever a unix socket with mode 0600.
+local core = require "luaserv.core"
+local luaserv = require "luaserv"
+
+local concat = table.concat
+local format = string.format
+local load = load
+local pack = table.pack
+local pcall = pcall
+local setmetatable = setmetatable
+local sort = table.sort
+local tostring = tostring
+
+local handler = { framing = { "line", max = 1024 * 1024 } }
+
+local function reply(conn, ok, body)
+    local out = { ok and "ok\n" or ("error: " .. tostring(body):gsub("\n", " ") .. "\n") }
+    if ok and body and body ~= "" then
+        for line in (body .. "\n"):gmatch("(.-)\n") do
+            if line:sub(1, 1) == "." then line = "." .. line end
+            out[#out + 1] = line .. "\n"
+        end
+    end
+    out[#out + 1] = ".\n"
+    conn:write(concat(out))
+end
+
+local function stats()
+    local lines = {}
+    local s = luaserv.stats()
+    local keys = {}
+    for k in pairs(s) do keys[#keys + 1] = k end
+    sort(keys)
+    for _, k in ipairs(keys) do lines[#lines + 1] = format("%s %s", k, s[k]) end
+    for _, l in ipairs(core.listeners()) do
+        lines[#lines + 1] = format("listener %s script=%s active=%d total=%d "
+            .. "messages=%d errors=%d reloads=%d reload_failures=%d",
+            l.name, l.script, l.connections_active, l.connections_total,
+            l.messages, l.handler_errors, l.reloads, l.reload_failures)
+    end
+    return true, concat(lines, "\n")
+end
+
+local function conns()
+    local lines = {}
+    for _, c in ipairs(core.conns()) do
+        lines[#lines + 1] = format("%d %s %s age=%.1fs in=%d out=%d messages=%d %s",
+            c.id, c.peer, c.listener, c.age, c.bytes_in, c.bytes_out,
+            c.messages, c.style)
+    end
+    return true, concat(lines, "\n")
+end
+
+-- eval CODE: runs in the server's Lua state, with `handler` (the current
+-- handler table of the main script), `handlers` (every script's, by path)
+-- and `luaserv` at hand; globals are the server's own. An expression's
+-- values are printed; statements print nothing.
+local function eval(code)
+    local handlers, main = core.handlers()
+    local env = setmetatable({ handler = handlers[main], handlers = handlers,
+                               luaserv = luaserv }, { __index = _G,
+                                                      __newindex = _G })
+    local fn = load("return " .. code, "=eval", "t", env)
+    if not fn then
+        local err
+        fn, err = load(code, "=eval", "t", env)
+        if not fn then return false, err end
+    end
+    local res = pack(pcall(fn))
+    if not res[1] then return false, res[2] end
+    local out = {}
+    for i = 2, res.n do out[#out + 1] = tostring(res[i]) end
+    return true, concat(out, "\t")
+end
+
+local commands = {
+    stats = stats,
+    conns = conns,
+    reload = function()
+        local ok, err = core.reload()
+        return ok or false, err
+    end,
+    eval = eval,
+    ["log-level"] = function(arg)
+        if arg == "" then return true, core.log_level() end
+        local ok, err = pcall(core.log_level, arg)
+        return ok, ok and err or "unknown level (debug, info, warn, error)"
+    end,
+    workers = function() return true, "1" end,
+    shutdown = function()
+        luaserv.timer.after(0, core.shutdown)
+        return true, "shutting down"
+    end,
+    help = function()
+        return true, "stats\nconns\nreload\neval LUA\nlog-level [LEVEL]\n"
+            .. "workers\nshutdown\nquit"
+    end,
+}
+
+function handler.handle(conn)
+    while true do
+        local line = conn:readline()
+        if not line then return end
+        local cmd, arg = line:match("^%s*(%S+)%s*(.-)%s*$")
+        if cmd == "quit" then return end
+        local fn = cmd and commands[cmd]
+        if not fn then
+            reply(conn, false, "unknown command " .. tostring(cmd)
+                  .. " (try help)")
+        else
+            local ok, a, b = pcall(fn, arg)
+            if ok then reply(conn, a, b) else reply(conn, false, a) end
+        end
+        conn:flush()
+    end
+end
+
+return handler

@@ -1,0 +1,210 @@
+-- luaserv.metrics: handler-defined Prometheus metrics, and the handler
+-- behind --metrics HOST:PORT that serves GET /metrics in the text
+-- exposition format (the core's metrics, then these).
+--
+--   local hits = luaserv.metrics.counter("myapp_hits_total", "Lines seen.")
+--   hits:inc()                      -- or hits:inc(n, { kind = "x" })
+--   local g = luaserv.metrics.gauge("myapp_queue", "Queued jobs.")
+--   g:set(5); g:inc(); g:dec(2)
+--   local h = luaserv.metrics.histogram("myapp_seconds", "Work time.",
+--                                       { 0.01, 0.1, 1 })
+--   h:observe(0.05)
+--
+-- Creating a metric that exists returns the existing one, so a script can
+-- create its metrics at load and keep their values across reloads.
+local concat = table.concat
+local error = error
+local format = string.format
+local ipairs = ipairs
+local pairs = pairs
+local setmetatable = setmetatable
+local sort = table.sort
+local tostring = tostring
+local type = type
+
+local _M = {}
+
+local registry = {}     -- name -> metric
+local order = {}        -- names in creation order
+
+local NAME = "^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+local DEFAULT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+
+local function escape(v)
+    return (tostring(v):gsub("[\\\"\n]", { ["\\"] = "\\\\", ["\""] = "\\\"",
+                                          ["\n"] = "\\n" }))
+end
+
+-- The label set as "{a=\"1\",b=\"2\"}", sorted, or "" for none.
+local function label_key(labels)
+    if labels == nil then return "" end
+    local keys = {}
+    for k in pairs(labels) do
+        if type(k) ~= "string" or not k:match("^[a-zA-Z_][a-zA-Z0-9_]*$") then
+            error("bad label name " .. tostring(k), 3)
+        end
+        keys[#keys + 1] = k
+    end
+    if #keys == 0 then return "" end
+    sort(keys)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = format('%s="%s"', k, escape(labels[k])) end
+    return "{" .. concat(parts, ",") .. "}"
+end
+
+local Metric = {}
+Metric.__index = Metric
+
+local function new(kind, name, help, extra)
+    if type(name) ~= "string" or not name:match(NAME) then
+        error("metric name must match [a-zA-Z_:][a-zA-Z0-9_:]*", 3)
+    end
+    local m = registry[name]
+    if m then
+        if m.kind ~= kind then
+            error(format("metric %s exists as a %s", name, m.kind), 3)
+        end
+        return m
+    end
+    m = setmetatable({ kind = kind, name = name, help = help or name,
+                       values = {}, extra = extra }, Metric)
+    registry[name] = m
+    order[#order + 1] = name
+    return m
+end
+
+function _M.counter(name, help) return new("counter", name, help) end
+function _M.gauge(name, help) return new("gauge", name, help) end
+
+function _M.histogram(name, help, buckets)
+    buckets = buckets or DEFAULT_BUCKETS
+    for i = 2, #buckets do
+        if buckets[i] <= buckets[i - 1] then
+            error("histogram buckets must increase", 2)
+        end
+    end
+    return new("histogram", name, help, buckets)
+end
+
+function Metric:inc(n, labels)
+    if type(n) == "table" then n, labels = nil, n end
+    n = n or 1
+    if self.kind == "counter" and n < 0 then
+        error("a counter only goes up", 2)
+    end
+    local k = label_key(labels)
+    self.values[k] = (self.values[k] or 0) + n
+end
+
+function Metric:dec(n, labels)
+    if self.kind ~= "gauge" then error("only a gauge goes down", 2) end
+    if type(n) == "table" then n, labels = nil, n end
+    local k = label_key(labels)
+    self.values[k] = (self.values[k] or 0) - (n or 1)
+end
+
+function Metric:set(v, labels)
+    if self.kind ~= "gauge" then error("only a gauge is set", 2) end
+    self.values[label_key(labels)] = v
+end
+
+function Metric:observe(v, labels)
+    if self.kind ~= "histogram" then error("only a histogram observes", 2) end
+    local k = label_key(labels)
+    local h = self.values[k]
+    if not h then
+        h = { counts = {}, sum = 0, count = 0 }
+        for i = 1, #self.extra do h.counts[i] = 0 end
+        self.values[k] = h
+    end
+    for i, le in ipairs(self.extra) do
+        if v <= le then h.counts[i] = h.counts[i] + 1 end
+    end
+    h.sum = h.sum + v
+    h.count = h.count + 1
+end
+
+-- Adds le to a label key.
+local function with_le(k, le)
+    if k == "" then return format('{le="%s"}', le) end
+    return k:sub(1, -2) .. format(',le="%s"}', le)
+end
+
+local function number(v)
+    if v == math.huge then return "+Inf" end
+    if v == -math.huge then return "-Inf" end
+    if v ~= v then return "NaN" end
+    return format("%.17g", v)
+end
+
+-- _M.render() -> the handler-defined metrics in the text format.
+function _M.render()
+    local out = {}
+    for _, name in ipairs(order) do
+        local m = registry[name]
+        out[#out + 1] = format("# HELP %s %s\n# TYPE %s %s\n", name,
+                               m.help:gsub("\\", "\\\\"):gsub("\n", "\\n"),
+                               name, m.kind)
+        local keys = {}
+        for k in pairs(m.values) do keys[#keys + 1] = k end
+        sort(keys)
+        for _, k in ipairs(keys) do
+            local v = m.values[k]
+            if m.kind == "histogram" then
+                for i, le in ipairs(m.extra) do
+                    out[#out + 1] = format("%s_bucket%s %d\n", name,
+                                           with_le(k, number(le)), v.counts[i])
+                end
+                out[#out + 1] = format("%s_bucket%s %d\n%s_sum%s %s\n%s_count%s %d\n",
+                                       name, with_le(k, "+Inf"), v.count,
+                                       name, k, number(v.sum), name, k, v.count)
+            else
+                out[#out + 1] = format("%s%s %s\n", name, k, number(v))
+            end
+        end
+    end
+    return concat(out)
+end
+
+-- The --metrics endpoint: a small HTTP/1.1 server for GET /metrics.
+function _M.http_handler()
+    local core = require "luaserv.core"
+    local handler = {}
+
+    local function respond(conn, status, body, ctype)
+        conn:write(format("HTTP/1.1 %s\r\nContent-Type: %s\r\n"
+                          .. "Content-Length: %d\r\n\r\n", status,
+                          ctype or "text/plain; charset=utf-8", #body), body)
+    end
+
+    function handler.handle(conn)
+        conn:set_timeout(30)
+        while true do
+            local line = conn:readline()
+            if not line then return end
+            local method, target, version = line:match("^(%u+) (%S+) HTTP/(%d%.%d)$")
+            local close = version == "1.0"
+            repeat
+                local h = conn:readline()
+                if not h then return end
+                if h:lower():match("^connection:%s*close") then close = true end
+            until h == ""
+            if not method then
+                respond(conn, "400 Bad Request", "bad request\n")
+                return
+            elseif method ~= "GET" and method ~= "HEAD" then
+                respond(conn, "405 Method Not Allowed", "GET /metrics\n")
+            elseif target:match("^/metrics") then
+                respond(conn, "200 OK", core.metrics() .. _M.render(),
+                        "text/plain; version=0.0.4; charset=utf-8")
+            else
+                respond(conn, "404 Not Found", "try /metrics\n")
+            end
+            if close then return end
+        end
+    end
+
+    return handler
+end
+
+return _M

@@ -1,0 +1,228 @@
+/* admin.c: luaserv.core, the server's own controls (stats per listener,
+ * connections, reload, log level, shutdown, core metrics) for the admin
+ * socket and the metrics endpoint, which are Lua handlers in lua/luaserv. */
+#include "lsv.h"
+#include "conn.h"
+#include "listener.h"
+#include "log.h"
+#include "reload.h"
+#include "server.h"
+#include "vm.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+/* core.conns() -> { { id=, peer=, listener=, age=, bytes_in=, bytes_out=,
+ * messages=, style= }, ... } for every open inbound connection. */
+static int core_conns(lua_State *L)
+{
+    lsv_server_t *srv = lsv_vm_server(L);
+    lua_newtable(L);
+    lua_Integer i = 0;
+    for (lsv_conn_t *c = srv->conns; c; c = c->next) {
+        char peer[LSV_ADDRSTRLEN];
+        lua_createtable(L, 0, 8);
+        lua_pushinteger(L, (lua_Integer)c->id);
+        lua_setfield(L, -2, "id");
+        lua_pushstring(L, lsv_net_format(&c->peer.sa, c->peer_len, peer));
+        lua_setfield(L, -2, "peer");
+        lua_pushstring(L, c->listener->name);
+        lua_setfield(L, -2, "listener");
+        lua_pushnumber(L, ev_now(srv->loop) - c->started);
+        lua_setfield(L, -2, "age");
+        lua_pushinteger(L, (lua_Integer)c->nin);
+        lua_setfield(L, -2, "bytes_in");
+        lua_pushinteger(L, (lua_Integer)c->nout);
+        lua_setfield(L, -2, "bytes_out");
+        lua_pushinteger(L, (lua_Integer)c->nmsg);
+        lua_setfield(L, -2, "messages");
+        lua_pushstring(L, (c->flags & LSV_CONN_STREAM) ? "stream" : "callback");
+        lua_setfield(L, -2, "style");
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+/* core.listeners() -> { { name=, script=, conns_active=, ... }, ... } */
+static int core_listeners(lua_State *L)
+{
+    lsv_server_t *srv = lsv_vm_server(L);
+    lua_newtable(L);
+    lua_Integer i = 0;
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        const lsv_lstats_t *s = &l->stats;
+        lua_createtable(L, 0, 10);
+        lua_pushstring(L, l->name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, l->script ? l->script->path : "");
+        lua_setfield(L, -2, "script");
+#define FIELD(name, v) \
+        (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
+        FIELD("connections_active", s->conns_active);
+        FIELD("connections_total", s->conns_total);
+        FIELD("messages", s->messages);
+        FIELD("bytes_received", s->bytes_in);
+        FIELD("bytes_sent", s->bytes_out);
+        FIELD("handler_errors", s->handler_errors);
+        FIELD("reloads", s->reloads);
+        FIELD("reload_failures", s->reload_failures);
+#undef FIELD
+        lua_rawseti(L, -2, ++i);
+    }
+    return 1;
+}
+
+/* core.handlers() -> { [script path] = handler table, ... }, and the first
+ * user script's path as a second result. */
+static int core_handlers(lua_State *L)
+{
+    lsv_server_t *srv = lsv_vm_server(L);
+    lua_newtable(L);
+    const char *first = NULL;
+    for (lsv_script_t *s = srv->scripts; s; s = s->next) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+        lua_setfield(L, -2, s->path);
+        if (!s->builtin) first = s->path;   /* the list is newest first */
+    }
+    if (first) lua_pushstring(L, first);
+    else lua_pushnil(L);
+    return 2;
+}
+
+/* core.reload() -> true | nil, errors. Reloads every script. */
+static int core_reload(lua_State *L)
+{
+    char err[4096];
+    if (lsv_reload_all(lsv_vm_server(L), err, sizeof err) == LSV_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+/* core.log_level([name]) -> the level's name; sets it when given. */
+static int core_log_level(lua_State *L)
+{
+    static const char *const names[] = { "debug", "info", "warn", "error",
+                                         NULL };
+    if (!lua_isnoneornil(L, 1))
+        lsv_log_level = luaL_checkoption(L, 1, NULL, names);
+    lua_pushstring(L, names[lsv_log_level]);
+    return 1;
+}
+
+/* core.shutdown(): the graceful stop SIGTERM starts. */
+static int core_shutdown(lua_State *L)
+{
+    lsv_server_stop(lsv_vm_server(L));
+    return 0;
+}
+
+/* Appends one metric family's HELP and TYPE lines. */
+static void family(luaL_Buffer *b, const char *name, const char *type,
+                   const char *help)
+{
+    char line[512];
+    snprintf(line, sizeof line, "# HELP %s %s\n# TYPE %s %s\n", name, help,
+             name, type);
+    luaL_addstring(b, line);
+}
+
+/* Appends name{listener="..."} value for every listener. */
+static void per_listener(luaL_Buffer *b, lsv_server_t *srv, const char *name,
+                         size_t offset)
+{
+    char line[512];
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        uint64_t v = *(const uint64_t *)((const char *)&l->stats + offset);
+        snprintf(line, sizeof line, "%s{listener=\"%s\"} %llu\n", name,
+                 l->name, (unsigned long long)v);
+        luaL_addstring(b, line);
+    }
+}
+
+/* core.metrics() -> the core's metrics in the Prometheus text format. */
+static int core_metrics(lua_State *L)
+{
+    lsv_server_t *srv = lsv_vm_server(L);
+    static const struct {
+        const char *name, *type, *help;
+        size_t offset;
+    } counters[] = {
+        { "luaserv_connections_active", "gauge", "Open connections.",
+          offsetof(lsv_lstats_t, conns_active) },
+        { "luaserv_connections_total", "counter", "Connections accepted.",
+          offsetof(lsv_lstats_t, conns_total) },
+        { "luaserv_messages_total", "counter",
+          "Frames and datagrams handed to handlers.",
+          offsetof(lsv_lstats_t, messages) },
+        { "luaserv_bytes_received_total", "counter", "Bytes read.",
+          offsetof(lsv_lstats_t, bytes_in) },
+        { "luaserv_bytes_sent_total", "counter", "Bytes written.",
+          offsetof(lsv_lstats_t, bytes_out) },
+        { "luaserv_handler_errors_total", "counter",
+          "Errors raised by handler functions.",
+          offsetof(lsv_lstats_t, handler_errors) },
+        { "luaserv_reloads_total", "counter", "Successful script reloads.",
+          offsetof(lsv_lstats_t, reloads) },
+        { "luaserv_reload_failures_total", "counter",
+          "Script reloads that failed (the old handler stayed).",
+          offsetof(lsv_lstats_t, reload_failures) },
+    };
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (size_t i = 0; i < sizeof counters / sizeof *counters; i++) {
+        family(&b, counters[i].name, counters[i].type, counters[i].help);
+        per_listener(&b, srv, counters[i].name, counters[i].offset);
+    }
+    family(&b, "luaserv_handler_duration_seconds", "histogram",
+           "Time spent in on_message calls.");
+    char line[512];
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        uint64_t cum = 0;
+        for (int i = 0; i <= LSV_HIST_BUCKETS; i++) {
+            cum += l->stats.hist[i];
+            if (i < LSV_HIST_BUCKETS)
+                snprintf(line, sizeof line, "luaserv_handler_duration_seconds"
+                         "_bucket{listener=\"%s\",le=\"%g\"} %llu\n", l->name,
+                         lsv_hist_bounds[i], (unsigned long long)cum);
+            else
+                snprintf(line, sizeof line, "luaserv_handler_duration_seconds"
+                         "_bucket{listener=\"%s\",le=\"+Inf\"} %llu\n",
+                         l->name, (unsigned long long)cum);
+            luaL_addstring(&b, line);
+        }
+        snprintf(line, sizeof line, "luaserv_handler_duration_seconds_sum"
+                 "{listener=\"%s\"} %.9f\nluaserv_handler_duration_seconds_"
+                 "count{listener=\"%s\"} %llu\n", l->name, l->stats.hist_sum,
+                 l->name, (unsigned long long)l->stats.hist_count);
+        luaL_addstring(&b, line);
+    }
+    family(&b, "luaserv_tasks_active", "gauge", "Live tasks (coroutines).");
+    snprintf(line, sizeof line, "luaserv_tasks_active %llu\n",
+             (unsigned long long)srv->stats.tasks_active);
+    luaL_addstring(&b, line);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+int luaopen_luaserv_core(lua_State *L);
+
+int luaopen_luaserv_core(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        { "conns", core_conns },
+        { "listeners", core_listeners },
+        { "handlers", core_handlers },
+        { "reload", core_reload },
+        { "log_level", core_log_level },
+        { "shutdown", core_shutdown },
+        { "metrics", core_metrics },
+        { NULL, NULL }
+    };
+    luaL_newlib(L, funcs);
+    return 1;
+}

@@ -1,0 +1,61 @@
+/* config.h: what to serve: the flags, the configuration file (-c) and the
+ * script's own `listen`, merged into one plan of listeners. */
+#ifndef LSV_CONFIG_H
+#define LSV_CONFIG_H
+
+#include "lsv.h"
+#include "listener.h"
+#include "net.h"
+#include "server.h"
+
+#define LSV_MAX_LISTEN 64
+
+/* One listener to open. */
+typedef struct lsv_plan_entry {
+    lsv_addr_t addr;
+    const char *spec;        /* as written, for messages */
+    const char *script;      /* handler script path */
+    int builtin;             /* luaserv's own handler (admin, metrics) */
+    int optional;            /* a default IPv6 listener: skip if no IPv6 */
+    int private_socket;      /* the admin socket: mode 0600 */
+    int cfg_index;           /* its listen{} in the config, or 0 */
+    int fd;                  /* a socket systemd passed for it, or -1 */
+} lsv_plan_entry_t;
+
+/* Flags given on the command line; a flag beats the config file. */
+typedef struct lsv_flags {
+    const char *listen[LSV_MAX_LISTEN];
+    int nlisten;
+    const char *config;
+    const char *script;
+    const char *admin;
+    const char *metrics;
+    const char *log_format;
+    int log_level;           /* -1: not given */
+    int set_idle, set_shutdown, set_high_water, set_backlog;
+    int access_log, watch, check;
+} lsv_flags_t;
+
+typedef struct lsv_plan {
+    lsv_plan_entry_t e[LSV_MAX_LISTEN + 6];
+    int n;
+    int cfg_ref;             /* registry ref to the config table, or NOREF */
+    const char *main_script; /* the script named in messages */
+} lsv_plan_t;
+
+/* Reads the configuration file into srv->opt (where no flag was given)
+ * and keeps it for lsv_config_plan. Returns LSV_ERR after printing
+ * "luaserv: FILE:LINE: message". */
+int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p);
+
+/* Fills p with the listeners to open. Scripts are not loaded yet, except
+ * to read a script's `listen` when nothing else names addresses. Returns
+ * LSV_ERR after printing the problem. */
+int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p);
+
+/* Applies the config's per-listener settings (framing, idle_timeout,
+ * max_frame, high_water) of entry e to l. Returns LSV_ERR after printing. */
+int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
+                     const lsv_plan_entry_t *e, lsv_listener_t *l);
+
+#endif

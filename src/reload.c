@@ -1,0 +1,293 @@
+/* reload.c: handler scripts: loading, hot reload, watching their files. */
+#include "lsv.h"
+#include "reload.h"
+#include "listener.h"
+#include "log.h"
+#include "notify.h"
+#include "vm.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Changes to watched files within this many seconds make one reload. */
+#define WATCH_SETTLE 0.1
+
+/* Pushes the set of module names in package.loaded. [-0, +1, m] */
+static void push_loaded_names(lua_State *L)
+{
+    lua_newtable(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_pushvalue(L, -1);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -5);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* Pushes the list of modules loaded since `before` (a set at idx) that are
+ * the project's own: Lua files found by package.path, not luaserv's.
+ * Each entry is { name, path }. [-0, +1, m] */
+static void push_new_modules(lua_State *L, int before)
+{
+    before = lua_absindex(L, before);
+    lua_newtable(L);
+    int list = lua_gettop(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    lua_getfield(L, -2, "path");
+    int searchpath = lua_gettop(L) - 1, path = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, list + 1)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        const char *name = lua_tostring(L, -1);
+        lua_pushvalue(L, -1);
+        int seen = lua_rawget(L, before) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (seen || strncmp(name, "luaserv", 7) == 0) continue;
+        lua_pushvalue(L, searchpath);
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, path);
+        lua_call(L, 2, 1);
+        if (lua_isstring(L, -1)) {
+            lua_createtable(L, 2, 0);
+            lua_pushvalue(L, -3);
+            lua_rawseti(L, -2, 1);
+            lua_insert(L, -2);
+            lua_rawseti(L, -2, 2);
+            lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, list);
+}
+
+/* Moves the script's modules out of package.loaded into a backup table
+ * it pushes, so the next require loads them afresh. [-0, +1, m] */
+static void unload_modules(lua_State *L, lsv_script_t *s)
+{
+    lua_newtable(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->mods_ref);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_rawgeti(L, -1, 1);           /* name */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -5);               /* package.loaded[name] */
+        lua_rawset(L, -6);               /* backup[name] = it */
+        lua_rawgeti(L, -1, 1);
+        lua_pushnil(L);
+        lua_rawset(L, -5);               /* package.loaded[name] = nil */
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+}
+
+/* Puts the backup at the top back into package.loaded and pops it. */
+static void restore_modules(lua_State *L)
+{
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushnil(L);
+    while (lua_next(L, -3)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_pop(L, 2);
+}
+
+/* Loads s->path into a new handler table. On success swaps it in and
+ * returns the old table's ref (or LUA_NOREF at first load). */
+static int load_script(lsv_script_t *s, int *old_ref, char *err,
+                       size_t errlen)
+{
+    lsv_server_t *srv = s->srv;
+    lua_State *L = srv->L;
+    int top = lua_gettop(L);
+    if (s->mods_ref != LUA_NOREF) unload_modules(L, s);
+    else lua_newtable(L);
+    int backup = lua_gettop(L);
+    push_loaded_names(L);
+    int before = lua_gettop(L);
+
+    int ref;
+    lsv_frame_spec_t framing;
+    if (lsv_vm_load(srv, s->path, &ref, &framing, err, errlen) != LSV_OK) {
+        lua_settop(L, backup);
+        restore_modules(L);
+        lua_settop(L, top);
+        return LSV_ERR;
+    }
+    push_new_modules(L, before);
+    if (s->mods_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->mods_ref);
+    s->mods_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_settop(L, top);
+
+    *old_ref = s->ref;
+    s->ref = ref;
+    s->framing = framing;
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (l->script != s) continue;
+        l->handler_ref = ref;
+        l->framing = framing;
+    }
+    return LSV_OK;
+}
+
+lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
+                              size_t errlen)
+{
+    for (lsv_script_t *s = srv->scripts; s; s = s->next)
+        if (strcmp(s->path, path) == 0) return s;
+    lsv_script_t *s = lsv_calloc(1, sizeof *s);
+    s->srv = srv;
+    s->path = lsv_strdup(path);
+    s->ref = s->mods_ref = LUA_NOREF;
+    int old;
+    if (load_script(s, &old, err, errlen) != LSV_OK) {
+        free(s->path);
+        free(s);
+        return NULL;
+    }
+    s->next = srv->scripts;
+    srv->scripts = s;
+    return s;
+}
+
+/* Reloads one script; see lsv_reload_all. */
+static int reload_script(lsv_script_t *s, char *err, size_t errlen)
+{
+    lsv_server_t *srv = s->srv;
+    lua_State *L = srv->L;
+    int old_ref;
+    double t0 = lsv_clock();
+    if (load_script(s, &old_ref, err, errlen) != LSV_OK) {
+        srv->stats.reload_failures++;
+        for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+            if (l->script == s) l->stats.reload_failures++;
+        lsv_error("reload of %s failed; the old handler stays: %s", s->path,
+                  err);
+        return LSV_ERR;
+    }
+    srv->stats.reloads++;
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+        if (l->script == s) l->stats.reloads++;
+    if (lsv_vm_get_fn(L, s->ref, "on_reload")) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
+        if (lsv_vm_pcall(L, 1, 0) != LUA_OK) {
+            lsv_error("handler error in on_reload (%s): %s", s->path,
+                      lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, old_ref);
+    lsv_info("reloaded %s in %.1f ms", s->path, (lsv_clock() - t0) * 1e3);
+    return LSV_OK;
+}
+
+int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen)
+{
+    int rc = LSV_OK;
+    size_t used = 0;
+    err[0] = '\0';
+    lsv_notify(srv, "RELOADING=1");
+    for (lsv_script_t *s = srv->scripts; s; s = s->next) {
+        char one[2048];
+        if (s->builtin || reload_script(s, one, sizeof one) == LSV_OK)
+            continue;
+        rc = LSV_ERR;
+        if (used < errlen)
+            used += (size_t)snprintf(err + used, errlen - used, "%s%s",
+                                     used ? "\n" : "", one);
+    }
+    if (srv->opt.watch) lsv_reload_watch(srv);
+    lsv_notify(srv, "READY=1");
+    return rc;
+}
+
+/* --- watching ----------------------------------------------------------- */
+
+static void settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    lsv_server_t *srv = container_of(w, lsv_server_t, reload_timer);
+    char err[4096];
+    lsv_info("a watched file changed: reloading");
+    lsv_reload_all(srv, err, sizeof err);
+}
+
+static void stat_cb(struct ev_loop *loop, ev_stat *w, int revents)
+{
+    (void)revents;
+    lsv_server_t *srv = w->data;
+    if (w->attr.st_nlink == 0 && w->prev.st_nlink == 0) return;
+    ev_timer_stop(loop, &srv->reload_timer);
+    ev_timer_set(&srv->reload_timer, WATCH_SETTLE, 0.);
+    ev_timer_start(loop, &srv->reload_timer);
+}
+
+static void unwatch(lsv_script_t *s)
+{
+    for (int i = 0; i < s->nwatches; i++) {
+        ev_stat_stop(s->srv->loop, &s->watches[i]);
+        free((char *)s->watches[i].path);
+    }
+    free(s->watches);
+    s->watches = NULL;
+    s->nwatches = 0;
+}
+
+static void watch_path(lsv_script_t *s, const char *path)
+{
+    lsv_server_t *srv = s->srv;
+    s->watches = lsv_realloc(s->watches,
+                             sizeof *s->watches * (size_t)(s->nwatches + 1));
+    ev_stat *w = &s->watches[s->nwatches++];
+    ev_stat_init(w, stat_cb, lsv_strdup(path), 0.25);
+    w->data = srv;
+}
+
+void lsv_reload_watch(lsv_server_t *srv)
+{
+    lua_State *L = srv->L;
+    if (srv->reload_timer.cb != settle_cb) ev_init(&srv->reload_timer, settle_cb);
+    for (lsv_script_t *s = srv->scripts; s; s = s->next) {
+        unwatch(s);
+        if (s->builtin) continue;
+        watch_path(s, s->path);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->mods_ref);
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            lua_rawgeti(L, -1, 2);
+            watch_path(s, lua_tostring(L, -1));
+            lua_pop(L, 2);
+        }
+        lua_pop(L, 1);
+        /* Start only now: the array may have moved while growing. */
+        for (int i = 0; i < s->nwatches; i++)
+            ev_stat_start(srv->loop, &s->watches[i]);
+    }
+}
+
+void lsv_script_free_all(lsv_server_t *srv)
+{
+    ev_timer_stop(srv->loop, &srv->reload_timer);
+    while (srv->scripts) {
+        lsv_script_t *s = srv->scripts;
+        srv->scripts = s->next;
+        unwatch(s);
+        free(s->path);
+        free(s);
+    }
+}

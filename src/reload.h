@@ -1,0 +1,41 @@
+/* reload.h: handler scripts: loading, hot reload, watching their files. */
+#ifndef LSV_RELOAD_H
+#define LSV_RELOAD_H
+
+#include "lsv.h"
+#include "server.h"
+
+/* A handler script and what it loaded. Listeners point at it; a reload
+ * swaps `ref` and every listener's handler table at once. */
+typedef struct lsv_script {
+    struct lsv_script *next;
+    lsv_server_t *srv;
+    char *path;
+    int ref;                   /* registry ref to the current handler table */
+    int mods_ref;              /* registry ref to the list of its modules */
+    lsv_frame_spec_t framing;  /* the handler's framing at its last load */
+    ev_stat *watches;          /* --watch: the script and its modules */
+    int nwatches;
+    int builtin;               /* luaserv's own (admin, metrics): not reloaded */
+} lsv_script_t;
+
+/* Loads path (once: a second call for the same path returns the same
+ * script). Returns NULL with "file:line: message" in err. */
+lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
+                              size_t errlen);
+
+/* Reloads every script: each is compiled, run and checked first; only a
+ * script that passes replaces its handler (new events use it, running
+ * tasks finish on the old code, on_reload(old) runs). A failing one keeps
+ * its old handler. Returns LSV_OK if all reloaded, else LSV_ERR with the
+ * errors in err. Logs either way and counts reloads and failures. */
+int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen);
+
+/* With --watch: (re)watches every script and the modules it required
+ * from its own folder; a change reloads (debounced). */
+void lsv_reload_watch(lsv_server_t *srv);
+
+/* Frees every script (at exit). */
+void lsv_script_free_all(lsv_server_t *srv);
+
+#endif
