@@ -110,15 +110,18 @@ static void ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 
 /* --- lifecycle ---------------------------------------------------------- */
 
-static const char *conn_what(lsv_conn_t *c, const char *fn, char *out,
-                             size_t outlen)
-{
-    char peer[LSV_ADDRSTRLEN];
-    lsv_net_format(&c->peer.sa, c->peer_len, peer);
-    snprintf(out, outlen, "%s (conn %llu, peer %s, %s)", fn,
-             (unsigned long long)c->id, peer, c->listener->name);
-    return out;
-}
+/* Logs about c: its id, peer and listener go with the message (fields
+ * in JSON, a prefix in text). */
+#define conn_log(level, c, ...) \
+    do { \
+        if ((level) >= lsv_log_level) { \
+            char peer_[LSV_ADDRSTRLEN]; \
+            lsv_log_ctx_t ctx_ = { (c)->listener->name, \
+                lsv_net_format(&(c)->peer.sa, (c)->peer_len, peer_), \
+                (c)->id }; \
+            lsv_log_writec((level), &ctx_, __VA_ARGS__); \
+        } \
+    } while (0)
 
 static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres);
 
@@ -128,10 +131,9 @@ static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres);
 static void handler_failed(lsv_conn_t *c, const char *fn)
 {
     lua_State *L = c->srv->L;
-    char what[LSV_ADDRSTRLEN + 256];
     c->listener->stats.handler_errors++;
-    lsv_error("handler error in %s: %s", conn_what(c, fn, what, sizeof what),
-              lua_tostring(L, -1));
+    conn_log(LSV_LOG_ERROR, c, "handler error in %s: %s", fn,
+             lua_tostring(L, -1));
     if (strcmp(fn, "on_error") == 0 || strcmp(fn, "on_close") == 0 ||
         (c->flags & LSV_CONN_CLOSING)) {
         lua_pop(L, 1);
@@ -288,10 +290,8 @@ void lsv_conn_handle_done(lsv_conn_t *c, const char *err)
         lsv_conn_close(c, "closed");
         return;
     }
-    char what[LSV_ADDRSTRLEN + 256];
     c->listener->stats.handler_errors++;
-    lsv_error("handler error in %s: %s", conn_what(c, "handle", what,
-              sizeof what), err);
+    conn_log(LSV_LOG_ERROR, c, "handler error in handle: %s", err);
     c->busy++;
     lua_pushstring(c->srv->L, err);
     call_handler(c, "on_error", 1, 0);
@@ -413,10 +413,8 @@ static int queue(lsv_conn_t *c, const char *p, size_t n)
     lsv_server_t *srv = c->srv;
     if (unlikely(c->out.len + n >
                  OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
-        char peer[LSV_ADDRSTRLEN];
-        lsv_warn("conn %llu (peer %s): %u bytes queued and the peer is not "
-                 "reading; dropping the connection", (unsigned long long)c->id,
-                 lsv_net_format(&c->peer.sa, c->peer_len, peer), c->out.len);
+        conn_log(LSV_LOG_WARN, c, "%u bytes queued and the peer is not "
+                 "reading; dropping the connection", c->out.len);
         lsv_conn_abort(c, "overflow");     /* may free c */
         return LSV_ERR;
     }
@@ -591,12 +589,8 @@ static int write_result(lsv_conn_t *c, lua_State *L)
 
 static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
 {
-    char peer[LSV_ADDRSTRLEN];
-    lsv_warn("conn %llu (peer %s, %s): %s (%s framing, max %u); closing",
-             (unsigned long long)c->id,
-             lsv_net_format(&c->peer.sa, c->peer_len, peer),
-             c->listener->name, err, lsv_frame_kind_name(c->framing.kind),
-             c->framing.max);
+    conn_log(LSV_LOG_WARN, c, "%s (%s framing, max %u); closing", err,
+             lsv_frame_kind_name(c->framing.kind), c->framing.max);
     c->in.len = 0;
     lua_pushstring(c->srv->L, err);
     call_handler(c, "on_error", 1, 0);
