@@ -97,9 +97,9 @@ function Server:wait(timeout)
     return self.status
 end
 
--- Servers started inside a test stop when that test ends, passed or not.
+-- Cleanups of the running test, run when it ends (see helpers.defer).
 local in_test = false
-local test_servers = {}
+local cleanups = {}
 do
     local ok, busted = pcall(require, "busted")
     if ok and type(busted) == "table" and busted.subscribe then
@@ -109,13 +109,30 @@ do
         end)
         busted.subscribe({ "test", "end" }, function()
             in_test = false
-            for i = #test_servers, 1, -1 do
-                test_servers[i]:stop("KILL", 5)
-                test_servers[i] = nil
-            end
+            while #cleanups > 0 do pcall(table.remove(cleanups)) end
             return nil, true
         end)
     end
+end
+
+-- Runs fn when the test that calls this ends, passed or not: after the
+-- test's body and its finally(), last registered first; an error in one
+-- cleanup does not stop the others. busted keeps only the last finally()
+-- a test registers, and a module cannot see finally() at all, so specs
+-- and helpers register cleanups here. Raises when called outside a test
+-- (in lazy_setup, say).
+function helpers.defer(fn)
+    if not in_test then error("helpers.defer called outside a test", 2) end
+    cleanups[#cleanups + 1] = fn
+end
+
+-- Closes every socket in socks when the test ends. socks is read then, so
+-- sockets added to it later are closed too, and ones already closed are
+-- harmless.
+function helpers.close_at_end(socks)
+    helpers.defer(function()
+        for _, s in pairs(socks) do s:close() end
+    end)
 end
 
 -- Starts luaserv. opts:
@@ -164,7 +181,7 @@ function helpers.start_server(opts)
                              Server)
     running[pid] = srv
     if in_test and not opts.no_finally then
-        test_servers[#test_servers + 1] = srv
+        helpers.defer(function() srv:stop("KILL", 5) end)
     end
     if opts.expect_ready == false then return srv end
     local ok = helpers.wait_for(function()
@@ -213,19 +230,40 @@ function helpers.connect(port, timeout)
     return c
 end
 
--- Reads n bytes or until the peer closes; returns what arrived.
-function helpers.receive_all(c)
+-- Starts a server (helpers.start_server(opts)) and connects a client to
+-- it with the given timeout; returns both. Inside a test, the client is
+-- closed and then the server stopped when the test ends.
+function helpers.start_and_connect(opts, timeout)
+    local srv = helpers.start_server(opts)
+    local c = helpers.connect(srv.port, timeout)
+    if in_test then helpers.close_at_end({ c }) end
+    return srv, c
+end
+
+-- Reads until the peer closes (or the read fails), then closes c: the
+-- connection is over either way. Returns the bytes that arrived and the
+-- error that ended the read: "closed" when the peer closed, "timeout" when
+-- it went quiet, "too much data" after 100,000 reads without an end.
+function helpers.read_to_close(c)
     local parts = {}
-    while true do
-        local data, err, partial = c:receive(8192)
-        if data then parts[#parts + 1] = data
-        else
+    local err = "too much data"
+    for _ = 1, 100000 do
+        local data, e, partial = c:receive(8192)
+        if not data then
             parts[#parts + 1] = partial
-            if err == "closed" or err == "timeout" then break end
+            err = e
             break
         end
+        parts[#parts + 1] = data
     end
-    return table.concat(parts)
+    c:close()
+    return table.concat(parts), err
+end
+
+-- Reads until the peer closes or goes quiet, then closes c; returns what
+-- arrived.
+function helpers.receive_all(c)
+    return (helpers.read_to_close(c))
 end
 
 -- Reads one line with its terminator kept ("...\r\n" stays as is), which
@@ -238,6 +276,68 @@ function helpers.read_line(c)
         parts[#parts + 1] = ch
         if ch == "\n" then return table.concat(parts) end
     end
+end
+
+-- Sends line (a "\n" is added) and returns the reply line without its
+-- terminator. Raises when the send or the read fails.
+function helpers.command(c, line)
+    assert(c:send(line .. "\n"))
+    return assert(c:receive("*l"))
+end
+
+-- The counters of a fixture that answers "stats" with key=value pairs
+-- (h_basic, h_errors), as a table of numbers.
+function helpers.stats(c)
+    local t = {}
+    for k, v in helpers.command(c, "stats"):gmatch("(%S+)=(%S+)") do
+        t[k] = tonumber(v)
+    end
+    return t
+end
+
+-- The close reason of conn id, asked on c of a fixture that answers
+-- "reason ID" with the reason or "none" (h_basic, h_errors). Asks again
+-- until on_close has run, for 10 s at most. Takes ownership of c and
+-- closes it. Returns the reason, or nil when none came.
+function helpers.reason_of(c, id)
+    local r = helpers.wait_for(function()
+        local v = helpers.command(c, "reason " .. id)
+        return v ~= "none" and v
+    end, 10)
+    c:close()
+    return r
+end
+
+-- How many times plain (not a pattern) occurs in text.
+function helpers.count(text, plain)
+    local n, init = 0, 1
+    while true do
+        local i, j = text:find(plain, init, true)
+        if not i then return n end
+        n, init = n + 1, j + 1
+    end
+end
+
+-- The number of the last line of the file at path that holds text (plain):
+-- the last, so that a comment quoting the line further up does not count.
+-- Raises when no line holds it.
+function helpers.line_of(path, text)
+    local line
+    local n = 0
+    for l in io.lines(path) do
+        n = n + 1
+        if l:find(text, 1, true) then line = n end
+    end
+    if not line then error("no '" .. text .. "' in " .. path, 2) end
+    return line
+end
+
+-- fmt formatted with each of 1 to n, joined: numbered_lines("line %d\n", 2)
+-- is "line 1\nline 2\n", n lines to send in one write.
+function helpers.numbered_lines(fmt, n)
+    local lines = {}
+    for i = 1, n do lines[i] = fmt:format(i) end
+    return table.concat(lines)
 end
 
 -- The pattern of a timestamp reply: "[Tue Apr  8 20:55:49 2006] ".

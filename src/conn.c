@@ -791,7 +791,8 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds)
 {
     c->timeout = seconds > 0 ? seconds : 0;
-    if (c->flags & LSV_CONN_CLOSING) return;
+    /* Stream style: the timeout applies to each read (see stream.c). */
+    if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_STREAM)) return;
     if (c->timeout > 0) {
         c->last_active = ev_now(c->srv->loop);
         arm_timer(c, c->timeout);

@@ -7,89 +7,33 @@ local socket = require "socket"
 local SCRIPT = "spec/fixtures/h_errors.lua"
 local RUN_LIMIT = 30   -- seconds a luaserv that should exit may run
 
--- busted keeps only the last finally() a test registers, and
--- helpers.start_server cannot see finally() from its module environment;
--- so every cleanup of a test goes through defer(), run in reverse order.
-local cleanups = {}
-local function defer(fn)
-    cleanups[#cleanups + 1] = fn
-    finally(function()
-        while #cleanups > 0 do pcall(table.remove(cleanups)) end
-    end)
-end
+local read_to_close = helpers.read_to_close
+local cmd = helpers.command
+local stats = helpers.stats
 
 -- Starts the fixture; the test stops it even when it fails.
 local function start()
-    local srv = helpers.start_server{ script = SCRIPT, no_finally = true }
-    defer(function() srv:stop("TERM", 5) end)
-    return srv
+    return helpers.start_server{ script = SCRIPT }
 end
 
 local function connect(port)
     return helpers.connect(port, 10)
 end
 
-local function cmd(c, line)
-    assert(c:send(line .. "\n"))
-    return assert(c:receive("*l"))
-end
-
--- Reads until the server closes; returns the bytes and the error that
--- ended the read ("closed" when the server closed).
-local function read_to_close(c)
-    local parts = {}
-    for _ = 1, 10000 do
-        local data, err, partial = c:receive(8192)
-        if not data then
-            parts[#parts + 1] = partial
-            return table.concat(parts), err
-        end
-        parts[#parts + 1] = data
-    end
-    return table.concat(parts), "too much data"
-end
-
-local function stats(c)
-    local t = {}
-    for k, v in cmd(c, "stats"):gmatch("(%S+)=(%S+)") do t[k] = tonumber(v) end
-    return t
-end
-
 local function reason_of(port, id)
-    local c = connect(port)
-    local r = helpers.wait_for(function()
-        local v = cmd(c, "reason " .. id)
-        return v ~= "none" and v
-    end, 10)
-    c:close()
-    return r
+    return helpers.reason_of(connect(port), id)
 end
 
--- The line of SCRIPT holding text.
-local function line_of(text)
-    local n = 0
-    for l in io.lines(SCRIPT) do
-        n = n + 1
-        if l:find(text, 1, true) then return n end
-    end
-    error("no '" .. text .. "' in " .. SCRIPT)
+-- What the boom error says: "SCRIPT:LINE: boom requested".
+local function boom_where()
+    local line = helpers.line_of(SCRIPT, 'error("boom requested")')
+    return SCRIPT .. ":" .. line .. ": boom requested"
 end
 
-local function count(s, plain)
-    local n, at = 0, 1
-    for _ = 1, 1000 do
-        local i = s:find(plain, at, true)
-        if not i then break end
-        n, at = n + 1, i + #plain
-    end
-    return n
-end
-
--- Sends "boom" on c and returns what arrived before the server closed.
+-- Sends "boom" on c and returns what arrived before the server closed it.
 local function boom(c)
     assert(c:send("boom\n"))
     local data, err = read_to_close(c)
-    c:close()
     assert.equal("closed", err)
     return data
 end
@@ -99,7 +43,7 @@ describe("a handler error", function()
         local srv = start()
         local clients = {}
         for i = 1, 50 do clients[i] = connect(srv.port) end
-        defer(function() for _, c in ipairs(clients) do c:close() end end)
+        helpers.close_at_end(clients)
         for i, c in ipairs(clients) do assert(c:send("before " .. i .. "\n")) end
         for i, c in ipairs(clients) do
             assert.equal("echo before " .. i, assert(c:receive("*l")))
@@ -127,13 +71,12 @@ describe("a handler error", function()
        "traceback", function()
         local srv = start()
         boom(connect(srv.port))
-        local where = SCRIPT .. ":" .. line_of('error("boom requested")') ..
-                      ": boom requested"
+        local where = boom_where()
         local log = helpers.wait_for(function()
             local l = srv:log()
             return l:find("stack traceback", 1, true) and l
         end, 5) or srv:log()
-        assert.equal(1, count(log, "boom requested"))
+        assert.equal(1, helpers.count(log, "boom requested"))
         assert.matches("Z error [^\n]*" .. where:gsub("%p", "%%%0") ..
                        "\nstack traceback:\n", log)
     end)
@@ -141,9 +84,8 @@ describe("a handler error", function()
     it("calls on_error with the error and its traceback", function()
         local srv = start()
         local data = boom(connect(srv.port))
-        local where = SCRIPT .. ":" .. line_of('error("boom requested")') ..
-                      ": boom requested"
-        assert.equal(1, count(data, "on_error: "))
+        local where = boom_where()
+        assert.equal(1, helpers.count(data, "on_error: "))
         assert.matches("^on_error: " .. where:gsub("%p", "%%%0") ..
                        "|stack traceback:|.*\n$", data)
     end)
@@ -172,7 +114,6 @@ describe("a handler error", function()
         assert.equal("ok", cmd(ctl, "failconnect"))
         local victim = connect(srv.port)
         local data, err = read_to_close(victim)
-        victim:close()
         assert.equal("closed", err)
         assert.matches("^on_error: [^\n]*connect boom", data)
         assert.equal("echo still", cmd(ctl, "still"))
@@ -187,19 +128,26 @@ describe("a handler error", function()
 end)
 
 describe("a reply of the wrong type", function()
-    it("closes the connection with reason 'error' and counts a handler " ..
-       "error for a boolean", function()
+    -- Starts the fixture, sends line on one connection, and checks that
+    -- the server closes it with reason "error" and counts one handler
+    -- error. Returns the server and a control connection, still open.
+    local function closes_with_error(line)
         local srv = start()
         local ctl = connect(srv.port)
         local before = stats(ctl).handler_errors
         local c = connect(srv.port)
         local id = tonumber(cmd(c, "id"))
-        assert(c:send("bool\n"))
+        assert(c:send(line .. "\n"))
         local _, err = read_to_close(c)
-        c:close()
         assert.equal("closed", err)
         assert.equal("error", reason_of(srv.port, id))
         assert.equal(before + 1, stats(ctl).handler_errors)
+        return srv, ctl
+    end
+
+    it("closes the connection with reason 'error' and counts a handler " ..
+       "error for a boolean", function()
+        local srv, ctl = closes_with_error("bool")
         assert.equal("echo fine", cmd(ctl, "fine"))
         assert.matches("Z error [^\n]*on_message", srv:log())
         ctl:close()
@@ -207,17 +155,7 @@ describe("a reply of the wrong type", function()
 
     it("closes the connection and counts a handler error for a nested table",
        function()
-        local srv = start()
-        local ctl = connect(srv.port)
-        local before = stats(ctl).handler_errors
-        local c = connect(srv.port)
-        local id = tonumber(cmd(c, "id"))
-        assert(c:send("nested\n"))
-        local _, err = read_to_close(c)
-        c:close()
-        assert.equal("closed", err)
-        assert.equal("error", reason_of(srv.port, id))
-        assert.equal(before + 1, stats(ctl).handler_errors)
+        local _, ctl = closes_with_error("nested")
         ctl:close()
     end)
 
@@ -226,7 +164,6 @@ describe("a reply of the wrong type", function()
         local c = connect(srv.port)
         assert(c:send("bool\n"))
         local data, err = read_to_close(c)
-        c:close()
         assert.equal("closed", err)
         assert.matches("^on_error: ", data)
     end)
@@ -238,7 +175,6 @@ describe("a reply of the wrong type", function()
         local c = connect(srv.port)
         assert(c:send("bool\n"))
         read_to_close(c)
-        c:close()
         local log = srv:log()
         assert.matches("Z error [^\n]*" .. SCRIPT:gsub("%p", "%%%0") ..
                        ":%d+: on_message returned a boolean", log)
@@ -254,7 +190,7 @@ end
 
 local function script_file(source)
     local path = helpers.write_file(helpers.tmpname(".lua"), source)
-    defer(function() os.remove(path) end)
+    helpers.defer(function() os.remove(path) end)
     return path
 end
 
@@ -323,7 +259,7 @@ describe("a script that fails to load", function()
 
     it("exits 2 for an on_load error before it opens any listener", function()
         local busy = assert(socket.bind("127.0.0.1", 0))
-        defer(function() busy:close() end)
+        helpers.close_at_end({ busy })
         local _, port = busy:getsockname()
         local path = script_file("local handler = {}\n" ..
                                  "function handler.on_load() error(\"no db\") end\n" ..
@@ -376,7 +312,7 @@ describe("the command line", function()
 
     it("exits 1 with 'Address already in use' for a port in use", function()
         local busy = assert(socket.bind("127.0.0.1", 0))
-        defer(function() busy:close() end)
+        helpers.close_at_end({ busy })
         local _, port = busy:getsockname()
         local status, out = run("-l 127.0.0.1:" .. port ..
                                 " scripts/handle.lua")

@@ -7,33 +7,14 @@ local helpers = require "helpers"
 local ECHO = "spec/fixtures/fw_echo.lua"
 local BYTE_GAP = 0.005   -- between sends, so the server sees separate reads
 
--- busted keeps only the last finally() a test registers, and
--- helpers.start_server cannot see finally() from its module environment;
--- so every cleanup of a test goes through defer(), run in reverse order.
-local cleanups = {}
-local function defer(fn)
-    cleanups[#cleanups + 1] = fn
-    finally(function()
-        while #cleanups > 0 do pcall(table.remove(cleanups)) end
-    end)
-end
+local read_to_close = helpers.read_to_close
 
--- Starts a server; inside it() (no_finally not set) the test stops it
--- even when it fails.
-local function start(opts, no_finally)
-    opts.no_finally = true
-    local srv = helpers.start_server(opts)
-    if not no_finally then
-        defer(function() srv:stop("TERM", 5) end)
-    end
-    return srv
-end
-
--- Starts the echo fixture with the given framing (Lua source text).
-local function start_echo(framing, no_finally)
+-- Starts the echo fixture with the given framing (Lua source text);
+-- inside it() the test stops it even when it fails.
+local function start_echo(framing)
     local source = ("local handler = dofile(%q)\nhandler.framing = %s\n" ..
                     "return handler\n"):format(ECHO, framing)
-    return start({ source = source }, no_finally)
+    return helpers.start_server{ source = source }
 end
 
 -- Splits the fixture's replies into payloads; returns them and any bytes
@@ -49,25 +30,20 @@ local function decode(data)
     return frames, data:sub(pos)
 end
 
--- Reads until the server closes; returns the bytes and the error that
--- ended the read ("closed" when the server closed).
-local function read_to_close(c)
-    local parts = {}
-    for _ = 1, 100000 do
-        local data, err, partial = c:receive(8192)
-        if not data then
-            parts[#parts + 1] = partial
-            return table.concat(parts), err
-        end
-        parts[#parts + 1] = data
-    end
-    return table.concat(parts), "too much data"
-end
-
 local function connect(port)
     local c = helpers.connect(port, 10)
     c:setoption("tcp-nodelay", true)
     return c
+end
+
+-- Reads until the server closes c, closes it, and returns the payloads
+-- echoed; checks that the server closed and left no partial reply.
+local function read_frames(c)
+    local all, err = read_to_close(c)
+    assert.equal("closed", err)
+    local frames, rest = decode(all)
+    assert.equal("", rest)
+    return frames
 end
 
 -- Sends chunks (a short sleep between them), half-closes, and returns the
@@ -79,12 +55,7 @@ local function exchange(port, chunks)
         assert(c:send(chunk))
     end
     c:shutdown("send")
-    local all, err = read_to_close(c)
-    c:close()
-    assert.equal("closed", err)
-    local frames, rest = decode(all)
-    assert.equal("", rest)
-    return frames
+    return read_frames(c)
 end
 
 local function bytes_of(s)
@@ -105,6 +76,13 @@ local function stop_clean(srv)
     assert.is_truthy(counts, "on_close was not called for every connection")
     assert.equal(0, srv:stop())
     assert.matches("fw stop active=0\n", srv:log())
+end
+
+-- Checks that the server logged on_close(conn, reason) within 5 s.
+local function assert_closed_with(srv, reason)
+    assert.is_truthy(helpers.wait_for(function()
+        return srv:log():match("fw close %d+ " .. reason .. "\n")
+    end, 5), "no on_close(conn, \"" .. reason .. "\") in:\n" .. srv:log())
 end
 
 local function pack_all(fmt, payloads)
@@ -163,7 +141,7 @@ for _, mode in ipairs(MODES) do
         local srv
 
         lazy_setup(function()
-            srv = start_echo(mode.framing, true)
+            srv = start_echo(mode.framing)
         end)
 
         lazy_teardown(function()
@@ -219,60 +197,43 @@ describe("a frame over max", function()
     local function send_and_read(port, input)
         local c = connect(port)
         assert(c:send(input))
-        local all, err = read_to_close(c)
-        c:close()
-        assert.equal("closed", err)
-        local frames, rest = decode(all)
-        assert.equal("", rest)
-        return frames
+        return read_frames(c)
     end
 
-    local function assert_closed_too_long(srv)
-        assert.is_truthy(helpers.wait_for(function()
-            return srv:log():match("fw close %d+ too long\n")
-        end, 5), "no on_close(conn, \"too long\") in:\n" .. srv:log())
+    -- Starts the echo fixture with framing, sends input, and checks that
+    -- the payloads echoed are want and that the conn closed as "too long".
+    local function check_too_long(framing, input, want)
+        local srv = start_echo(framing)
+        assert.same(want, send_and_read(srv.port, input))
+        assert_closed_with(srv, "too long")
+        stop_clean(srv)
     end
 
     it("calls on_error with 'frame too long' and closes for a line", function()
-        local srv = start_echo('{ "line", max = 4 }')
-        local frames = send_and_read(srv.port, "ok\nabcde\nnever\n")
-        assert.same({ "ok", "error: frame too long" }, frames)
-        assert_closed_too_long(srv)
-        stop_clean(srv)
+        check_too_long('{ "line", max = 4 }', "ok\nabcde\nnever\n",
+                       { "ok", "error: frame too long" })
     end)
 
     it("is refused before its terminator arrives", function()
-        local srv = start_echo('{ "line", max = 4 }')
-        local frames = send_and_read(srv.port, "abcdefgh")
-        assert.same({ "error: frame too long" }, frames)
-        assert_closed_too_long(srv)
-        stop_clean(srv)
+        check_too_long('{ "line", max = 4 }', "abcdefgh",
+                       { "error: frame too long" })
     end)
 
     it("calls on_error with 'frame too long' for a delimited record", function()
-        local srv = start_echo('{ "delim", "\\r\\n", max = 3 }')
-        local frames = send_and_read(srv.port, "abc\r\nabcd\r\n")
-        assert.same({ "abc", "error: frame too long" }, frames)
-        assert_closed_too_long(srv)
-        stop_clean(srv)
+        check_too_long('{ "delim", "\\r\\n", max = 3 }', "abc\r\nabcd\r\n",
+                       { "abc", "error: frame too long" })
     end)
 
     it("is refused as soon as a length prefix over max arrives", function()
-        local srv = start_echo('{ "prefix", 2, max = 10 }')
-        local frames = send_and_read(srv.port,
-                                     string.pack(">s2", "0123456789") ..
-                                     string.pack(">I2", 1000))
-        assert.same({ "0123456789", "error: frame too long" }, frames)
-        assert_closed_too_long(srv)
-        stop_clean(srv)
+        check_too_long('{ "prefix", 2, max = 10 }',
+                       string.pack(">s2", "0123456789") ..
+                       string.pack(">I2", 1000),
+                       { "0123456789", "error: frame too long" })
     end)
 
     it("is refused for an 8-byte prefix announcing 2^62 bytes", function()
-        local srv = start_echo('{ "prefix", 8 }')
-        local frames = send_and_read(srv.port, string.pack(">I8", 1 << 62))
-        assert.same({ "error: frame too long" }, frames)
-        assert_closed_too_long(srv)
-        stop_clean(srv)
+        check_too_long('{ "prefix", 8 }', string.pack(">I8", 1 << 62),
+                       { "error: frame too long" })
     end)
 
     it("leaves the server serving new connections", function()
@@ -287,16 +248,10 @@ describe("a frame over max", function()
 end)
 
 describe("end of stream", function()
-    local function closed_with(srv, reason)
-        return helpers.wait_for(function()
-            return srv:log():match("fw close %d+ " .. reason .. "\n")
-        end, 5)
-    end
-
     it("delivers a partial line as a last frame", function()
         local srv = start_echo('"line"')
         assert.same({ "ab", "cd" }, exchange(srv.port, { "ab\ncd" }))
-        assert.is_truthy(closed_with(srv, "eof"))
+        assert_closed_with(srv, "eof")
         stop_clean(srv)
     end)
 
@@ -321,8 +276,7 @@ describe("end of stream", function()
     it("drops a truncated fixed frame and closes with 'truncated'", function()
         local srv = start_echo('{ "fixed", 3 }')
         assert.same({ "abc" }, exchange(srv.port, { "abcde" }))
-        assert.is_truthy(closed_with(srv, "truncated"),
-                         "no on_close(conn, \"truncated\") in:\n" .. srv:log())
+        assert_closed_with(srv, "truncated")
         stop_clean(srv)
     end)
 
@@ -331,8 +285,7 @@ describe("end of stream", function()
         local srv = start_echo('{ "prefix", 4 }')
         local input = string.pack(">s4", "ab") .. string.pack(">I4", 10) .. "abc"
         assert.same({ "ab" }, exchange(srv.port, { input }))
-        assert.is_truthy(closed_with(srv, "truncated"),
-                         "no on_close(conn, \"truncated\") in:\n" .. srv:log())
+        assert_closed_with(srv, "truncated")
         stop_clean(srv)
     end)
 
@@ -340,15 +293,14 @@ describe("end of stream", function()
        function()
         local srv = start_echo('{ "prefix", 4, endian = "little" }')
         assert.same({}, exchange(srv.port, { "\0\0" }))
-        assert.is_truthy(closed_with(srv, "truncated"),
-                         "no on_close(conn, \"truncated\") in:\n" .. srv:log())
+        assert_closed_with(srv, "truncated")
         stop_clean(srv)
     end)
 
     it("closes with 'eof' after whole fixed frames", function()
         local srv = start_echo('{ "fixed", 2 }')
         assert.same({ "ab", "cd" }, exchange(srv.port, { "abcd" }))
-        assert.is_truthy(closed_with(srv, "eof"))
+        assert_closed_with(srv, "eof")
         stop_clean(srv)
     end)
 end)
@@ -370,7 +322,7 @@ describe("conn:set_framing", function()
     local srv
 
     lazy_setup(function()
-        srv = start({ script = "spec/fixtures/fw_switch.lua" }, true)
+        srv = helpers.start_server{ script = "spec/fixtures/fw_switch.lua" }
     end)
 
     lazy_teardown(function()
@@ -402,7 +354,8 @@ end)
 
 describe("handler.framing", function()
     it("is read again when a new connection opens", function()
-        local srv = start({ script = "spec/fixtures/fw_reframe.lua" })
+        local srv = helpers.start_server{
+            script = "spec/fixtures/fw_reframe.lua" }
         local old = connect(srv.port)
         assert(old:send("fixed\n"))
         local frames = decode(assert(old:receive(4 + #"fixed")))
@@ -413,7 +366,6 @@ describe("handler.framing", function()
         assert(old:send("xyz\n"))
         old:shutdown("send")
         local all = read_to_close(old)
-        old:close()
         assert.same({ "xyz" }, (decode(all)))
     end)
 end)

@@ -5,26 +5,14 @@ local helpers = require "helpers"
 
 local SCRIPT = "spec/fixtures/h_basic.lua"
 
--- busted keeps only the last finally() a test registers, and
--- helpers.start_server cannot see finally() from its module environment;
--- so every cleanup of a test goes through defer(), run in reverse order.
-local cleanups = {}
-local function defer(fn)
-    cleanups[#cleanups + 1] = fn
-    finally(function()
-        while #cleanups > 0 do pcall(table.remove(cleanups)) end
-    end)
-end
+local defer = helpers.defer
+local read_to_close = helpers.read_to_close
+local cmd = helpers.command
+local stats = helpers.stats
 
--- Starts the fixture; inside it() (no_finally not set) the test stops it
--- even when it fails.
-local function start(args, no_finally)
-    local srv = helpers.start_server{ script = SCRIPT, args = args,
-                                      no_finally = true }
-    if not no_finally then
-        defer(function() srv:stop("TERM", 5) end)
-    end
-    return srv
+-- Starts the fixture, from lazy_setup: lazy_teardown stops it.
+local function start(args)
+    return helpers.start_server{ script = SCRIPT, args = args }
 end
 
 -- Connects and reads the greeting; returns the client and the conn id.
@@ -36,43 +24,33 @@ local function session(port)
     return c, id
 end
 
--- Sends one command line and returns the reply line (without "\n").
-local function cmd(c, line)
-    assert(c:send(line .. "\n"))
-    return assert(c:receive("*l"))
-end
-
--- Reads until the server closes; returns the bytes and the error that
--- ended the read ("closed" when the server closed).
-local function read_to_close(c)
-    local parts = {}
-    for _ = 1, 10000 do
-        local data, err, partial = c:receive(8192)
-        if not data then
-            parts[#parts + 1] = partial
-            return table.concat(parts), err
-        end
-        parts[#parts + 1] = data
-    end
-    return table.concat(parts), "too much data"
-end
-
-local function stats(c)
-    local t = {}
-    for k, v in cmd(c, "stats"):gmatch("(%S+)=(%S+)") do t[k] = tonumber(v) end
-    return t
-end
-
 -- The close reason of conn id, asked on a fresh connection; waits until
 -- on_close has run.
 local function reason_of(port, id)
-    local c = session(port)
-    local r = helpers.wait_for(function()
-        local v = cmd(c, "reason " .. id)
-        return v ~= "none" and v
-    end, 10)
-    c:close()
-    return r
+    return helpers.reason_of(session(port), id)
+end
+
+-- Has the fixture keep a conn, closes it from this side, waits for
+-- on_close, and returns what the fixture then says about the kept conn
+-- ("old"), and its id.
+local function old_conn(port)
+    local a, id = session(port)
+    assert.equal("kept " .. id, cmd(a, "keep"))
+    a:close()
+    assert.equal("eof", reason_of(port, id))
+    local b = session(port)
+    local old = cmd(b, "old")
+    b:close()
+    return old, id
+end
+
+-- Checks that no line arrives on c for 0.3 s.
+local function assert_silent(c)
+    c:settimeout(0.3)
+    local got, err = c:receive("*l")
+    assert.is_nil(got)
+    assert.equal("timeout", err)
+    c:settimeout(10)
 end
 
 -- Waits until only the asking connection is open, and checks it.
@@ -90,12 +68,24 @@ describe("on_accept", function()
     local srv
 
     lazy_setup(function()
-        srv = start(nil, true)
+        srv = start()
     end)
 
     lazy_teardown(function()
         if srv then srv:stop() end
     end)
+
+    -- Has on_accept refuse connections (line is the fixture's "refuse"
+    -- command) until the test ends, and checks that the server closes a
+    -- new connection without sending a byte.
+    local function assert_refused(line)
+        local ctl = session(srv.port)
+        defer(function() cmd(ctl, "accept"); ctl:close() end)
+        assert.equal("refusing", cmd(ctl, line))
+        local data, err = read_to_close(helpers.connect(srv.port, 10))
+        assert.equal("", data)
+        assert.equal("closed", err)
+    end
 
     it("gets the peer address and the listener", function()
         local c = session(srv.port)
@@ -106,28 +96,14 @@ describe("on_accept", function()
     end)
 
     it("refuses a connection when it returns false and a reason", function()
-        local ctl = session(srv.port)
-        defer(function() cmd(ctl, "accept"); ctl:close() end)
-        assert.equal("refusing", cmd(ctl, "refuse go away"))
-        local c = helpers.connect(srv.port, 10)
-        local data, err = read_to_close(c)
-        c:close()
-        assert.equal("", data)
-        assert.equal("closed", err)
+        assert_refused("refuse go away")
         assert.is_truthy(helpers.wait_for(function()
             return srv:log():match("refused 127%.0%.0%.1:%d+: go away")
         end, 5), "no refusal with its reason in the log:\n" .. srv:log())
     end)
 
     it("refuses a connection when it returns false alone", function()
-        local ctl = session(srv.port)
-        defer(function() cmd(ctl, "accept"); ctl:close() end)
-        assert.equal("refusing", cmd(ctl, "refuse"))
-        local c = helpers.connect(srv.port, 10)
-        local data, err = read_to_close(c)
-        c:close()
-        assert.equal("", data)
-        assert.equal("closed", err)
+        assert_refused("refuse")
     end)
 
     it("accepts a connection when it returns true", function()
@@ -159,7 +135,7 @@ describe("a handler", function()
     local srv
 
     lazy_setup(function()
-        srv = start(nil, true)
+        srv = start()
     end)
 
     lazy_teardown(function()
@@ -231,7 +207,6 @@ describe("a handler", function()
         local c, id = session(srv.port)
         assert(c:send("close\nping\n"))
         local data, err = read_to_close(c)
-        c:close()
         assert.equal("bye\n", data)
         assert.equal("closed", err)
         assert.equal("closed", reason_of(srv.port, id))
@@ -241,20 +216,13 @@ describe("a handler", function()
         local c = session(srv.port)
         assert(c:send("closewrite\n"))
         local data, err = read_to_close(c)
-        c:close()
         assert.equal("write nil closed is_closed true\n", data)
         assert.equal("closed", err)
     end)
 
     it("sees only id and state on a conn after it closed, and nil, 'closed' " ..
        "from its methods", function()
-        local a, id = session(srv.port)
-        assert.equal("kept " .. id, cmd(a, "keep"))
-        a:close()
-        assert.equal("eof", reason_of(srv.port, id))
-        local b = session(srv.port)
-        local old = cmd(b, "old")
-        b:close()
+        local old, id = old_conn(srv.port)
         assert.matches(("^id %d state kept peer nil peer_ip nil peer_port nil " ..
                         "local_addr nil listener nil is_closed true "):format(id),
                        old)
@@ -265,13 +233,7 @@ describe("a handler", function()
     end)
 
     it("gets nil, 'closed' from conn:close() on a conn that closed", function()
-        local a, id = session(srv.port)
-        assert.equal("kept " .. id, cmd(a, "keep"))
-        a:close()
-        assert.equal("eof", reason_of(srv.port, id))
-        local b = session(srv.port)
-        local old = cmd(b, "old")
-        b:close()
+        local old = old_conn(srv.port)
         assert.matches(" close=nil,closed", old, 1, true)
     end)
 
@@ -285,7 +247,6 @@ describe("a handler", function()
         local c, id = session(srv.port)
         c:shutdown("send")
         local _, err = read_to_close(c)
-        c:close()
         assert.equal("closed", err)
         assert.equal("eof", reason_of(srv.port, id))
     end)
@@ -301,7 +262,6 @@ describe("a handler", function()
         local c, id = session(srv.port)
         assert(c:send("boom\n"))
         local _, err = read_to_close(c)
-        c:close()
         assert.equal("closed", err)
         assert.equal("error", reason_of(srv.port, id))
     end)
@@ -313,7 +273,6 @@ describe("a handler", function()
         assert.equal("timeout 0.2", cmd(c, "timeout 0.2"))
         local data, err = read_to_close(c)
         local elapsed = helpers.now() - t0
-        c:close()
         assert.equal("", data)
         assert.equal("closed", err)
         assert.is_true(elapsed >= 0.15, "closed after " .. elapsed .. " s")
@@ -325,7 +284,6 @@ describe("a handler", function()
         assert.equal("ticks 2", cmd(c, "ticks 2"))
         assert.equal("timeout 0.2", cmd(c, "timeout 0.2"))
         local data, err = read_to_close(c)
-        c:close()
         assert.equal("tick 1\ntick 2\n", data)
         assert.equal("closed", err)
         assert.equal("timeout", reason_of(srv.port, id))
@@ -339,7 +297,6 @@ describe("a handler", function()
         assert.equal("tick 1", assert(c:receive("*l")))
         local _, err = read_to_close(c)
         local elapsed = helpers.now() - t0
-        c:close()
         assert.equal("closed", err)
         assert.is_true(elapsed >= 0.35, "closed after " .. elapsed .. " s")
     end)
@@ -349,11 +306,7 @@ describe("a handler", function()
         local b = session(srv.port)
         assert.equal("paused", cmd(a, "pause"))
         assert(a:send("one\ntwo\n"))
-        a:settimeout(0.3)
-        local got, err = a:receive("*l")
-        assert.is_nil(got)
-        assert.equal("timeout", err)
-        a:settimeout(10)
+        assert_silent(a)
         assert.equal("resumed", cmd(b, "resume"))
         assert.equal("echo one", assert(a:receive("*l")))
         assert.equal("echo two", assert(a:receive("*l")))
@@ -367,11 +320,7 @@ describe("a handler", function()
         local b = session(srv.port)
         assert(a:send("pause\nx\ny\n"))
         assert.equal("paused", assert(a:receive("*l")))
-        a:settimeout(0.3)
-        local got, err = a:receive("*l")
-        assert.is_nil(got)
-        assert.equal("timeout", err)
-        a:settimeout(10)
+        assert_silent(a)
         assert.equal("resumed", cmd(b, "resume"))
         assert.equal("echo x", assert(a:receive("*l")))
         assert.equal("echo y", assert(a:receive("*l")))
@@ -396,7 +345,6 @@ describe("a handler", function()
         assert.equal("echo hello", cmd(b, "hello"))
         assert(b:send("boom\n"))
         read_to_close(b)
-        b:close()
         assert.equal("error", reason_of(srv.port, id))
         -- once b and reason_of's connection have closed
         local s4 = helpers.wait_for(function()
@@ -416,13 +364,7 @@ describe("a handler", function()
     end)
 
     it("writes luaserv.log.info() to the server log with file:line", function()
-        local line
-        local n = 0
-        for l in io.lines(SCRIPT) do
-            n = n + 1
-            if l:find('luaserv.log.info("note', 1, true) then line = n end
-        end
-        assert(line, "no luaserv.log.info call in " .. SCRIPT)
+        local line = helpers.line_of(SCRIPT, 'luaserv.log.info("note')
         local c = session(srv.port)
         assert.equal("logged", cmd(c, "log"))
         c:close()
@@ -442,7 +384,7 @@ describe("--idle-timeout", function()
     local srv
 
     lazy_setup(function()
-        srv = start({ "--idle-timeout", "0.3" }, true)
+        srv = start({ "--idle-timeout", "0.3" })
     end)
 
     lazy_teardown(function()
@@ -454,7 +396,6 @@ describe("--idle-timeout", function()
         local t0 = helpers.now()
         local data, err = read_to_close(c)
         local elapsed = helpers.now() - t0
-        c:close()
         assert.equal("", data)
         assert.equal("closed", err)
         assert.is_true(elapsed >= 0.2, "closed after " .. elapsed .. " s")
@@ -468,7 +409,6 @@ describe("--idle-timeout", function()
             assert.equal("echo " .. i, cmd(c, tostring(i)))
         end
         local _, err = read_to_close(c)
-        c:close()
         assert.equal("closed", err)
     end)
 

@@ -22,15 +22,6 @@ local function fd_limit()
     return s == "unlimited" and math.huge or tonumber(s) or 0
 end
 
--- Closes the sockets in socks and stops srv when the test ends, passing
--- or not. busted keeps a single finally() per test, so it does both.
-local function cleanup(srv, socks)
-    finally(function()
-        for _, s in pairs(socks) do s:close() end
-        srv:stop("KILL", 5)
-    end)
-end
-
 -- Asks a t_stats server for its counters: active, total.
 local function server_stats(port)
     local c = helpers.connect(port, TIMEOUT)
@@ -49,7 +40,7 @@ describe("1000 concurrent connections", function()
                "this spec needs ulimit -n of at least " .. (N + 100))
         local srv = helpers.start_server{ script = STATS }
         local conns = {}
-        cleanup(srv, conns)
+        helpers.close_at_end(conns)
         for i = 1, N do
             conns[i] = helpers.connect(srv.port, TIMEOUT)
         end
@@ -84,9 +75,7 @@ end)
 describe("a peer that writes without reading", function()
     it("cannot grow server memory past a bound", function()
         local bound = 64 * KIB_PER_MIB * SLOWDOWN
-        local srv = helpers.start_server{ script = SCRIPT }
-        local hog = helpers.connect(srv.port, TIMEOUT)
-        cleanup(srv, { hog })
+        local srv, hog = helpers.start_and_connect({ script = SCRIPT }, TIMEOUT)
         hog:settimeout(0)
         local chunk = (("x"):rep(1000) .. "\n"):rep(64)
         local pos, sent, max_rss = 1, 0, 0
@@ -135,10 +124,8 @@ describe("a pipelining client", function()
     it("gets 10,000 lines sent in one write answered in order", function()
         local N = 10000
         local srv = helpers.start_server{ script = SCRIPT }
-        local lines = {}
-        for i = 1, N do lines[i] = ("pipelined %d\n"):format(i) end
         local c = helpers.connect(srv.port, TIMEOUT)
-        assert(c:send(table.concat(lines)))
+        assert(c:send(helpers.numbered_lines("pipelined %d\n", N)))
         local wrong, first_wrong = 0, nil
         for i = 1, N do
             local reply, err = c:receive("*l")
@@ -161,13 +148,9 @@ describe("a pipelining client", function()
         -- 1000 replies of ~40 bytes queue far more than 1 KiB: reading
         -- pauses and resumes many times
         local N = 1000
-        local srv = helpers.start_server{ script = SCRIPT,
-                                          args = { "--high-water", "1024" } }
-        local lines = {}
-        for i = 1, N do lines[i] = ("pipelined %d\n"):format(i) end
-        local c = helpers.connect(srv.port, TIMEOUT)
-        cleanup(srv, { c })
-        assert(c:send(table.concat(lines)))
+        local srv, c = helpers.start_and_connect({
+            script = SCRIPT, args = { "--high-water", "1024" } }, TIMEOUT)
+        assert(c:send(helpers.numbered_lines("pipelined %d\n", N)))
         for i = 1, N do
             local reply, err = c:receive("*l")
             assert(reply, ("reply %d of %d: %s"):format(i, N, err))
@@ -180,12 +163,8 @@ describe("a pipelining client", function()
        function()
         -- t_big answers each line with 64 KiB: 200 lines make 13 MB
         local N = 200
-        local srv = helpers.start_server{ script = BIG }
-        local lines = {}
-        for i = 1, N do lines[i] = ("big %d\n"):format(i) end
-        local c = helpers.connect(srv.port, TIMEOUT)
-        cleanup(srv, { c })
-        assert(c:send(table.concat(lines)))
+        local srv, c = helpers.start_and_connect({ script = BIG }, TIMEOUT)
+        assert(c:send(helpers.numbered_lines("big %d\n", N)))
         for i = 1, N do
             local reply, err = c:receive("*l")
             assert(reply, ("reply %d of %d: %s"):format(i, N, err))
@@ -197,12 +176,9 @@ describe("a pipelining client", function()
     it("does not hold up the replies of another client", function()
         -- t_slow spends 0.5 ms a line: 10,000 lines keep it busy for 5 s
         local N = 10000
-        local srv = helpers.start_server{ script = SLOW }
-        local lines = {}
-        for i = 1, N do lines[i] = ("busy %d\n"):format(i) end
-        local busy = helpers.connect(srv.port, 30 * SLOWDOWN)
-        cleanup(srv, { busy })
-        assert(busy:send(table.concat(lines)))
+        local srv, busy = helpers.start_and_connect({ script = SLOW },
+                                                    30 * SLOWDOWN)
+        assert(busy:send(helpers.numbered_lines("busy %d\n", N)))
         socket.sleep(0.05)
         local start = socket.gettime()
         local quiet = helpers.connect(srv.port, 30 * SLOWDOWN)
@@ -219,13 +195,11 @@ describe("a pipelining client", function()
 
     it("gets its first replies before the whole pipeline is done", function()
         local N = 10000
-        local srv = helpers.start_server{ script = SLOW }
-        local lines = {}
-        for i = 1, N do lines[i] = ("busy %d\n"):format(i) end
-        local c = helpers.connect(srv.port, 30 * SLOWDOWN)
-        cleanup(srv, { c })
+        local srv, c = helpers.start_and_connect({ script = SLOW },
+                                                 30 * SLOWDOWN)
+        local input = helpers.numbered_lines("busy %d\n", N)
         local start = socket.gettime()
-        assert(c:send(table.concat(lines)))
+        assert(c:send(input))
         local first = assert(c:receive("*l"))
         local waited = socket.gettime() - start
         assert.matches("^" .. CTIME .. "busy 1$", first)

@@ -16,15 +16,6 @@ local function signal(srv, sig)
     os.execute(("kill -%s %d"):format(sig, srv.pid))
 end
 
--- Closes the sockets in socks and stops srv when the test ends, passing
--- or not. busted keeps a single finally() per test, so it does both.
-local function cleanup(srv, socks)
-    finally(function()
-        for _, s in pairs(socks) do s:close() end
-        srv:stop("KILL", 5)
-    end)
-end
-
 -- Whether a TCP connect to 127.0.0.1:port is refused.
 local function refused(port)
     local c = assert(socket.tcp())
@@ -43,15 +34,6 @@ local function assert_eof(c)
                    "not an orderly close: " .. tostring(err))
 end
 
-local function count(text, plain)
-    local n, init = 0, 1
-    while true do
-        local i, j = text:find(plain, init, true)
-        if not i then return n end
-        n, init = n + 1, j + 1
-    end
-end
-
 for _, sig in ipairs({ "TERM", "INT" }) do
     describe("SIG" .. sig, function()
         it("lets a client get every reply to lines it sent before the signal",
@@ -59,12 +41,9 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             -- t_slow spends 0.5 ms a line, so most lines are still
             -- unanswered when the signal arrives
             local N = 2000
-            local srv = helpers.start_server{ script = SLOW }
-            local c = helpers.connect(srv.port, 30 * SLOWDOWN)
-            cleanup(srv, { c })
-            local lines = {}
-            for i = 1, N do lines[i] = ("before %d\n"):format(i) end
-            assert(c:send(table.concat(lines)))
+            local srv, c = helpers.start_and_connect({ script = SLOW },
+                                                     30 * SLOWDOWN)
+            assert(c:send(helpers.numbered_lines("before %d\n", N)))
             signal(srv, sig)
             local got, wrong, err = 0, nil, nil
             for i = 1, N do
@@ -90,9 +69,7 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             -- output queue, reading paused and lines not yet read; lines
             -- of 1 KiB fill the 16 KiB reads exactly, with nothing left over
             local N = 100
-            local srv = helpers.start_server{ script = BIG }
-            local c = helpers.connect(srv.port, TIMEOUT)
-            cleanup(srv, { c })
+            local srv, c = helpers.start_and_connect({ script = BIG }, TIMEOUT)
             local lines = {}
             for i = 1, N do
                 local head = ("line %d "):format(i)
@@ -114,10 +91,8 @@ for _, sig in ipairs({ "TERM", "INT" }) do
 
         it("lets a client finish a line it started before the signal",
            function()
-            local srv = helpers.start_server{ script = SCRIPT, args = {
-                "--shutdown-timeout", tostring(5 * SLOWDOWN) } }
-            local c = helpers.connect(srv.port, TIMEOUT)
-            cleanup(srv, { c })
+            local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
+                "--shutdown-timeout", tostring(5 * SLOWDOWN) } }, TIMEOUT)
             assert(c:send("half a"))
             helpers.sleep(0.2)
             signal(srv, sig)
@@ -130,10 +105,8 @@ for _, sig in ipairs({ "TERM", "INT" }) do
         end)
 
         it("exits 0 at once when the only client is idle", function()
-            local srv = helpers.start_server{ script = SCRIPT, args = {
-                "--shutdown-timeout", "1" } }
-            local c = helpers.connect(srv.port, TIMEOUT)
-            cleanup(srv, { c })
+            local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
+                "--shutdown-timeout", "1" } }, TIMEOUT)
             assert(c:send("hello\n"))
             assert(c:receive("*l"))
             local start = socket.gettime()
@@ -148,10 +121,8 @@ for _, sig in ipairs({ "TERM", "INT" }) do
 
         it("closes an unfinished connection after --shutdown-timeout",
            function()
-            local srv = helpers.start_server{ script = SCRIPT, args = {
-                "--shutdown-timeout", "1" } }
-            local c = helpers.connect(srv.port, TIMEOUT)
-            cleanup(srv, { c })
+            local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
+                "--shutdown-timeout", "1" } }, TIMEOUT)
             assert(c:send("a line that never ends"))
             helpers.sleep(0.2)
             local start = socket.gettime()
@@ -166,10 +137,8 @@ for _, sig in ipairs({ "TERM", "INT" }) do
         end)
 
         it("refuses new connections while it finishes open ones", function()
-            local srv = helpers.start_server{ script = SCRIPT, args = {
-                "--shutdown-timeout", tostring(3 * SLOWDOWN) } }
-            local c = helpers.connect(srv.port, TIMEOUT)
-            cleanup(srv, { c })
+            local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
+                "--shutdown-timeout", tostring(3 * SLOWDOWN) } }, TIMEOUT)
             assert(c:send("unfinished"))
             helpers.sleep(0.2)
             signal(srv, sig)
@@ -187,16 +156,15 @@ for _, sig in ipairs({ "TERM", "INT" }) do
 
         it("calls on_stop once and closes connections as \"shutdown\"",
            function()
-            local srv = helpers.start_server{ script = LIFECYCLE }
-            local c = helpers.connect(srv.port, TIMEOUT)
-            cleanup(srv, { c })
+            local srv, c = helpers.start_and_connect({ script = LIFECYCLE },
+                                                     TIMEOUT)
             assert(c:send("hi\n"))
             assert(c:receive("*l"))
             signal(srv, sig)
             assert.equal(0, srv:wait(TIMEOUT))
             local log = srv:log()
-            assert.equal(1, count(log, "t_lifecycle: on_stop"), log)
-            assert.equal(1, count(log, "reason shutdown"), log)
+            assert.equal(1, helpers.count(log, "t_lifecycle: on_stop"), log)
+            assert.equal(1, helpers.count(log, "reason shutdown"), log)
         end)
     end)
 end

@@ -28,7 +28,6 @@ describe("the timestamp server", function()
         assert(c:send("Just a flesh wound.\n"))
         c:shutdown("send")
         local all = helpers.receive_all(c)
-        c:close()
         assert.matches("^" .. CTIME .. "Just a flesh wound%.\n$", all)
     end)
 
@@ -51,9 +50,7 @@ describe("the timestamp server", function()
 
     it("answers every line of a connection, in order", function()
         local c = helpers.connect(srv.port)
-        local lines = {}
-        for i = 1, 100 do lines[i] = "line " .. i .. "\r\n" end
-        assert(c:send(table.concat(lines)))
+        assert(c:send(helpers.numbered_lines("line %d\r\n", 100)))
         for i = 1, 100 do
             local reply = assert(helpers.read_line(c))
             assert.matches("^" .. CTIME .. "line " .. i .. "\r\n$", reply)
@@ -66,7 +63,6 @@ describe("the timestamp server", function()
         assert(c:send("one\nno newline"))
         c:shutdown("send")
         local all = helpers.receive_all(c)
-        c:close()
         assert.matches("^" .. CTIME .. "one\n" .. CTIME .. "no newline$", all)
     end)
 end)

@@ -22,12 +22,17 @@ local function udp_client(host, port)
 end
 
 -- A unix datagram socket bound to its own fresh path, so it gets replies.
+-- The socket is closed and its path removed when the test ends.
 local function unixgram_client()
     local path = helpers.tmpname(".sock")
     local d = assert(unix.dgram())
+    helpers.defer(function()
+        d:close()
+        os.remove(path)
+    end)
     d:settimeout(TIMEOUT)
     assert(d:bind(path))
-    return d, path
+    return d
 end
 
 -- Whether this host can bind ::1 (no IPv6 on loopback in some containers).
@@ -39,12 +44,16 @@ local function have_ipv6_loopback()
     return ok ~= nil
 end
 
--- Sends three lines, half-closes, and returns everything read until EOF.
-local function three_lines_then_half_close(c)
+-- Sends three lines, half-closes, and checks that the reply to each
+-- arrives before EOF; closes c.
+local function assert_replies_then_eof(c)
     assert(c:send("one\ntwo\r\nthree\n"))
     assert(c:shutdown("send"))
     local data, err, partial = c:receive("*a")
-    return data or partial, err
+    c:close()
+    assert.is_nil(err)
+    assert.matches("^" .. CTIME .. "one\n" .. CTIME .. "two\r\n" ..
+                   CTIME .. "three\n$", data or partial)
 end
 
 describe("the ready line", function()
@@ -182,12 +191,7 @@ describe("a unix stream listener", function()
     end)
 
     it("answers all lines sent before a half-close, then closes", function()
-        local c = connect()
-        local all, err = three_lines_then_half_close(c)
-        c:close()
-        assert.is_nil(err)
-        assert.matches("^" .. CTIME .. "one\n" .. CTIME .. "two\r\n" ..
-                       CTIME .. "three\n$", all)
+        assert_replies_then_eof(connect())
     end)
 end)
 
@@ -227,22 +231,14 @@ describe("a unix datagram listener", function()
     end)
 
     it("answers a bound sender's datagram with [ctime] and it", function()
-        local d, mine = unixgram_client()
-        finally(function()
-            d:close()
-            os.remove(mine)
-        end)
+        local d = unixgram_client()
         assert(d:sendto("hi\n", path))
         local reply = assert(d:receive())
         assert.matches("^" .. CTIME .. "hi\n$", reply)
     end)
 
     it("answers each datagram of a bound sender, in order", function()
-        local d, mine = unixgram_client()
-        finally(function()
-            d:close()
-            os.remove(mine)
-        end)
+        local d = unixgram_client()
         for i = 1, 5 do assert(d:sendto("dgram " .. i .. "\n", path)) end
         for i = 1, 5 do
             assert.matches("^" .. CTIME .. "dgram " .. i .. "\n$",
@@ -254,11 +250,7 @@ describe("a unix datagram listener", function()
         local anon = assert(unix.dgram())
         assert(anon:sendto("nobody to answer\n", path))
         anon:close()
-        local d, mine = unixgram_client()
-        finally(function()
-            d:close()
-            os.remove(mine)
-        end)
+        local d = unixgram_client()
         assert(d:sendto("still here\n", path))
         assert.matches("^" .. CTIME .. "still here\n$", assert(d:receive()))
         assert.is_true(srv:alive())
@@ -348,12 +340,7 @@ describe("a TCP connection", function()
     end)
 
     it("gets every reply to lines sent before a half-close, then EOF", function()
-        local c = helpers.connect(srv.port, TIMEOUT)
-        local all, err = three_lines_then_half_close(c)
-        c:close()
-        assert.is_nil(err)
-        assert.matches("^" .. CTIME .. "one\n" .. CTIME .. "two\r\n" ..
-                       CTIME .. "three\n$", all)
+        assert_replies_then_eof(helpers.connect(srv.port, TIMEOUT))
     end)
 
     it("gets the replies after a half-close even when it reads late", function()
@@ -362,7 +349,6 @@ describe("a TCP connection", function()
         assert(c:shutdown("send"))
         helpers.sleep(0.3)
         local all = helpers.receive_all(c)
-        c:close()
         assert.matches("^" .. CTIME .. "one\n" .. CTIME .. "two\n" ..
                        CTIME .. "three\n$", all)
     end)

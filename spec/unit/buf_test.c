@@ -1,45 +1,13 @@
 /* buf_test.c: unit tests of the byte buffer (buf.c), printed as TAP. */
 #include "lsv.h"
 #include "buf.h"
+#include "tap.h"
 
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* One "ok N - ..." line per test; failed checks print "#" diagnostics. */
-static int tests_run, tests_failed, cur_failed, cur_diags;
-
-static void check_at(int line, int cond, const char *fmt, ...)
-{
-    if (cond)
-        return;
-    cur_failed = 1;
-    if (cur_diags++ >= 8)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    printf("#   line %d: ", line);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-}
-
-#define CHECK(cond) check_at(__LINE__, (cond), "%s", #cond)
-#define CHECKF(cond, ...) check_at(__LINE__, (cond), __VA_ARGS__)
-
-static void test_done(const char *desc)
-{
-    tests_run++;
-    if (cur_failed)
-        tests_failed++;
-    printf("%sok %d - %s\n", cur_failed ? "not " : "", tests_run, desc);
-    fflush(stdout);
-    cur_failed = 0;
-    cur_diags = 0;
-}
 
 /* Fills the tail with n bytes counting up from seed and commits them. */
 static void put(lsv_buf_t *b, size_t n, unsigned seed)
@@ -224,16 +192,6 @@ static void test_free_reuse(void)
     test_done("free empties the buffer, which stays usable; twice is safe");
 }
 
-static uint64_t rng_state = 0x2545f4914f6cdd1du;
-
-static uint64_t rng(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-
 /* Random reserve / commit / consume / append against a flat model. */
 static void test_random_ops(void)
 {
@@ -241,6 +199,7 @@ static void test_random_ops(void)
     static char model[MODEL], tmp[4096];
     size_t mlen = 0;
     lsv_buf_t b = { 0 };
+    rng_seed(0x2545f4914f6cdd1du);
     for (int i = 0; i < 200000 && !cur_failed; i++) {
         size_t n;
         switch (rng() % 4) {
@@ -321,6 +280,5 @@ int main(void)
     test_free_reuse();
     test_random_ops();
     test_overflow_aborts();
-    printf("1..%d\n", tests_run);
-    return tests_failed ? 1 : 0;
+    return tap_end();
 }

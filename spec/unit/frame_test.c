@@ -1,49 +1,13 @@
 /* frame_test.c: unit tests of the framer (frame.c), printed as TAP. */
 #include "lsv.h"
 #include "frame.h"
+#include "tap.h"
 
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-/* ---- TAP ---------------------------------------------------------------
- * Each test gathers any number of checks and prints one "ok N - ..." line;
- * a failed check prints a "#" diagnostic first (a few per test, not
- * thousands from a loop). */
-
-static int tests_run, tests_failed, cur_failed, cur_diags;
-
-static void check_at(int line, int cond, const char *fmt, ...)
-{
-    if (cond)
-        return;
-    cur_failed = 1;
-    if (cur_diags++ >= 8)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    printf("#   line %d: ", line);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-}
-
-#define CHECK(cond) check_at(__LINE__, (cond), "%s", #cond)
-#define CHECKF(cond, ...) check_at(__LINE__, (cond), __VA_ARGS__)
-
-static void test_done(const char *desc)
-{
-    tests_run++;
-    if (cur_failed)
-        tests_failed++;
-    printf("%sok %d - %s\n", cur_failed ? "not " : "", tests_run, desc);
-    fflush(stdout);
-    cur_failed = 0;
-    cur_diags = 0;
-}
 
 /* ---- specs ------------------------------------------------------------- */
 
@@ -251,16 +215,6 @@ static int expect_run(const lsv_frame_spec_t *s, const char *in, size_t n,
     CHECKF(r.violations == 0, "%s: %d contract violations", what,
            r.violations);
     return strcmp(r.out, want) == 0 && r.violations == 0;
-}
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15u;
-
-static uint64_t rng(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
 }
 
 /* Random arrival points, increasing, inside (0, n). */
@@ -835,6 +789,7 @@ static void test_guard_pages(void)
 
 int main(void)
 {
+    rng_seed(0x9e3779b97f4a7c15u);
     test_spec_init();
     test_kind_name();
     test_line_streams();
@@ -864,6 +819,5 @@ int main(void)
     random_prefix("prefix: random 2-byte little-endian streams",
                   prefix_spec(2, 0, 300));
     test_guard_pages();
-    printf("1..%d\n", tests_run);
-    return tests_failed ? 1 : 0;
+    return tap_end();
 }

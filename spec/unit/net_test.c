@@ -1,39 +1,16 @@
 /* net_test.c: TAP checks of address parsing, formatting and sockets. */
 #include "lsv.h"
 #include "net.h"
+#include "tap.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int tests, failed;
-
-/* Prints one TAP line for cond; returns cond so callers can skip on. */
-static int check(int cond, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int check(int cond, const char *fmt, ...)
-{
-    va_list ap;
-
-    printf("%s %d - ", cond ? "ok" : "not ok", ++tests);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    putchar('\n');
-    if (!cond) failed++;
-    return cond;
-}
-
-static void skip(const char *why)
-{
-    printf("ok %d - # SKIP %s\n", ++tests, why);
-}
 
 static int check_str(const char *got, const char *want, const char *what)
 {
@@ -441,7 +418,5 @@ int main(void)
         test_unixgram(dir);
         rmdir(dir);
     }
-    printf("1..%d\n", tests);
-    if (failed) printf("# %d of %d failed\n", failed, tests);
-    return failed ? 1 : 0;
+    return tap_end();
 }
