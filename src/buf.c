@@ -48,7 +48,7 @@ char *lsv_buf_reserve(lsv_buf_t *b, size_t n)
 }
 
 /* Copies n bytes from p (borrowed) to the tail, growing as reserve does. */
-void lsv_buf_append(lsv_buf_t *b, const void *p, size_t n)
+void lsv_buf_append_slow(lsv_buf_t *b, const void *p, size_t n)
 {
     if (n == 0)
         return;

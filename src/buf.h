@@ -4,6 +4,8 @@
 
 #include "lsv.h"
 
+#include <string.h>
+
 /* Bytes live in data[start, start + len); cap is the allocation size.
  * A zeroed struct is a valid empty buffer with no allocation. */
 typedef struct lsv_buf {
@@ -42,8 +44,18 @@ static inline void lsv_buf_consume(lsv_buf_t *b, size_t n)
     b->start = b->len ? b->start + (uint32_t)n : 0;
 }
 
-/* Copies n bytes to the tail. */
-void lsv_buf_append(lsv_buf_t *b, const void *p, size_t n);
+/* Copies n bytes to the tail (the slow path grows the buffer). */
+void lsv_buf_append_slow(lsv_buf_t *b, const void *p, size_t n);
+
+static inline void lsv_buf_append(lsv_buf_t *b, const void *p, size_t n)
+{
+    if (likely(lsv_buf_avail(b) >= n && b->data != NULL)) {
+        memcpy(b->data + b->start + b->len, p, n);
+        b->len += (uint32_t)n;
+        return;
+    }
+    lsv_buf_append_slow(b, p, n);
+}
 
 /* Frees the allocation; the buffer is empty and reusable afterwards. */
 void lsv_buf_free(lsv_buf_t *b);

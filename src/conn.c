@@ -35,6 +35,7 @@ static void conn_settle(lsv_conn_t *c);
 static void close_after_call(lsv_conn_t *c, const char *reason);
 static void conn_flush(lsv_conn_t *c);
 static void conn_input(lsv_conn_t *c);
+static void queued(lsv_conn_t *c);
 
 /* --- watchers ----------------------------------------------------------- */
 
@@ -408,19 +409,12 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
 
 /* --- output ------------------------------------------------------------- */
 
-static int queue(lsv_conn_t *c, const char *p, size_t n)
+/* Bookkeeping after output was added to c->out: the pending list, the
+ * high-water mark, and the cap for a peer that does not read. */
+static void queued(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
-    if (unlikely(c->out.len + n >
-                 OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
-        conn_log(LSV_LOG_WARN, c, "%u bytes queued and the peer is not "
-                 "reading; dropping the connection", c->out.len);
-        lsv_conn_abort(c, "overflow");     /* may free c */
-        return LSV_ERR;
-    }
-    ensure_buf(srv, &c->out);
-    lsv_buf_append(&c->out, p, n);
-    if (!(c->flags & LSV_CONN_PENDING)) {
+    if (unlikely(!(c->flags & LSV_CONN_PENDING))) {
         c->flags |= LSV_CONN_PENDING;
         c->next_pending = srv->pending;
         srv->pending = c;
@@ -433,6 +427,20 @@ static int queue(lsv_conn_t *c, const char *p, size_t n)
         lsv_debug("conn %llu: %u bytes queued, reading paused",
                   (unsigned long long)c->id, c->out.len);
     }
+}
+
+static int queue(lsv_conn_t *c, const char *p, size_t n)
+{
+    if (unlikely(c->out.len + n >
+                 OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
+        conn_log(LSV_LOG_WARN, c, "%u bytes queued and the peer is not "
+                 "reading; dropping the connection", c->out.len);
+        lsv_conn_abort(c, "overflow");     /* may free c */
+        return LSV_ERR;
+    }
+    if (unlikely(c->out.data == NULL)) ensure_buf(c->srv, &c->out);
+    lsv_buf_append(&c->out, p, n);
+    queued(c);
     return LSV_OK;
 }
 
@@ -546,44 +554,70 @@ static void push_fn_where(lsv_conn_t *c, const char *fn)
         lua_pushliteral(L, "");
 }
 
-/* Writes what on_message returned (at the top of the stack, popped).
- * For a reply of the wrong type, returns LSV_ERR with an error message
- * in its place. */
-static int write_result(lsv_conn_t *c, lua_State *L)
+/* Writes what on_message returned: the values above stack slot base, each
+ * a string (or number), a table of strings, or nil; all popped. Several
+ * values are written in order, so `return "[", ctime(), "] ", line`
+ * replies without building a string. The pieces go straight into the
+ * output buffer; the queue's bookkeeping runs once per reply. For a value
+ * of the wrong type, returns LSV_ERR with an error message in their
+ * place. */
+static int write_result(lsv_conn_t *c, lua_State *L, int base)
 {
-    size_t n;
-    const char *s;
-    int t = lua_type(L, -1);
-    if (likely(t == LUA_TSTRING || t == LUA_TNUMBER)) {
-        s = lua_tolstring(L, -1, &n);
-        lsv_conn_write_reply(c, s, n);
-    } else if (t == LUA_TTABLE) {
-        lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
-        for (lua_Integer i = 1; i <= len; i++) {
-            int et = lua_rawgeti(L, -1, i);
-            if (et != LUA_TSTRING && et != LUA_TNUMBER) {
-                lua_pop(L, 2);
-                push_fn_where(c, "on_message");
-                lua_pushfstring(L, "%son_message returned a table whose "
-                                "element %I is a %s, not a string",
-                                lua_tostring(L, -1), i, lua_typename(L, et));
-                lua_remove(L, -2);
-                return LSV_ERR;
-            }
-            s = lua_tolstring(L, -1, &n);
-            lsv_conn_write_reply(c, s, n);
-            lua_pop(L, 1);
-        }
-    } else if (t != LUA_TNIL) {
-        lua_pop(L, 1);
-        push_fn_where(c, "on_message");
-        lua_pushfstring(L, "%son_message returned a %s; a reply is a string, "
-                        "a table of strings or nil", lua_tostring(L, -1),
-                        lua_typename(L, t));
-        lua_remove(L, -2);
-        return LSV_ERR;
+    int top = lua_gettop(L);
+    if (top == base) return LSV_OK;
+    if (unlikely(c->flags & LSV_CONN_ABORT)) {
+        lua_settop(L, base);
+        return LSV_OK;
     }
-    lua_pop(L, 1);
+    if (unlikely(c->out.data == NULL)) ensure_buf(c->srv, &c->out);
+    uint32_t before = c->out.len;
+    for (int i = base + 1; i <= top; i++) {
+        size_t n;
+        const char *s = lua_tolstring(L, i, &n);
+        if (likely(s != NULL)) {
+            lsv_buf_append(&c->out, s, n);
+            continue;
+        }
+        int t = lua_type(L, i);
+        if (t == LUA_TTABLE) {
+            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
+            for (lua_Integer k = 1; k <= len; k++) {
+                lua_rawgeti(L, i, k);
+                s = lua_tolstring(L, -1, &n);
+                if (s == NULL) {
+                    int et = lua_type(L, -1);
+                    c->out.len = before;
+                    lua_settop(L, base);
+                    push_fn_where(c, "on_message");
+                    lua_pushfstring(L, "%son_message returned a table whose "
+                                    "element %I is a %s, not a string",
+                                    lua_tostring(L, -1), k,
+                                    lua_typename(L, et));
+                    lua_remove(L, -2);
+                    return LSV_ERR;
+                }
+                lsv_buf_append(&c->out, s, n);
+                lua_pop(L, 1);
+            }
+        } else if (t != LUA_TNIL) {
+            c->out.len = before;
+            lua_settop(L, base);
+            push_fn_where(c, "on_message");
+            lua_pushfstring(L, "%son_message returned a %s; a reply is "
+                            "strings, a table of strings or nil",
+                            lua_tostring(L, -1), lua_typename(L, t));
+            lua_remove(L, -2);
+            return LSV_ERR;
+        }
+    }
+    lua_settop(L, base);
+    if (unlikely(c->out.len > OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
+        conn_log(LSV_LOG_WARN, c, "%u bytes queued and the peer is not "
+                 "reading; dropping the connection", c->out.len);
+        lsv_conn_abort(c, "overflow");     /* deferred: c is busy */
+        return LSV_OK;
+    }
+    if (c->out.len != before) queued(c);
     return LSV_OK;
 }
 
@@ -620,6 +654,12 @@ static void process_input(lsv_conn_t *c, int drained)
 
     double t0 = lsv_clock();
     c->busy++;
+    /* The handler table and the conn stay on the stack for the batch;
+     * on_message is still looked up for every frame. */
+    int base = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->listener->handler_ref);
+    lsv_lconn_push(L, c);
+    int handler = base + 1, conn = base + 2;
     while (!(c->flags & (LSV_CONN_CLOSING | LSV_CONN_PAUSED |
                          LSV_CONN_BLOCKED))) {
         if (c->in.len == 0 && !eof) break;
@@ -649,17 +689,18 @@ static void process_input(lsv_conn_t *c, int drained)
         srv->stats.messages++;
         c->listener->stats.messages++;
         c->nmsg++;
-        if (unlikely(!lsv_vm_get_fn(L, c->listener->handler_ref,
-                                    "on_message"))) {
+        if (unlikely(lua_getfield(L, handler, "on_message") !=
+                     LUA_TFUNCTION)) {
+            lua_pop(L, 1);
             lsv_buf_consume(&c->in, (size_t)r);
             continue;
         }
-        lsv_lconn_push(L, c);
+        lua_pushvalue(L, conn);
         lua_pushlstring(L, lsv_buf_head(&c->in) + off, mlen);
         lsv_buf_consume(&c->in, (size_t)r);
 
-        if (likely(lsv_vm_pcall(L, 2, 1) == LUA_OK)) {
-            if (unlikely(write_result(c, L) != LSV_OK)) {
+        if (likely(lsv_vm_pcall(L, 2, LUA_MULTRET) == LUA_OK)) {
+            if (unlikely(write_result(c, L, conn) != LSV_OK)) {
                 srv->stats.handler_errors++;
                 handler_failed(c, "on_message");
             }
@@ -667,6 +708,7 @@ static void process_input(lsv_conn_t *c, int drained)
         }
         handler_failed(c, "on_message");
     }
+    lua_settop(L, base);
     c->busy--;
     if (count) lsv_listener_observe(c->listener, lsv_clock() - t0,
                                     (uint64_t)count);

@@ -11,8 +11,9 @@
 #include <time.h>
 
 /* luaserv.ctime() -> "Tue Apr  8 20:55:49 2006". C ctime() without the
- * newline, in local time, formatted once per second of loop time: the
- * timestamp server calls it for every line. [-0, +1, -] */
+ * newline, in local time. The timestamp server calls it for every line,
+ * so the Lua string is made once per second of loop time and kept in an
+ * upvalue: a call is a compare and a push. [-0, +1, -] */
 static int api_ctime(lua_State *L)
 {
     lsv_server_t *srv = lsv_vm_server(L);
@@ -23,12 +24,12 @@ static int api_ctime(lua_State *L)
         localtime_r(&now, &tm);
         /* asctime's fixed format: day of month space-padded to 2. */
         size_t n = strftime(buf, sizeof buf, "%a %b %e %H:%M:%S %Y", &tm);
-        if (n == 0 || n >= sizeof srv->ctime_str) n = 0;
-        memcpy(srv->ctime_str, buf, n);
-        srv->ctime_len = n;
+        lua_pushlstring(L, buf, n);
+        lua_copy(L, -1, lua_upvalueindex(1));
         srv->ctime_sec = now;
+        return 1;
     }
-    lua_pushlstring(L, srv->ctime_str, srv->ctime_len);
+    lua_pushvalue(L, lua_upvalueindex(1));
     return 1;
 }
 
@@ -80,7 +81,6 @@ static int api_stats(lua_State *L)
 }
 
 static const luaL_Reg api_funcs[] = {
-    { "ctime", api_ctime },
     { "now", api_now },
     { "stats", api_stats },
     { NULL, NULL }
@@ -108,6 +108,9 @@ int luaopen_luaserv(lua_State *L)
 {
     static const char *const levels[] = { "debug", "info", "warn", "error" };
     luaL_newlib(L, api_funcs);
+    lua_pushliteral(L, "");
+    lua_pushcclosure(L, api_ctime, 1);
+    lua_setfield(L, -2, "ctime");
     lua_createtable(L, 0, 4);
     for (int i = 0; i < 4; i++) {
         lua_pushinteger(L, i);

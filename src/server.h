@@ -74,10 +74,8 @@ typedef struct lsv_server {
     char *free_bufs[64];
     int nfree_bufs;
 
-    /* luaserv.ctime(): the string for ctime_sec. */
+    /* luaserv.ctime(): the second its cached string is for. */
     time_t ctime_sec;
-    char ctime_str[32];
-    size_t ctime_len;
 } lsv_server_t;
 
 /* Read buffers are this big; the pool above holds only this size. */

@@ -1,4 +1,5 @@
-/* udp.c: datagram listeners: one on_message call per datagram. */
+/* udp.c: datagram listeners: one on_message call per datagram, received
+ * and answered in batches with recvmmsg and sendmmsg. */
 #include "lsv.h"
 #include "udp.h"
 #include "log.h"
@@ -8,20 +9,23 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
-/* Datagrams handled per wakeup before other watchers get a turn. */
-#define DGRAMS_PER_EVENT 64
+/* Datagrams received (and replies sent) per recvmmsg / sendmmsg. */
+#define BATCH 32
+
+/* Batches handled per wakeup before other watchers get a turn. */
+#define BATCHES_PER_EVENT 4
 
 /* Largest datagram we accept; a bigger one is dropped and logged. */
 #define DGRAM_MAX 65536
 
-/* Reply pieces sent by one sendmsg; more are joined into one buffer. */
-#define REPLY_IOV 64
-
-/* One receive buffer per process: datagrams are copied into Lua strings
- * before any handler runs, so listeners can share it. */
-static char recv_buf[DGRAM_MAX + 1];
+/* One set of receive buffers per process: datagrams are copied into Lua
+ * strings before any handler runs, so listeners can share them. Only the
+ * pages datagrams touch become resident. */
+static char recv_bufs[BATCH][DGRAM_MAX + 1];
+static struct sockaddr_storage recv_peers[BATCH];
 
 void lsv_udp_init(lsv_listener_t *l)
 {
@@ -42,90 +46,53 @@ int lsv_udp_write(lsv_dgram_t *d, const char *p, size_t n)
 {
     if (!d->in_call) return LSV_ERR;
     lsv_buf_append(&d->reply, p, n);
+    d->has_reply = 1;
     return LSV_OK;
 }
 
-/* Sends what was written during the call plus the reply on the stack top
- * (a string, a table of strings, or nil) as one datagram to the sender.
- * Returns LSV_ERR for a reply of the wrong type. */
-static int send_reply(lsv_dgram_t *d, lua_State *L)
+/* Appends the values above stack slot base (strings, numbers, tables of
+ * them, nils) to the batch's reply buffer after what conn:write() put
+ * there. Returns LSV_ERR for a value of the wrong type. */
+static int add_reply(lsv_dgram_t *d, lua_State *L, int base)
 {
-    struct iovec iov[REPLY_IOV];
-    int niov = 0, have = d->reply.len > 0;
+    int top = lua_gettop(L);
     size_t n;
-    if (have) {
-        iov[niov].iov_base = lsv_buf_head(&d->reply);
-        iov[niov++].iov_len = d->reply.len;
-    }
-    int t = lua_type(L, -1);
-    if (t == LUA_TSTRING || t == LUA_TNUMBER) {
-        iov[niov].iov_base = (void *)lua_tolstring(L, -1, &n);
-        iov[niov++].iov_len = n;
-        have = 1;
-    } else if (t == LUA_TTABLE) {
-        lua_Integer len = (lua_Integer)lua_rawlen(L, -1);
-        int tab = lua_gettop(L);
-        /* Pieces go out as an iovec each, kept alive on the stack until
-         * sendmsg; past the iovec limit they are joined in the buffer. */
-        int join = len > REPLY_IOV - niov || !lua_checkstack(L, (int)len);
-        for (lua_Integer i = 1; i <= len; i++) {
-            int et = lua_rawgeti(L, tab, i);
-            if (et != LUA_TSTRING && et != LUA_TNUMBER) {
-                lsv_error("on_message (%s): reply element %lld is a %s, not "
-                          "a string", d->listener->name, (long long)i,
-                          lua_typename(L, et));
-                lua_settop(L, tab);
-                return LSV_ERR;
-            }
-            const char *s = lua_tolstring(L, -1, &n);
-            if (join) {
+    for (int i = base + 1; i <= top; i++) {
+        int t = lua_type(L, i);
+        if (likely(t == LUA_TSTRING || t == LUA_TNUMBER)) {
+            const char *s = lua_tolstring(L, i, &n);
+            lsv_buf_append(&d->reply, s, n);
+            d->has_reply = 1;
+        } else if (t == LUA_TTABLE) {
+            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
+            for (lua_Integer k = 1; k <= len; k++) {
+                int et = lua_rawgeti(L, i, k);
+                if (et != LUA_TSTRING && et != LUA_TNUMBER) {
+                    lsv_error("on_message (%s): reply element %lld is a %s, "
+                              "not a string", d->listener->name,
+                              (long long)k, lua_typename(L, et));
+                    return LSV_ERR;
+                }
+                const char *s = lua_tolstring(L, -1, &n);
                 lsv_buf_append(&d->reply, s, n);
                 lua_pop(L, 1);
-            } else {
-                iov[niov].iov_base = (void *)s;
-                iov[niov++].iov_len = n;
             }
+            d->has_reply = 1;
+        } else if (t != LUA_TNIL) {
+            lsv_error("on_message (%s): returned a %s; a reply is strings, "
+                      "a table of strings or nil", d->listener->name,
+                      lua_typename(L, t));
+            return LSV_ERR;
         }
-        if (join) {
-            iov[0].iov_base = lsv_buf_head(&d->reply);
-            iov[0].iov_len = d->reply.len;
-            niov = 1;
-        }
-        have = 1;
-    } else if (t != LUA_TNIL) {
-        lsv_error("on_message (%s): returned a %s; a reply is a string, a "
-                  "table of strings or nil", d->listener->name,
-                  lua_typename(L, t));
-        return LSV_ERR;
-    }
-    if (!have) return LSV_OK;
-
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_name = &d->peer;
-    msg.msg_namelen = d->peer_len;
-    msg.msg_iov = iov;
-    msg.msg_iovlen = (size_t)niov;
-    if (d->peer_len <= sizeof(sa_family_t)) {
-        lsv_debug("%s: sender has no address; reply dropped",
-                  d->listener->name);
-        return LSV_OK;
-    }
-    ssize_t w;
-    do w = sendmsg(d->listener->fd, &msg, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    if (w < 0) {
-        lsv_warn("%s: reply to a datagram: %s", d->listener->name,
-                 strerror(errno));
-    } else {
-        d->listener->srv->stats.bytes_out += (uint64_t)w;
-        d->listener->stats.bytes_out += (uint64_t)w;
     }
     return LSV_OK;
 }
 
-/* Runs on_message for the datagram in recv_buf[0, n). */
-static void handle_datagram(lsv_listener_t *l, size_t n)
+/* Runs on_message for datagram data[0, n) from d->peer. Its reply, if
+ * any, is left in d->reply from offset start on. Returns 1 if there is a
+ * reply to send. */
+static int handle_datagram(lsv_listener_t *l, const char *data, size_t n,
+                           size_t start)
 {
     lsv_server_t *srv = l->srv;
     lua_State *L = srv->L;
@@ -134,13 +101,15 @@ static void handle_datagram(lsv_listener_t *l, size_t n)
     srv->stats.datagrams++;
     srv->stats.messages++;
     l->stats.messages++;
-    if (!lsv_vm_get_fn(L, l->handler_ref, "on_message")) return;
+    if (!lsv_vm_get_fn(L, l->handler_ref, "on_message")) return 0;
     lsv_ldgram_push(L, d);
-    lua_pushlstring(L, recv_buf, n);
+    lua_pushlstring(L, data, n);
     d->in_call = 1;
-    d->reply.len = d->reply.start = 0;
-    if (likely(lsv_vm_pcall(L, 2, 1) == LUA_OK)) {
-        if (unlikely(send_reply(d, L) != LSV_OK)) {
+    d->has_reply = 0;
+    int ok = 0;
+    if (likely(lsv_vm_pcall(L, 2, LUA_MULTRET) == LUA_OK)) {
+        ok = add_reply(d, L, top) == LSV_OK;
+        if (unlikely(!ok)) {
             srv->stats.handler_errors++;
             l->stats.handler_errors++;
         }
@@ -160,8 +129,33 @@ static void handle_datagram(lsv_listener_t *l, size_t n)
         }
     }
     d->in_call = 0;
-    d->reply.len = d->reply.start = 0;
     lua_settop(L, top);
+    if (!ok) d->reply.len = (uint32_t)start;   /* only this datagram's */
+    return ok && d->has_reply;
+}
+
+/* Sends the batch's replies with sendmmsg, retrying the rest after a
+ * partial send. A reply the kernel refuses is logged and dropped. */
+static void send_replies(lsv_listener_t *l, struct mmsghdr *out, int n)
+{
+    int sent = 0;
+    while (sent < n) {
+        int r = sendmmsg(l->fd, out + sent, (unsigned)(n - sent),
+                         MSG_NOSIGNAL);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                lsv_warn("%s: reply to a datagram: %s", l->name,
+                         strerror(errno));
+            sent++;    /* drop the one that failed; go on with the rest */
+            continue;
+        }
+        for (int i = sent; i < sent + r; i++) {
+            l->srv->stats.bytes_out += out[i].msg_len;
+            l->stats.bytes_out += out[i].msg_len;
+        }
+        sent += r;
+    }
 }
 
 void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -169,30 +163,73 @@ void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop; (void)revents;
     lsv_listener_t *l = container_of(w, lsv_listener_t, io);
     lsv_dgram_t *d = l->dgram;
+    struct mmsghdr in[BATCH], out[BATCH];
+    struct iovec iov_in[BATCH], iov_out[BATCH];
+    size_t starts[BATCH];
+    int owner[BATCH];
     double t0 = lsv_clock();
-    int handled = 0;
-    for (int i = 0; i < DGRAMS_PER_EVENT && l->fd >= 0; i++) {
-        d->peer_len = sizeof d->peer;
-        ssize_t n = recvfrom(l->fd, recv_buf, sizeof recv_buf, MSG_TRUNC,
-                             (struct sockaddr *)&d->peer, &d->peer_len);
+    uint64_t handled = 0;
+
+    for (int round = 0; round < BATCHES_PER_EVENT && l->fd >= 0; round++) {
+        memset(in, 0, sizeof in);
+        for (int i = 0; i < BATCH; i++) {
+            iov_in[i].iov_base = recv_bufs[i];
+            iov_in[i].iov_len = sizeof recv_bufs[i];
+            in[i].msg_hdr.msg_iov = &iov_in[i];
+            in[i].msg_hdr.msg_iovlen = 1;
+            in[i].msg_hdr.msg_name = &recv_peers[i];
+            in[i].msg_hdr.msg_namelen = sizeof recv_peers[i];
+        }
+        int n = recvmmsg(l->fd, in, BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                lsv_warn("%s: recvfrom: %s", l->name, strerror(errno));
+                lsv_warn("%s: recvmmsg: %s", l->name, strerror(errno));
             break;
         }
-        l->srv->stats.bytes_in += (uint64_t)n;
-        l->stats.bytes_in += (uint64_t)n;
-        if ((size_t)n > DGRAM_MAX) {
-            char peer[LSV_ADDRSTRLEN];
-            lsv_warn("%s: datagram of %zd bytes from %s is over %d; dropped",
-                     l->name, n, lsv_net_format((struct sockaddr *)&d->peer,
-                                                d->peer_len, peer),
-                     DGRAM_MAX);
-            continue;
+        d->reply.len = d->reply.start = 0;
+        int nout = 0;
+        for (int i = 0; i < n; i++) {
+            size_t len = in[i].msg_len;
+            memcpy(&d->peer, &recv_peers[i], in[i].msg_hdr.msg_namelen);
+            d->peer_len = in[i].msg_hdr.msg_namelen;
+            l->srv->stats.bytes_in += len;
+            l->stats.bytes_in += len;
+            if (in[i].msg_hdr.msg_flags & MSG_TRUNC) {
+                char peer[LSV_ADDRSTRLEN];
+                lsv_warn("%s: datagram from %s is over %d bytes; dropped",
+                         l->name, lsv_net_format((struct sockaddr *)&d->peer,
+                                                 d->peer_len, peer),
+                         DGRAM_MAX);
+                continue;
+            }
+            size_t start = d->reply.len;
+            handled++;
+            if (!handle_datagram(l, recv_bufs[i], len, start)) continue;
+            if (d->peer_len <= sizeof(sa_family_t)) {
+                lsv_debug("%s: sender has no address; reply dropped",
+                          l->name);
+                d->reply.len = (uint32_t)start;
+                continue;
+            }
+            starts[nout] = start;
+            owner[nout] = i;
+            nout++;
         }
-        handle_datagram(l, (size_t)n);
-        handled++;
+        /* The reply buffer is final now: point the iovecs into it. */
+        for (int k = 0; k < nout; k++) {
+            size_t end = k + 1 < nout ? starts[k + 1] : d->reply.len;
+            iov_out[k].iov_base = d->reply.data + starts[k];
+            iov_out[k].iov_len = end - starts[k];
+            memset(&out[k], 0, sizeof out[k]);
+            out[k].msg_hdr.msg_iov = &iov_out[k];
+            out[k].msg_hdr.msg_iovlen = 1;
+            out[k].msg_hdr.msg_name = &recv_peers[owner[k]];
+            out[k].msg_hdr.msg_namelen = in[owner[k]].msg_hdr.msg_namelen;
+        }
+        if (nout) send_replies(l, out, nout);
+        if (n < BATCH) break;
     }
-    if (handled) lsv_listener_observe(l, lsv_clock() - t0, (uint64_t)handled);
+    d->reply.len = d->reply.start = 0;
+    if (handled) lsv_listener_observe(l, lsv_clock() - t0, handled);
 }

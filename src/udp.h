@@ -5,13 +5,15 @@
 #include "lsv.h"
 #include "listener.h"
 
-/* The light conn of a datagram listener: the current sender and the reply
- * written during the current on_message call. */
+/* The light conn of a datagram listener: the current sender, and the
+ * replies of the batch being handled (conn:write() output and returned
+ * values append to it). */
 struct lsv_dgram {
     lsv_listener_t *listener;
     int in_call;            /* on_message is running for `peer` */
     int ud_ref;             /* registry ref to the Lua userdata */
-    lsv_buf_t reply;        /* conn:write() output during the call */
+    lsv_buf_t reply;        /* replies of the current batch, back to back */
+    int has_reply;          /* the current call wrote or returned a reply */
     socklen_t peer_len;
     struct sockaddr_storage peer;
 };
