@@ -153,6 +153,12 @@ static void parse_args(cli_t *c, int argc, char **argv)
             break;
         case 'A':
             c->admin = 1;
+            /* The server's spelling, unix:/path, is accepted too; the admin
+             * socket is never on the network. */
+            if (strncmp(optarg, "unix:", 5) == 0) optarg += 5;
+            else if (strstr(optarg, "://") != NULL)
+                bad_option("--admin takes the path of a unix socket, not "
+                           "'%s'", optarg);
             __attribute__((fallthrough));  /* a unix stream socket */
         case 'U':
         case 'G':

@@ -189,11 +189,24 @@ int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
             lua_rawgeti(L, -1, i);
             lua_getfield(L, -1, "addr");
             lua_getfield(L, -2, "handler");
-            const char *script = lua_tostring(L, -1);
-            lsv_plan_entry_t *e = add(p, lua_tostring(L, -2),
+            lua_getfield(L, -3, "line");
+            char where[LSV_ERRLEN + 64];
+            snprintf(where, sizeof where, "%s:%d: listen: ", p->config,
+                     (int)lua_tointeger(L, -1));
+            const char *script = lua_tostring(L, -2);
+            lsv_plan_entry_t *e = add(p, lua_tostring(L, -3),
                                       script ? script : p->main_script,
-                                      "listen: ");
-            lua_pop(L, 3);
+                                      where);
+            /* Check a framing now, before anything starts. */
+            if (lua_getfield(L, -4, "framing") != LUA_TNIL && e != NULL) {
+                char err[LSV_ERRLEN];
+                lsv_frame_spec_t spec;
+                if (lsv_vm_parse_framing(L, -1, &spec, err) != LSV_OK) {
+                    fprintf(stderr, "luaserv: %s%s\n", where, err);
+                    e = NULL;
+                }
+            }
+            lua_pop(L, 5);
             if (e == NULL) return LSV_ERR;
             e->cfg_index = (int)i;
         }
@@ -278,7 +291,7 @@ int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
     if (lua_getfield(L, t, "framing") != LUA_TNIL) {
         char err[LSV_ERRLEN];
         if (lsv_vm_parse_framing(L, -1, &l->opt.framing, err) != LSV_OK) {
-            fprintf(stderr, "luaserv: %s: listen %s: %s\n", "config",
+            fprintf(stderr, "luaserv: %s: listen %s: %s\n", p->config,
                     e->spec, err);
             rc = LSV_ERR;
         }

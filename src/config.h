@@ -41,6 +41,7 @@ typedef struct lsv_plan {
     int n;
     int cfg_ref;             /* registry ref to the config table, or NOREF */
     const char *main_script; /* the script named in messages */
+    const char *config;      /* the configuration file, or NULL */
 } lsv_plan_t;
 
 /* Reads the configuration file into srv->opt (where no flag was given)

@@ -23,6 +23,25 @@ int lsv_log_parse_level(const char *name)
 
 int lsv_log_format = LSV_LOG_TEXT;
 
+/* The length of the well-formed UTF-8 sequence at s, or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+    size_t len;
+    uint32_t cp;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) { len = 2; cp = s[0] & 0x1f; }
+    else if (s[0] >= 0xe0 && s[0] <= 0xef) { len = 3; cp = s[0] & 0x0f; }
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4) { len = 4; cp = s[0] & 0x07; }
+    else return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
 /* Appends s to out[*n, cap) as a JSON string body (no quotes). */
 static void json_escape(char *out, size_t cap, size_t *n, const char *s)
 {
@@ -37,10 +56,21 @@ static void json_escape(char *out, size_t cap, size_t *n, const char *s)
         } else if (ch == '\t') {
             out[(*n)++] = '\\';
             out[(*n)++] = 't';
-        } else if (ch < 0x20) {
+        } else if (ch < 0x20 || ch == 0x7f) {
             *n += (size_t)snprintf(out + *n, cap - *n, "\\u%04x", ch);
-        } else {
+        } else if (ch < 0x80) {
             out[(*n)++] = (char)ch;
+        } else {
+            /* Copy a well-formed UTF-8 sequence; anything else (a peer's
+             * bytes in a message) becomes U+FFFD, so the line stays JSON. */
+            size_t len = utf8_len((const unsigned char *)s);
+            if (len == 0) {
+                *n += (size_t)snprintf(out + *n, cap - *n, "\\ufffd");
+            } else {
+                memcpy(out + *n, s, len);
+                *n += len;
+                s += len - 1;
+            }
         }
     }
 }
@@ -102,6 +132,9 @@ static void log_line(int level, const lsv_log_ctx_t *ctx, const char *extra,
                                   (unsigned long long)ctx->conn_id,
                                   ctx->peer ? ctx->peer : "?",
                                   ctx->listener ? ctx->listener : "?");
+        else if (ctx && ctx->listener && ctx->peer)
+            n += (size_t)snprintf(line + n, sizeof line - n,
+                                  "%s (peer %s): ", ctx->listener, ctx->peer);
         else if (ctx && ctx->listener)
             n += (size_t)snprintf(line + n, sizeof line - n, "%s: ",
                                   ctx->listener);

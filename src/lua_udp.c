@@ -149,7 +149,11 @@ static int udp_receive(lua_State *L)
     ludp_t *u = check_udp(L);
     double timeout = (double)luaL_optnumber(L, 2, 0);
     lsv_task_t *t = lsv_task_check(L, "udp:receive()");
-    if (u->fd < 0) return push_closed(L);
+    if (u->family == -1) return push_closed(L);
+    /* Never used yet: an IPv4 socket with an ephemeral port, so the wait
+     * (and its timeout) works as on any other socket. */
+    if (u->fd < 0 && ensure_fd(u, AF_INET) != LSV_OK)
+        return push_errno(L, errno);
     if (u->reader) luaL_error(L, "udp:receive(): another task is already "
                               "receiving on this socket");
     int n = try_receive(u, L);

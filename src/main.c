@@ -343,7 +343,10 @@ static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
         mode_t mask = 0;
         if (e->private_socket) mask = umask(077);   /* admin: mode 0600 */
         lsv_listener_t *l = lsv_listener_open(srv, &e->addr, e->fd, err);
-        if (e->private_socket) umask(mask);
+        if (e->private_socket) {
+            umask(mask);
+            if (l) chmod(e->addr.path, 0600);
+        }
         if (l == NULL) {
             if (e->optional && (errno == EAFNOSUPPORT ||
                                 errno == EADDRNOTAVAIL)) {
@@ -425,6 +428,7 @@ int main(int argc, char **argv)
     outbound.opt.high_water = srv->opt.high_water;
     outbound.opt.low_water = srv->opt.low_water;
     plan.main_script = flags.script;
+    plan.config = flags.config;
     if (plan.main_script == NULL && plan.cfg_ref != LUA_NOREF) {
         lua_rawgeti(srv->L, LUA_REGISTRYINDEX, plan.cfg_ref);
         lua_getfield(srv->L, -1, "handler");
@@ -432,17 +436,6 @@ int main(int argc, char **argv)
         lua_pop(srv->L, 2);
     }
     if (plan.main_script == NULL) plan.main_script = default_script();
-    if (flags.check) {
-        char err[4096];
-        if (lsv_script_load(srv, plan.main_script, err, sizeof err) == NULL) {
-            fprintf(stderr, "luaserv: %s\n", err);
-            return 2;
-        }
-        printf("luaserv: %s is a valid handler script\n", plan.main_script);
-        lsv_script_free_all(srv);
-        lsv_vm_close(srv);
-        return 0;
-    }
     if (lsv_config_plan(srv, &flags, &plan) != LSV_OK) return 2;
     /* Load every script (and run on_load) before opening anything. */
     for (int i = 0; i < plan.n; i++) {
@@ -455,8 +448,17 @@ int main(int argc, char **argv)
         }
         s->builtin = plan.e[i].builtin;
     }
+    if (flags.check) {
+        for (lsv_script_t *s = srv->scripts; s; s = s->next)
+            if (!s->builtin)
+                printf("luaserv: %s is a valid handler script\n", s->path);
+        lsv_script_free_all(srv);
+        lsv_vm_close(srv);
+        return 0;
+    }
     run_on_load(srv);
     open_listeners(srv, &plan);
+    lsv_notify_close_unused(srv);
     if (srv->opt.watch) lsv_reload_watch(srv);
 
     ev_signal_init(&srv->sigterm_watcher, signal_cb, SIGTERM);

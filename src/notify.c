@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,6 +63,7 @@ int lsv_notify_take_fds(lsv_server_t *srv)
     for (int i = 0; i < n; i++) {
         int fd = SD_LISTEN_FDS_START + i;
         lsv_net_nonblock(fd, 1);
+        fcntl(fd, F_SETFD, FD_CLOEXEC);   /* not for io.popen's children */
         inherited[ninherited++] = fd;
     }
     unsetenv("LISTEN_PID");
@@ -134,4 +136,23 @@ int lsv_notify_next_fd(lsv_server_t *srv, lsv_addr_t *a)
         return fd;
     }
     return -1;
+}
+
+void lsv_notify_close_unused(lsv_server_t *srv)
+{
+    (void)srv;
+    for (int i = 0; i < ninherited; i++) {
+        lsv_addr_t a;
+        if (inherited[i] < 0) continue;
+        if (describe(inherited[i], &a) == LSV_OK && a.path[0])
+            lsv_warn("systemd passed socket %s (%s), which no listener "
+                     "asks for; closing it", a.path,
+                     lsv_net_kind_name(a.kind));
+        else if (describe(inherited[i], &a) == LSV_OK)
+            lsv_warn("systemd passed socket %s %s:%d, which no listener "
+                     "asks for; closing it", lsv_net_kind_name(a.kind),
+                     a.host, a.port);
+        close(inherited[i]);
+        inherited[i] = -1;
+    }
 }

@@ -24,4 +24,7 @@ int lsv_notify_match_fd(lsv_server_t *srv, const lsv_addr_t *a);
  * -l: serve whatever systemd passed), filling *a; or -1. */
 int lsv_notify_next_fd(lsv_server_t *srv, lsv_addr_t *a);
 
+/* Closes, with a warning each, the passed sockets no listener took. */
+void lsv_notify_close_unused(lsv_server_t *srv);
+
 #endif

@@ -71,6 +71,34 @@ static void push_new_modules(lua_State *L, int before)
     lua_settop(L, list);
 }
 
+/* After a failed load: drops the modules it required for the first time
+ * (not in the set at idx), so the next attempt loads them afresh. */
+static void forget_new_modules(lua_State *L, int before)
+{
+    before = lua_absindex(L, before);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    int loaded = lua_gettop(L);
+    lua_newtable(L);                     /* names to drop */
+    int drop = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, loaded)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, before) == LUA_TNIL) {
+            lua_pushvalue(L, -2);
+            lua_rawseti(L, drop, (lua_Integer)lua_rawlen(L, drop) + 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_Integer n = (lua_Integer)lua_rawlen(L, drop);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, drop, i);
+        lua_pushnil(L);
+        lua_rawset(L, loaded);
+    }
+    lua_settop(L, loaded - 1);
+}
+
 /* Moves the script's modules out of package.loaded into a backup table
  * it pushes, so the next require loads them afresh. [-0, +1, m] */
 static void unload_modules(lua_State *L, lsv_script_t *s)
@@ -123,6 +151,7 @@ static int load_script(lsv_script_t *s, int *old_ref, char *err,
     int ref;
     lsv_frame_spec_t framing;
     if (lsv_vm_load(srv, s->path, &ref, &framing, err, errlen) != LSV_OK) {
+        forget_new_modules(L, before);
         lua_settop(L, backup);
         restore_modules(L);
         lua_settop(L, top);

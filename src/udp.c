@@ -116,9 +116,10 @@ static int handle_datagram(lsv_listener_t *l, const char *data, size_t n,
     } else {
         char peer[LSV_ADDRSTRLEN];
         l->stats.handler_errors++;
-        lsv_error("handler error in on_message (datagram from %s, %s): %s",
-                  lsv_net_format((struct sockaddr *)&d->peer, d->peer_len,
-                                 peer), l->name, lua_tostring(L, -1));
+        lsv_log_ctx_t ctx = { l->name, lsv_net_format((struct sockaddr *)
+                              &d->peer, d->peer_len, peer), 0 };
+        lsv_log_writec(LSV_LOG_ERROR, &ctx, "handler error in on_message "
+                       "(datagram): %s", lua_tostring(L, -1));
         if (lsv_vm_get_fn(L, l->handler_ref, "on_error")) {
             lsv_ldgram_push(L, d);
             lua_pushvalue(L, -3);

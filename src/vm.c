@@ -268,14 +268,33 @@ int lsv_vm_load(lsv_server_t *srv, const char *script, int *ref,
     lua_State *L = srv->L;
     int top = lua_gettop(L);
     int rc = luaL_loadfile(L, script);
-    if (rc == LUA_OK) rc = lua_pcall(L, 0, 1, LSV_VM_MSGH);
+    int last_line = 0;
+    if (rc == LUA_OK) {
+        /* The chunk's last line holds its return: where a bad handler
+         * table is reported. */
+        lua_Debug ar;
+        lua_pushvalue(L, -1);
+        if (lua_getinfo(L, ">L", &ar)) {
+            lua_pushnil(L);
+            while (lua_next(L, -2)) {
+                lua_pop(L, 1);
+                if (lua_tointeger(L, -1) > last_line)
+                    last_line = (int)lua_tointeger(L, -1);
+            }
+            lua_pop(L, 1);
+        }
+        rc = lua_pcall(L, 0, 1, LSV_VM_MSGH);
+    }
     if (rc != LUA_OK) {
         const char *msg = lua_tostring(L, -1);
         snprintf(err, errlen, "%s", msg ? msg : "(error without message)");
         lua_settop(L, top);
         return LSV_ERR;
     }
-    if (check_handler(L, script, framing, err, errlen) != LSV_OK) {
+    char where[4200];
+    if (last_line > 0) snprintf(where, sizeof where, "%s:%d", script, last_line);
+    else snprintf(where, sizeof where, "%s", script);
+    if (check_handler(L, where, framing, err, errlen) != LSV_OK) {
         lua_settop(L, top);
         return LSV_ERR;
     }

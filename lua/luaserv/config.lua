@@ -12,6 +12,7 @@
 --
 -- An unknown name or a value of the wrong type is an error that names the
 -- file and line. load() returns a plain table for the C core.
+local debug = require "debug"
 local error = error
 local format = string.format
 local loadfile = loadfile
@@ -87,7 +88,7 @@ function _M.load(path)
             error('listen needs a table starting with an address, as in '
                   .. 'listen { "tcp://0.0.0.0:21567", handler = "x.lua" }', 2)
         end
-        local l = { addr = t[1] }
+        local l = { addr = t[1], line = debug.getinfo(2, "l").currentline }
         for k, v in pairs(t) do
             if k ~= 1 then
                 local checker = LISTEN[k]

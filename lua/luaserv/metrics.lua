@@ -194,7 +194,7 @@ function _M.http_handler()
                 return
             elseif method ~= "GET" and method ~= "HEAD" then
                 respond(conn, "405 Method Not Allowed", "GET /metrics\n")
-            elseif target:match("^/metrics") then
+            elseif target == "/metrics" or target:match("^/metrics%?") then
                 respond(conn, "200 OK", core.metrics() .. _M.render(),
                         "text/plain; version=0.0.4; charset=utf-8")
             else
