@@ -1,0 +1,309 @@
+#!/usr/bin/env python3
+"""bench/run.py: `make bench`. Runs every scenario against luaserv and the
+reference servers in one run, server and load generator pinned to separate
+cores, interleaved and repeated; prints a table with ratios to the bare C
+server and writes bench/results/latest.md and bench/results/latest.png.
+
+QUICK=1 (or --quick): short runs, one repetition, fewer scenarios' length.
+"""
+import json, os, statistics, subprocess, sys, time, datetime, platform, shutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("BUILD", "build")
+QUICK = os.environ.get("QUICK") == "1" or "--quick" in sys.argv
+BENCH = os.path.join(ROOT, BUILD, "luaserv-bench")
+TICK = os.sysconf("SC_CLK_TCK")
+
+SERVER_CPU, BENCH_CPU = "0", "1"
+if os.cpu_count() and os.cpu_count() < 2:
+    SERVER_CPU = BENCH_CPU = "0"
+
+SERVERS = {
+    "bare C (libev)": [os.path.join(ROOT, BUILD, "ref_libev")],
+    "luaserv": [os.path.join(ROOT, BUILD, "luaserv"), "scripts/handle.lua"],
+    "luaserv stream": [os.path.join(ROOT, BUILD, "luaserv"),
+                       "bench/stream_handle.lua"],
+    "Python socketserver": ["python3", "bench/ref_socketserver.py"],
+    "Python asyncio": ["python3", "bench/ref_asyncio.py"],
+}
+REFERENCE = "bare C (libev)"
+
+D = 2 if QUICK else 5
+# name, bench args, servers, whether the generator is the limit (compare
+# server CPU per request rather than requests/s)
+SCENARIOS = [
+    ("persistent P=1, 50 conns", ["-m", "persistent", "-c", "50", "-P", "1"],
+     ["bare C (libev)", "luaserv", "luaserv stream", "Python socketserver",
+      "Python asyncio"], True),
+    ("pipelined P=16, 50 conns", ["-m", "persistent", "-c", "50", "-P", "16"],
+     ["bare C (libev)", "luaserv", "luaserv stream", "Python socketserver",
+      "Python asyncio"], False),
+    ("short connections, 32 at a time", ["-m", "short", "-c", "32"],
+     ["bare C (libev)", "luaserv", "Python socketserver", "Python asyncio"],
+     True),
+    ("UDP", ["-m", "udp", "-c", "8", "-P", "16"],
+     ["bare C (libev)", "luaserv", "Python socketserver", "Python asyncio"],
+     False),
+]
+IDLE_CONNS = 2000 if QUICK else 10000
+IDLE_SERVERS = ["bare C (libev)", "luaserv", "luaserv stream"]
+REPEATS = 1 if QUICK else 3
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class Server:
+    def __init__(self, name, udp=False):
+        argv = SERVERS[name]
+        if argv[0] == "python3":
+            cmd = argv + ["127.0.0.1", "0"] + (["--udp"] if udp else [])
+        elif udp:
+            cmd = argv[:1] + ["-l", "udp://127.0.0.1:0"] + argv[1:]
+        else:
+            cmd = argv[:1] + ["-l", "127.0.0.1:0"] + argv[1:]
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd,
+                                     cwd=ROOT, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.port = None
+        deadline = time.time() + 10
+        want = "udp" if udp else "tcp"
+        while time.time() < deadline:
+            line = self.proc.stderr.readline().decode()
+            if not line:
+                break
+            if line.startswith("luaserv: listening on " + want):
+                self.port = int(line.rsplit(":", 1)[1])
+                break
+        if self.port is None:
+            self.stop()
+            raise RuntimeError(f"{name} did not start")
+        # drain the rest of its stderr so it never blocks on a full pipe
+        self.drain = subprocess.Popen(["cat"], stdin=self.proc.stderr,
+                                      stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if hasattr(self, "drain"):
+            self.drain.wait(5)
+
+
+def run_bench(port, args, duration):
+    cmd = ["taskset", "-c", BENCH_CPU, BENCH, "-p", str(port), "-d",
+           str(duration), "--warmup", "0.5" if QUICK else "1",
+           "--check", "timestamp", "--json"] + args
+    out = subprocess.run(cmd, capture_output=True, text=True,
+                         timeout=duration + 30)
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError("luaserv-bench failed: " + out.stderr.strip())
+
+
+def one_run(server, scenario):
+    name, args, _, _ = scenario
+    srv = Server(server, udp="udp" in args)
+    try:
+        time.sleep(0.2)
+        c0 = cpu_seconds(srv.proc.pid)
+        r = run_bench(srv.port, args, D)
+        c1 = cpu_seconds(srv.proc.pid)
+    finally:
+        srv.stop()
+    # CPU over warmup + measured time; requests counted over measured time
+    # only, so scale: the generator reports the measured part.
+    total = r.get("requests_total", r["requests"])
+    r["server_cpu_s"] = c1 - c0
+    r["server_cpu_us_per_req"] = (c1 - c0) / total * 1e6 if total else 0
+    return r
+
+
+def idle_run(server):
+    srv = Server(server)
+    try:
+        time.sleep(0.3)
+        before = rss_bytes(srv.proc.pid)
+        p = subprocess.Popen(["taskset", "-c", BENCH_CPU, BENCH, "-p",
+                              str(srv.port), "-m", "idle", "-c",
+                              str(IDLE_CONNS), "-d", "60"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        ready = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            if line.startswith("ready"):
+                ready = int(line.split()[1])
+                break
+        time.sleep(1.0)
+        after = rss_bytes(srv.proc.pid)
+        p.terminate()
+        p.wait(10)
+    finally:
+        srv.stop()
+    if not ready:
+        raise RuntimeError(f"idle: {server}: connections did not open")
+    return {"conns": ready, "before": before, "after": after,
+            "per_conn": (after - before) / ready}
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def main():
+    for path in [BENCH, SERVERS[REFERENCE][0]]:
+        if not os.path.exists(path):
+            sys.exit(f"bench: {path} is missing: run make first")
+    results = {}   # (scenario, server) -> [runs]
+    for rep in range(REPEATS):
+        for sc in SCENARIOS:
+            for server in sc[2]:
+                print(f"# run {rep + 1}/{REPEATS}: {sc[0]}: {server}",
+                      file=sys.stderr, flush=True)
+                try:
+                    r = one_run(server, sc)
+                except Exception as e:  # one bad run is reported, not fatal
+                    print(f"#   failed: {e}", file=sys.stderr)
+                    continue
+                results.setdefault((sc[0], server), []).append(r)
+    idle = {}
+    for server in IDLE_SERVERS:
+        print(f"# idle {IDLE_CONNS} connections: {server}", file=sys.stderr,
+              flush=True)
+        try:
+            idle[server] = idle_run(server)
+        except Exception as e:
+            print(f"#   failed: {e}", file=sys.stderr)
+    report(results, idle)
+
+
+def fmt(x, spec):
+    return "-" if x is None or x != x else format(x, spec)
+
+
+def report(results, idle):
+    rows = []
+    for sc in SCENARIOS:
+        name, _, servers, gen_limited = sc
+        ref = results.get((name, REFERENCE), [])
+        ref_rps = median([r["rps"] for r in ref])
+        ref_cpu = median([r["server_cpu_us_per_req"] for r in ref])
+        for server in servers:
+            runs = results.get((name, server), [])
+            if not runs:
+                rows.append([name, server] + ["-"] * 8)
+                continue
+            rps = median([r["rps"] for r in runs])
+            p99 = median([r["p99_us"] for r in runs])
+            cpu = median([r["server_cpu_us_per_req"] for r in runs])
+            gen = median([r["bench_cpu_s"] / r["duration"] for r in runs])
+            errs = sum(r["errors"] for r in runs)
+            rows.append([name, server, fmt(rps, ",.0f"), fmt(p99, ",.0f"),
+                         fmt(cpu, ".2f"), fmt(gen * 100, ".0f") + "%",
+                         fmt(rps / ref_rps, ".2f") + "x",
+                         fmt(ref_cpu / cpu if cpu else None, ".2f") + "x"
+                         if not gen_limited else
+                         fmt(cpu / ref_cpu if ref_cpu else None, ".2f") + "x cpu",
+                         str(errs), "CPU/req" if gen_limited else "req/s"])
+    head = ["scenario", "server", "requests/s", "p99 µs", "server CPU µs/req",
+            "bench CPU", "req/s vs C", "CPU vs C", "errors", "compare by"]
+    cpu_model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# luaserv benchmark, {now}", "",
+             f"Machine: {os.cpu_count()} CPUs ({cpu_model}); server on CPU "
+             f"{SERVER_CPU}, luaserv-bench on CPU {BENCH_CPU} (taskset). "
+             f"{'QUICK run: ' if QUICK else ''}{D} s a run, median of "
+             f"{REPEATS}, runs interleaved.", "",
+             "\"CPU vs C\" is the server's CPU time per request relative to "
+             "the bare C server (lower is better; 1.10x = 10 % more). Where "
+             "the load generator is the limit (P=1, short connections) that "
+             "is the figure to compare; elsewhere requests/s is.", "",
+             "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join(str(x) for x in r) + " |")
+    lines += ["", f"Idle connections ({IDLE_CONNS}), resident memory above "
+              "the empty server:", "",
+              "| server | connections | RSS before | RSS after | bytes per connection |",
+              "|---|---|---|---|---|"]
+    for server, r in idle.items():
+        lines.append(f"| {server} | {r['conns']} | {r['before'] // 1024} KiB "
+                     f"| {r['after'] // 1024} KiB | {r['per_conn']:.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "latest.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(ROOT, "bench", "results", "latest.json"), "w") as f:
+        json.dump({"results": {f"{k[0]} | {k[1]}": v
+                               for k, v in results.items()},
+                   "idle": idle}, f, indent=1)
+    plot(rows)
+
+
+def plot(rows):
+    if not shutil.which("gnuplot"):
+        print("bench: gnuplot not found: no PNG (apt-get install gnuplot-nox)",
+              file=sys.stderr)
+        return
+    data = os.path.join(ROOT, "bench", "results", "latest.dat")
+    servers = list(SERVERS)
+    scen = [s[0] for s in SCENARIOS]
+    with open(data, "w") as f:
+        f.write("scenario " + " ".join(f'"{s}"' for s in servers) + "\n")
+        for sc in scen:
+            vals = []
+            for s in servers:
+                v = next((r[2] for r in rows if r[0] == sc and r[1] == s), "-")
+                vals.append(v.replace(",", "") if v != "-" else "0")
+            f.write(f'"{sc}" ' + " ".join(vals) + "\n")
+    png = os.path.join(ROOT, "bench", "results", "latest.png")
+    script = f"""
+set terminal pngcairo size 1100,560 font ",10"
+set output "{png}"
+set title "luaserv vs reference servers: requests/s (higher is better)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key outside right top
+set ylabel "requests/s"
+set yrange [0:*]
+set grid ytics
+set xtics rotate by -15 scale 0
+plot for [i=2:{len(servers) + 1}] "{data}" using i:xtic(1) title columnheader(i)
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=False)
+    print(f"bench: wrote {png}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
