@@ -28,13 +28,15 @@ SERVER_SRC = main log vm lua_conn lua_api conn listener udp net buf frame util \
              sched timer stream resolve lua_udp \
              reload notify config admin
 CLI_SRC = cli net buf util
+BENCH_SRC = bench net buf util
 UNIT_TESTS = frame_test buf_test net_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
-BINS = $(BUILD)/luaserv $(BUILD)/luaserv-cli
+BENCH_OBJ = $(BENCH_SRC:%=$(BUILD)/%.o)
+BINS = $(BUILD)/luaserv $(BUILD)/luaserv-cli $(BUILD)/luaserv-bench
 
-.PHONY: all run test check install uninstall clean deps deps-test units
+.PHONY: all run test check bench install uninstall clean deps deps-test units
 
 all: deps $(BINS)
 
@@ -55,6 +57,9 @@ $(BUILD)/luaserv: $(SERVER_OBJ)
 $(BUILD)/luaserv-cli: $(CLI_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 
+$(BUILD)/luaserv-bench: $(BENCH_OBJ)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EV_LIBS) -lm
+
 $(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(BUILD)/frame.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/buf.o $(BUILD)/util.o
@@ -73,6 +78,16 @@ test: all units
 	@sh .ci/deps test
 	@LUASERV_BUILD=$(BUILD) sh spec/run $(UNIT_TESTS:%=$(BUILD)/unit/%)
 
+# The benchmark: luaserv against the bare C and Python reference servers,
+# pinned to separate cores; QUICK=1 for a run under a minute.
+bench: all $(BUILD)/ref_libev
+	@sh .ci/deps bench
+	QUICK=$(QUICK) BUILD=$(BUILD) python3 bench/run.py
+
+$(BUILD)/ref_libev: bench/ref_libev.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=c11 $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(ALL_LDFLAGS) $(EV_LIBS)
+
 check: all
 	@sh .ci/deps check
 	luacheck --no-color -q scripts examples lua spec
@@ -90,7 +105,8 @@ install: all
 	install -m 644 examples/*.lua $(DESTDIR)$(PREFIX)/share/doc/luaserv/examples/
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/luaserv $(DESTDIR)$(PREFIX)/bin/luaserv-cli
+	rm -f $(DESTDIR)$(PREFIX)/bin/luaserv $(DESTDIR)$(PREFIX)/bin/luaserv-cli \
+	    $(DESTDIR)$(PREFIX)/bin/luaserv-bench
 	rm -rf $(DESTDIR)$(PREFIX)/share/luaserv $(DESTDIR)$(PREFIX)/share/doc/luaserv
 
 clean:

@@ -1,0 +1,1158 @@
+/* bench.c: luaserv-bench, the load generator for luaserv servers. */
+#include "lsv.h"
+#include "buf.h"
+#include "net.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <getopt.h>
+#include <math.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PROG "luaserv-bench"
+#define DEFAULT_HOST "127.0.0.1"
+#define DEFAULT_PORT 21567
+#define DEFAULT_CONNS 50
+#define DEFAULT_SHORT_CONNS 32
+
+/* Past the end of the run (warmup + duration) this much, SIGALRM ends the
+ * process whatever it was waiting for: a resolver, a full stdout pipe. */
+#define HARD_STOP_GRACE 5
+
+/* The first connection, made blocking through lsv_net_connect, tells a
+ * server that is not there apart from one that is slow. */
+#define PROBE_TIMEOUT 3.0
+
+/* One read takes all a connection has (a pipelined batch of replies is a
+ * few KiB); the buffer is shared, so connections hold none of their own
+ * unless a reply was split between reads. */
+#define READ_SIZE (256u << 10)
+
+/* A reply line longer than this is a protocol error, not a reason to grow. */
+#define REPLY_MAX (1u << 20)
+
+/* Connects in progress at once while ramping up: enough to open thousands
+ * a second, few enough not to overflow the server's listen backlog. */
+#define CONNECT_WINDOW 256
+
+/* How often timeouts and reconnects are looked at. One timer for all
+ * connections, so no timer is touched per request. */
+#define SWEEP_S 0.05
+
+/* A connection failing again before a good reply waits this long before
+ * its next try, doubling up to the max. */
+#define BACKOFF_MIN_NS 50000000LL
+#define BACKOFF_MAX_NS 1000000000LL
+
+/* Datagrams per sendmmsg / recvmmsg. */
+#define UDP_BATCH 64
+
+/* A request line ends with its number in this many hex digits (fewer when
+ * the payload is shorter), so a reply can be matched to its request. */
+#define SEQ_DIGITS 8
+
+/* "[" + ctime (24 chars) + "] " before the echoed line. */
+#define CTIME_LEN 24
+#define STAMP_LEN (CTIME_LEN + 3)
+
+/* Latency histogram, log-linear like HdrHistogram: exact below 128 ns,
+ * then 64 buckets per power of two (each under 1.6% wide), up to 10 s. */
+#define HIST_SUB_BITS 6
+#define HIST_SUB (1 << HIST_SUB_BITS)
+#define HIST_LINEAR (2 * HIST_SUB)
+#define HIST_MAX_NS 10000000000ULL  /* 10 s: 2^33.2, msb 33 */
+#define HIST_BUCKETS (HIST_LINEAR + (33 - HIST_SUB_BITS) * HIST_SUB)
+
+#define NAMELEN 300
+
+enum { MODE_PERSISTENT, MODE_SHORT, MODE_UDP, MODE_IDLE };
+enum { CHECK_TIMESTAMP, CHECK_ECHO, CHECK_LINE };
+static const char *const mode_names[] = {
+    "persistent", "short", "udp", "idle", NULL };
+static const char *const check_names[] = { "timestamp", "echo", "line", NULL };
+
+enum { ST_OFF, ST_CONNECTING, ST_OPEN };
+enum { SLOT_QUEUED, SLOT_INFLIGHT };
+
+/* One request: when it went out and its number. */
+typedef struct slot {
+    int64_t sent;
+    uint32_t seq;
+    uint32_t state;     /* udp: SLOT_* */
+} slot_t;
+
+/* A connection (a datagram socket in udp mode). Stream modes keep slots
+ * as a ring, oldest at head, since replies come in order; udp keeps them
+ * as a set, each slot queued or in flight. */
+typedef struct bconn {
+    ev_io rio, wio;
+    int fd;
+    int state;              /* ST_* */
+    int64_t since;          /* connect started; short: the exchange */
+    int64_t retry_at;       /* ST_OFF: next try; 0 = never tried */
+    int64_t backoff;
+    uint32_t seq;           /* number of the next request */
+    uint32_t head, inflight;
+    slot_t *slots;          /* pipeline of them */
+    uint32_t *queued;       /* udp: slot indices waiting to be sent */
+    uint32_t nqueued;
+    lsv_buf_t in;           /* a reply split between reads */
+    lsv_buf_t out;          /* requests the kernel did not take yet */
+} bconn_t;
+
+/* What a measured window counted. */
+typedef struct stats {
+    uint64_t requests;      /* good replies */
+    uint64_t bad;           /* replies that failed the check */
+    uint64_t closed;        /* connections the server closed or reset */
+    uint64_t connect;       /* failed connects (udp: refused sends) */
+    uint64_t timeout;       /* requests unanswered within the timeout */
+    uint64_t late;          /* udp: replies after their timeout */
+    uint64_t sum_ns, max_ns;
+    uint64_t hist[HIST_BUCKETS];
+} stats_t;
+
+typedef struct bench {
+    /* options */
+    int mode, check, nconns, json;
+    uint32_t pipeline;
+    size_t size;            /* line length without CRLF */
+    double duration, warmup, timeout;
+    lsv_addr_t addr;
+    char name[NAMELEN];
+    /* the server, as the probe connection found it */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    /* the run */
+    struct ev_loop *loop;
+    ev_timer phase, sweep;
+    ev_signal sigint, sigterm;
+    bconn_t *conns;
+    int cursor;             /* next never-opened connection */
+    int connecting, open, ready, interrupted, measuring;
+    double t_start, t_begin, measured, ready_after;
+    struct rusage ru0, ru1;
+    char *line;             /* request template: x...x, digits, CRLF */
+    size_t line_len;
+    int digits;
+    uint32_t seq_mask;
+    char *rbuf;
+    size_t rbuf_size, dgram_cap;
+    char *tbuf;             /* udp: datagrams of one sendmmsg */
+    struct mmsghdr rmsg[UDP_BATCH];
+    struct iovec riov[UDP_BATCH];
+    stats_t st, final;
+    uint64_t requests_total;    /* good replies, warmup included */
+    char last_err[128];
+    char bad_sample[80];
+} bench_t;
+
+#define USAGE \
+"usage: " PROG " [-m MODE] [-H HOST] [-p PORT | --unix PATH] [-c N] [-P N]\n" \
+"       " "              [-s BYTES] [-d SECS] [--warmup SECS] [-t SECS]\n" \
+"       " "              [--check timestamp|echo|line] [--json]\n"
+
+static void help(void)
+{
+    printf(USAGE
+"Loads a luaserv server with line requests and reports requests/s, latency\n"
+"percentiles, errors, and its own CPU time, to tell whether the generator\n"
+"was the limit. A request is \"x...x<hex number>\\r\\n\".\n"
+"Modes:\n"
+"  persistent  N connections, each keeping P requests in flight (default)\n"
+"  short       a new TCP connection per request, N exchanges at a time;\n"
+"              latency counts from connect to reply\n"
+"  udp         N sockets, each keeping P datagrams in flight\n"
+"  idle        opens N connections and sends nothing; prints \"ready N\"\n"
+"              once all are open, holds them until the duration ends and\n"
+"              reports how many are open\n"
+"Options:\n"
+"  -m, --mode MODE        persistent, short, udp or idle\n"
+"  -H, --host HOST        server host (default " DEFAULT_HOST ")\n"
+"  -p, --port PORT        server port (default %d)\n"
+"      --unix PATH        a unix stream socket instead of TCP (not udp)\n"
+"  -c, --connections N    connections or sockets (default %d; short %d)\n"
+"  -P, --pipeline N       requests in flight per connection, for\n"
+"                         persistent and udp (default 1)\n"
+"  -s, --size BYTES       line length without CRLF (default 16)\n"
+"  -d, --duration SECS    measured time (default 5); idle: from the start\n"
+"      --warmup SECS      unmeasured load before it (default 1; not idle)\n"
+"  -t, --timeout SECS     a connect, request or datagram unanswered this\n"
+"                         long is an error (default 1)\n"
+"      --check KIND       how a reply is checked: timestamp, \"[\" ctime \"] \"\n"
+"                         and the request line (default); echo, the request\n"
+"                         line; line, any line\n"
+"      --json             print one JSON object instead of the report\n"
+"  -V, --version          print the version and exit\n"
+"  -h, --help             print this help and exit\n"
+"The run stops at warmup + duration, and hard at 5 s past that.\n"
+"Exit status: 0 when requests succeeded (or, idle, all connections\n"
+"opened), errors or not; 1 when the server cannot be reached, nothing\n"
+"succeeded or the hard stop hit; 2 on a bad option.\n",
+           DEFAULT_PORT, DEFAULT_CONNS, DEFAULT_SHORT_CONNS);
+}
+
+static void usage_error(void)
+{
+    fputs(USAGE "Try '" PROG " --help' for more.\n", stderr);
+    exit(2);
+}
+
+/* Prints "luaserv-bench: " and the message, then the usage; exits 2. */
+static void bad_option(const char *fmt, const char *arg)
+{
+    fprintf(stderr, PROG ": ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    usage_error();
+}
+
+/* Parses a number in [min, max] (whole when whole), or exits 2 naming the
+ * option. */
+static double number(const char *s, double min, double max, int whole,
+                     const char *what)
+{
+    char *end, msg[96];
+    double v;
+
+    errno = 0;
+    v = whole ? (double)strtol(s, &end, 10) : strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max)) {
+        snprintf(msg, sizeof msg, "bad %s '%%s': expected %s%.15g..%.15g", what,
+                 whole ? "" : "seconds ", min, max);
+        bad_option(msg, s);
+    }
+    return v;
+}
+
+/* Index of s in the NULL-ended names, or exits 2. */
+static int pick(const char *const *names, const char *s, const char *what)
+{
+    char msg[96];
+
+    for (int i = 0; names[i] != NULL; i++)
+        if (strcmp(names[i], s) == 0) return i;
+    snprintf(msg, sizeof msg, "unknown %s '%%s'", what);
+    bad_option(msg, s);
+    return -1;
+}
+
+static void parse_args(bench_t *b, int argc, char **argv)
+{
+    enum { OPT_UNIX = 256, OPT_CHECK, OPT_WARMUP, OPT_JSON };
+    static const struct option longopts[] = {
+        { "mode", 1, NULL, 'm' }, { "host", 1, NULL, 'H' },
+        { "port", 1, NULL, 'p' }, { "unix", 1, NULL, OPT_UNIX },
+        { "connections", 1, NULL, 'c' }, { "pipeline", 1, NULL, 'P' },
+        { "size", 1, NULL, 's' }, { "duration", 1, NULL, 'd' },
+        { "warmup", 1, NULL, OPT_WARMUP }, { "timeout", 1, NULL, 't' },
+        { "check", 1, NULL, OPT_CHECK }, { "json", 0, NULL, OPT_JSON },
+        { "version", 0, NULL, 'V' }, { "help", 0, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+    const char *host = DEFAULT_HOST, *path = NULL;
+    int opt, port = DEFAULT_PORT, inet_opts = 0;
+    char spec[sizeof b->addr.host + sizeof b->addr.path + 16];
+    char err[LSV_ERRLEN];
+
+    b->pipeline = 1;
+    b->size = 16;
+    b->duration = 5;
+    b->warmup = 1;
+    b->timeout = 1;
+    while ((opt = getopt_long(argc, argv, "m:H:p:c:P:s:d:t:Vh", longopts,
+                              NULL)) != -1) {
+        switch (opt) {
+        case 'm': b->mode = pick(mode_names, optarg, "mode"); break;
+        case 'H': host = optarg; inet_opts = 1; break;
+        case 'p':
+            port = (int)number(optarg, 1, 65535, 1, "port");
+            inet_opts = 1;
+            break;
+        case OPT_UNIX: path = optarg; break;
+        case 'c': b->nconns = (int)number(optarg, 1, 1e6, 1, "-c"); break;
+        case 'P': b->pipeline = (uint32_t)number(optarg, 1, 65536, 1, "-P");
+                  break;
+        case 's': b->size = (size_t)number(optarg, 0, 1 << 20, 1, "size");
+                  break;
+        case 'd': b->duration = number(optarg, 1e-3, 1e6, 0, "duration");
+                  break;
+        case OPT_WARMUP: b->warmup = number(optarg, 0, 1e6, 0, "warmup");
+                         break;
+        case 't': b->timeout = number(optarg, 1e-3, 1e6, 0, "timeout"); break;
+        case OPT_CHECK: b->check = pick(check_names, optarg, "check"); break;
+        case OPT_JSON: b->json = 1; break;
+        case 'V': printf(PROG " %s\n", LSV_VERSION); exit(0);
+        case 'h': help(); exit(0);
+        default: usage_error();
+        }
+    }
+    if (optind < argc)
+        bad_option("unexpected argument '%s'", argv[optind]);
+    if (b->nconns == 0)
+        b->nconns = b->mode == MODE_SHORT ? DEFAULT_SHORT_CONNS
+                                          : DEFAULT_CONNS;
+    if (b->pipeline > 1 && (b->mode == MODE_SHORT || b->mode == MODE_IDLE))
+        bad_option("-P applies to persistent and udp, not %s",
+                   mode_names[b->mode]);
+    if ((uint64_t)b->pipeline * (b->size + STAMP_LEN + 2) > (64u << 20))
+        bad_option("%s", "pipeline x size over 64 MiB in flight");
+    if (b->mode == MODE_IDLE) b->warmup = 0;
+    if (path != NULL && (inet_opts || b->mode == MODE_UDP))
+        bad_option("%s", "--unix takes no --host or --port, nor udp");
+
+    /* lsv_net_parse checks the syntax; "::1" gets its brackets here. */
+    if (path != NULL)
+        snprintf(spec, sizeof spec, "unix:%s", path);
+    else
+        snprintf(spec, sizeof spec,
+                 strchr(host, ':') && host[0] != '[' ? "%s://[%s]:%d"
+                                                     : "%s://%s:%d",
+                 b->mode == MODE_UDP ? "udp" : "tcp", host, port);
+    if (lsv_net_parse(spec, &b->addr, err) != LSV_OK)
+        bad_option("%s", err);
+    snprintf(b->name, sizeof b->name, "%s",
+             path != NULL ? path : strstr(spec, "//") + 2);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- the histogram ---- */
+
+static int hist_bucket(uint64_t v)
+{
+    if (v >= HIST_MAX_NS) v = HIST_MAX_NS - 1;
+    if (v < HIST_LINEAR) return (int)v;
+    int msb = 63 - __builtin_clzll(v);
+    int shift = msb - HIST_SUB_BITS;
+    return HIST_LINEAR + (shift - 1) * HIST_SUB
+           + (int)((v >> shift) - HIST_SUB);
+}
+
+/* The middle of bucket i, in ns. */
+static double hist_value(int i)
+{
+    if (i < HIST_LINEAR) return i;
+    int k = i - HIST_LINEAR, shift = k / HIST_SUB + 1;
+    uint64_t low = (uint64_t)(HIST_SUB + k % HIST_SUB) << shift;
+    return (double)low + (double)(1ULL << (shift - 1));
+}
+
+/* The q-quantile in µs (0 when nothing was counted). */
+static double hist_quantile(const stats_t *s, double q)
+{
+    uint64_t rank = (uint64_t)ceil(q * (double)s->requests), seen = 0;
+
+    if (s->requests == 0) return 0;
+    if (rank < 1) rank = 1;
+    for (int i = 0; i < HIST_BUCKETS; i++) {
+        seen += s->hist[i];
+        if (seen >= rank) return hist_value(i) / 1000.0;
+    }
+    return (double)s->max_ns / 1000.0;
+}
+
+/* ---- requests and replies ---- */
+
+/* Writes seq as the request's last digits (lowercase hex). */
+static inline void put_seq(char *p, uint32_t seq, int digits)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = digits - 1; i >= 0; i--, seq >>= 4)
+        p[i] = hex[seq & 15];
+}
+
+/* Whether p holds exactly request line seq (the template with its number). */
+static inline int is_request(bench_t *b, const char *p, uint32_t seq)
+{
+    put_seq(b->line + b->size - b->digits, seq, b->digits);
+    return memcmp(p, b->line, b->line_len) == 0;
+}
+
+/* Whether p starts like "[Tue Apr  8 20:55:49 2006] ". */
+static inline int stamp_ok(const char *p)
+{
+    const char *t = p + 1;
+    return p[0] == '[' && p[CTIME_LEN + 1] == ']' && p[CTIME_LEN + 2] == ' '
+           && t[3] == ' ' && t[7] == ' ' && t[10] == ' ' && t[13] == ':'
+           && t[16] == ':' && t[19] == ' ';
+}
+
+/* Whether the n bytes at p answer request seq, under --check. */
+static inline int reply_ok(bench_t *b, const char *p, size_t n, uint32_t seq)
+{
+    switch (b->check) {
+    case CHECK_LINE:
+        return 1;
+    case CHECK_ECHO:
+        return n == b->line_len && is_request(b, p, seq);
+    default:
+        return n == STAMP_LEN + b->line_len && stamp_ok(p)
+               && is_request(b, p + STAMP_LEN, seq);
+    }
+}
+
+static inline void record(bench_t *b, bconn_t *c, int64_t ns)
+{
+    uint64_t v = ns > 0 ? (uint64_t)ns : 0;
+    b->st.requests++;
+    b->requests_total++;
+    b->st.sum_ns += v;
+    if (v > b->st.max_ns) b->st.max_ns = v;
+    b->st.hist[hist_bucket(v)]++;
+    c->backoff = 0;
+}
+
+/* Counts a reply that failed the check; the first is kept for the report,
+ * quoted, with CR and LF shown as \r and \n and other controls as '?'. */
+static void bad_reply(bench_t *b, const char *p, size_t n)
+{
+    char *o = b->bad_sample, *end = o + sizeof b->bad_sample - 4;
+
+    b->st.bad++;
+    if (*o != '\0') return;
+    *o++ = '"';
+    for (size_t i = 0; i < n && o < end; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == '\r' || ch == '\n') *o++ = '\\';
+        *o++ = ch == '\r' ? 'r' : ch == '\n' ? 'n'
+               : ch < 32 || ch > 126 ? '?' : (char)ch;
+    }
+    *o++ = '"';
+    *o = '\0';
+}
+
+/* ---- connections ---- */
+
+static void conn_open(bench_t *b, bconn_t *c);
+
+/* Closes c's socket and forgets its requests; c is ST_OFF afterwards. */
+static void conn_close(bench_t *b, bconn_t *c)
+{
+    ev_io_stop(b->loop, &c->rio);
+    ev_io_stop(b->loop, &c->wio);
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    if (c->state == ST_OPEN) b->open--;
+    if (c->state == ST_CONNECTING) b->connecting--;
+    c->state = ST_OFF;
+    c->head = c->inflight = c->nqueued = 0;
+    lsv_buf_consume(&c->in, c->in.len);
+    lsv_buf_consume(&c->out, c->out.len);
+}
+
+/* Closes c after a failure and counts it in *counter (err is an errno, or
+ * 0 for a close by the server). A connection that had a good reply since
+ * its last failure opens again at once; after that the sweep retries it
+ * with a backoff that doubles, so a dead server is not hammered. */
+static void conn_fail(bench_t *b, bconn_t *c, uint64_t *counter,
+                      const char *what, int err)
+{
+    int64_t wait = c->backoff;
+
+    conn_close(b, c);
+    (*counter)++;
+    if (err == ETIMEDOUT)
+        snprintf(b->last_err, sizeof b->last_err, "%s: no answer within "
+                 "%g s", what, b->timeout);
+    else
+        snprintf(b->last_err, sizeof b->last_err, "%s: %s", what,
+                 err ? strerror(err) : "closed by the server");
+    c->backoff = wait == 0 ? BACKOFF_MIN_NS
+                 : wait * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : wait * 2;
+    c->retry_at = now_ns() + wait;
+    if (wait == 0) conn_open(b, c);     /* fails once at most: backoff > 0 */
+}
+
+/* Appends n requests to c->out and to the ring of c's requests in flight,
+ * all stamped now. One memcpy and a few digits each. */
+static void stream_queue(bench_t *b, bconn_t *c, uint32_t n, int64_t now)
+{
+    char *p = lsv_buf_reserve(&c->out, (size_t)n * b->line_len);
+    uint32_t i = c->head + c->inflight;
+
+    for (uint32_t k = 0; k < n; k++, i++) {
+        if (i >= b->pipeline) i -= b->pipeline;
+        slot_t *s = &c->slots[i];
+        s->seq = c->seq++;
+        s->sent = now;
+        memcpy(p, b->line, b->line_len);
+        put_seq(p + b->size - b->digits, s->seq, b->digits);
+        p += b->line_len;
+    }
+    c->inflight += n;
+    lsv_buf_commit(&c->out, (size_t)n * b->line_len);
+}
+
+/* Writes what c->out holds; waits for EV_WRITE only after EAGAIN. Returns
+ * LSV_OK, or LSV_ERR with errno set when the connection failed. */
+static int stream_flush(bench_t *b, bconn_t *c)
+{
+    while (c->out.len > 0) {
+        ssize_t n = send(c->fd, lsv_buf_head(&c->out), c->out.len,
+                         MSG_NOSIGNAL);
+        if (likely(n > 0)) {
+            lsv_buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!ev_is_active(&c->wio)) ev_io_start(b->loop, &c->wio);
+            return LSV_OK;
+        }
+        return LSV_ERR;
+    }
+    if (ev_is_active(&c->wio)) ev_io_stop(b->loop, &c->wio);
+    return LSV_OK;
+}
+
+/* Sends c's queued datagrams, a sendmmsg per UDP_BATCH, each with a fresh
+ * number. What the kernel refuses for now stays queued: EAGAIN waits for
+ * EV_WRITE, other errors (a refused port) for the next sweep. */
+static void udp_flush(bench_t *b, bconn_t *c)
+{
+    struct mmsghdr msg[UDP_BATCH];
+    struct iovec iov[UDP_BATCH];
+
+    while (c->nqueued > 0) {
+        uint32_t n = c->nqueued < UDP_BATCH ? c->nqueued : UDP_BATCH;
+        char *p = b->tbuf;
+        int64_t now = now_ns();
+        int sent;
+
+        memset(msg, 0, sizeof msg[0] * n);
+        for (uint32_t k = 0; k < n; k++, p += b->line_len) {
+            slot_t *s = &c->slots[c->queued[c->nqueued - 1 - k]];
+            s->seq = c->seq++;
+            memcpy(p, b->line, b->line_len);
+            put_seq(p + b->size - b->digits, s->seq, b->digits);
+            iov[k].iov_base = p;
+            iov[k].iov_len = b->line_len;
+            msg[k].msg_hdr.msg_iov = &iov[k];
+            msg[k].msg_hdr.msg_iovlen = 1;
+        }
+        sent = sendmmsg(c->fd, msg, n, MSG_DONTWAIT);
+        if (sent < 0 && errno == EINTR) continue;
+        if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK
+            && errno != ENOBUFS) {
+            b->st.connect++;
+            snprintf(b->last_err, sizeof b->last_err, "send: %s",
+                     strerror(errno));
+            return;
+        }
+        for (int k = 0; k < sent; k++) {
+            slot_t *s = &c->slots[c->queued[c->nqueued - 1 - k]];
+            s->state = SLOT_INFLIGHT;
+            s->sent = now;
+        }
+        if (sent > 0) c->nqueued -= (uint32_t)sent;
+        if (sent < (int)n) {
+            if (!ev_is_active(&c->wio)) ev_io_start(b->loop, &c->wio);
+            return;
+        }
+    }
+    if (ev_is_active(&c->wio)) ev_io_stop(b->loop, &c->wio);
+}
+
+static void udp_requeue(bconn_t *c, uint32_t i)
+{
+    c->slots[i].state = SLOT_QUEUED;
+    c->queued[c->nqueued++] = i;
+}
+
+/* Matches a reply datagram to the oldest request in flight it answers,
+ * found by the number it echoes (datagrams can come out of order; with
+ * --check line any request will do). A well-formed reply that answers none
+ * came after its timeout, already counted: it is late, not an error. A
+ * malformed one is an error and retires c's oldest datagram, so a wrong
+ * server costs one error per request. */
+static void udp_reply(bench_t *b, bconn_t *c, const char *p, size_t n,
+                      int trunc, int64_t now)
+{
+    size_t pre = b->check == CHECK_TIMESTAMP ? STAMP_LEN : 0;
+    const char *req = p + pre, *d = req + b->size - b->digits;
+    int any = b->check == CHECK_LINE, i = -1, oldest = -1;
+    int form = !trunc && (any || (n == pre + b->line_len
+                                  && (pre == 0 || stamp_ok(p))));
+    uint32_t v = 0;
+
+    for (int k = 0; form && !any && k < b->digits; k++) {
+        int x = d[k] >= '0' && d[k] <= '9' ? d[k] - '0'
+                : d[k] >= 'a' && d[k] <= 'f' ? d[k] - 'a' + 10 : -1;
+        form = x >= 0;
+        v = v << 4 | (uint32_t)(x & 15);
+    }
+    for (uint32_t k = 0; k < b->pipeline; k++) {
+        slot_t *s = &c->slots[k];
+        if (s->state != SLOT_INFLIGHT) continue;
+        if (oldest < 0 || s->sent < c->slots[oldest].sent) oldest = (int)k;
+        if (form && (i < 0 || s->sent < c->slots[i].sent)
+            && (any || ((s->seq & b->seq_mask) == v
+                        && is_request(b, req, s->seq))))
+            i = (int)k;
+    }
+    if (i >= 0) {
+        record(b, c, now - c->slots[i].sent);
+        udp_requeue(c, (uint32_t)i);
+    } else if (form && (any || is_request(b, req, v))) {
+        b->st.late++;
+    } else {
+        bad_reply(b, p, n);
+        if (oldest >= 0) udp_requeue(c, (uint32_t)oldest);
+    }
+}
+
+/* c's socket is connected: start its traffic (nothing, for idle). */
+static void conn_connected(bench_t *b, bconn_t *c)
+{
+    if (c->state == ST_CONNECTING) b->connecting--;
+    c->state = ST_OPEN;
+    b->open++;
+    ev_io_stop(b->loop, &c->wio);
+    ev_io_start(b->loop, &c->rio);
+    switch (b->mode) {
+    case MODE_PERSISTENT:
+    case MODE_SHORT:
+        stream_queue(b, c, b->mode == MODE_SHORT ? 1 : b->pipeline,
+                     b->mode == MODE_SHORT ? c->since : now_ns());
+        if (stream_flush(b, c) != LSV_OK)
+            conn_fail(b, c, &b->st.closed, "send", errno);
+        break;
+    case MODE_UDP:
+        for (uint32_t i = 0; i < b->pipeline; i++) udp_requeue(c, i);
+        udp_flush(b, c);
+        break;
+    default:
+        if (!b->ready && b->open == b->nconns) {
+            b->ready = 1;
+            b->ready_after = lsv_clock() - b->t_start;
+            printf("ready %d\n", b->open);
+            fflush(stdout);
+        }
+    }
+}
+
+/* Starts a non-blocking connect for c (a connected datagram socket in udp
+ * mode, which is immediate). Failures are counted and retried later. */
+static void conn_open(bench_t *b, bconn_t *c)
+{
+    int dgram = b->mode == MODE_UDP;
+    int fd = socket(b->sa.ss_family, (dgram ? SOCK_DGRAM : SOCK_STREAM)
+                    | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    c->since = now_ns();
+    if (fd < 0) {
+        conn_fail(b, c, &b->st.connect, "socket", errno);
+        return;
+    }
+    /* Batches of pipelined requests must not wait for an ACK. A short
+     * exchange is one write, which Nagle never holds. */
+    if (b->mode == MODE_PERSISTENT && b->sa.ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    c->fd = fd;
+    ev_io_set(&c->rio, fd, EV_READ);
+    ev_io_set(&c->wio, fd, EV_WRITE);
+    if (connect(fd, (struct sockaddr *)&b->sa, b->salen) == 0) {
+        conn_connected(b, c);
+    } else if (errno == EINPROGRESS) {
+        c->state = ST_CONNECTING;
+        b->connecting++;
+        ev_io_start(b->loop, &c->wio);
+    } else {
+        /* EADDRNOTAVAIL when short mode ran out of ephemeral ports,
+         * EAGAIN for a full unix backlog: back off and count it. */
+        conn_fail(b, c, &b->st.connect, "connect", errno);
+    }
+}
+
+/* Opens never-tried connections while fewer than CONNECT_WINDOW are in
+ * progress: the ramp at the start. */
+static void open_more(bench_t *b)
+{
+    for (; b->cursor < b->nconns && b->connecting < CONNECT_WINDOW;
+         b->cursor++) {
+        bconn_t *c = &b->conns[b->cursor];
+        if (c->state == ST_OFF && c->retry_at == 0) conn_open(b, c);
+    }
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    bench_t *b = ev_userdata(loop);
+    bconn_t *c = container_of(w, bconn_t, wio);
+    (void)revents;
+
+    if (c->state == ST_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        if (err != 0)
+            conn_fail(b, c, &b->st.connect, "connect", err);
+        else
+            conn_connected(b, c);
+        open_more(b);
+    } else if (b->mode == MODE_UDP) {
+        udp_flush(b, c);
+    } else if (stream_flush(b, c) != LSV_OK) {
+        conn_fail(b, c, &b->st.closed, "send", errno);
+    }
+}
+
+/* Reads once into the shared buffer. Returns the bytes, or 0 after the
+ * connection failed (it is closed and counted) or had nothing. */
+static size_t stream_read(bench_t *b, bconn_t *c)
+{
+    ssize_t n = recv(c->fd, b->rbuf, b->rbuf_size, 0);
+
+    if (likely(n > 0)) return (size_t)n;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    conn_fail(b, c, &b->st.closed, "read", n == 0 ? 0 : errno);
+    return 0;
+}
+
+/* Every complete line answers the oldest request in flight, so replies are
+ * checked in order; then as many requests as were answered go out in one
+ * write. Only a line split between reads is copied. In short mode the one
+ * reply ends the exchange: the connection closes and the next one starts
+ * on the spot. */
+static void stream_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    bench_t *b = ev_userdata(loop);
+    bconn_t *c = container_of(w, bconn_t, rio);
+    size_t len = stream_read(b, c), off = 0;
+    const char *p = b->rbuf;
+    int buffered = c->in.len > 0;
+    uint32_t done = 0;
+    int64_t now;
+    (void)revents;
+
+    if (len == 0) return;
+    now = now_ns();
+    if (buffered) {
+        lsv_buf_append(&c->in, p, len);
+        p = lsv_buf_head(&c->in);
+        len = c->in.len;
+    }
+    for (;;) {
+        const char *nl = memchr(p + off, '\n', len - off);
+        if (nl == NULL) break;
+        size_t n = (size_t)(nl + 1 - (p + off));
+        if (unlikely(c->inflight == 0)) {
+            bad_reply(b, p + off, n);           /* nothing was asked */
+        } else {
+            slot_t *s = &c->slots[c->head];
+            if (likely(reply_ok(b, p + off, n, s->seq)))
+                record(b, c, now - s->sent);
+            else
+                bad_reply(b, p + off, n);
+            if (++c->head == b->pipeline) c->head = 0;
+            c->inflight--;
+            done++;
+        }
+        off += n;
+    }
+    if (b->mode == MODE_SHORT && done > 0) {
+        conn_close(b, c);
+        conn_open(b, c);
+        return;
+    }
+    if (buffered)
+        lsv_buf_consume(&c->in, off);
+    else if (off < len)
+        lsv_buf_append(&c->in, p + off, len - off);
+    if (unlikely(c->in.len > REPLY_MAX)) {
+        bad_reply(b, lsv_buf_head(&c->in), 64);
+        conn_fail(b, c, &b->st.closed, "read", EMSGSIZE);
+    } else if (done > 0) {
+        stream_queue(b, c, done, now_ns());
+        if (stream_flush(b, c) != LSV_OK)
+            conn_fail(b, c, &b->st.closed, "send", errno);
+    }
+}
+
+static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    bench_t *b = ev_userdata(loop);
+    bconn_t *c = container_of(w, bconn_t, rio);
+    int n = recvmmsg(c->fd, b->rmsg, UDP_BATCH, MSG_DONTWAIT, NULL);
+    int64_t now;
+    (void)revents;
+
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            b->st.connect++;    /* ECONNREFUSED: nobody on that port */
+            snprintf(b->last_err, sizeof b->last_err, "receive: %s",
+                     strerror(errno));
+        }
+        return;
+    }
+    now = now_ns();
+    for (int i = 0; i < n; i++)
+        udp_reply(b, c, b->riov[i].iov_base, b->rmsg[i].msg_len,
+                  (b->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now);
+    udp_flush(b, c);
+}
+
+/* Idle: anything read is ignored; a close by the server is counted, and the
+ * connection is opened again after the backoff. */
+static void idle_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    bench_t *b = ev_userdata(loop);
+    bconn_t *c = container_of(w, bconn_t, rio);
+    (void)revents;
+    (void)stream_read(b, c);
+}
+
+/* ---- the run ---- */
+
+/* Every SWEEP_S: connects, exchanges and datagrams past the timeout, and
+ * connections whose backoff is over. */
+static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    bench_t *b = ev_userdata(loop);
+    int64_t now = now_ns(), tmo = (int64_t)(b->timeout * 1e9);
+    (void)w;
+    (void)revents;
+
+    for (int i = 0; i < b->nconns; i++) {
+        bconn_t *c = &b->conns[i];
+        switch (c->state) {
+        case ST_OFF:
+            if (c->retry_at != 0 && c->retry_at <= now
+                && b->connecting < CONNECT_WINDOW)
+                conn_open(b, c);
+            break;
+        case ST_CONNECTING:
+            if (now - c->since > tmo)
+                conn_fail(b, c, &b->st.connect, "connect", ETIMEDOUT);
+            break;
+        default:
+            if (b->mode == MODE_UDP) {
+                for (uint32_t k = 0; k < b->pipeline; k++)
+                    if (c->slots[k].state == SLOT_INFLIGHT
+                        && now - c->slots[k].sent > tmo) {
+                        b->st.timeout++;
+                        snprintf(b->last_err, sizeof b->last_err,
+                                 "datagram: no answer within %g s",
+                                 b->timeout);
+                        udp_requeue(c, k);
+                    }
+                if (c->nqueued > 0 && !ev_is_active(&c->wio))
+                    udp_flush(b, c);
+            } else if ((b->mode == MODE_SHORT && now - c->since > tmo)
+                       || (b->mode == MODE_PERSISTENT && c->inflight > 0
+                           && now - c->slots[c->head].sent > tmo)) {
+                conn_fail(b, c, &b->st.timeout, "reply", ETIMEDOUT);
+            }
+        }
+    }
+    open_more(b);
+}
+
+static void measure_begin(bench_t *b)
+{
+    memset(&b->st, 0, sizeof b->st);
+    b->last_err[0] = b->bad_sample[0] = '\0';
+    getrusage(RUSAGE_SELF, &b->ru0);
+    b->t_begin = lsv_clock();
+    b->measuring = 1;
+    ev_timer_set(&b->phase, b->duration, 0.);
+    ev_timer_start(b->loop, &b->phase);
+}
+
+/* Freezes the figures: callbacks already pending in this loop iteration
+ * still run after ev_break, and must not change them. */
+static void measure_end(bench_t *b)
+{
+    b->measured = lsv_clock() - b->t_begin;
+    getrusage(RUSAGE_SELF, &b->ru1);
+    b->final = b->st;
+    b->measuring = 0;
+    ev_break(b->loop, EVBREAK_ALL);
+}
+
+static void phase_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    bench_t *b = ev_userdata(loop);
+    (void)w;
+    (void)revents;
+    if (b->measuring)
+        measure_end(b);
+    else
+        measure_begin(b);
+}
+
+/* SIGINT, SIGTERM: end the run now and report what was measured. */
+static void stop_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    bench_t *b = ev_userdata(loop);
+    (void)w;
+    (void)revents;
+    b->interrupted = 1;
+    if (!b->measuring) measure_begin(b);
+    measure_end(b);
+}
+
+static void hard_stop(int sig)
+{
+    static const char msg[] =
+        PROG ": hard stop: the run did not end in time\n";
+    (void)sig;
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) _exit(1);
+    _exit(1);
+}
+
+/* Raises the open-file limit to what the connections need. Returns LSV_OK,
+ * or LSV_ERR after printing why not. */
+static int raise_nofile(const bench_t *b)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)b->nconns + 32;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+        return LSV_OK;
+    rl.rlim_cur = need;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) return LSV_OK;
+    fprintf(stderr, PROG ": %d connections need %lu file descriptors; the "
+            "limit is %lu (ulimit -n)\n", b->nconns, (unsigned long)need,
+            (unsigned long)rl.rlim_max);
+    return LSV_ERR;
+}
+
+/* Connects once, blocking, through lsv_net_connect: a server that is not
+ * there fails here with one clear line, and the address that answered is
+ * the one every connection uses (no resolving per connect). For udp the
+ * connect only resolves; an absent server shows as no replies. */
+static int probe(bench_t *b)
+{
+    char err[LSV_ERRLEN], where[LSV_ADDRSTRLEN];
+    int fd = lsv_net_connect(&b->addr, PROBE_TIMEOUT, err);
+
+    if (fd < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return LSV_ERR;
+    }
+    b->salen = sizeof b->sa;
+    if (getpeername(fd, (struct sockaddr *)&b->sa, &b->salen) != 0) {
+        fprintf(stderr, PROG ": cannot connect to %s: %s\n", b->name,
+                strerror(errno));
+        close(fd);
+        return LSV_ERR;
+    }
+    close(fd);
+    if (b->sa.ss_family != AF_UNIX) {
+        lsv_net_format((struct sockaddr *)&b->sa, b->salen, where);
+        snprintf(b->name, sizeof b->name, "%s", where);
+    }
+    return LSV_OK;
+}
+
+/* Allocates everything the run needs, so the run itself allocates nothing
+ * but a buffer for a reply split between reads. */
+static void setup(bench_t *b)
+{
+    static void (*const read_cbs[])(struct ev_loop *, ev_io *, int) = {
+        stream_read_cb, stream_read_cb, udp_read_cb, idle_read_cb
+    };
+
+    b->line_len = b->size + 2;
+    b->line = lsv_malloc(b->line_len);
+    memset(b->line, 'x', b->size);
+    memcpy(b->line + b->size, "\r\n", 2);
+    b->digits = b->size < SEQ_DIGITS ? (int)b->size : SEQ_DIGITS;
+    b->seq_mask = b->digits == 8 ? 0xffffffffu
+                                 : (1u << (4 * b->digits)) - 1;
+
+    b->dgram_cap = b->line_len + STAMP_LEN + 4096;
+    b->rbuf_size = READ_SIZE;
+    if (b->mode == MODE_UDP && b->rbuf_size < UDP_BATCH * b->dgram_cap)
+        b->rbuf_size = UDP_BATCH * b->dgram_cap;
+    b->rbuf = lsv_malloc(b->rbuf_size);
+    if (b->mode == MODE_UDP) {
+        b->tbuf = lsv_malloc(UDP_BATCH * b->line_len);
+        for (int i = 0; i < UDP_BATCH; i++) {
+            b->riov[i].iov_base = b->rbuf + (size_t)i * b->dgram_cap;
+            b->riov[i].iov_len = b->dgram_cap;
+            b->rmsg[i].msg_hdr.msg_iov = &b->riov[i];
+            b->rmsg[i].msg_hdr.msg_iovlen = 1;
+        }
+    }
+
+    b->conns = lsv_calloc((size_t)b->nconns, sizeof *b->conns);
+    for (int i = 0; i < b->nconns; i++) {
+        bconn_t *c = &b->conns[i];
+        c->fd = -1;
+        c->backoff = BACKOFF_MIN_NS;
+        ev_io_init(&c->rio, read_cbs[b->mode], -1, EV_READ);
+        ev_io_init(&c->wio, conn_write_cb, -1, EV_WRITE);
+        if (b->mode != MODE_IDLE)
+            c->slots = lsv_calloc(b->pipeline, sizeof *c->slots);
+        if (b->mode == MODE_UDP)
+            c->queued = lsv_calloc(b->pipeline, sizeof *c->queued);
+    }
+
+    b->loop = ev_default_loop(0);
+    ev_set_userdata(b->loop, b);
+    ev_timer_init(&b->phase, phase_cb, 0., 0.);
+    ev_timer_init(&b->sweep, sweep_cb, SWEEP_S, SWEEP_S);
+    ev_signal_init(&b->sigint, stop_signal_cb, SIGINT);
+    ev_signal_init(&b->sigterm, stop_signal_cb, SIGTERM);
+}
+
+static void run(bench_t *b)
+{
+    ev_timer_start(b->loop, &b->sweep);
+    ev_signal_start(b->loop, &b->sigint);
+    ev_signal_start(b->loop, &b->sigterm);
+    ev_now_update(b->loop);
+    b->t_start = lsv_clock();
+    if (b->warmup > 0) {
+        ev_timer_set(&b->phase, b->warmup, 0.);
+        ev_timer_start(b->loop, &b->phase);
+    } else {
+        measure_begin(b);
+    }
+    open_more(b);
+    ev_run(b->loop, 0);
+}
+
+/* ---- the report ---- */
+
+static double tv_diff(const struct timeval *a, const struct timeval *z)
+{
+    return (double)(z->tv_sec - a->tv_sec)
+           + (double)(z->tv_usec - a->tv_usec) * 1e-6;
+}
+
+/* A duration in µs as "812.3 us", "1.94 ms" or "1.20 s". */
+static const char *fmt_us(double us, char out[32])
+{
+    if (us < 1000)
+        snprintf(out, 32, "%.1f us", us);
+    else if (us < 1e6)
+        snprintf(out, 32, "%.2f ms", us / 1e3);
+    else
+        snprintf(out, 32, "%.2f s", us / 1e6);
+    return out;
+}
+
+typedef unsigned long long ull;
+
+/* Prints the result and returns the exit status. */
+static int report(bench_t *b)
+{
+    const stats_t *s = &b->final;
+    double d = b->measured;
+    double user = tv_diff(&b->ru0.ru_utime, &b->ru1.ru_utime);
+    double cpu = user + tv_diff(&b->ru0.ru_stime, &b->ru1.ru_stime);
+    double rps = d > 0 ? (double)s->requests / d : 0;
+    double per_cpu = cpu > 0 ? (double)s->requests / cpu : 0;
+    double p50 = hist_quantile(s, 0.5), p99 = hist_quantile(s, 0.99);
+    double p999 = hist_quantile(s, 0.999), max = (double)s->max_ns / 1e3;
+    double mean = s->requests ? (double)s->sum_ns / (double)s->requests / 1e3
+                              : 0;
+    ull errors = s->bad + s->closed + s->connect + s->timeout;
+    int idle = b->mode == MODE_IDLE;
+    int status = idle ? !b->ready : s->requests == 0;
+    const char *why = b->last_err[0] ? "; last error: " : "";
+    char t[5][32];
+
+    if (b->json) {
+        printf("{\"mode\":\"%s\",\"connections\":%d,\"pipeline\":%u,"
+               "\"duration\":%.3f,\"requests\":%llu,\"rps\":%.1f,"
+               "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
+               "\"errors\":%llu,\"bench_cpu_s\":%.3f,\"bench_user_s\":%.3f,"
+               "\"requests_per_cpu_s\":%.0f,\"mean_us\":%.1f,"
+               "\"max_us\":%.1f,\"size\":%zu,\"check\":\"%s\",\"open\":%d,"
+               "\"bad\":%llu,\"closed\":%llu,\"connect\":%llu,"
+               "\"timeout\":%llu,\"requests_total\":%llu}\n",
+               mode_names[b->mode], b->nconns, b->pipeline, d,
+               (ull)s->requests, rps, p50, p99, p999, errors, cpu, user,
+               per_cpu, mean, max, b->size, check_names[b->check], b->open,
+               (ull)s->bad, (ull)s->closed, (ull)s->connect,
+               (ull)s->timeout, (ull)b->requests_total);
+    } else if (idle) {
+        printf("idle %s: %d connections for %.2f s%s\n", b->name, b->nconns,
+               d, b->interrupted ? " (interrupted)" : "");
+        printf("  open        %d of %d (%s%s)\n", b->open, b->nconns,
+               b->ready ? "all open after " : "never all open",
+               b->ready ? fmt_us(b->ready_after * 1e6, t[0]) : "");
+    } else {
+        printf("%s %s: %d connections", mode_names[b->mode], b->name,
+               b->nconns);
+        if (b->mode != MODE_SHORT) printf(" x %u in flight", b->pipeline);
+        printf(", %zu-byte lines, check %s\n", b->size,
+               check_names[b->check]);
+        printf("  measured    %.2f s after %.2f s warmup%s\n", d, b->warmup,
+               b->interrupted ? " (interrupted)" : "");
+        printf("  requests    %llu (%.0f/s)\n", (ull)s->requests, rps);
+        printf("  latency     p50 %s  p99 %s  p99.9 %s  mean %s  max %s\n",
+               fmt_us(p50, t[0]), fmt_us(p99, t[1]), fmt_us(p999, t[2]),
+               fmt_us(mean, t[3]), fmt_us(max, t[4]));
+        if (b->open < b->nconns && b->mode != MODE_SHORT)
+            printf("  open        %d of %d at the end\n", b->open,
+                   b->nconns);
+    }
+    if (!b->json) {
+        printf("  errors      %llu", errors);
+        if (errors > 0)
+            printf(" (bad reply %llu, closed %llu, connect %llu, timeout "
+                   "%llu)", (ull)s->bad, (ull)s->closed, (ull)s->connect,
+                   (ull)s->timeout);
+        if (s->late > 0) printf(", %llu late", (ull)s->late);
+        printf("\n");
+        if (b->bad_sample[0] != '\0')
+            printf("  first bad   %s\n", b->bad_sample);
+        if (b->last_err[0] != '\0' && s->bad < errors)
+            printf("  last error  %s\n", b->last_err);
+        printf("  bench cpu   %.2f s, %.2f user (%.0f%% of one core)", cpu,
+               user, d > 0 ? 100 * cpu / d : 0);
+        if (!idle) printf(", %.0f requests per cpu-second", per_cpu);
+        printf("\n");
+        if (!idle && d > 0 && cpu / d > 0.9)
+            printf("  note        the generator was busy over 90%% of the "
+                   "time: it may be the limit\n");
+    }
+    fflush(stdout);
+    if (status && !idle)
+        fprintf(stderr, PROG ": no request to %s succeeded%s%s\n", b->name,
+                why, b->last_err);
+    else if (status)
+        fprintf(stderr, PROG ": only %d of %d connections to %s opened%s%s\n",
+                b->open, b->nconns, b->name, why, b->last_err);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    bench_t *b = lsv_calloc(1, sizeof *b);
+    struct sigaction sa;
+
+    parse_args(b, argc, argv);
+    signal(SIGPIPE, SIG_IGN);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = hard_stop;
+    sigaction(SIGALRM, &sa, NULL);
+    alarm((unsigned)ceil(b->warmup + b->duration) + HARD_STOP_GRACE);
+
+    if (raise_nofile(b) != LSV_OK || probe(b) != LSV_OK) return 1;
+    setup(b);
+    run(b);
+    return report(b);
+}
