@@ -17,14 +17,27 @@ typedef struct ldgram {
     lsv_dgram_t *d;
 } ldgram_t;
 
-static lconn_t *check_conn(lua_State *L)
-{
-    return luaL_checkudata(L, 1, LSV_CONN_MT);
-}
+/* The conn metatable, by address: checking a conn argument compares its
+ * metatable with this instead of looking the name up (luaL_checkudata
+ * hashes and compares the name on every call; this is on the hot path of
+ * every conn:write and conn:readline). */
+static const void *conn_mt;
 
 lsv_lconn_t *lsv_lconn_check(lua_State *L, int idx)
 {
-    return luaL_checkudata(L, idx, LSV_CONN_MT);
+    lconn_t *u = lua_touserdata(L, idx);
+    if (likely(u != NULL) && lua_getmetatable(L, idx)) {
+        int ok = lua_topointer(L, -1) == conn_mt;
+        lua_pop(L, 1);
+        if (likely(ok)) return u;
+    }
+    luaL_typeerror(L, idx, LSV_CONN_MT);
+    return NULL;
+}
+
+static lconn_t *check_conn(lua_State *L)
+{
+    return lsv_lconn_check(L, 1);
 }
 
 static int closed_result(lua_State *L)
@@ -62,9 +75,9 @@ static int push_addr_field(lua_State *L, const char *k,
 /* conn.field or conn:method. [-0, +1, -] */
 static int conn_index(lua_State *L)
 {
-    lconn_t *u = check_conn(L);
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+    lua_pushvalue(L, 2);      /* methods first: conn:write is the hot case */
+    if (likely(lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)) return 1;
+    lconn_t *u = lua_touserdata(L, 1);   /* only our metatable has this */
     const char *k = lua_tostring(L, 2);
     if (k == NULL) return 1;
     if (strcmp(k, "id") == 0) {
@@ -94,7 +107,11 @@ static int conn_write(lua_State *L)
 {
     lconn_t *u = check_conn(L);
     int n = lua_gettop(L);
-    for (int i = 2; i <= n; i++) luaL_checklstring(L, i, NULL);
+    for (int i = 2; i <= n; i++) {      /* all or nothing: check first */
+        int t = lua_type(L, i);
+        if (unlikely(t != LUA_TSTRING && t != LUA_TNUMBER))
+            luaL_typeerror(L, i, "string");
+    }
     if (u->c == NULL) return closed_result(L);
     for (int i = 2; i <= n; i++) {
         size_t len;
@@ -382,6 +399,9 @@ void lsv_lconn_open(lua_State *L)
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &weak_key);
     new_metatable(L, LSV_CONN_MT, conn_methods, conn_index, conn_tostring);
+    luaL_getmetatable(L, LSV_CONN_MT);
+    conn_mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
     new_metatable(L, LSV_DGRAM_MT, dgram_methods, dgram_index,
                   dgram_tostring);
 }
