@@ -85,6 +85,15 @@ int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
         o->backlog = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
+    if (!f->set_handler_timeout &&
+        cfg_get(L, p, "handler_timeout") != LUA_TNIL) {
+        o->handler_timeout = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+    }
+    if (!f->set_lua_memory && cfg_get(L, p, "lua_memory") != LUA_TNIL) {
+        o->lua_memory = (size_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
     if (cfg_get(L, p, "workers") != LUA_TNIL) {
         if (!(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 1))
             lsv_info("workers = %s: this build runs one process",

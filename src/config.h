@@ -33,6 +33,7 @@ typedef struct lsv_flags {
     const char *log_format;
     int log_level;           /* -1: not given */
     int set_idle, set_shutdown, set_high_water, set_backlog;
+    int set_handler_timeout, set_lua_memory;
     int access_log, watch, check;
 } lsv_flags_t;
 

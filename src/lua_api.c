@@ -1,5 +1,6 @@
 /* lua_api.c: the `luaserv` module handlers require. */
 #include "lsv.h"
+#include "guard.h"
 #include "log.h"
 #include "sched.h"
 #include "server.h"
@@ -64,7 +65,7 @@ static int api_log(lua_State *L)
 static int api_stats(lua_State *L)
 {
     const lsv_stats_t *s = &lsv_vm_server(L)->stats;
-    lua_createtable(L, 0, 9);
+    lua_createtable(L, 0, 10);
 #define FIELD(name, v) \
     (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
     FIELD("connections_active", s->conns_active);
@@ -75,6 +76,7 @@ static int api_stats(lua_State *L)
     FIELD("bytes_sent", s->bytes_out);
     FIELD("handler_errors", s->handler_errors);
     FIELD("tasks", s->tasks_active);
+    FIELD("lua_memory", lsv_guard_memory());
     FIELD("outbound_active", s->outbound_active);
 #undef FIELD
     return 1;

@@ -3,6 +3,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "config.h"
+#include "guard.h"
 #include "log.h"
 #include "net.h"
 #include "notify.h"
@@ -51,6 +52,10 @@ static void usage(FILE *f)
 "                             reload, eval, log-level, shutdown\n"
 "      --metrics HOST:PORT    serve Prometheus metrics at GET /metrics\n"
 "      --watch                reload when the script or its modules change\n"
+"      --handler-timeout SEC  stop a handler call running longer (default 10;\n"
+"                             0 = never): it fails like a handler error\n"
+"      --lua-memory BYTES     cap on the Lua state's memory: an allocation\n"
+"                             over it fails that call (default: no cap)\n"
 "      --check                load SCRIPT, report problems, and exit\n"
 "  -h, --help                 show this help\n"
 "  -V, --version              show the version\n"
@@ -168,7 +173,7 @@ static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 enum {
     OPT_IDLE = 256, OPT_SHUTDOWN, OPT_HIGH_WATER, OPT_BACKLOG,
     OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_CHECK, OPT_ADMIN, OPT_METRICS,
-    OPT_WATCH, OPT_ACCESS_LOG
+    OPT_WATCH, OPT_ACCESS_LOG, OPT_HANDLER_TIMEOUT, OPT_LUA_MEMORY
 };
 
 static const struct option long_opts[] = {
@@ -184,6 +189,8 @@ static const struct option long_opts[] = {
     { "admin", required_argument, NULL, OPT_ADMIN },
     { "metrics", required_argument, NULL, OPT_METRICS },
     { "watch", no_argument, NULL, OPT_WATCH },
+    { "handler-timeout", required_argument, NULL, OPT_HANDLER_TIMEOUT },
+    { "lua-memory", required_argument, NULL, OPT_LUA_MEMORY },
     { "check", no_argument, NULL, OPT_CHECK },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -300,6 +307,16 @@ static void parse_args(lsv_server_t *srv, lsv_flags_t *f, int argc,
         case OPT_WATCH:
             f->watch = srv->opt.watch = 1;
             break;
+        case OPT_HANDLER_TIMEOUT:
+            srv->opt.handler_timeout =
+                parse_seconds(optarg, "--handler-timeout");
+            f->set_handler_timeout = 1;
+            break;
+        case OPT_LUA_MEMORY:
+            srv->opt.lua_memory = (size_t)parse_count(optarg, "--lua-memory",
+                                                      0, 1L << 40);
+            f->set_lua_memory = 1;
+            break;
         case OPT_CHECK:
             f->check = 1;
             break;
@@ -395,7 +412,10 @@ int main(int argc, char **argv)
     srv->opt.shutdown_timeout = 10;
     srv->opt.high_water = 1024 * 1024;
     srv->opt.backlog = 511;
+    srv->opt.handler_timeout = 10;
     parse_args(srv, &flags, argc, argv);
+    if (srv->opt.lua_memory && srv->opt.lua_memory < (1u << 20))
+        bad_option("--lua-memory needs at least %s bytes", "1048576");
     srv->opt.low_water = srv->opt.high_water / 4;
 
     signal(SIGPIPE, SIG_IGN);
@@ -480,6 +500,7 @@ int main(int argc, char **argv)
     }
     lsv_info("serving %s (pid %d)", plan.main_script, (int)getpid());
     lsv_notify(srv, "READY=1");
+    lsv_guard_init(srv->opt.handler_timeout, srv->opt.lua_memory);
 
     ev_run(srv->loop, 0);
 

@@ -3,6 +3,7 @@
 #include "resolve.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -126,7 +127,14 @@ lsv_resolve_req_t *lsv_resolve(lsv_resolver_t *r, const char *host, int port,
     q->data = data;
     pthread_mutex_lock(&r->lock);
     if (!r->started) {
-        if (pthread_create(&r->thread, NULL, resolver_main, r) != 0) {
+        /* The watchdog's SIGALRM is for the loop thread, not this one. */
+        sigset_t block, old;
+        sigemptyset(&block);
+        sigaddset(&block, SIGALRM);
+        pthread_sigmask(SIG_BLOCK, &block, &old);
+        int rc = pthread_create(&r->thread, NULL, resolver_main, r);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc != 0) {
             fprintf(stderr, "luaserv: cannot start the resolver thread\n");
             abort();
         }

@@ -2,6 +2,7 @@
 #include "lsv.h"
 #include "sched.h"
 #include "conn.h"
+#include "guard.h"
 #include "log.h"
 #include "server.h"
 #include "vm.h"
@@ -177,7 +178,9 @@ void lsv_sched_run(lsv_server_t *srv)
         }
         int nres, nargs = t->nargs;
         t->nargs = 0;
+        lsv_guard_enter(t->co);
         int status = lua_resume(t->co, srv->L, nargs, &nres);
+        lsv_guard_leave(t->co);
         if (status == LUA_YIELD) {
             lua_pop(t->co, nres);
             /* A plain coroutine.yield() from the task: run it again on

@@ -38,6 +38,8 @@ typedef struct lsv_options {
     int backlog;
     int access_log;           /* a log line per closed connection */
     int watch;                /* reload when a script file changes */
+    double handler_timeout;   /* seconds a handler call may run, 0 = any */
+    size_t lua_memory;        /* bytes the Lua state may hold, 0 = any */
 } lsv_options_t;
 
 typedef struct lsv_server {

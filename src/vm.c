@@ -2,6 +2,7 @@
 #include "lsv.h"
 #include "vm.h"
 #include "log.h"
+#include "guard.h"
 #include "lua_conn.h"
 
 #include <lauxlib.h>
@@ -28,9 +29,20 @@ static int msgh(lua_State *L)
     return 1;
 }
 
+/* An error outside any protected call: the core's own bug or memory
+ * exhaustion outside a handler; nothing sane can go on. */
+static int panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "luaserv: Lua panic: %s\n", msg ? msg : "?");
+    return 0;
+}
+
 int lsv_vm_pcall(lua_State *L, int nargs, int nresults)
 {
+    lsv_guard_enter(L);
     int rc = lua_pcall(L, nargs, nresults, LSV_VM_MSGH);
+    lsv_guard_leave(L);
     if (unlikely(rc != LUA_OK)) lsv_vm_server(L)->stats.handler_errors++;
     return rc;
 }
@@ -77,11 +89,12 @@ static void set_path(lua_State *L, const char *script)
 
 void lsv_vm_open(lsv_server_t *srv, const char *script)
 {
-    lua_State *L = luaL_newstate();
+    lua_State *L = lua_newstate(lsv_guard_alloc, NULL);
     if (L == NULL) {
         fprintf(stderr, "luaserv: cannot create a Lua state\n");
         abort();
     }
+    lua_atpanic(L, panic);
     srv->L = L;
     srv->main_task.srv = srv;
     srv->main_task.co = L;

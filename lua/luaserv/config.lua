@@ -57,6 +57,8 @@ local SETTINGS = {
     high_water = bytes,
     backlog = count,
     handler = str,
+    handler_timeout = seconds,
+    lua_memory = bytes,
 }
 
 -- Keys of a listen { ... } table.
@@ -131,7 +133,7 @@ function _M.load(path)
                 error(format("unknown setting %s (known: workers, log_level, "
                              .. "log_format, access_log, watch, idle_timeout, "
                              .. "shutdown_timeout, high_water, backlog, "
-                             .. "handler)", tostring(k)), 2)
+                             .. "handler, handler_timeout, lua_memory)", tostring(k)), 2)
             end
             check(checker, k, v, 3)
             cfg[k] = v
