@@ -230,6 +230,15 @@ function helpers.connect(port, timeout)
     return c
 end
 
+-- Starts a server (helpers.start_server(opts)) that is stopped with TERM,
+-- not KILL, when the test ends, pass or fail, so that a test can check
+-- for a clean exit (srv:stop() returns 0). Call it inside a test.
+function helpers.serve(opts)
+    local srv = helpers.start_server(opts)
+    helpers.defer(function() srv:stop() end)
+    return srv
+end
+
 -- Starts a server (helpers.start_server(opts)) and connects a client to
 -- it with the given timeout; returns both. Inside a test, the client is
 -- closed and then the server stopped when the test ends.
@@ -264,6 +273,57 @@ end
 -- arrived.
 function helpers.receive_all(c)
     return (helpers.read_to_close(c))
+end
+
+-- Sends data from c while reading what comes back, until want bytes have
+-- arrived, the peer closed, or timeout seconds passed. c is non-blocking
+-- meanwhile and gets a timeout of after (default 5) seconds back. Returns
+-- what arrived and how many bytes of data were sent.
+function helpers.pump(c, data, want, timeout, after)
+    local got, n, sent = {}, 0, 0
+    local deadline = socket.gettime() + timeout
+    c:settimeout(0)
+    while n < want and socket.gettime() < deadline do
+        if sent < #data then
+            local last, _, partial = c:send(data, sent + 1)
+            sent = last or partial or sent
+        end
+        local chunk, err, partial = c:receive(65536)
+        chunk = chunk or partial
+        if chunk and #chunk > 0 then
+            got[#got + 1] = chunk
+            n = n + #chunk
+        elseif err == "closed" then
+            break
+        else
+            socket.select({ c }, sent < #data and { c } or nil, 0.05)
+        end
+    end
+    c:settimeout(after or 5)
+    return table.concat(got), sent
+end
+
+-- Sends what (a datagram) to the server's second listener, a UDP one
+-- (srv.ports[2]), and returns its "key=value ..." answer as a table of
+-- numbers. Raises when no answer comes within 5 s.
+function helpers.probe(srv, what)
+    local u = assert(socket.udp())
+    u:settimeout(5)
+    assert(u:setpeername("127.0.0.1", srv.ports[2]))
+    assert(u:send(what))
+    local reply = assert(u:receive())
+    u:close()
+    local t = {}
+    for k, v in reply:gmatch("([%w_]+)=(%d+)") do t[k] = tonumber(v) end
+    return t
+end
+
+-- A TCP port on 127.0.0.1 that nothing listens on: bound, then closed.
+function helpers.dead_port()
+    local s = assert(socket.bind("127.0.0.1", 0))
+    local _, port = s:getsockname()
+    s:close()
+    return tonumber(port)
 end
 
 -- Reads one line with its terminator kept ("...\r\n" stays as is), which

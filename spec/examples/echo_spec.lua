@@ -2,35 +2,6 @@
 local helpers = require "helpers"
 local util = require "fixtures.ex1_util"
 
-local socket = require "socket"
-
--- Sends data from c while reading what comes back, until want bytes have
--- arrived or timeout seconds pass; returns what arrived.
-local function pump(c, data, want, timeout)
-    local got, sent = {}, 0
-    local n = 0
-    local deadline = helpers.now() + timeout
-    c:settimeout(0)
-    while n < want and helpers.now() < deadline do
-        if sent < #data then
-            local last, _, partial = c:send(data, sent + 1)
-            sent = last or partial or sent
-        end
-        local chunk, err, partial = c:receive(65536)
-        chunk = chunk or partial
-        if chunk and #chunk > 0 then
-            got[#got + 1] = chunk
-            n = n + #chunk
-        elseif err == "closed" then
-            break
-        else
-            socket.select({ c }, sent < #data and { c } or nil, 0.05)
-        end
-    end
-    c:settimeout(5)
-    return table.concat(got)
-end
-
 describe("examples/echo.lua", function()
     local srv
 
@@ -121,7 +92,8 @@ describe("examples/echo.lua", function()
         assert.is_true(helpers.now() - t0 < 1 * util.slow)
         other:close()
         -- The greedy client gets everything back once it reads.
-        local back = pump(greedy, big:sub(sent + 1), #big, 30 * util.slow)
+        local back = helpers.pump(greedy, big:sub(sent + 1), #big,
+                                  30 * util.slow)
         assert.equal(#big, #back)
         assert.is_true(back == big)
         greedy:close()

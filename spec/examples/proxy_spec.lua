@@ -11,6 +11,12 @@ local TIMEOUT = helpers.sanitize and 40 or 15
 local MIB = 1024 * 1024
 local BLOCK = 4096
 local FILL = ("abcdefghijklmnopqrstuvwxyz0123456789"):rep(114):sub(1, BLOCK - 4)
+local serve, probe, dead_port = helpers.serve, helpers.probe, helpers.dead_port
+
+-- helpers.pump, leaving c with this file's TIMEOUT.
+local function pump(c, data, want, timeout)
+    return helpers.pump(c, data, want, timeout, TIMEOUT)
+end
 
 -- Block k of a test stream, as ex3_upstream.lua makes and checks them.
 local function block(k)
@@ -21,14 +27,6 @@ local function blocks(n)
     local t = {}
     for k = 1, n do t[k] = block(k) end
     return table.concat(t)
-end
-
--- Starts a server and stops it (TERM, so a clean exit can be checked)
--- when the test ends, pass or fail.
-local function serve(opts)
-    local srv = helpers.start_server(opts)
-    helpers.defer(function() srv:stop() end)
-    return srv
 end
 
 local function upstream()
@@ -47,20 +45,6 @@ local function proxy(port, env)
     }
 end
 
--- Sends a datagram to a server's UDP port; returns the answer as a table
--- of numbers.
-local function probe(srv, what)
-    local u = assert(socket.udp())
-    u:settimeout(5)
-    assert(u:setpeername("127.0.0.1", srv.ports[2]))
-    assert(u:send(what))
-    local reply = assert(u:receive())
-    u:close()
-    local t = {}
-    for k, v in reply:gmatch("([%w_]+)=(%d+)") do t[k] = tonumber(v) end
-    return t
-end
-
 -- The proxy has no task, connection or upstream connection left.
 local function settled(p)
     local s
@@ -73,46 +57,12 @@ local function settled(p)
                   :format(s.tasks, s.connections_active, s.outbound_active))
 end
 
--- A port nothing listens on.
-local function dead_port()
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    s:close()
-    return port
-end
-
--- Sends data while reading what comes back, until want bytes arrived, the
--- peer closed, or timeout; returns what arrived and the send count.
-local function pump(c, data, want, timeout)
-    local got, n, sent = {}, 0, 0
-    local deadline = helpers.now() + timeout
-    c:settimeout(0)
-    while n < want and helpers.now() < deadline do
-        if sent < #data then
-            local last, _, partial = c:send(data, sent + 1)
-            sent = last or partial or sent
-        end
-        local chunk, err, partial = c:receive(65536)
-        chunk = chunk or partial
-        if chunk and #chunk > 0 then
-            got[#got + 1] = chunk
-            n = n + #chunk
-        elseif err == "closed" then
-            break
-        else
-            socket.select({ c }, sent < #data and { c } or nil, 0.05)
-        end
-    end
-    c:settimeout(TIMEOUT)
-    return table.concat(got), sent
-end
-
--- Reads until the peer closes; returns the data and how it ended
--- ("closed", or e.g. "timeout" or "connection reset by peer").
-local function rest(c)
-    local data, err, partial = c:receive("*a")
-    if data then return data, "closed" end
-    return partial, err
+-- The proxy settles (see settled), then it and its upstream up, when
+-- given, exit 0 on TERM.
+local function stop_clean(p, up)
+    settled(p)
+    assert.equal(0, p:stop())
+    if up then assert.equal(0, up:stop()) end
 end
 
 describe("examples/proxy.lua", function()
@@ -139,9 +89,7 @@ describe("examples/proxy.lua", function()
                                         "first\nsecond\n\n")
         assert.equal(0, status, out)
         assert.matches("^" .. CTIME .. "first\n" .. CTIME .. "second\n$", out)
-        settled(p)
-        assert.equal(0, p:stop())
-        assert.equal(0, ts:stop())
+        stop_clean(p, ts)
     end)
 
     it("answers a client that half-closes, then closes after the linger", function()
@@ -151,15 +99,12 @@ describe("examples/proxy.lua", function()
         assert(c:send("one\ntwo\n"))
         c:shutdown("send")
         local t0 = helpers.now()
-        local data, how = rest(c)
+        local data, how = helpers.read_to_close(c)
         local took = helpers.now() - t0
-        c:close()
         assert.matches("^" .. CTIME .. "one\n" .. CTIME .. "two\n$", data)
         assert.equal("closed", how)
         assert.is_true(took >= 0.25 and took < TIMEOUT / 2, "took " .. took)
-        settled(p)
-        assert.equal(0, p:stop())
-        assert.equal(0, ts:stop())
+        stop_clean(p, ts)
     end)
 
     it("carries 8 MiB both ways intact (echo upstream)", function()
@@ -171,9 +116,7 @@ describe("examples/proxy.lua", function()
         c:close()
         assert.equal(#data, #got)
         assert.is_true(got == data, "the echoed bytes differ")
-        settled(p)
-        assert.equal(0, p:stop())
-        assert.equal(0, up:stop())
+        stop_clean(p, up)
     end)
 
     it("carries 20 MiB from the upstream intact, then closes", function()
@@ -182,14 +125,11 @@ describe("examples/proxy.lua", function()
         local c = helpers.connect(p.port, TIMEOUT)
         local n = 20 * MIB // BLOCK
         assert(c:send("gen " .. n .. "\n"))
-        local data, how = rest(c)
-        c:close()
-        assert.equal("closed", how)
+        local data, how = helpers.read_to_close(c)
+                assert.equal("closed", how)
         assert.equal(n * BLOCK, #data)
         assert.is_true(data == blocks(n), "the bytes differ")
-        settled(p)
-        assert.equal(0, p:stop())
-        assert.equal(0, up:stop())
+        stop_clean(p, up)
     end)
 
     it("carries 16 MiB to the upstream intact", function()
@@ -201,9 +141,7 @@ describe("examples/proxy.lua", function()
         local reply = pump(c, data, #("sink OK " .. n .. "\n"), TIMEOUT * 2)
         c:close()
         assert.equal("sink OK " .. n .. "\n", reply)
-        settled(p)
-        assert.equal(0, p:stop())
-        assert.equal(0, up:stop())
+        stop_clean(p, up)
     end)
 
     it("closes the client cleanly, sending nothing, when the upstream is down", function()
@@ -211,28 +149,24 @@ describe("examples/proxy.lua", function()
         local p = proxy(port)
         for _ = 1, 3 do
             local c = helpers.connect(p.port, TIMEOUT)
-            local data, how = rest(c)
-            c:close()
+            local data, how = helpers.read_to_close(c)
             assert.equal("", data)
             assert.equal("closed", how)       -- a FIN, not a reset
         end
         assert.matches("warn[^\n]*upstream 127%.0%.0%.1:" .. port ..
                        ": connection refused", p:log())
-        settled(p)
-        assert.equal(0, p:stop())
+        stop_clean(p)
     end)
 
     it("closes the client cleanly when the upstream name does not resolve", function()
         local p = proxy(1, "UPSTREAM_HOST=no-such-host.invalid ")
         local c = helpers.connect(p.port, TIMEOUT)
-        local data, how = rest(c)
-        c:close()
+        local data, how = helpers.read_to_close(c)
         assert.equal("", data)
         assert.equal("closed", how)
         assert.matches("upstream no%-such%-host%.invalid:1: cannot resolve",
                        p:log())
-        settled(p)
-        assert.equal(0, p:stop())
+        stop_clean(p)
     end)
 
     it("closes the upstream connection when the client goes away", function()
@@ -246,9 +180,7 @@ describe("examples/proxy.lua", function()
         assert.truthy(helpers.wait_for(function()
             return probe(up, "stats").tasks == 0
         end, TIMEOUT), "the upstream connection stayed open")
-        settled(p)
-        assert.equal(0, p:stop())
-        assert.equal(0, up:stop())
+        stop_clean(p, up)
     end)
 
     it("holds back an upstream streaming to a client that does not read", function()
@@ -281,9 +213,7 @@ describe("examples/proxy.lua", function()
         assert.truthy(helpers.wait_for(function()
             return probe(up, "progress").running == 0
         end, TIMEOUT), "the flood still runs")
-        settled(p)
-        assert.equal(0, p:stop())
-        assert.equal(0, up:stop())
+        stop_clean(p, up)
     end)
 
     it("holds back a client sending to an upstream that does not read", function()
@@ -317,9 +247,7 @@ describe("examples/proxy.lua", function()
                            TIMEOUT * 2)
         c:close()
         assert.equal("sink OK " .. n .. "\n", reply)
-        settled(p)
-        assert.equal(0, p:stop())
-        assert.equal(0, up:stop())
+        stop_clean(p, up)
     end)
 
     it("refuses to start with a bad UPSTREAM_PORT, naming the line", function()

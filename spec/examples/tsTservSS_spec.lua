@@ -1,32 +1,21 @@
 -- examples/tsTservSS.lua, Python's socketserver timestamp server ported
 -- line by line: one line a connection, answered "[ctime] line", then the
 -- connection closes. Talked to by the reference client (luaserv-cli) and by
--- a Python 3 port of the original client (spec/fixtures/ex3_tsTclnt.py).
+-- a Python 3 port of the original client (spec/fixtures/t_tsTclnt.py).
 -- It runs under spec/fixtures/ex3_stats.lua, whose UDP listener reports
 -- the counters; -l keeps it off port 21567.
 local helpers = require "helpers"
-local socket = require "socket"
 
 local CTIME = helpers.CTIME
 local TIMEOUT = helpers.sanitize and 20 or 10
-local CLIENT = "spec/fixtures/ex3_tsTclnt.py"
+local CLIENT = "spec/fixtures/t_tsTclnt.py"
 
 local function python3()
     return os.execute("python3 -c 'import sys; sys.exit(sys.version_info[0] != 3)'" ..
                       " >/dev/null 2>&1") == true
 end
 
-local function stats(srv)
-    local u = assert(socket.udp())
-    u:settimeout(5)
-    assert(u:setpeername("127.0.0.1", srv.ports[2]))
-    assert(u:send("stats"))
-    local reply = assert(u:receive())
-    u:close()
-    local t = {}
-    for k, v in reply:gmatch("([%w_]+)=(%d+)") do t[k] = tonumber(v) end
-    return t
-end
+local function stats(srv) return helpers.probe(srv, "stats") end
 
 -- No task and no connection left, and no handler error.
 local function settled(srv)
@@ -38,13 +27,6 @@ local function settled(srv)
     assert.truthy(ok, ("tasks=%d connections_active=%d"):format(s.tasks,
                   s.connections_active))
     assert.equal(0, s.handler_errors)
-end
-
--- Reads until the peer closes; returns the data and how it ended.
-local function rest(c)
-    local data, err, partial = c:receive("*a")
-    if data then return data, "closed" end
-    return partial, err
 end
 
 describe("examples/tsTservSS.lua", function()
@@ -87,8 +69,8 @@ describe("examples/tsTservSS.lua", function()
             pending("python3 is not installed")
             return
         end
-        local status, out = helpers.run("python3", CLIENT .. " 127.0.0.1 " ..
-                                        srv.port, "'Tis but a scratch.\n" ..
+        local status, out = helpers.run("python3", CLIENT .. " " .. srv.port ..
+                                        " 127.0.0.1", "'Tis but a scratch.\n" ..
                                         "Just a flesh wound.\n")
         assert.equal(0, status, out)
         -- input() prompts even when its input is not a terminal
@@ -99,8 +81,7 @@ describe("examples/tsTservSS.lua", function()
     it("answers one line per connection, then closes it", function()
         local c = helpers.connect(srv.port)
         assert(c:send("one\r\ntwo\r\n"))
-        local data, how = rest(c)
-        c:close()
+        local data, how = helpers.read_to_close(c)
         assert.matches("^" .. CTIME .. "one\r\n$", data)
         assert.equal("closed", how)
     end)
@@ -108,16 +89,14 @@ describe("examples/tsTservSS.lua", function()
     it("keeps the line's own terminator, as rfile.readline() does", function()
         local c = helpers.connect(srv.port)
         assert(c:send("lf only\n"))
-        local data = rest(c)
-        c:close()
+        local data = helpers.read_to_close(c)
         assert.matches("^" .. CTIME .. "lf only\n$", data)
     end)
 
     it("answers '[ctime] ' to a client that sends nothing, as Python does", function()
         local c = helpers.connect(srv.port)
         c:shutdown("send")
-        local data, how = rest(c)
-        c:close()
+        local data, how = helpers.read_to_close(c)
         assert.matches("^" .. CTIME .. "$", data)
         assert.equal("closed", how)
     end)
@@ -126,8 +105,7 @@ describe("examples/tsTservSS.lua", function()
         local c = helpers.connect(srv.port)
         local ip, port = c:getsockname()
         assert(c:send("who\n"))
-        rest(c)
-        c:close()
+        helpers.read_to_close(c)
         local want = ("...connected from:\t('%s', %d)\n"):format(ip, port)
         assert.truthy(helpers.wait_for(function()
             return srv:log():find(want, 1, true)
@@ -142,8 +120,7 @@ describe("examples/tsTservSS.lua", function()
         end, TIMEOUT))
         for i = 20, 1, -1 do
             assert(conns[i]:send("client " .. i .. "\n"))
-            local data = rest(conns[i])
-            conns[i]:close()
+            local data = helpers.read_to_close(conns[i])
             assert.matches("^" .. CTIME .. "client " .. i .. "\n$", data)
         end
     end)

@@ -39,14 +39,6 @@ local function lines_of(text)
     return lines
 end
 
--- A TCP port on 127.0.0.1 that nothing listens on: bound, then closed.
-local function closed_port()
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    s:close()
-    return tonumber(port)
-end
-
 -- The "id=N" a t_whoami reply starts with.
 local function id_of(line)
     return tonumber(line:match("^id=(%d+) "))
@@ -126,7 +118,7 @@ describe("luaserv-cli", function()
 
     it("exits 1 with one line on stderr when the port is closed", function()
         local status, out, err = cli({ "-H", "127.0.0.1", "-p",
-                                       closed_port() }, "hello\n\n")
+                                       helpers.dead_port() }, "hello\n\n")
         assert.equal(1, status)
         assert.equal("", out)
         assert.equal(1, #lines_of(err))
@@ -136,7 +128,7 @@ describe("luaserv-cli", function()
     it("exits 1 with one line on stderr when -e meets a closed port",
        function()
         local status, out, err = cli({ "-H", "127.0.0.1", "-p",
-                                       closed_port(), "-e", "hello" })
+                                       helpers.dead_port(), "-e", "hello" })
         assert.equal(1, status)
         assert.equal("", out)
         assert.equal(1, #lines_of(err))
@@ -144,7 +136,7 @@ describe("luaserv-cli", function()
 
     it("exits 1 with one line on stderr when nothing listens on the UDP port", function()
         local status, out, err = cli({ "-H", "127.0.0.1", "-p",
-                                       closed_port(), "--udp", "-t", "1",
+                                       helpers.dead_port(), "--udp", "-t", "1",
                                        "-e", "hello" })
         assert.equal(1, status)
         assert.equal("", out)

@@ -141,13 +141,7 @@ end
 return handler
 ]==]
 
--- Starts a server and stops it (TERM, so a clean exit can be checked)
--- when the test ends, pass or fail.
-local function serve(opts)
-    local srv = helpers.start_server(opts)
-    helpers.defer(function() srv:stop() end)
-    return srv
-end
+local serve, dead_port = helpers.serve, helpers.dead_port
 
 local function start_driver()
     return serve{ source = DRIVER,
@@ -169,17 +163,7 @@ local function ask(driver, cmd, timeout)
     return reply or ("(no reply: " .. tostring(err) .. ")")
 end
 
-local function stats(srv)
-    local u = assert(socket.udp())
-    u:settimeout(5)
-    assert(u:setpeername("127.0.0.1", srv.ports[2]))
-    assert(u:send("stats"))
-    local reply = assert(u:receive())
-    u:close()
-    local s = {}
-    for k, v in reply:gmatch("(%w+)=(%d+)") do s[k] = tonumber(v) end
-    return s
-end
+local function stats(srv) return helpers.probe(srv, "stats") end
 
 -- Nothing leaked: no task, no connection, no outbound conn.
 local function settled(srv)
@@ -192,17 +176,9 @@ local function settled(srv)
                   s.active, s.outbound))
 end
 
--- A port nothing listens on: a server's, after it stopped.
-local function dead_port()
-    local s = assert(socket.bind("127.0.0.1", 0))
-    local _, port = s:getsockname()
-    s:close()
-    return port
-end
-
 -- A listener whose accept queue is full: further connects get no answer.
--- Returns it, its port and the filler connections, or nil when this
--- system answers them anyway.
+-- Returns its port, or nil when this system answers them anyway. The
+-- listener and its filler connections are closed when the test ends.
 local function full_backlog()
     local l = assert(socket.tcp())
     assert(l:bind("127.0.0.1", 0))
@@ -215,7 +191,9 @@ local function full_backlog()
         fillers[i] = c
         local ok, err = c:connect("127.0.0.1", port)
         if not ok and err == "timeout" then
-            return l, port, fillers
+            fillers[#fillers + 1] = l
+            helpers.close_at_end(fillers)
+            return port
         end
     end
     l:close()
@@ -271,15 +249,11 @@ describe("luaserv.connect", function()
     end)
 
     it("returns nil, 'timeout' after its timeout when no answer comes", function()
-        local l, port, fillers = full_backlog()
-        if not l then
+        local port = full_backlog()
+        if not port then
             pending("this system answers connects to a full backlog")
             return
         end
-        helpers.defer(function()
-            l:close()
-            for _, c in ipairs(fillers) do c:close() end
-        end)
         local driver = start_driver()
         local t0 = helpers.now()
         local reply = ask(driver, "tcp 127.0.0.1 " .. port .. " x 0.3")
@@ -332,15 +306,11 @@ end }
     end)
 
     it("survives the client hanging up while it waits in connect", function()
-        local l, port, fillers = full_backlog()
-        if not l then
+        local port = full_backlog()
+        if not port then
             pending("this system answers connects to a full backlog")
             return
         end
-        helpers.defer(function()
-            l:close()
-            for _, f in ipairs(fillers) do f:close() end
-        end)
         local driver = start_driver()
         local c = helpers.connect(driver.port)
         assert(c:send("hold 127.0.0.1 " .. port .. " 0.5\n"))

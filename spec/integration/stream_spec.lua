@@ -8,14 +8,7 @@ local socket = require "socket"
 local TIMEOUT = helpers.sanitize and 30 or 10
 local SCRIPT = "spec/fixtures/st_stream.lua"
 local MIB = 1024 * 1024
-
--- Starts a server and stops it (TERM, so a clean exit can be checked)
--- when the test ends, pass or fail.
-local function serve(opts)
-    local srv = helpers.start_server(opts)
-    helpers.defer(function() srv:stop() end)
-    return srv
-end
+local serve, probe = helpers.serve, helpers.probe
 
 -- The stream server with its datagram (callback style) listener.
 local function start(opts)
@@ -23,19 +16,6 @@ local function start(opts)
     opts.script = opts.script or SCRIPT
     opts.listen = opts.listen or { "127.0.0.1:0", "udp://127.0.0.1:0" }
     return serve(opts)
-end
-
--- Asks the datagram listener; returns its answer as a table of numbers.
-local function probe(srv, what)
-    local u = assert(socket.udp())
-    u:settimeout(5)
-    assert(u:setpeername("127.0.0.1", srv.ports[2]))
-    assert(u:send(what))
-    local reply = assert(u:receive())
-    u:close()
-    local t = {}
-    for k, v in reply:gmatch("(%w+)=(%d+)") do t[k] = tonumber(v) end
-    return t
 end
 
 local function stats(srv) return probe(srv, "stats") end
@@ -65,14 +45,6 @@ local function finish(c, data)
     local all = helpers.receive_all(c)
     c:close()
     return all
-end
-
--- Reads until the peer closes; returns the data and "closed" (or the
--- error that stopped it, e.g. "timeout").
-local function rest(c)
-    local data, err, partial = c:receive("*a")
-    if data then return data, "closed" end
-    return partial, err
 end
 
 -- Reads exactly n bytes (or less if the peer closes); returns them.
@@ -354,8 +326,8 @@ describe("stream style tasks", function()
 
         local c = open(srv, "boom")
         assert.equal("about to fail", c:receive("*l"))
-        assert.same({ "", "closed" }, { rest(c) })   -- then the server closes
-        c:close()
+        -- then the server closes
+        assert.same({ "", "closed" }, { helpers.read_to_close(c) })
 
         assert(other:send("after\n"))
         assert.equal("<after>", other:receive("*l"))
@@ -390,8 +362,8 @@ return handler
         assert.matches("^false .*readline.*task", reply)
         -- unprotected: a handler error that closes only that connection
         assert(c:send("raise\n"))
-        assert.same({ "", "closed" }, { rest(c) })   -- then the server closes
-        c:close()
+        -- then the server closes
+        assert.same({ "", "closed" }, { helpers.read_to_close(c) })
         assert.matches("handler error in on_message[^\n]*readline[^\n]*task",
                        srv:log())
         assert.equal(0, srv:stop())

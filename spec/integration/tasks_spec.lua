@@ -27,13 +27,7 @@ local handler = {}
 local function ev(...) print("EV " .. table.concat({ ... }, " ")) end
 ]]
 
--- Starts a server and stops it (TERM, so a clean exit can be checked)
--- when the test ends, pass or fail.
-local function serve(opts)
-    local srv = helpers.start_server(opts)
-    helpers.defer(function() srv:stop() end)
-    return srv
-end
+local serve = helpers.serve
 
 local function start(body)
     return serve{
@@ -54,18 +48,7 @@ local function events(srv, marker)
     return out
 end
 
-local function stats(srv)
-    local socket = require "socket"
-    local u = assert(socket.udp())
-    u:settimeout(5)
-    assert(u:setpeername("127.0.0.1", srv.ports[2]))
-    assert(u:send("stats"))
-    local reply = assert(u:receive())
-    u:close()
-    local s = {}
-    for k, v in reply:gmatch("(%w+)=(%d+)") do s[k] = tonumber(v) end
-    return s
-end
+local function stats(srv) return helpers.probe(srv, "stats") end
 
 local function echo(srv, text)
     local c = helpers.connect(srv.port)
@@ -78,6 +61,12 @@ end
 -- No handler error was logged.
 local function no_errors(srv)
     assert.not_matches("handler error", srv:log())
+end
+
+-- No handler error was logged, and the server exits 0 on TERM.
+local function clean_exit(srv)
+    no_errors(srv)
+    assert.equal(0, srv:stop())
 end
 
 local function no_tasks_left(srv)
@@ -115,8 +104,7 @@ end
         assert.is_true(slept.b >= 0.19, "b slept " .. slept.b)
         assert.is_true(slept.c >= 0.29, "c slept " .. slept.c)
         no_tasks_left(srv)
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("lets the other ready tasks run a turn on sleep(0)", function()
@@ -134,8 +122,7 @@ function handler.on_load()
 end
 ]])
         assert.same({ "a1", "b1", "a2", "b2", "a3", "b3" }, events(srv))
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("passes spawn's extra arguments to the function, nils included", function()
@@ -150,8 +137,7 @@ function handler.on_load()
 end
 ]])
         assert.same({ "4 x nil true integer" }, events(srv))
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("runs a spawned task before the loop next waits, not inside spawn", function()
@@ -165,8 +151,7 @@ function handler.on_load()
 end
 ]])
         assert.same({ "before", "after", "task" }, events(srv))
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("never resumes a cancelled sleeping task", function()
@@ -191,8 +176,7 @@ end
         assert.same({ "victim started", "status waiting", "cancel true",
                       "status dead", "cancel again false" }, events(srv))
         no_tasks_left(srv)
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("cancels a task that was spawned but has not run yet", function()
@@ -205,8 +189,7 @@ end
 ]])
         assert.same({ "cancel true dead" }, events(srv))
         no_tasks_left(srv)
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("reports 'running' for the current task and 'dead' once it ended", function()
@@ -225,8 +208,7 @@ function handler.on_load()
 end
 ]])
         assert.same({ "inside running", "later dead false" }, events(srv))
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("treats coroutine.yield() in a task as giving up one turn", function()
@@ -249,8 +231,7 @@ end
             return echo(srv, "hi") == "echo hi"
         end, TIMEOUT))
         no_tasks_left(srv)
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("logs an error in a spawned task with a traceback and keeps serving", function()
@@ -321,8 +302,7 @@ end
         local elapsed = tonumber(evs[1]:match("^fired ([%d.]+)$"))
         assert.is_true(elapsed >= 0.19 and elapsed < 0.6, evs[1])
         assert.equal("cancel after firing false", evs[2])
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("never runs a timer.after cancelled before it fired", function()
@@ -334,8 +314,7 @@ function handler.on_load()
 end
 ]])
         assert.same({ "cancel true" }, events(srv))
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("runs timer.every repeatedly until it is cancelled", function()
@@ -358,8 +337,7 @@ end
 ]])
         assert.same({ "tick 1", "tick 2", "tick 3", "tick 4", "tick 5",
                       "cancel true", "ticks 5" }, events(srv))
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("runs each firing as a task that may sleep", function()
@@ -380,8 +358,7 @@ end
 ]])
         -- firing 2 starts while firing 1 is still asleep
         assert.same({ "start 1", "start 2", "end 1", "end 2" }, events(srv))
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("works from on_load without the handler keeping the timer", function()
@@ -403,8 +380,7 @@ end
 ]])
         assert.same({ "after", "spawned" }, events(srv))
         assert.equal("echo ok", echo(srv, "ok"))
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 
     it("logs an error in a timer function and keeps firing", function()
@@ -454,7 +430,6 @@ return handler
         c:close()
         assert.same({ "timer for hello" }, events(srv))
         no_tasks_left(srv)
-        no_errors(srv)
-        assert.equal(0, srv:stop())
+        clean_exit(srv)
     end)
 end)
