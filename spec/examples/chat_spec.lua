@@ -4,6 +4,11 @@ local util = require "fixtures.ex1_util"
 
 local WELCOME = "* welcome! your nickname?\r\n"
 
+-- The greeting once nick has joined.
+local function hello(nick)
+    return "* hello " .. nick .. "; /who lists who is here, /quit leaves\r\n"
+end
+
 describe("examples/chat.lua", function()
     local srv
 
@@ -22,12 +27,17 @@ describe("examples/chat.lua", function()
                      tostring(partial))
     end
 
+    -- Sends line on c; the answer on c must be `want`.
+    local function say(c, line, want)
+        assert(c:send(line))
+        expect(c, want)
+    end
+
     -- Connects and joins as nick; returns the client.
     local function join(nick)
         local c = helpers.connect(srv.port, 5 * util.slow)
         expect(c, WELCOME)
-        assert(c:send(nick .. "\r\n"))
-        expect(c, "* hello " .. nick .. "; /who lists who is here, /quit leaves\r\n")
+        say(c, nick .. "\r\n", hello(nick))
         return c
     end
 
@@ -40,11 +50,17 @@ describe("examples/chat.lua", function()
         assert.equal("timeout", err)
     end
 
+    -- Asserts the server has closed c.
+    local function expect_closed(c)
+        local rest, err = c:receive(1)
+        assert.is_nil(rest)
+        assert.equal("closed", err)
+    end
+
     it("asks for a nickname first and says hello", function()
         local c = helpers.connect(srv.port)
         expect(c, WELCOME)
-        assert(c:send("alice\n"))
-        expect(c, "* hello alice; /who lists who is here, /quit leaves\r\n")
+        say(c, "alice\n", hello("alice"))
         c:close()
     end)
 
@@ -80,15 +96,12 @@ describe("examples/chat.lua", function()
         local zed = join("zed")
         local amy = join("amy")
         expect(zed, "* amy joined\r\n")
-        assert(amy:send("/who\r\n"))
-        expect(amy, "* here: amy, zed\r\n")
-        assert(amy:send("/whom\n"))
-        expect(amy, "* unknown command /whom; try /who or /quit\r\n")
+        say(amy, "/who\r\n", "* here: amy, zed\r\n")
+        say(amy, "/whom\n", "* unknown command /whom; try /who or /quit\r\n")
         expect_quiet(zed)
         amy:close()
         expect(zed, "* amy left\r\n")
-        assert(zed:send("/who\n"))
-        expect(zed, "* here: zed\r\n")
+        say(zed, "/who\n", "* here: zed\r\n")
         zed:close()
     end)
 
@@ -96,11 +109,8 @@ describe("examples/chat.lua", function()
         local stay = join("stay")
         local go = join("go")
         expect(stay, "* go joined\r\n")
-        assert(go:send("/quit\r\n"))
-        expect(go, "* bye, go\r\n")
-        local rest, err = go:receive(1)
-        assert.is_nil(rest)
-        assert.equal("closed", err)
+        say(go, "/quit\r\n", "* bye, go\r\n")
+        expect_closed(go)
         go:close()
         expect(stay, "* go left\r\n")
         stay:close()
@@ -111,20 +121,14 @@ describe("examples/chat.lua", function()
         local c = helpers.connect(srv.port)
         expect(c, WELCOME)
         local again = "* a nickname is 1 to 16 letters, digits, _ or -; try again\r\n"
-        assert(c:send("\r\n"))
-        expect(c, again)
-        assert(c:send("   \n"))
-        expect(c, again)
-        assert(c:send("two words\n"))
-        expect(c, again)
-        assert(c:send(("n"):rep(17) .. "\n"))
-        expect(c, again)
-        assert(c:send("dup\n"))
-        expect(c, "* dup is taken; try another\r\n")
+        say(c, "\r\n", again)
+        say(c, "   \n", again)
+        say(c, "two words\n", again)
+        say(c, ("n"):rep(17) .. "\n", again)
+        say(c, "dup\n", "* dup is taken; try another\r\n")
         -- nobody hears about a client that has not joined yet
         expect_quiet(dup)
-        assert(c:send("  dup2 \n"))
-        expect(c, "* hello dup2; /who lists who is here, /quit leaves\r\n")
+        say(c, "  dup2 \n", hello("dup2"))
         expect(dup, "* dup2 joined\r\n")
         c:close()
         expect(dup, "* dup2 left\r\n")
@@ -140,11 +144,9 @@ describe("examples/chat.lua", function()
         expect(calm, "* loud joined\r\n")
         assert(loud:send(("a"):rep(4096) .. "\n"))
         expect(calm, "<loud> " .. ("a"):rep(4096) .. "\r\n")
-        assert(loud:send(("a"):rep(5000) .. "\n"))
-        expect(loud, "* lines are at most 4096 bytes; bye\r\n")
-        local rest, err = loud:receive(1)
-        assert.is_nil(rest)
-        assert.equal("closed", err)
+        say(loud, ("a"):rep(5000) .. "\n",
+            "* lines are at most 4096 bytes; bye\r\n")
+        expect_closed(loud)
         loud:close()
         expect(calm, "* loud left (line too long)\r\n")
         calm:close()
@@ -202,8 +204,7 @@ describe("examples/chat.lua", function()
         -- slow fell more than 256 KiB behind and was dropped.
         assert.is_number(dropped, "slow was never dropped")
         expect(flood, "* slow left (too slow to read)\r\n")
-        assert(third:send("/who\n"))
-        expect(third, "* here: flood, third\r\n")
+        say(third, "/who\n", "* here: flood, third\r\n")
         if not helpers.sanitize then       -- ASan's quarantine swells RSS
             local grew = srv:rss_kib() - rss0
             assert.is_true(grew < 16 * 1024, "RSS grew " .. grew .. " KiB")
@@ -216,11 +217,6 @@ describe("examples/chat.lua", function()
     end)
 
     it("leaves no connection or task behind", function()
-        local s = util.wait_idle(srv)
-        assert.equal(0, s.connections_active)
-        assert.equal(0, s.tasks)
-        assert.equal(0, s.handler_errors)
-        assert.equal(0, srv:stop())
-        assert.not_matches("error", srv:log():lower())
+        util.assert_clean_end(srv)
     end)
 end)

@@ -106,12 +106,7 @@ describe("examples/echo.lua", function()
     end)
 
     it("leaves no connection or task behind", function()
-        local s = util.wait_idle(srv)
-        assert.equal(0, s.connections_active)
-        assert.equal(0, s.tasks)
-        assert.equal(0, s.handler_errors)
-        assert.equal(0, srv:stop())
-        assert.not_matches("error", srv:log():lower())
+        util.assert_clean_end(srv)
     end)
 
     describe("with idle_timeout = 0.5", function()

@@ -30,6 +30,16 @@ local function reason_of(port, id)
     return helpers.reason_of(session(port), id)
 end
 
+-- Reads c until the server closes it, then asserts that on_close of conn
+-- id got reason. Returns what was read and when the read ended.
+local function closed_with(port, c, id, reason)
+    local data, err = read_to_close(c)
+    local t = helpers.now()
+    assert.equal("closed", err)
+    assert.equal(reason, reason_of(port, id))
+    return data, t
+end
+
 -- Has the fixture keep a conn, closes it from this side, waits for
 -- on_close, and returns what the fixture then says about the kept conn
 -- ("old"), and its id.
@@ -206,10 +216,7 @@ describe("a handler", function()
        function()
         local c, id = session(srv.port)
         assert(c:send("close\nping\n"))
-        local data, err = read_to_close(c)
-        assert.equal("bye\n", data)
-        assert.equal("closed", err)
-        assert.equal("closed", reason_of(srv.port, id))
+        assert.equal("bye\n", closed_with(srv.port, c, id, "closed"))
     end)
 
     it("gets nil, 'closed' from conn:write after conn:close()", function()
@@ -246,9 +253,7 @@ describe("a handler", function()
     it("calls on_close with 'eof' when the peer half-closes", function()
         local c, id = session(srv.port)
         c:shutdown("send")
-        local _, err = read_to_close(c)
-        assert.equal("closed", err)
-        assert.equal("eof", reason_of(srv.port, id))
+        closed_with(srv.port, c, id, "eof")
     end)
 
     it("calls on_close with 'closed' after conn:close()", function()
@@ -261,9 +266,7 @@ describe("a handler", function()
     it("calls on_close with 'error' after a handler error", function()
         local c, id = session(srv.port)
         assert(c:send("boom\n"))
-        local _, err = read_to_close(c)
-        assert.equal("closed", err)
-        assert.equal("error", reason_of(srv.port, id))
+        closed_with(srv.port, c, id, "error")
     end)
 
     it("closes an idle connection after conn:set_timeout() with reason " ..
@@ -271,22 +274,18 @@ describe("a handler", function()
         local c, id = session(srv.port)
         local t0 = helpers.now()
         assert.equal("timeout 0.2", cmd(c, "timeout 0.2"))
-        local data, err = read_to_close(c)
-        local elapsed = helpers.now() - t0
+        local data, t1 = closed_with(srv.port, c, id, "timeout")
+        local elapsed = t1 - t0
         assert.equal("", data)
-        assert.equal("closed", err)
         assert.is_true(elapsed >= 0.15, "closed after " .. elapsed .. " s")
-        assert.equal("timeout", reason_of(srv.port, id))
     end)
 
     it("keeps the connection open while on_timeout returns true", function()
         local c, id = session(srv.port)
         assert.equal("ticks 2", cmd(c, "ticks 2"))
         assert.equal("timeout 0.2", cmd(c, "timeout 0.2"))
-        local data, err = read_to_close(c)
-        assert.equal("tick 1\ntick 2\n", data)
-        assert.equal("closed", err)
-        assert.equal("timeout", reason_of(srv.port, id))
+        assert.equal("tick 1\ntick 2\n",
+                     closed_with(srv.port, c, id, "timeout"))
     end)
 
     it("restarts the clock when on_timeout returns true", function()
@@ -394,12 +393,10 @@ describe("--idle-timeout", function()
     it("closes a connection idle that long with reason 'timeout'", function()
         local c, id = session(srv.port)
         local t0 = helpers.now()
-        local data, err = read_to_close(c)
-        local elapsed = helpers.now() - t0
+        local data, t1 = closed_with(srv.port, c, id, "timeout")
+        local elapsed = t1 - t0
         assert.equal("", data)
-        assert.equal("closed", err)
         assert.is_true(elapsed >= 0.2, "closed after " .. elapsed .. " s")
-        assert.equal("timeout", reason_of(srv.port, id))
     end)
 
     it("keeps a connection with traffic open past the timeout", function()

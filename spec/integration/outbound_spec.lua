@@ -201,15 +201,56 @@ local function full_backlog()
     return nil
 end
 
+-- A bare TCP listener standing in for an upstream, closed when the test
+-- ends. Returns it and its port.
+local function upstream()
+    local l = assert(socket.bind("127.0.0.1", 0))
+    helpers.defer(function() l:close() end)
+    local _, port = l:getsockname()
+    return l, port
+end
+
+-- Sends CMD to the driver on a new client connection and accepts the
+-- outbound connection it makes to upstream L. Returns the client and the
+-- accepted socket.
+local function drive(driver, l, cmd)
+    local c = helpers.connect(driver.port)
+    assert(c:send(cmd .. "\n"))
+    l:settimeout(TIMEOUT)
+    local s = assert(l:accept())
+    s:settimeout(TIMEOUT)
+    return c, s
+end
+
+-- Waits until the driver logs the outcome of a "hold"; returns the log.
+local function held(driver)
+    assert.truthy(helpers.wait_for(function()
+        return driver:log():find("EV hold", 1, true)
+    end, TIMEOUT))
+    return driver:log()
+end
+
+-- The reply of "silent" or "fresh": a receive timeout after about 0.3 s.
+local function assert_timed_out(reply)
+    local took = tonumber(reply:match("^nil timeout ([%d.]+)$"))
+    assert.truthy(took, reply)
+    assert.is_true(took >= 0.25 and took < 3, reply)
+end
+
+-- Ends a test: the driver leaked nothing, then every server exits 0.
+local function finish(driver, ...)
+    settled(driver)
+    assert.equal(0, driver:stop())
+    for _, srv in ipairs({ ... }) do assert.equal(0, srv:stop()) end
+end
+
 describe("luaserv.connect", function()
     it("connects to a numeric address and talks to the server there", function()
         local target, driver = start_target(), start_driver()
         local reply = ask(driver, "tcp 127.0.0.1 " .. target.port .. " hello")
         assert.matches("^OK 127%.0%.0%.1:" .. target.port .. " outbound " ..
                        CTIME .. "hello$", reply)
-        settled(driver)
-        assert.equal(0, driver:stop())
-        assert.equal(0, target:stop())
+        finish(driver, target)
     end)
 
     it("resolves a host name (localhost) off the loop thread", function()
@@ -226,9 +267,7 @@ describe("luaserv.connect", function()
         local reply = ask(driver, "tcp localhost " .. port .. " named")
         assert.matches("^OK %S+:" .. port .. " outbound " .. CTIME ..
                        "named$", reply)
-        settled(driver)
-        assert.equal(0, driver:stop())
-        assert.equal(0, target:stop())
+        finish(driver, target)
     end)
 
     it("returns nil, 'connection refused' when nothing listens", function()
@@ -236,16 +275,14 @@ describe("luaserv.connect", function()
         local port = dead_port()
         assert.equal("ERR connection refused",
                      ask(driver, "tcp 127.0.0.1 " .. port .. " x"))
-        settled(driver)
-        assert.equal(0, driver:stop())
+        finish(driver)
     end)
 
     it("returns nil, 'cannot resolve ...' for an unknown host name", function()
         local driver = start_driver()
         local reply = ask(driver, "tcp no-such-host.invalid 80 x 3")
         assert.matches("^ERR cannot resolve no%-such%-host%.invalid: ", reply)
-        settled(driver)
-        assert.equal(0, driver:stop())
+        finish(driver)
     end)
 
     it("returns nil, 'timeout' after its timeout when no answer comes", function()
@@ -260,8 +297,7 @@ describe("luaserv.connect", function()
         local took = helpers.now() - t0
         assert.equal("ERR timeout", reply)
         assert.is_true(took >= 0.25 and took < 3, "took " .. took)
-        settled(driver)
-        assert.equal(0, driver:stop())
+        finish(driver)
     end)
 
     it("returns nil, 'closed' when the upstream closes before answering", function()
@@ -277,21 +313,13 @@ end }
         assert.matches("^OK %S+ outbound partial, no newline$", reply)
         assert.equal("END 19 closed",
                      ask(driver, "drain 127.0.0.1 " .. up.port))
-        settled(driver)
-        assert.equal(0, driver:stop())
-        assert.equal(0, up:stop())
+        finish(driver, up)
     end)
 
     it("returns nil, 'closed' when the upstream resets mid-read", function()
-        local l = assert(socket.bind("127.0.0.1", 0))
-        helpers.defer(function() l:close() end)
-        local _, port = l:getsockname()
+        local l, port = upstream()
         local driver = start_driver()
-        local c = helpers.connect(driver.port)
-        assert(c:send("drain 127.0.0.1 " .. port .. "\n"))
-        l:settimeout(TIMEOUT)
-        local s = assert(l:accept())
-        s:settimeout(TIMEOUT)
+        local c, s = drive(driver, l, "drain 127.0.0.1 " .. port)
         assert.equal("hi", s:receive("*l"))
         assert(s:send(("x"):rep(500)))       -- half of a read(1000)
         helpers.sleep(0.1)
@@ -316,10 +344,7 @@ end }
         assert(c:send("hold 127.0.0.1 " .. port .. " 0.5\n"))
         helpers.sleep(0.1)
         c:close()
-        assert.truthy(helpers.wait_for(function()
-            return driver:log():find("EV hold", 1, true)
-        end, TIMEOUT))
-        assert.matches("EV hold: timeout; write ", driver:log())
+        assert.matches("EV hold: timeout; write ", held(driver))
         settled(driver)
         local target = start_target()
         assert.matches("^OK .*" .. CTIME .. "again$",
@@ -329,23 +354,14 @@ end }
     end)
 
     it("survives the client hanging up while it waits in an outbound read", function()
-        local l = assert(socket.bind("127.0.0.1", 0))
-        helpers.defer(function() l:close() end)
-        local _, port = l:getsockname()
+        local l, port = upstream()
         local driver = start_driver()
-        local c = helpers.connect(driver.port)
-        assert(c:send("hold 127.0.0.1 " .. port .. "\n"))
-        l:settimeout(TIMEOUT)
-        local s = assert(l:accept())
-        s:settimeout(TIMEOUT)
+        local c, s = drive(driver, l, "hold 127.0.0.1 " .. port)
         c:close()                            -- the client goes first
         helpers.sleep(0.2)
         assert.is_nil(driver:log():find("EV hold", 1, true))
         assert(s:send("answer\n"))           -- then the upstream answers
-        assert.truthy(helpers.wait_for(function()
-            return driver:log():find("EV hold", 1, true)
-        end, TIMEOUT))
-        assert.matches("EV hold: read answer nil; write ", driver:log())
+        assert.matches("EV hold: read answer nil; write ", held(driver))
         s:close()
         settled(driver)
         assert.not_matches("handler error", driver:log())
@@ -353,23 +369,16 @@ end }
     end)
 
     it("closes an outbound conn the handler dropped, at garbage collection", function()
-        local l = assert(socket.bind("127.0.0.1", 0))
-        helpers.defer(function() l:close() end)
-        local _, port = l:getsockname()
+        local l, port = upstream()
         local driver = start_driver()
-        local c = helpers.connect(driver.port)
-        assert(c:send("gc 127.0.0.1 " .. port .. "\n"))
-        l:settimeout(TIMEOUT)
-        local s = assert(l:accept())
-        s:settimeout(TIMEOUT)
+        local c, s = drive(driver, l, "gc 127.0.0.1 " .. port)
         assert.equal("GC 1 0", c:receive("*l"))
         c:close()
         local data, err, partial = s:receive("*a")
         assert.equal("", data or partial)    -- the driver closed it
         assert.is_nil(err ~= "closed" and err or nil)
         s:close()
-        settled(driver)
-        assert.equal(0, driver:stop())
+        finish(driver)
     end)
 end)
 
@@ -380,9 +389,7 @@ describe("luaserv.udp", function()
         local reply = ask(driver, "udp 127.0.0.1 " .. uport .. " dgram")
         assert.matches("^OK 127%.0%.0%.1 " .. uport .. " " .. CTIME ..
                        "dgram$", reply)
-        settled(driver)
-        assert.equal(0, driver:stop())
-        assert.equal(0, target:stop())
+        finish(driver, target)
     end)
 
     it("resolves a host name in setpeername", function()
@@ -397,9 +404,7 @@ describe("luaserv.udp", function()
         local reply = ask(driver, "udp localhost " .. target.port .. " named")
         assert.matches("^OK 127%.0%.0%.1 " .. target.port .. " " .. CTIME ..
                        "named$", reply)
-        settled(driver)
-        assert.equal(0, driver:stop())
-        assert.equal(0, target:stop())
+        finish(driver, target)
     end)
 
     it("returns nil, 'timeout' when no datagram comes in time", function()
@@ -409,23 +414,17 @@ describe("luaserv.udp", function()
         local _, port = u:getsockname()
         local driver = start_driver()
         local reply = ask(driver, "silent 127.0.0.1 " .. port .. " 0.3")
-        local took = tonumber(reply:match("^nil timeout ([%d.]+)$"))
-        assert.truthy(took, reply)
-        assert.is_true(took >= 0.25 and took < 3, reply)
+        assert_timed_out(reply)
         u:settimeout(1)
         assert.equal("anyone?", u:receive())  -- it did send
-        settled(driver)
-        assert.equal(0, driver:stop())
+        finish(driver)
     end)
 
     it("returns nil, 'timeout' on a socket that has not sent yet", function()
         local driver = start_driver()
         local reply = ask(driver, "fresh 0.3")
-        local took = tonumber(reply:match("^nil timeout ([%d.]+)$"))
-        assert.truthy(took, reply)
-        assert.is_true(took >= 0.25 and took < 3, reply)
-        settled(driver)
-        assert.equal(0, driver:stop())
+        assert_timed_out(reply)
+        finish(driver)
     end)
 
     it("sends with sendto and gets the reply with the sender's address", function()
@@ -434,8 +433,6 @@ describe("luaserv.udp", function()
         local reply = ask(driver, "sendto 127.0.0.1 " .. uport .. " to")
         assert.matches("^OK 127%.0%.0%.1 " .. uport .. " " .. CTIME .. "to$",
                        reply)
-        settled(driver)
-        assert.equal(0, driver:stop())
-        assert.equal(0, target:stop())
+        finish(driver, target)
     end)
 end)

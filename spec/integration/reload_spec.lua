@@ -129,6 +129,14 @@ local function serve(dir, script, extra)
     return srv
 end
 
+-- Writes src as name in a new temp dir and serves it. Returns the server,
+-- the script's path and the dir.
+local function serve_new(name, src, extra)
+    local dir = new_dir()
+    local script = write_atomic(dir .. "/" .. name, src)
+    return serve(dir, script, extra), script, dir
+end
+
 -- A connection to the admin socket (it may still be opening).
 local function admin_connect(srv)
     local c
@@ -271,9 +279,7 @@ end)
 describe("hot reload under load", function()
     it("answers every request once, in either format, through 20 reloads",
        function()
-        local dir = new_dir()
-        local script = write_atomic(dir .. "/rl_echo.lua", echo_version("A"))
-        local srv = serve(dir, script)
+        local srv, script, dir = serve_new("rl_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local probe = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("A:probe", ask(probe, "probe"))
@@ -328,9 +334,7 @@ describe("hot reload under load", function()
     end)
 
     it("keeps the old handler through 10 broken reloads out of 20", function()
-        local dir = new_dir()
-        local script = write_atomic(dir .. "/rl_echo.lua", echo_version("A"))
-        local srv = serve(dir, script)
+        local srv, script, dir = serve_new("rl_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local probe = track(helpers.connect(srv.tcp, TIMEOUT))
         local load = start_load(dir, srv.tcp, "A")
@@ -400,10 +404,8 @@ end)
 describe("a reload", function()
     it("runs the new table's on_reload with the old table, to carry state",
        function()
-        local dir = new_dir()
         local src = fixture("rl_state.lua")
-        local script = write_atomic(dir .. "/rl_state.lua", src)
-        local srv = serve(dir, script)
+        local srv, script = serve_new("rl_state.lua", src)
         local ctl = admin_connect(srv)
         for i = 1, 3 do
             local c = track(helpers.connect(srv.tcp, TIMEOUT))
@@ -421,10 +423,8 @@ describe("a reload", function()
     end)
 
     it("keeps conn.state of an open callback-style connection", function()
-        local dir = new_dir()
         local src = fixture("rl_state.lua")
-        local script = write_atomic(dir .. "/rl_state.lua", src)
-        local srv = serve(dir, script)
+        local srv, script = serve_new("rl_state.lua", src)
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("v1 count=1 conn=1 from=none", ask(c, "a"))
@@ -439,10 +439,8 @@ describe("a reload", function()
 
     it("lets a running stream task go on with the old code, new connections "
        .. "get the new", function()
-        local dir = new_dir()
         local src = fixture("rl_stream.lua")
-        local script = write_atomic(dir .. "/rl_stream.lua", src)
-        local srv = serve(dir, script)
+        local srv, script = serve_new("rl_stream.lua", src)
         local ctl = admin_connect(srv)
         local old = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("1:x", ask(old, "x"))
@@ -508,9 +506,7 @@ end)
 
 describe("reload triggers", function()
     it("reloads on SIGHUP", function()
-        local dir = new_dir()
-        local script = write_atomic(dir .. "/rl_echo.lua", echo_version("A"))
-        local srv = serve(dir, script)
+        local srv, script = serve_new("rl_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("A:x", ask(c, "x"))
@@ -526,9 +522,8 @@ describe("reload triggers", function()
 
     it("reloads with --watch soon after the script changes, each time",
        function()
-        local dir = new_dir()
-        local script = write_atomic(dir .. "/rl_echo.lua", echo_version("A"))
-        local srv = serve(dir, script, { "--watch" })
+        local srv, script = serve_new("rl_echo.lua", echo_version("A"),
+                                      { "--watch" })
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("A:x", ask(c, "x"))
@@ -574,9 +569,7 @@ describe("reload triggers", function()
 
     it("answers luaserv-cli --admin PATH reload: exit 0, or 1 and the error",
        function()
-        local dir = new_dir()
-        local script = write_atomic(dir .. "/rl_echo.lua", echo_version("A"))
-        local srv = serve(dir, script)
+        local srv, script = serve_new("rl_echo.lua", echo_version("A"))
         admin_connect(srv):close()      -- the admin socket is up
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         write_atomic(script, echo_version("B"))
@@ -598,9 +591,7 @@ end)
 
 describe("a failed reload", function()
     it("logs the error with file:line and keeps the old handler", function()
-        local dir = new_dir()
-        local script = write_atomic(dir .. "/rl_echo.lua", echo_version("A"))
-        local srv = serve(dir, script)
+        local srv, script = serve_new("rl_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         for i, broken in ipairs(BROKEN) do
@@ -625,9 +616,7 @@ describe("a failed reload", function()
 
     it("names the line of the return for a script that returns no table",
        function()
-        local dir = new_dir()
-        local script = write_atomic(dir .. "/rl_echo.lua", echo_version("A"))
-        local srv = serve(dir, script)
+        local srv, script = serve_new("rl_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local broken = BROKEN[3]
         write_atomic(script, broken.src)

@@ -36,6 +36,14 @@ local function start(body)
     }
 end
 
+-- Like start, for a body that brings its own on_message and return.
+local function start_own(body)
+    return serve{
+        source = HEAD .. body,
+        listen = { "127.0.0.1:0", "udp://127.0.0.1:0" },
+    }
+end
+
 -- Waits for "DONE" in the log; returns the EV lines, in order.
 local function events(srv, marker)
     marker = marker or "DONE"
@@ -73,6 +81,15 @@ local function no_tasks_left(srv)
     assert.truthy(helpers.wait_for(function()
         return stats(srv).tasks == 0
     end, TIMEOUT), "tasks left: " .. tostring(stats(srv).tasks))
+end
+
+-- After ERRORS handler errors the server still echoes TEXT, has no task
+-- left and exits 0 on TERM.
+local function still_serving(srv, text, errors)
+    assert.equal("echo " .. text, echo(srv, text))
+    assert.equal(errors, stats(srv).errors)
+    no_tasks_left(srv)
+    assert.equal(0, srv:stop())
 end
 
 describe("tasks", function()
@@ -248,15 +265,11 @@ end
         local log = srv:log()
         assert.matches("error[^\n]*:%d+: boom in a task", log)
         assert.matches("stack traceback", log)
-        assert.equal("echo still here", echo(srv, "still here"))
-        local s = stats(srv)
-        assert.equal(1, s.errors)
-        no_tasks_left(srv)
-        assert.equal(0, srv:stop())
+        still_serving(srv, "still here", 1)
     end)
 
     it("logs an error in a task spawned from on_message and keeps the conn", function()
-        local srv = serve{ source = HEAD .. [[
+        local srv = start_own([[
 function handler.on_message(conn, msg)
     if conn.listener:find("^udp") then
         return "tasks=" .. luaserv.stats().tasks
@@ -268,7 +281,7 @@ function handler.on_message(conn, msg)
     return "echo " .. msg .. "\n"
 end
 return handler
-]], listen = { "127.0.0.1:0", "udp://127.0.0.1:0" } }
+]])
         local c = helpers.connect(srv.port)
         assert(c:send("fail\nafter\n"))
         assert.equal("spawned", c:receive("*l"))
@@ -403,14 +416,11 @@ end
         assert.matches(":%d+: timer failure 1", log)
         assert.matches(":%d+: timer failure 2", log)
         assert.matches(":%d+: timer failure 3", log)
-        assert.equal("echo fine", echo(srv, "fine"))
-        assert.equal(3, stats(srv).errors)
-        no_tasks_left(srv)
-        assert.equal(0, srv:stop())
+        still_serving(srv, "fine", 3)
     end)
 
     it("can be started from a callback and run as a task", function()
-        local srv = serve{ source = HEAD .. [[
+        local srv = start_own([[
 function handler.on_message(conn, msg)
     if conn.listener:find("^udp") then
         return "tasks=" .. luaserv.stats().tasks
@@ -423,7 +433,7 @@ function handler.on_message(conn, msg)
     return "ok\n"
 end
 return handler
-]], listen = { "127.0.0.1:0", "udp://127.0.0.1:0" } }
+]])
         local c = helpers.connect(srv.port)
         assert(c:send("hello\n"))
         assert.equal("ok", c:receive("*l"))
