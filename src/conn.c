@@ -222,8 +222,6 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
-    srv->stats.conns_total++;
-    srv->stats.conns_active++;
     l->stats.conns_total++;
     l->stats.conns_active++;
 
@@ -363,7 +361,6 @@ static void conn_finish(lsv_conn_t *c)
     release_buf(srv, &c->out);
     lsv_lconn_detach(srv->L, c);
     if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
-    else srv->stats.conns_active--;
     c->listener->stats.conns_active--;
     free(c);
     lsv_server_maybe_done(srv);
@@ -467,7 +464,6 @@ static void conn_flush(lsv_conn_t *c)
                          MSG_NOSIGNAL);
         if (n > 0) {
             lsv_buf_consume(&c->out, (size_t)n);
-            srv->stats.bytes_out += (uint64_t)n;
             c->listener->stats.bytes_out += (uint64_t)n;
             c->nout += (uint64_t)n;
             c->last_active = ev_now(srv->loop);
@@ -686,7 +682,6 @@ static void process_input(lsv_conn_t *c, int drained)
         }
         c->hint = 0;
         count++;
-        srv->stats.messages++;
         c->listener->stats.messages++;
         c->nmsg++;
         if (unlikely(lua_getfield(L, handler, "on_message") !=
@@ -740,7 +735,6 @@ static int read_some(lsv_conn_t *c)
                          lsv_buf_avail(&c->in));
         if (likely(n > 0)) {
             lsv_buf_commit(&c->in, (size_t)n);
-            srv->stats.bytes_in += (uint64_t)n;
             c->listener->stats.bytes_in += (uint64_t)n;
             c->nin += (uint64_t)n;
             c->last_active = ev_now(srv->loop);

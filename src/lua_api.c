@@ -1,6 +1,7 @@
 /* lua_api.c: the `luaserv` module handlers require. */
 #include "lsv.h"
 #include "guard.h"
+#include "listener.h"
 #include "log.h"
 #include "sched.h"
 #include "server.h"
@@ -64,16 +65,29 @@ static int api_log(lua_State *L)
 /* luaserv.stats() -> a table of the core's counters. [-0, +1, m] */
 static int api_stats(lua_State *L)
 {
-    const lsv_stats_t *s = &lsv_vm_server(L)->stats;
+    lsv_server_t *srv = lsv_vm_server(L);
+    const lsv_stats_t *s = &srv->stats;
+    lsv_lstats_t sum;
+    memset(&sum, 0, sizeof sum);
+    for (const lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        sum.conns_active += l->stats.conns_active;
+        sum.conns_total += l->stats.conns_total;
+        sum.messages += l->stats.messages;
+        sum.bytes_in += l->stats.bytes_in;
+        sum.bytes_out += l->stats.bytes_out;
+    }
+    /* Outbound traffic counts in the bytes, not in the connections. */
+    sum.bytes_in += srv->outbound_listener->stats.bytes_in;
+    sum.bytes_out += srv->outbound_listener->stats.bytes_out;
     lua_createtable(L, 0, 10);
 #define FIELD(name, v) \
     (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
-    FIELD("connections_active", s->conns_active);
-    FIELD("connections_total", s->conns_total);
-    FIELD("messages", s->messages);
+    FIELD("connections_active", sum.conns_active);
+    FIELD("connections_total", sum.conns_total);
+    FIELD("messages", sum.messages);
     FIELD("datagrams", s->datagrams);
-    FIELD("bytes_received", s->bytes_in);
-    FIELD("bytes_sent", s->bytes_out);
+    FIELD("bytes_received", sum.bytes_in);
+    FIELD("bytes_sent", sum.bytes_out);
     FIELD("handler_errors", s->handler_errors);
     FIELD("tasks", s->tasks_active);
     FIELD("lua_memory", lsv_guard_memory());

@@ -1,5 +1,6 @@
 /* lua_udp.c: luaserv.udp(): outbound datagram sockets for tasks. */
 #include "lsv.h"
+#include "listener.h"
 #include "log.h"
 #include "net.h"
 #include "resolve.h"
@@ -173,7 +174,7 @@ static int send_to(lua_State *L, ludp_t *u, const struct sockaddr *a,
     do w = sendto(u->fd, data, n, MSG_NOSIGNAL, a, alen);
     while (w < 0 && errno == EINTR);
     if (w < 0) return push_errno(L, errno);
-    u->srv->stats.bytes_out += (uint64_t)w;
+    u->srv->outbound_listener->stats.bytes_out += (uint64_t)w;
     lua_pushboolean(L, 1);
     return 1;
 }

@@ -201,14 +201,12 @@ static int reload_script(lsv_script_t *s, char *err, size_t errlen)
     int old_ref;
     double t0 = lsv_clock();
     if (load_script(s, &old_ref, err, errlen) != LSV_OK) {
-        srv->stats.reload_failures++;
         for (lsv_listener_t *l = srv->listeners; l; l = l->next)
             if (l->script == s) l->stats.reload_failures++;
         lsv_error("reload of %s failed; the old handler stays: %s", s->path,
                   err);
         return LSV_ERR;
     }
-    srv->stats.reloads++;
     for (lsv_listener_t *l = srv->listeners; l; l = l->next)
         if (l->script == s) l->stats.reloads++;
     if (lsv_vm_get_fn(L, s->ref, "on_reload")) {

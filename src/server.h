@@ -15,18 +15,12 @@ typedef struct lsv_listener lsv_listener_t;
 typedef struct lsv_dgram lsv_dgram_t;
 typedef struct lsv_resolver lsv_resolver_t;
 
-/* Counters kept by the core; luaserv.stats() reports them. */
+/* Counters the core keeps for the whole server. Traffic is counted per
+ * listener only (lsv_lstats_t); luaserv.stats() sums the listeners. */
 typedef struct lsv_stats {
-    uint64_t conns_total;
-    uint64_t conns_active;
-    uint64_t messages;
     uint64_t datagrams;
-    uint64_t bytes_in;
-    uint64_t bytes_out;
     uint64_t handler_errors;
     uint64_t tasks_active;
-    uint64_t reloads;
-    uint64_t reload_failures;
     uint64_t outbound_active;
 } lsv_stats_t;
 

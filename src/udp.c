@@ -99,7 +99,6 @@ static int handle_datagram(lsv_listener_t *l, const char *data, size_t n,
     lsv_dgram_t *d = l->dgram;
     int top = lua_gettop(L);
     srv->stats.datagrams++;
-    srv->stats.messages++;
     l->stats.messages++;
     if (!lsv_vm_get_fn(L, l->handler_ref, "on_message")) return 0;
     lsv_ldgram_push(L, d);
@@ -152,7 +151,6 @@ static void send_replies(lsv_listener_t *l, struct mmsghdr *out, int n)
             continue;
         }
         for (int i = sent; i < sent + r; i++) {
-            l->srv->stats.bytes_out += out[i].msg_len;
             l->stats.bytes_out += out[i].msg_len;
         }
         sent += r;
@@ -194,8 +192,7 @@ void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             size_t len = in[i].msg_len;
             memcpy(&d->peer, &recv_peers[i], in[i].msg_hdr.msg_namelen);
             d->peer_len = in[i].msg_hdr.msg_namelen;
-            l->srv->stats.bytes_in += len;
-            l->stats.bytes_in += len;
+                l->stats.bytes_in += len;
             if (in[i].msg_hdr.msg_flags & MSG_TRUNC) {
                 char peer[LSV_ADDRSTRLEN];
                 lsv_warn("%s: datagram from %s is over %d bytes; dropped",
