@@ -279,7 +279,7 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
 /* A task waits for c's input (c->reader is set), or consumed some of it.
  * A waiting reader always restarts reading, however much is buffered: it
  * needs more than that, and nothing else would ever read it (see
- * stream_room for how far reading then goes). Without one, reading
+ * lsv_stream_room for how far reading then goes). Without one, reading
  * resumes only below the read-ahead. */
 void lsv_conn_want_input(lsv_conn_t *c)
 {
@@ -735,19 +735,6 @@ static void process_input(lsv_conn_t *c, int drained)
     conn_settle(c);
 }
 
-/* How many bytes one read may add to a stream conn's input: up to the
- * read-ahead while no task waits; for a waiting read, what it still needs
- * (stream.c knows for read(n); 0 when unknown, as for a line) plus at
- * most the read-ahead. So the buffer stays within what a reader asked for
- * (itself capped by the frame max) plus LSV_READ_AHEAD. */
-static size_t stream_room(lsv_conn_t *c)
-{
-    size_t ahead = c->in.len < LSV_READ_AHEAD ? LSV_READ_AHEAD - c->in.len
-                                              : 0;
-    if (c->reader == NULL) return ahead;
-    return lsv_stream_need(c) + (ahead ? ahead : LSV_READ_AHEAD);
-}
-
 /* One large read. Returns LSV_OK (data or end of stream), LSV_AGAIN (the
  * socket had nothing, or a stream conn wants no more yet), or LSV_ERR
  * when the conn was aborted. */
@@ -756,7 +743,7 @@ static int read_some(lsv_conn_t *c)
     lsv_server_t *srv = c->srv;
     size_t room = SIZE_MAX;
     if (c->flags & LSV_CONN_STREAM) {
-        room = stream_room(c);
+        room = lsv_stream_room(c);
         if (room == 0) {
             c->flags |= LSV_CONN_FULL;
             stop_reading(c);

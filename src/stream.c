@@ -89,13 +89,22 @@ static const char *frame_noun(int kind)
          : kind == LSV_FRAME_DELIM ? "record" : "frame";
 }
 
-size_t lsv_stream_need(const lsv_conn_t *c)
+/* Reading ahead is bounded: up to LSV_READ_AHEAD while no task waits;
+ * for a waiting read, what it still needs (known for read(n); 0 for a
+ * line or a record) plus at most LSV_READ_AHEAD. So the buffer stays
+ * within what a reader asked for, itself capped by the frame max, plus
+ * the read-ahead. */
+size_t lsv_stream_room(const lsv_conn_t *c)
 {
+    size_t ahead = c->in.len < LSV_READ_AHEAD ? LSV_READ_AHEAD - c->in.len
+                                              : 0;
     const lsv_task_t *t = c->reader;
-    if (t == NULL || t->wait != LSV_WAIT_READ ||
-        t->want.kind != LSV_FRAME_FIXED || t->want.size <= c->in.len)
-        return 0;
-    return t->want.size - c->in.len;
+    if (t == NULL) return ahead;
+    size_t need = 0;
+    if (t->wait == LSV_WAIT_READ && t->want.kind == LSV_FRAME_FIXED &&
+        t->want.size > c->in.len)
+        need = t->want.size - c->in.len;
+    return need + (ahead ? ahead : LSV_READ_AHEAD);
 }
 
 /* Answers the read request `want` from c's buffered input, pushing the
@@ -159,7 +168,19 @@ void lsv_stream_input(lsv_conn_t *c)
     lsv_task_t *t = c->reader;
     if (t == NULL || t->wait != LSV_WAIT_READ) return;
     int n = try_read(c, &t->want, t->co);
-    if (n < 0) return;
+    if (n < 0) {
+        /* The timeout is on input, not on the whole read: input came (this
+         * runs after a read), so a big read from a slow but live peer
+         * waits on. A restart costs two heap operations, small next to the
+         * read that brought the bytes. */
+        if (c->timeout > 0 && ev_is_active(&t->timer)) {
+            struct ev_loop *loop = c->srv->loop;
+            ev_timer_stop(loop, &t->timer);
+            ev_timer_set(&t->timer, c->timeout, 0.);
+            ev_timer_start(loop, &t->timer);
+        }
+        return;
+    }
     c->reader = NULL;
     lsv_task_wake(t, n);
 }

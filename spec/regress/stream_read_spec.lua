@@ -182,6 +182,23 @@ describe("stream-style reads (issue 8 item 3)", function()
         assert.equal("END too long\n", got)
     end)
 
+    it("times out a read on no input, not on the whole read", function()
+        local c = helpers.connect(srv.port, 5)
+        helpers.close_at_end({ c })
+        assert(c:send("timed 0\n" .. N .. "\n"))
+        -- 300 KB in ten pieces over 2 s, under a 0.5 s timeout
+        for _ = 1, 10 do
+            helpers.sleep(0.2)
+            assert(c:send(body(1, N / 10)))
+        end
+        assert.equal(oks(1, N), c:receive("*l") .. "\n")
+        -- and a peer that goes quiet still times out
+        c = helpers.connect(srv.port, 5)
+        helpers.close_at_end({ c })
+        assert(c:send("timed 0\n" .. N .. "\n" .. body(1, 1000)))
+        assert.equal("END timeout", c:receive("*l"))
+    end)
+
     it("ends the task of a peer that closed while it slept", function()
         local c = helpers.connect(srv.port, 5)
         local data = "fixed 0.3\n" .. len_frames(4, N)
