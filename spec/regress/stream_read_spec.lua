@@ -88,7 +88,9 @@ local function cpu_seconds(pid)
     local fields = {}
     for f in rest:gmatch("%S+") do fields[#fields + 1] = f end
     -- after "pid (comm) ", utime and stime are fields 12 and 13
-    local tck = tonumber(io.popen("getconf CLK_TCK"):read("l")) or 100
+    local p = io.popen("getconf CLK_TCK")
+    local tck = tonumber(p:read("l")) or 100
+    p:close()
     return (tonumber(fields[12]) + tonumber(fields[13])) / tck
 end
 
