@@ -276,9 +276,14 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
     return c;
 }
 
+/* A task waits for c's input (c->reader is set), or consumed some of it.
+ * A waiting reader always restarts reading, however much is buffered: it
+ * needs more than that, and nothing else would ever read it (see
+ * lsv_stream_room for how far reading then goes). Without one, reading
+ * resumes only below the read-ahead. */
 void lsv_conn_want_input(lsv_conn_t *c)
 {
-    if (c->in.len < LSV_READ_AHEAD) c->flags &= ~LSV_CONN_FULL;
+    if (c->reader || c->in.len < LSV_READ_AHEAD) c->flags &= ~LSV_CONN_FULL;
     start_reading(c);
 }
 
@@ -640,6 +645,9 @@ static void process_input(lsv_conn_t *c, int drained)
 
     if (c->flags & LSV_CONN_STREAM) {
         if (c->reader) lsv_stream_input(c);
+        /* Nobody reads: stop at the read-ahead, so that a task that is
+         * busy elsewhere neither grows the buffer nor, with the watcher
+         * level-triggered, spins the loop. lsv_conn_want_input resumes. */
         if (!c->reader && c->in.len >= LSV_READ_AHEAD) {
             c->flags |= LSV_CONN_FULL;
             stop_reading(c);
@@ -674,10 +682,15 @@ static void process_input(lsv_conn_t *c, int drained)
         }
         c->flags &= ~LSV_CONN_PARTIAL;
         if (unlikely(r < 0)) {
-            if (r == LSV_FRAME_TOO_LONG)
+            if (r == LSV_FRAME_TOO_LONG) {
                 frame_error(c, "frame too long", "too long");
-            else
+            } else {
+                conn_log(LSV_LOG_INFO, c, "frame cut off at end of stream: "
+                         "%u bytes of an incomplete %s frame dropped; "
+                         "closing", c->in.len,
+                         lsv_frame_kind_name(c->framing.kind));
                 lsv_conn_close(c, "truncated");
+            }
             break;
         }
         c->hint = 0;
@@ -723,16 +736,27 @@ static void process_input(lsv_conn_t *c, int drained)
 }
 
 /* One large read. Returns LSV_OK (data or end of stream), LSV_AGAIN (the
- * socket had nothing), or LSV_ERR when the conn was aborted. */
+ * socket had nothing, or a stream conn wants no more yet), or LSV_ERR
+ * when the conn was aborted. */
 static int read_some(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
+    size_t room = SIZE_MAX;
+    if (c->flags & LSV_CONN_STREAM) {
+        room = lsv_stream_room(c);
+        if (room == 0) {
+            c->flags |= LSV_CONN_FULL;
+            stop_reading(c);
+            return LSV_AGAIN;
+        }
+    }
     ensure_buf(srv, &c->in);
     if (lsv_buf_avail(&c->in) < LSV_READ_SIZE / 4)
         lsv_buf_reserve(&c->in, LSV_READ_SIZE);
     for (;;) {
+        size_t avail = lsv_buf_avail(&c->in);
         ssize_t n = read(c->fd, c->in.data + c->in.start + c->in.len,
-                         lsv_buf_avail(&c->in));
+                         avail < room ? avail : room);
         if (likely(n > 0)) {
             lsv_buf_commit(&c->in, (size_t)n);
             c->listener->stats.bytes_in += (uint64_t)n;
@@ -762,13 +786,17 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* Input work for c: read if there is room for it, then frame. A conn
  * holding at least a read's worth of complete frames is not read further
- * until they are handled, so its buffer stays bounded. */
+ * until they are handled, so its buffer stays bounded. A stream conn
+ * reads whenever its watcher is on: it is on only while a task waits or
+ * the read-ahead has room (read_some), so a watcher left on with nothing
+ * read cannot spin the loop. */
 static void conn_input(lsv_conn_t *c)
 {
     if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_CONNECTING)) return;
     int rc = LSV_AGAIN;
     if ((c->flags & LSV_CONN_READING) &&
-        (c->in.len < LSV_READ_SIZE || (c->flags & LSV_CONN_PARTIAL))) {
+        ((c->flags & LSV_CONN_STREAM) || c->in.len < LSV_READ_SIZE ||
+         (c->flags & LSV_CONN_PARTIAL))) {
         rc = read_some(c);
         if (rc == LSV_ERR) return;
     }

@@ -57,6 +57,7 @@ struct lsv_conn {
     ev_tstamp started;
     uint64_t nin, nout;           /* bytes, for the access log and conns */
     uint64_t nmsg;
+    double msg_t0;                /* stream: a read returned a frame then */
     ev_tstamp timeout;            /* idle timeout, 0 = none */
     const char *close_reason;     /* static string */
     union {

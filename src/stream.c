@@ -27,6 +27,18 @@ static void push_fail(lua_State *L, const char *err)
     lua_pushstring(L, err);
 }
 
+/* Logs about c with its id, peer and listener, as conn.c does. */
+#define stream_log(level, c, ...) \
+    do { \
+        if ((level) >= lsv_log_level) { \
+            char peer_[LSV_ADDRSTRLEN]; \
+            lsv_log_ctx_t ctx_ = { (c)->listener->name, \
+                lsv_net_format(&(c)->peer.sa, (c)->peer_len, peer_), \
+                (c)->id }; \
+            lsv_log_writec((level), &ctx_, __VA_ARGS__); \
+        } \
+    } while (0)
+
 /* --- reading ------------------------------------------------------------ */
 
 static void unwait_reader(lsv_task_t *t)
@@ -39,6 +51,60 @@ static void unwait_writer(lsv_task_t *t)
 {
     lsv_conn_t *c = t->wait_obj;
     if (c && c->writer == t) c->writer = NULL;
+}
+
+/* Request metrics. Each frame a read returns is a message; its handler
+ * time runs from that return until the task next asks this conn for
+ * input, or until the conn closes: what the task spent on the frame,
+ * waits for its replies' output included. */
+static void frame_returned(lsv_conn_t *c)
+{
+    c->nmsg++;
+    c->listener->stats.messages++;
+    c->msg_t0 = lsv_clock();
+}
+
+static void frame_done(lsv_conn_t *c)
+{
+    if (c->msg_t0 == 0) return;
+    double d = lsv_clock() - c->msg_t0;
+    c->msg_t0 = 0;
+    lsv_listener_observe(c->listener, d > 0 ? d : 0, 1);
+}
+
+/* The stream cannot be resynchronised (a frame over its max): its input
+ * ends here, the rest of it unread; writing still works. */
+static void end_input(lsv_conn_t *c)
+{
+    lsv_buf_consume(&c->in, c->in.len);
+    c->hint = 0;
+    c->flags |= LSV_CONN_EOF;
+    lsv_conn_pause(c);
+}
+
+/* What a too-long frame of kind is called in the log. */
+static const char *frame_noun(int kind)
+{
+    return kind == LSV_FRAME_LINE ? "line"
+         : kind == LSV_FRAME_DELIM ? "record" : "frame";
+}
+
+/* Reading ahead is bounded: up to LSV_READ_AHEAD while no task waits;
+ * for a waiting read, what it still needs (known for read(n); 0 for a
+ * line or a record) plus at most LSV_READ_AHEAD. So the buffer stays
+ * within what a reader asked for, itself capped by the frame max, plus
+ * the read-ahead. */
+size_t lsv_stream_room(const lsv_conn_t *c)
+{
+    size_t ahead = c->in.len < LSV_READ_AHEAD ? LSV_READ_AHEAD - c->in.len
+                                              : 0;
+    const lsv_task_t *t = c->reader;
+    if (t == NULL) return ahead;
+    size_t need = 0;
+    if (t->wait == LSV_WAIT_READ && t->want.kind == LSV_FRAME_FIXED &&
+        t->want.size > c->in.len)
+        need = t->want.size - c->in.len;
+    return need + (ahead ? ahead : LSV_READ_AHEAD);
 }
 
 /* Answers the read request `want` from c's buffered input, pushing the
@@ -63,6 +129,7 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
         lsv_buf_consume(&c->in, (size_t)r);
         c->hint = 0;
         c->flags &= ~LSV_CONN_PARTIAL;
+        frame_returned(c);
         if ((c->flags & LSV_CONN_FULL) && c->in.len < LSV_READ_AHEAD)
             lsv_conn_want_input(c);
         return 1;
@@ -78,14 +145,20 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
         /* read(n) at end of stream returns what is left, as Python does. */
         lua_pushlstring(L, lsv_buf_head(&c->in), c->in.len);
         lsv_buf_consume(&c->in, c->in.len);
+        frame_returned(c);
         return 1;
     }
-    /* Too long (or a truncated prefixed frame): the stream cannot be
-     * resynchronised, so its input ends here; writing still works. */
-    lsv_buf_consume(&c->in, c->in.len);
-    c->hint = 0;
-    c->flags |= LSV_CONN_EOF;
-    lsv_conn_pause(c);
+    if (r == LSV_FRAME_TOO_LONG)
+        stream_log(LSV_LOG_WARN, c, "%s too long (%s framing, max %u); its "
+                   "input ends here. Raise the max in the handler's "
+                   "framing, conn:set_framing() or the config's "
+                   "listen{ max_frame = }", frame_noun(want->kind),
+                   lsv_frame_kind_name(want->kind), want->max);
+    else
+        stream_log(LSV_LOG_INFO, c, "frame cut off at end of stream: %u "
+                   "bytes of an incomplete %s frame dropped", c->in.len,
+                   lsv_frame_kind_name(want->kind));
+    end_input(c);
     push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long" : "closed");
     return 2;
 }
@@ -95,7 +168,19 @@ void lsv_stream_input(lsv_conn_t *c)
     lsv_task_t *t = c->reader;
     if (t == NULL || t->wait != LSV_WAIT_READ) return;
     int n = try_read(c, &t->want, t->co);
-    if (n < 0) return;
+    if (n < 0) {
+        /* The timeout is on input, not on the whole read: input came (this
+         * runs after a read), so a big read from a slow but live peer
+         * waits on. A restart costs two heap operations, small next to the
+         * read that brought the bytes. */
+        if (c->timeout > 0 && ev_is_active(&t->timer)) {
+            struct ev_loop *loop = c->srv->loop;
+            ev_timer_stop(loop, &t->timer);
+            ev_timer_set(&t->timer, c->timeout, 0.);
+            ev_timer_start(loop, &t->timer);
+        }
+        return;
+    }
     c->reader = NULL;
     lsv_task_wake(t, n);
 }
@@ -117,6 +202,7 @@ void lsv_stream_output(lsv_conn_t *c)
 
 void lsv_stream_closing(lsv_conn_t *c, int abort)
 {
+    frame_done(c);
     lsv_task_t *t = c->reader;
     if (t && (t->wait == LSV_WAIT_READ || t->wait == LSV_WAIT_CONNECT)) {
         c->reader = NULL;
@@ -155,6 +241,7 @@ static lsv_conn_t *stream_conn(lua_State *L, const char *what)
 static int stream_read(lua_State *L, lsv_conn_t *c,
                        const lsv_frame_spec_t *want)
 {
+    frame_done(c);
     c->hint = 0;
     int n = try_read(c, want, L);
     if (n >= 0) return n;
@@ -166,6 +253,16 @@ static int stream_read(lua_State *L, lsv_conn_t *c,
     return lua_yield(L, 0);
 }
 
+/* The max of a text read (readline, read_until): the conn's own when its
+ * framing is text too, so handler.framing or listen{ max_frame } raises
+ * it; else the default. */
+static uint32_t text_max(const lsv_conn_t *c)
+{
+    if (c->framing.kind == LSV_FRAME_LINE || c->framing.kind == LSV_FRAME_DELIM)
+        return c->framing.max;
+    return LSV_FRAME_DEFAULT_MAX;
+}
+
 /* conn:readline([keep_eol]) -> line | nil, "closed" | "timeout" |
  * "too long". The LF or CRLF is stripped unless keep_eol. [-0, +(1|2), v] */
 static int conn_readline(lua_State *L)
@@ -175,26 +272,37 @@ static int conn_readline(lua_State *L)
     lsv_frame_spec_t want;
     lsv_frame_spec_init(&want, LSV_FRAME_LINE);
     want.keep_eol = (uint8_t)lua_toboolean(L, 2);
-    if (c->framing.kind == LSV_FRAME_LINE) want.max = c->framing.max;
+    want.max = text_max(c);
     return stream_read(L, c, &want);
 }
 
 /* conn:read([n]) -> exactly n bytes (fewer only at end of stream), or
- * without n whatever has arrived (at most 64 KiB). [-0, +(1|2), v] */
+ * without n whatever has arrived (at most 64 KiB). An n over 64 MiB, the
+ * cap on one frame, returns nil, "too long" and ends the input: n usually
+ * comes from the peer. [-0, +(1|2), v] */
 static int conn_read(lua_State *L)
 {
     lsv_frame_spec_t want;
+    lua_Integer n = 0;
     if (lua_isnoneornil(L, 2)) {
         lsv_frame_spec_init(&want, LSV_FRAME_RAW);
     } else {
-        lua_Integer n = luaL_checkinteger(L, 2);
-        luaL_argcheck(L, n >= 1 && n <= LSV_FRAME_HARD_MAX, 2,
-                      "size must be from 1 to 64 MiB");
+        n = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, n >= 1, 2, "size must be at least 1");
         lsv_frame_spec_init(&want, LSV_FRAME_FIXED);
-        want.size = (uint32_t)n;
+        want.size = n > LSV_FRAME_HARD_MAX ? 0 : (uint32_t)n;
     }
     lsv_conn_t *c = stream_conn(L, "conn:read()");
     if (c == NULL) return 2;
+    if (unlikely(n > LSV_FRAME_HARD_MAX)) {
+        stream_log(LSV_LOG_WARN, c, "read(%lld): over the %u-byte cap on one "
+                   "read; its input ends here", (long long)n,
+                   LSV_FRAME_HARD_MAX);
+        frame_done(c);
+        end_input(c);
+        push_fail(L, "too long");
+        return 2;
+    }
     return stream_read(L, c, &want);
 }
 
@@ -213,6 +321,7 @@ static int conn_read_until(lua_State *L)
     want.keep_eol = (uint8_t)lua_toboolean(L, 3);
     lsv_conn_t *c = stream_conn(L, "conn:read_until()");
     if (c == NULL) return 2;
+    want.max = text_max(c);
     return stream_read(L, c, &want);
 }
 

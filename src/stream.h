@@ -9,6 +9,10 @@
 /* c has new input or reached end of stream: answer a waiting reader. */
 void lsv_stream_input(lsv_conn_t *c);
 
+/* How many bytes one read may add to c's input now; 0 means stop reading
+ * until a task asks for input (lsv_conn_want_input). */
+size_t lsv_stream_room(const lsv_conn_t *c);
+
 /* c's output shrank: wake a writer waiting for room or for the flush. */
 void lsv_stream_output(lsv_conn_t *c);
 
