@@ -26,7 +26,7 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
 SERVER_SRC = main log vm lua_conn lua_api conn listener udp net buf frame util \
              sched timer stream resolve lua_udp \
-             reload notify config admin guard
+             reload notify config admin guard procstat
 CLI_SRC = cli net buf util
 BENCH_SRC = bench net buf util
 UNIT_TESTS = frame_test buf_test net_test
