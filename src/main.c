@@ -61,6 +61,8 @@ static void usage(FILE *f)
 "  -V, --version              show the version\n"
 "\n"
 "SIGHUP reloads the handler scripts; SIGTERM and SIGINT stop gracefully.\n"
+"Each listener is announced on stdout (\"luaserv: listening on tcp ADDR\",\n"
+"JSON with --log-format json) once it accepts; the log goes to stderr.\n"
 "Exit status: 0 after a clean shutdown, 1 when a listener cannot be\n"
 "opened, 2 for bad options or a script that fails to load.\n",
             DEFAULT_PORT);
@@ -494,9 +496,8 @@ int main(int argc, char **argv)
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         const char *n = l->name;
         const char *sep = strstr(n, "://");
-        fprintf(stderr, "luaserv: listening on %s %s\n",
-                lsv_net_kind_name(l->addr.kind),
-                sep ? sep + 3 : strchr(n, ':') + 1);
+        lsv_log_ready(lsv_net_kind_name(l->addr.kind),
+                      sep ? sep + 3 : strchr(n, ':') + 1);
     }
     lsv_info("serving %s (pid %d)", plan.main_script, (int)getpid());
     lsv_notify(srv, "READY=1");
