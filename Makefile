@@ -36,7 +36,8 @@ CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
 BENCH_OBJ = $(BENCH_SRC:%=$(BUILD)/%.o)
 BINS = $(BUILD)/luaserv $(BUILD)/luaserv-cli $(BUILD)/luaserv-bench
 
-.PHONY: all run test check bench install uninstall clean deps deps-test units
+.PHONY: all run test check bench install uninstall clean deps deps-test units \
+        FORCE
 
 all: deps $(BINS)
 
@@ -46,6 +47,16 @@ deps:
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# PREFIX is compiled in (LSV_PREFIX: where an installed luaserv finds its
+# scripts and modules), so the objects that use it depend on a stamp that
+# holds the last PREFIX and changes only with it: `make install
+# PREFIX=/usr` after a plain `make` rebuilds them instead of installing a
+# binary that looks in /usr/local.
+$(BUILD)/prefix: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(PREFIX)' | cmp -s - $@ || echo '$(PREFIX)' > $@
+$(BUILD)/main.o $(BUILD)/vm.o: $(BUILD)/prefix
 
 $(BUILD)/unit/%.o: spec/unit/%.c
 	@mkdir -p $(BUILD)/unit

@@ -160,6 +160,7 @@ end
 --   expect_ready = false for a server meant to fail at start
 --   shell = "ulimit -n 64; " runs shell text before the binary
 --   stderr = path sends stderr there, so :log() holds stdout alone
+--   bin = path runs that binary instead of helpers.luaserv
 --   no_finally = true keeps a server started inside a test running after
 --     it (stop it yourself); servers started outside tests (lazy_setup)
 --     are always yours to stop
@@ -172,7 +173,7 @@ function helpers.start_server(opts)
         script = helpers.write_file(helpers.tmpname(".lua"), opts.source)
     end
     local listen = opts.listen or { "127.0.0.1:0" }
-    local argv = { shell_quote(helpers.luaserv) }
+    local argv = { shell_quote(opts.bin or helpers.luaserv) }
     for _, l in ipairs(listen) do
         argv[#argv + 1] = "-l " .. shell_quote(l)
     end
