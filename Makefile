@@ -37,7 +37,7 @@ BENCH_OBJ = $(BENCH_SRC:%=$(BUILD)/%.o)
 BINS = $(BUILD)/luaserv $(BUILD)/luaserv-cli $(BUILD)/luaserv-bench
 
 .PHONY: all run test check bench install uninstall clean deps deps-test units \
-        FORCE
+        FORCE fuzz fuzz-build
 
 all: deps $(BINS)
 
@@ -98,6 +98,29 @@ bench: all $(BUILD)/ref_libev
 $(BUILD)/ref_libev: bench/ref_libev.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(ALL_LDFLAGS) $(EV_LIBS)
+
+# Fuzzing: libFuzzer targets (clang, ASan and UBSan) for the framer and
+# the address parser, each run for FUZZ_SECONDS from its seeds in
+# fuzz/corpus; a crash fails it. fuzz/run ends "N passed, N failed".
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = frame_fuzz addr_fuzz
+FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
+FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+
+build/fuzz/frame_fuzz: fuzz/frame_fuzz.c src/frame.c src/frame.h src/lsv.h
+build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/net.c src/util.c src/net.h src/lsv.h
+$(FUZZ_BIN):
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz:
+	@sh .ci/deps fuzz
+	@$(MAKE) --no-print-directory fuzz-build
+	@sh fuzz/run $(FUZZ_SECONDS) $(FUZZ_BIN)
 
 check: all
 	@sh .ci/deps check
