@@ -46,9 +46,9 @@ describe("the ready lines", function()
 
     it("are JSON objects with --log-format json, as every log line is", function()
         local srv, err, sock = start({ "--log-format", "json" })
-        local log = assert(stderr_when_serving(err), "no log on stderr")
+        assert(stderr_when_serving(err), "no log on stderr")
         assert.equal(0, srv:stop("TERM", 10 * SLOW))
-        log = helpers.read_file(err)
+        local log = helpers.read_file(err)
         -- What `luaserv ... 2>&1 | jq` would read: every line one object.
         local ready = {}
         for line in (srv:log() .. log):gmatch("([^\n]*)\n") do
