@@ -26,7 +26,7 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
 SERVER_SRC = main log vm lua_conn lua_api conn listener udp net buf frame util \
              sched timer stream resolve lua_udp \
-             reload notify config admin guard
+             reload notify config admin guard procstat
 CLI_SRC = cli net buf util
 BENCH_SRC = bench net buf util
 UNIT_TESTS = frame_test buf_test net_test
@@ -36,7 +36,8 @@ CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
 BENCH_OBJ = $(BENCH_SRC:%=$(BUILD)/%.o)
 BINS = $(BUILD)/luaserv $(BUILD)/luaserv-cli $(BUILD)/luaserv-bench
 
-.PHONY: all run test check bench install uninstall clean deps deps-test units
+.PHONY: all run test check bench install uninstall clean deps deps-test units \
+        FORCE fuzz fuzz-build
 
 all: deps $(BINS)
 
@@ -46,6 +47,16 @@ deps:
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# PREFIX is compiled in (LSV_PREFIX: where an installed luaserv finds its
+# scripts and modules), so the objects that use it depend on a stamp that
+# holds the last PREFIX and changes only with it: `make install
+# PREFIX=/usr` after a plain `make` rebuilds them instead of installing a
+# binary that looks in /usr/local.
+$(BUILD)/prefix: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(PREFIX)' | cmp -s - $@ || echo '$(PREFIX)' > $@
+$(BUILD)/main.o $(BUILD)/vm.o: $(BUILD)/prefix
 
 $(BUILD)/unit/%.o: spec/unit/%.c
 	@mkdir -p $(BUILD)/unit
@@ -87,6 +98,29 @@ bench: all $(BUILD)/ref_libev
 $(BUILD)/ref_libev: bench/ref_libev.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=c11 $(WARN) $(CFLAGS) $(SAN) -o $@ $< $(ALL_LDFLAGS) $(EV_LIBS)
+
+# Fuzzing: libFuzzer targets (clang, ASan and UBSan) for the framer and
+# the address parser, each run for FUZZ_SECONDS from its seeds in
+# fuzz/corpus; a crash fails it. fuzz/run ends "N passed, N failed".
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = frame_fuzz addr_fuzz
+FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
+FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+
+build/fuzz/frame_fuzz: fuzz/frame_fuzz.c src/frame.c src/frame.h src/lsv.h
+build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/net.c src/util.c src/net.h src/lsv.h
+$(FUZZ_BIN):
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz:
+	@sh .ci/deps fuzz
+	@$(MAKE) --no-print-directory fuzz-build
+	@sh fuzz/run $(FUZZ_SECONDS) $(FUZZ_BIN)
 
 check: all
 	@sh .ci/deps check

@@ -18,9 +18,9 @@ def rss(pid):
                 return int(line.split()[1]) * 1024
 
 p = subprocess.Popen([binary, "-l", "127.0.0.1:0", script],
-                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 try:
-    line = p.stderr.readline().decode()
+    line = p.stdout.readline().decode()
     port = int(line.rsplit(":", 1)[1])
     # warm up: one connection, so lazily created state exists
     c = socket.create_connection(("127.0.0.1", port)); c.close()

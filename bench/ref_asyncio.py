@@ -8,7 +8,7 @@ Every line (LF or CRLF) is answered with "[" + time.ctime() + "] " + the line
 as received; a last unterminated line is answered at end of stream, and a
 line past the reader's 64 KiB limit closes the connection (luaserv's default
 frame limit is the same). With --udp a datagram endpoint answers on the same
-host and port. Port 0 picks a free port; the ready line on stderr reads like
+host and port. Port 0 picks a free port; the ready line on stdout reads like
 luaserv's:
     luaserv: listening on tcp 127.0.0.1:PORT
 SIGTERM and SIGINT exit 0. asyncio already turns Nagle off; the listen
@@ -57,14 +57,14 @@ async def serve(host, port, udp):
 
     server = await asyncio.start_server(handle, host, port, backlog=511)
     tcp_name = server.sockets[0].getsockname()
-    sys.stderr.write("luaserv: listening on tcp %s\n" % name_of(tcp_name))
+    sys.stdout.write("luaserv: listening on tcp %s\n" % name_of(tcp_name))
     transport = None
     if udp:
         transport, _ = await loop.create_datagram_endpoint(
             TimestampDatagram, local_addr=(host, tcp_name[1]))
-        sys.stderr.write("luaserv: listening on udp %s\n"
+        sys.stdout.write("luaserv: listening on udp %s\n"
                          % name_of(transport.get_extra_info("sockname")))
-    sys.stderr.flush()
+    sys.stdout.flush()
 
     await stop.wait()
     server.close()

@@ -11,7 +11,7 @@
  * "udp" adds a UDP listener on the first TCP listener's host and real port
  * (useful with port 0). An argument ending in ".lua" is ignored, so a
  * driver can hand this binary luaserv's own command line. Each listener is
- * announced on stderr exactly as luaserv does:
+ * announced on stdout exactly as luaserv does:
  *     luaserv: listening on tcp 127.0.0.1:PORT
  * SIGTERM and SIGINT exit 0 at once, without draining.
  *
@@ -649,10 +649,10 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &sigint_w);
 
     for (int i = 0; i < nlisten; i++)
-        fprintf(stderr, "luaserv: listening on %s %s\n",
+        fprintf(stdout, "luaserv: listening on %s %s\n",
                 listeners[i].kind == KIND_TCP ? "tcp" : "udp",
                 listeners[i].name);
-    fflush(stderr);
+    fflush(stdout);
 
     ev_run(loop, 0);
     return 0;

@@ -7,7 +7,7 @@ usage: python3 bench/ref_socketserver.py HOST PORT [--udp]
 Every line (LF or CRLF) is answered with "[" + time.ctime() + "] " + the line
 as received; a last unterminated line is answered at end of stream. With
 --udp a ThreadingUDPServer answers datagrams on the same host and port.
-Port 0 picks a free port; the ready line on stderr reads like luaserv's:
+Port 0 picks a free port; the ready line on stdout reads like luaserv's:
     luaserv: listening on tcp 127.0.0.1:PORT
 SIGTERM and SIGINT exit 0.
 
@@ -87,8 +87,8 @@ def main(argv):
         servers.append(("udp", udp))
         threading.Thread(target=udp.serve_forever, daemon=True).start()
     for kind, s in servers:
-        sys.stderr.write("luaserv: listening on %s %s\n" % (kind, name_of(s)))
-    sys.stderr.flush()
+        sys.stdout.write("luaserv: listening on %s %s\n" % (kind, name_of(s)))
+    sys.stdout.flush()
     try:
         tcp.serve_forever()
     finally:

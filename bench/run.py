@@ -74,13 +74,13 @@ class Server:
         else:
             cmd = argv[:1] + ["-l", "127.0.0.1:0"] + argv[1:]
         self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd,
-                                     cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
         self.port = None
         deadline = time.time() + 10
         want = "udp" if udp else "tcp"
         while time.time() < deadline:
-            line = self.proc.stderr.readline().decode()
+            line = self.proc.stdout.readline().decode()
             if not line:
                 break
             if line.startswith("luaserv: listening on " + want):
@@ -89,8 +89,8 @@ class Server:
         if self.port is None:
             self.stop()
             raise RuntimeError(f"{name} did not start")
-        # drain the rest of its stderr so it never blocks on a full pipe
-        self.drain = subprocess.Popen(["cat"], stdin=self.proc.stderr,
+        # drain the rest of its stdout so it never blocks on a full pipe
+        self.drain = subprocess.Popen(["cat"], stdin=self.proc.stdout,
                                       stdout=subprocess.DEVNULL)
 
     def stop(self):

@@ -135,12 +135,32 @@ function helpers.close_at_end(socks)
     end)
 end
 
+-- The listeners a server announced in log (its stdout, or stdout and
+-- stderr together): { { kind = "tcp", addr = "127.0.0.1:4242" }, ... }, in
+-- order, from the ready lines, text ("luaserv: listening on tcp ADDR") or
+-- JSON ({..."msg":"listening","proto":"tcp","addr":"ADDR"}).
+function helpers.ready(log)
+    local out = {}
+    for line in log:gmatch("[^\n]*\n") do
+        local kind, addr = line:match("^luaserv: listening on (%S+) ([^\n]*)\n")
+        if not kind and line:find('"msg":"listening"', 1, true) then
+            kind = line:match('"proto":"(%a+)"')
+            addr = line:match('"addr":"(.-)"}\n$')
+            addr = addr and addr:gsub('\\(.)', "%1")
+        end
+        if kind then out[#out + 1] = { kind = kind, addr = addr } end
+    end
+    return out
+end
+
 -- Starts luaserv. opts:
 --   script = path, or source = Lua text (written to a temp file)
 --   listen = { "127.0.0.1:0", "udp://127.0.0.1:0", ... } (default TCP)
 --   args = { extra flags }
 --   expect_ready = false for a server meant to fail at start
 --   shell = "ulimit -n 64; " runs shell text before the binary
+--   stderr = path sends stderr there, so :log() holds stdout alone
+--   bin = path runs that binary instead of helpers.luaserv
 --   no_finally = true keeps a server started inside a test running after
 --     it (stop it yourself); servers started outside tests (lazy_setup)
 --     are always yours to stop
@@ -153,7 +173,7 @@ function helpers.start_server(opts)
         script = helpers.write_file(helpers.tmpname(".lua"), opts.source)
     end
     local listen = opts.listen or { "127.0.0.1:0" }
-    local argv = { shell_quote(helpers.luaserv) }
+    local argv = { shell_quote(opts.bin or helpers.luaserv) }
     for _, l in ipairs(listen) do
         argv[#argv + 1] = "-l " .. shell_quote(l)
     end
@@ -165,7 +185,9 @@ function helpers.start_server(opts)
     -- A detached shell runs the server and records its pid and exit
     -- status in files: nothing here holds a pipe the server could block.
     local inner = (opts.shell or "") .. table.concat(argv, " ") ..
-        " >" .. shell_quote(log_path) .. " 2>&1 </dev/null & echo $! >" ..
+        " >" .. shell_quote(log_path) ..
+        (opts.stderr and " 2>" .. shell_quote(opts.stderr) or " 2>&1") ..
+        " </dev/null & echo $! >" ..
         shell_quote(pid_path) .. "; wait $!; echo $? >" ..
         shell_quote(rc_path .. ".tmp") .. "; mv " ..
         shell_quote(rc_path .. ".tmp") .. " " .. shell_quote(rc_path)
@@ -185,16 +207,12 @@ function helpers.start_server(opts)
     end
     if opts.expect_ready == false then return srv end
     local ok = helpers.wait_for(function()
-        local n = 0
-        for _ in srv:log():gmatch("luaserv: listening on [^\n]*\n") do
-            n = n + 1
-        end
-        return n >= #listen or read_file(rc_path)
+        return #helpers.ready(srv:log()) >= #listen or read_file(rc_path)
     end, 10)
     local log = srv:log()
-    for kind, addr in log:gmatch("luaserv: listening on (%S+) ([^\n]*)\n") do
-        srv.addrs[#srv.addrs + 1] = { kind = kind, addr = addr }
-        srv.ports[#srv.ports + 1] = tonumber(addr:match(":(%d+)$"))
+    for _, a in ipairs(helpers.ready(log)) do
+        srv.addrs[#srv.addrs + 1] = a
+        srv.ports[#srv.ports + 1] = tonumber(a.addr:match(":(%d+)$"))
     end
     if not ok or #srv.addrs < #listen then
         srv:stop("KILL", 2)

@@ -5,6 +5,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "procstat.h"
 #include "reload.h"
 #include "server.h"
 #include "vm.h"
@@ -221,6 +222,7 @@ int luaopen_luaserv_core(lua_State *L)
         { "log_level", core_log_level },
         { "shutdown", core_shutdown },
         { "metrics", core_metrics },
+        { "process_metrics", lsv_procstat_metrics },
         { NULL, NULL }
     };
     luaL_newlib(L, funcs);

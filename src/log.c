@@ -201,3 +201,34 @@ void lsv_log_access(const char *listener, const char *peer, uint64_t id,
                     (unsigned long long)messages, reason);
     }
 }
+
+/* The ready line goes to stdout, where scripts wait for it, in one
+ * write(2) (no stdio buffer to flush, whatever stdout is). */
+void lsv_log_ready(const char *proto, const char *addr)
+{
+    char line[1024];
+    size_t n;
+    if (lsv_log_format == LSV_LOG_JSON) {
+        struct timeval tv;
+        struct tm tm;
+        char ts[40];
+        gettimeofday(&tv, NULL);
+        gmtime_r(&tv.tv_sec, &tm);
+        size_t t = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(ts + t, sizeof ts - t, ".%03dZ", (int)(tv.tv_usec / 1000));
+        n = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":"
+                             "\"info\",\"msg\":\"listening\",\"proto\":\"%s\","
+                             "\"addr\":\"", ts, proto);
+        json_escape(line, sizeof line - 4, &n, addr);
+        line[n++] = '"';
+        line[n++] = '}';
+        line[n++] = '\n';
+    } else {
+        int m = snprintf(line, sizeof line, "luaserv: listening on %s %s\n",
+                         proto, addr);
+        n = m < 0 ? 0 : (size_t)m < sizeof line ? (size_t)m : sizeof line - 1;
+    }
+    ssize_t w;
+    do w = write(STDOUT_FILENO, line, n);
+    while (w < 0 && errno == EINTR);
+}

@@ -39,6 +39,13 @@ void lsv_log_access(const char *listener, const char *peer, uint64_t id,
                     double seconds, uint64_t bytes_in, uint64_t bytes_out,
                     uint64_t messages, const char *reason);
 
+/* The ready line for a listener, on stdout (not stderr, where the log
+ * goes): "luaserv: listening on tcp 127.0.0.1:7000", or with
+ * --log-format json one object {"ts":...,"level":"info","msg":"listening",
+ * "proto":"tcp","addr":"127.0.0.1:7000"}, so that 2>&1 | jq reads every
+ * line. Printed whatever the log level. */
+void lsv_log_ready(const char *proto, const char *addr);
+
 #define lsv_log(level, ...) \
     do { \
         if ((level) >= lsv_log_level) lsv_log_write((level), __VA_ARGS__); \

@@ -61,6 +61,8 @@ static void usage(FILE *f)
 "  -V, --version              show the version\n"
 "\n"
 "SIGHUP reloads the handler scripts; SIGTERM and SIGINT stop gracefully.\n"
+"A ready line per listener goes to stdout once it accepts (JSON with\n"
+"--log-format json); the log goes to stderr.\n"
 "Exit status: 0 after a clean shutdown, 1 when a listener cannot be\n"
 "opened, 2 for bad options or a script that fails to load.\n",
             DEFAULT_PORT);
@@ -226,13 +228,31 @@ static long parse_count(const char *s, const char *opt, long lo, long hi)
     return v;
 }
 
-/* Resolves the default script: the source tree's, else the installed one. */
+/* Why no default script was found: every path tried and its error, for
+ * the "cannot open" message; empty while one was. */
+static char default_missing[1024];
+
+/* Resolves the default script: the source tree's, else the installed one
+ * (under the PREFIX the binary was built with). When neither is readable
+ * it returns DEFAULT_SCRIPT, whose load then fails, and fills
+ * default_missing so that failure can say where it looked. */
 static const char *default_script(void)
 {
-    if (access(DEFAULT_SCRIPT, R_OK) == 0) return DEFAULT_SCRIPT;
-    static const char installed[] = LSV_PREFIX "/share/luaserv/"
-                                    DEFAULT_SCRIPT;
-    if (access(installed, R_OK) == 0) return installed;
+    static const char *const tried[] = {
+        DEFAULT_SCRIPT, LSV_PREFIX "/share/luaserv/" DEFAULT_SCRIPT
+    };
+    size_t n = (size_t)snprintf(default_missing, sizeof default_missing,
+                                "cannot open the default script; tried");
+    for (size_t i = 0; i < sizeof tried / sizeof *tried; i++) {
+        if (access(tried[i], R_OK) == 0) {
+            default_missing[0] = '\0';
+            return tried[i];
+        }
+        if (n < sizeof default_missing)
+            n += (size_t)snprintf(default_missing + n,
+                                  sizeof default_missing - n, "%s %s (%s)",
+                                  i ? "," : "", tried[i], strerror(errno));
+    }
     return DEFAULT_SCRIPT;
 }
 
@@ -455,7 +475,15 @@ int main(int argc, char **argv)
         plan.main_script = lua_tostring(srv->L, -1);   /* cfg anchors it */
         lua_pop(srv->L, 2);
     }
-    if (plan.main_script == NULL) plan.main_script = default_script();
+    if (plan.main_script == NULL) {
+        plan.main_script = default_script();
+        /* With -l, or with no config file, the default script serves. */
+        if (default_missing[0] && (flags.nlisten > 0 ||
+                                   plan.cfg_ref == LUA_NOREF)) {
+            fprintf(stderr, "luaserv: %s\n", default_missing);
+            return 2;
+        }
+    }
     if (lsv_config_plan(srv, &flags, &plan) != LSV_OK) return 2;
     /* Load every script (and run on_load) before opening anything. */
     for (int i = 0; i < plan.n; i++) {
@@ -463,7 +491,9 @@ int main(int argc, char **argv)
         lsv_script_t *s = lsv_script_load(srv, plan.e[i].script, err,
                                           sizeof err);
         if (s == NULL) {
-            fprintf(stderr, "luaserv: %s\n", err);
+            fprintf(stderr, "luaserv: %s\n", default_missing[0] &&
+                    plan.e[i].script == plan.main_script ? default_missing
+                                                         : err);
             return 2;
         }
         s->builtin = plan.e[i].builtin;
@@ -494,9 +524,8 @@ int main(int argc, char **argv)
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         const char *n = l->name;
         const char *sep = strstr(n, "://");
-        fprintf(stderr, "luaserv: listening on %s %s\n",
-                lsv_net_kind_name(l->addr.kind),
-                sep ? sep + 3 : strchr(n, ':') + 1);
+        lsv_log_ready(lsv_net_kind_name(l->addr.kind),
+                      sep ? sep + 3 : strchr(n, ':') + 1);
     }
     lsv_info("serving %s (pid %d)", plan.main_script, (int)getpid());
     lsv_notify(srv, "READY=1");

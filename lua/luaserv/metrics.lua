@@ -4,6 +4,11 @@
 --
 --   local hits = luaserv.metrics.counter("myapp_hits_total", "Lines seen.")
 --   hits:inc()                      -- or hits:inc(n, { kind = "x" })
+--
+-- A counter's name must end in _total, and inc/dec/set/observe take the
+-- number first and the labels second (or the labels alone for inc/dec):
+-- anything else raises, rather than count something the caller did not
+-- mean.
 --   local g = luaserv.metrics.gauge("myapp_queue", "Queued jobs.")
 --   g:set(5); g:inc(); g:dec(2)
 --   local h = luaserv.metrics.histogram("myapp_seconds", "Work time.",
@@ -16,6 +21,7 @@ local concat = table.concat
 local error = error
 local format = string.format
 local ipairs = ipairs
+local math_type = math.type
 local pairs = pairs
 local setmetatable = setmetatable
 local sort = table.sort
@@ -73,7 +79,13 @@ local function new(kind, name, help, extra)
     return m
 end
 
-function _M.counter(name, help) return new("counter", name, help) end
+function _M.counter(name, help)
+    if type(name) == "string" and name:match(NAME) and not name:match("_total$") then
+        error(format("counter %s: a counter's name must end in _total "
+                     .. "(the Prometheus naming rule), as %s_total", name, name), 2)
+    end
+    return new("counter", name, help)
+end
 function _M.gauge(name, help) return new("gauge", name, help) end
 
 function _M.histogram(name, help, buckets)
@@ -86,9 +98,33 @@ function _M.histogram(name, help, buckets)
     return new("histogram", name, help, buckets)
 end
 
+-- Checks the (n, labels) arguments of inc, dec, set and observe: n a
+-- number (or nil where one_ok), labels a table or nil. The labels alone
+-- are accepted for inc and dec; labels first and a number second is the
+-- wrong order and raises instead of counting 1.
+local function args(what, n, labels, one_ok)
+    if type(n) == "table" then
+        if labels ~= nil or not one_ok then
+            error(format("%s(n, labels): the number comes first, then the "
+                         .. "labels table (got a table, then %s)", what,
+                         type(labels)), 3)
+        end
+        return 1, n
+    end
+    if n == nil and one_ok then n = 1 end
+    if math_type(n) == nil then
+        error(format("%s(n, labels): n must be a number, not %s", what,
+                     type(n)), 3)
+    end
+    if labels ~= nil and type(labels) ~= "table" then
+        error(format("%s(n, labels): labels must be a table, not %s", what,
+                     type(labels)), 3)
+    end
+    return n, labels
+end
+
 function Metric:inc(n, labels)
-    if type(n) == "table" then n, labels = nil, n end
-    n = n or 1
+    n, labels = args(self.name .. ":inc", n, labels, true)
     if self.kind == "counter" and n < 0 then
         error("a counter only goes up", 2)
     end
@@ -98,18 +134,20 @@ end
 
 function Metric:dec(n, labels)
     if self.kind ~= "gauge" then error("only a gauge goes down", 2) end
-    if type(n) == "table" then n, labels = nil, n end
+    n, labels = args(self.name .. ":dec", n, labels, true)
     local k = label_key(labels)
-    self.values[k] = (self.values[k] or 0) - (n or 1)
+    self.values[k] = (self.values[k] or 0) - n
 end
 
 function Metric:set(v, labels)
     if self.kind ~= "gauge" then error("only a gauge is set", 2) end
+    v, labels = args(self.name .. ":set", v, labels, false)
     self.values[label_key(labels)] = v
 end
 
 function Metric:observe(v, labels)
     if self.kind ~= "histogram" then error("only a histogram observes", 2) end
+    v, labels = args(self.name .. ":observe", v, labels, false)
     local k = label_key(labels)
     local h = self.values[k]
     if not h then
@@ -166,39 +204,68 @@ function _M.render()
     return concat(out)
 end
 
--- The --metrics endpoint: a small HTTP/1.1 server for GET /metrics.
+-- The --metrics endpoint: a small HTTP/1.1 server for GET (and HEAD)
+-- /metrics. Each request, from the moment the handler waits for it, has
+-- REQUEST_SECONDS in all to arrive: every readline waits only for what is
+-- left, so a client that trickles its headers one line at a time (a
+-- slowloris) is cut off then, not kept forever. A request with more than
+-- MAX_HEADERS header lines is refused.
+local REQUEST_SECONDS = 30
+local MAX_HEADERS = 100
+
 function _M.http_handler()
     local core = require "luaserv.core"
+    local luaserv = require "luaserv"
     local handler = {}
 
-    local function respond(conn, status, body, ctype)
-        conn:write(format("HTTP/1.1 %s\r\nContent-Type: %s\r\n"
-                          .. "Content-Length: %d\r\n\r\n", status,
-                          ctype or "text/plain; charset=utf-8", #body), body)
+    -- Sends the status line and headers, and the body unless head (a HEAD
+    -- request gets the GET's headers, Content-Length included, and no
+    -- body, as RFC 9110 9.3.2 says).
+    local function respond(conn, status, body, head, ctype)
+        local hdr = format("HTTP/1.1 %s\r\nContent-Type: %s\r\n"
+                           .. "Content-Length: %d\r\n\r\n", status,
+                           ctype or "text/plain; charset=utf-8", #body)
+        if head then conn:write(hdr) else conn:write(hdr, body) end
+    end
+
+    -- Reads one line before the deadline: the line, or nil.
+    local function readline(conn, deadline)
+        local left = deadline - luaserv.now()
+        if left <= 0 then return nil end
+        conn:set_timeout(left)
+        return conn:readline()
     end
 
     function handler.handle(conn)
-        conn:set_timeout(30)
         while true do
-            local line = conn:readline()
+            local deadline = luaserv.now() + REQUEST_SECONDS
+            local line = readline(conn, deadline)
             if not line then return end
             local method, target, version = line:match("^(%u+) (%S+) HTTP/(%d%.%d)$")
             local close = version == "1.0"
+            local n = 0
             repeat
-                local h = conn:readline()
+                local h = readline(conn, deadline)
                 if not h then return end
                 if h:lower():match("^connection:%s*close") then close = true end
-            until h == ""
-            if not method then
+                n = n + 1
+            until h == "" or n > MAX_HEADERS
+            local head = method == "HEAD"
+            if n > MAX_HEADERS then
+                respond(conn, "431 Request Header Fields Too Large",
+                        "too many header lines\n", head)
+                return
+            elseif not method then
                 respond(conn, "400 Bad Request", "bad request\n")
                 return
-            elseif method ~= "GET" and method ~= "HEAD" then
+            elseif method ~= "GET" and not head then
                 respond(conn, "405 Method Not Allowed", "GET /metrics\n")
             elseif target == "/metrics" or target:match("^/metrics%?") then
-                respond(conn, "200 OK", core.metrics() .. _M.render(),
+                respond(conn, "200 OK", core.metrics() .. core.process_metrics()
+                        .. _M.render(), head,
                         "text/plain; version=0.0.4; charset=utf-8")
             else
-                respond(conn, "404 Not Found", "try /metrics\n")
+                respond(conn, "404 Not Found", "try /metrics\n", head)
             end
             if close then return end
         end
