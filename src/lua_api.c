@@ -58,7 +58,9 @@ static int api_log(lua_State *L)
         lua_call(L, n, 1);
     }
     luaL_where(L, 1);
-    lsv_log_write(level, "%s%s", lua_tostring(L, -1), lua_tostring(L, -2));
+    /* not rate-limited: the script chose to write each line */
+    lsv_log_write_all(level, "%s%s", lua_tostring(L, -1),
+                      lua_tostring(L, -2));
     return 0;
 }
 

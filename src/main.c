@@ -426,6 +426,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "luaserv: cannot initialise libev\n");
         return 1;
     }
+    lsv_log_attach(srv->loop);
     ev_idle_init(&srv->kick_watcher, kick_cb);
     ev_prepare_init(&srv->flush_watcher, flush_cb);
     ev_prepare_start(srv->loop, &srv->flush_watcher);
@@ -520,6 +521,7 @@ int main(int argc, char **argv)
     lsv_vm_close(srv);
     lsv_resolver_free(srv->resolver);
     while (srv->nfree_bufs) free(srv->free_bufs[--srv->nfree_bufs]);
+    lsv_log_detach();
     ev_loop_destroy(srv->loop);
     lsv_info("stopped");
     return 0;

@@ -195,10 +195,11 @@ void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                 l->stats.bytes_in += len;
             if (in[i].msg_hdr.msg_flags & MSG_TRUNC) {
                 char peer[LSV_ADDRSTRLEN];
-                lsv_warn("%s: datagram from %s is over %d bytes; dropped",
-                         l->name, lsv_net_format((struct sockaddr *)&d->peer,
-                                                 d->peer_len, peer),
-                         DGRAM_MAX);
+                lsv_log_ctx_t ctx = { l->name, lsv_net_format(
+                    (struct sockaddr *)&d->peer, d->peer_len, peer), 0 };
+                if (LSV_LOG_WARN >= lsv_log_level)
+                    lsv_log_writec(LSV_LOG_WARN, &ctx, "datagram over %d "
+                                   "bytes; dropped", DGRAM_MAX);
                 continue;
             }
             size_t start = d->reply.len;
