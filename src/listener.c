@@ -82,6 +82,8 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
     l->opt.idle_timeout = srv->opt.idle_timeout;
     l->opt.high_water = srv->opt.high_water;
     l->opt.low_water = srv->opt.low_water;
+    l->opt.rcvbuf = srv->opt.rcvbuf;
+    l->opt.sndbuf = srv->opt.sndbuf;
 
     char local[LSV_ADDRSTRLEN];
     lsv_net_local(fd, local);
@@ -108,13 +110,18 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
 
 void lsv_listener_start_all(lsv_server_t *srv)
 {
-    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (lsv_listener_is_dgram(l)) lsv_udp_setup(l);
         ev_io_start(srv->loop, &l->io);
+    }
 }
 
 void lsv_listener_close_all(lsv_server_t *srv)
 {
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (l->fd < 0) continue;
+        /* A graceful stop answers what the socket already holds. */
+        if (srv->stopping && lsv_listener_is_dgram(l)) lsv_udp_drain(l);
         if (l->fd < 0) continue;
         ev_io_stop(srv->loop, &l->io);
         ev_timer_stop(srv->loop, &l->pause_timer);

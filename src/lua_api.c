@@ -77,6 +77,7 @@ static int api_stats(lua_State *L)
         sum.messages += l->stats.messages;
         sum.bytes_in += l->stats.bytes_in;
         sum.bytes_out += l->stats.bytes_out;
+        sum.udp_drops += l->stats.udp_drops;
     }
     /* Outbound traffic counts in the bytes, not in the connections. */
     sum.bytes_in += srv->outbound_listener->stats.bytes_in;
@@ -94,6 +95,7 @@ static int api_stats(lua_State *L)
     FIELD("tasks", s->tasks_active);
     FIELD("lua_memory", lsv_guard_memory());
     FIELD("outbound_active", s->outbound_active);
+    FIELD("udp_drops", sum.udp_drops);
 #undef FIELD
     return 1;
 }
