@@ -17,7 +17,8 @@ int lsv_log_level = LSV_LOG_INFO;
 #define SAMPLE 120
 typedef struct log_source {
     const char *fmt;          /* NULL: slot unused */
-    const char *listener;
+    const char *listener;     /* the key: compared by address only */
+    char lname[160];          /* a copy to report with: it may be freed */
     double start;             /* when the current interval began */
     unsigned shown;           /* lines written in it */
     uint64_t suppressed;      /* lines dropped in it */
@@ -206,7 +207,7 @@ static void report_line(int level, const lsv_log_ctx_t *ctx,
 static void report(log_source_t *src, double now)
 {
     if (src->suppressed) {
-        lsv_log_ctx_t ctx = { src->listener, NULL, 0 };
+        lsv_log_ctx_t ctx = { src->lname, NULL, 0 };
         report_line(src->level, src->listener ? &ctx : NULL,
                     "suppressed %llu similar messages in %.0f s (like: %s)",
                     (unsigned long long)src->suppressed,
@@ -282,6 +283,8 @@ static int allowed(int level, const lsv_log_ctx_t *ctx, const char *fmt)
         report(src, now);             /* evict whoever had the slot */
         src->fmt = fmt;
         src->listener = listener;
+        snprintf(src->lname, sizeof src->lname, "%s", listener ? listener
+                                                               : "");
     } else if (now - src->start >= LSV_LOG_INTERVAL) {
         report(src, now);
     }
