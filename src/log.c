@@ -271,10 +271,11 @@ void lsv_log_detach(void)
 }
 
 /* Whether a line from (fmt, listener) may be written now; counts it
- * otherwise. Debug lines are never limited: that level is asked for. */
+ * otherwise. Only warnings and errors are limited: info lines are events
+ * an operator caused or asked for (a reload, a stop), debug is asked for. */
 static int allowed(int level, const lsv_log_ctx_t *ctx, const char *fmt)
 {
-    if (level <= LSV_LOG_DEBUG) return 1;
+    if (level < LSV_LOG_WARN) return 1;
     const char *listener = ctx ? ctx->listener : NULL;
     uintptr_t h = ((uintptr_t)fmt >> 3) ^ ((uintptr_t)listener >> 4);
     log_source_t *src = &sources[(h ^ (h >> 7)) % SOURCES];

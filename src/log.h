@@ -37,7 +37,7 @@ int lsv_log_parse_level(const char *name);
  * lsv_log_writec. A source writes LSV_LOG_BURST lines per
  * LSV_LOG_INTERVAL seconds; then its lines are only counted, and when the
  * interval ends one line "suppressed N similar messages in 5 s (like:
- * ...)" reports them. Debug lines are never limited. */
+ * ...)" reports them. Only warn and error lines are limited. */
 void lsv_log_write(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
