@@ -68,6 +68,7 @@ static int core_listeners(lua_State *L)
         FIELD("handler_errors", s->handler_errors);
         FIELD("reloads", s->reloads);
         FIELD("reload_failures", s->reload_failures);
+        FIELD("udp_drops", s->udp_drops);
 #undef FIELD
         lua_rawseti(L, -2, ++i);
     }
@@ -178,6 +179,17 @@ static int core_metrics(lua_State *L)
     for (size_t i = 0; i < sizeof counters / sizeof *counters; i++) {
         family(&b, counters[i].name, counters[i].type, counters[i].help);
         per_listener(&b, srv, counters[i].name, counters[i].offset);
+    }
+    family(&b, "luaserv_udp_drops_total", "counter",
+           "Datagrams the kernel dropped because the receive buffer was "
+           "full (SO_RXQ_OVFL).");
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        char drops[512];
+        if (!lsv_listener_is_dgram(l)) continue;
+        snprintf(drops, sizeof drops, "luaserv_udp_drops_total{listener="
+                 "\"%s\"} %llu\n", l->name,
+                 (unsigned long long)l->stats.udp_drops);
+        luaL_addstring(&b, drops);
     }
     family(&b, "luaserv_handler_duration_seconds", "histogram",
            "Time spent in on_message calls.");

@@ -297,6 +297,22 @@ int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
     }
     if (lua_getfield(L, t, "max_frame") != LUA_TNIL)
         l->opt.max_frame = (uint32_t)lua_tointeger(L, -1);
+    static const char *const bufs[2] = { "rcvbuf", "sndbuf" };
+    for (int i = 0; i < 2; i++) {
+        if (lua_getfield(L, t, bufs[i]) == LUA_TNIL) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (!lsv_listener_is_dgram(l)) {
+            fprintf(stderr, "luaserv: %s: listen %s: %s applies to udp:// "
+                    "and unixgram: listeners only\n", p->config, e->spec,
+                    bufs[i]);
+            rc = LSV_ERR;
+        }
+        *(i ? &l->opt.sndbuf : &l->opt.rcvbuf) =
+            (size_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
     if (lua_getfield(L, t, "framing") != LUA_TNIL) {
         char err[LSV_ERRLEN];
         if (lsv_vm_parse_framing(L, -1, &l->opt.framing, err) != LSV_OK) {

@@ -16,8 +16,9 @@
  * the connections already open. */
 #define ACCEPTS_PER_EVENT 64
 
-/* How long accepting pauses when the process is out of descriptors, and
- * how often that is logged. */
+/* How long accepting pauses after an accept error other than a peer's
+ * (out of descriptors or memory, or anything unexpected), and how often
+ * that is logged. */
 #define EMFILE_PAUSE 0.5
 #define EMFILE_LOG_EVERY 10.0
 
@@ -40,12 +41,37 @@ void lsv_listener_observe(lsv_listener_t *l, double seconds, uint64_t n)
     l->stats.hist_sum += seconds;
 }
 
+/* Whether an inherited stream socket is listening. systemd's Accept=yes
+ * (and systemd-socket-activate --accept) passes one accepted connection
+ * instead; accept() on it fails with EINVAL forever. Fills err if not. */
+static int inherited_listening(int fd, const lsv_addr_t *a,
+                               char err[LSV_ERRLEN])
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0) {
+        snprintf(err, LSV_ERRLEN, "inherited socket (fd %d): SO_ACCEPTCONN: "
+                 "%s", fd, strerror(errno));
+        return 0;
+    }
+    if (on) return 1;
+    snprintf(err, LSV_ERRLEN, "inherited socket (fd %d, %s) is not "
+             "listening: it is one connection, as systemd's Accept=yes "
+             "passes; luaserv accepts connections itself, so use Accept=no",
+             fd, lsv_net_kind_name(a->kind));
+    errno = EINVAL;
+    return 0;
+}
+
 lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
                                   int fd, char err[LSV_ERRLEN])
 {
     int inherited = fd >= 0;
     if (!inherited) fd = lsv_net_listen(a, srv->opt.backlog, err);
     if (fd < 0) return NULL;
+    if (inherited && (a->kind == LSV_NET_TCP || a->kind == LSV_NET_UNIX) &&
+        !inherited_listening(fd, a, err))
+        return NULL;
     lsv_listener_t *l = lsv_calloc(1, sizeof *l);
     l->srv = srv;
     l->addr = *a;
@@ -56,6 +82,8 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
     l->opt.idle_timeout = srv->opt.idle_timeout;
     l->opt.high_water = srv->opt.high_water;
     l->opt.low_water = srv->opt.low_water;
+    l->opt.rcvbuf = srv->opt.rcvbuf;
+    l->opt.sndbuf = srv->opt.sndbuf;
 
     char local[LSV_ADDRSTRLEN];
     lsv_net_local(fd, local);
@@ -82,13 +110,18 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
 
 void lsv_listener_start_all(lsv_server_t *srv)
 {
-    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (lsv_listener_is_dgram(l)) lsv_udp_setup(l);
         ev_io_start(srv->loop, &l->io);
+    }
 }
 
 void lsv_listener_close_all(lsv_server_t *srv)
 {
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (l->fd < 0) continue;
+        /* A graceful stop answers what the socket already holds. */
+        if (srv->stopping && lsv_listener_is_dgram(l)) lsv_udp_drain(l);
         if (l->fd < 0) continue;
         ev_io_stop(srv->loop, &l->io);
         ev_timer_stop(srv->loop, &l->pause_timer);
@@ -111,8 +144,10 @@ void lsv_listener_free_all(lsv_server_t *srv)
     }
 }
 
-/* Out of descriptors: stop accepting for a moment instead of spinning on
- * a listener that stays readable. Logged at most every EMFILE_LOG_EVERY. */
+/* Out of descriptors, or any other accept error that is not the peer's:
+ * stop accepting for a moment instead of spinning on a listener that
+ * stays readable (a listener in a bad state fails every accept at once).
+ * Logged at most every EMFILE_LOG_EVERY. */
 static void pause_accepting(lsv_listener_t *l, int err)
 {
     struct ev_loop *loop = l->srv->loop;
@@ -162,6 +197,20 @@ static int accept_allowed(lsv_listener_t *l, const struct sockaddr *sa,
     return ok;
 }
 
+/* Errors accept(2) reports about one pending connection (accept(2): "treat
+ * them like EAGAIN by retrying"); the next accept may well succeed. */
+static int peer_error(int err)
+{
+    switch (err) {
+    case ECONNABORTED: case EPROTO: case EPERM: case ENETDOWN:
+    case ENOPROTOOPT: case EHOSTDOWN: case ENONET: case EHOSTUNREACH:
+    case EOPNOTSUPP: case ENETUNREACH:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
@@ -172,14 +221,12 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EINTR || peer_error(errno)) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-                errno == ENOMEM) {
-                pause_accepting(l, errno);
-                return;
-            }
-            lsv_error("%s: accept: %s", l->name, strerror(errno));
+            /* EMFILE, ENFILE, ENOBUFS, ENOMEM, and anything else (EINVAL
+             * from a socket that stopped listening): back off rather than
+             * retry at once. */
+            pause_accepting(l, errno);
             return;
         }
         if (!accept_allowed(l, (struct sockaddr *)&ss, len)) {

@@ -21,6 +21,7 @@ typedef struct lsv_lstats {
     uint64_t handler_errors;
     uint64_t reloads;
     uint64_t reload_failures;
+    uint64_t udp_drops;       /* datagrams the kernel dropped (SO_RXQ_OVFL) */
     uint64_t hist[LSV_HIST_BUCKETS + 1];   /* last: +Inf */
     uint64_t hist_count;
     double hist_sum;
@@ -32,6 +33,7 @@ typedef struct lsv_lopts {
     size_t high_water;
     size_t low_water;
     uint32_t max_frame;      /* 0 = the framing's own max */
+    size_t rcvbuf, sndbuf;   /* datagram kinds: socket buffers, 0 = kernel's */
     int has_framing;         /* framing below overrides the handler's */
     lsv_frame_spec_t framing;
 } lsv_lopts_t;

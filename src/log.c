@@ -1,7 +1,8 @@
-/* log.c: leveled logging to stderr. */
+/* log.c: leveled logging to stderr, rate-limited per source. */
 #include "lsv.h"
 #include "log.h"
 
+#include <ev.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +12,20 @@
 #include <errno.h>
 
 int lsv_log_level = LSV_LOG_INFO;
+
+/* A source of log lines for the rate limit (see lsv_log_write). */
+#define SAMPLE 120
+typedef struct log_source {
+    const char *fmt;          /* NULL: slot unused */
+    const char *listener;     /* the key: compared by address only */
+    char lname[160];          /* a copy to report with: it may be freed */
+    double start;             /* when the current interval began */
+    unsigned shown;           /* lines written in it */
+    uint64_t suppressed;      /* lines dropped in it */
+    int level;
+    char sample[SAMPLE];      /* first line of the last message shown */
+} log_source_t;
+static log_source_t *sampling;   /* the source of the line being written */
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
@@ -93,6 +108,13 @@ static void log_line(int level, const lsv_log_ctx_t *ctx, const char *extra,
     struct tm tm;
     int m = vsnprintf(msg, sizeof msg, fmt, ap);
     if (m < 0) msg[0] = '\0';
+    if (sampling) {            /* keep the first line for a later report */
+        size_t k = strcspn(msg, "\n");
+        if (k >= SAMPLE) k = SAMPLE - 1;
+        memcpy(sampling->sample, msg, k);
+        sampling->sample[k] = '\0';
+        sampling = NULL;
+    }
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     char ts[40];
@@ -150,8 +172,136 @@ static void log_line(int level, const lsv_log_ctx_t *ctx, const char *extra,
     emit(line, n);
 }
 
+/* --- rate limiting ------------------------------------------------------
+ * A source is a call site (its format string) plus the listener the line
+ * is about, when the caller names one in its context. Each source may
+ * write LSV_LOG_BURST lines per LSV_LOG_INTERVAL seconds; past that its
+ * lines are counted, and when the interval ends one line says how many
+ * were suppressed and what the last shown one was. Sources live in a
+ * small direct-mapped table: a collision reports and evicts the older
+ * source, so limiting can only loosen, never lose the count. */
+
+#define SOURCES 128
+
+
+static log_source_t sources[SOURCES];
+static struct ev_loop *rl_loop;
+static ev_timer rl_timer;     /* reports suppressions when intervals end */
+static int rl_armed;
+
+static void report_line(int level, const lsv_log_ctx_t *ctx,
+                        const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void report_line(int level, const lsv_log_ctx_t *ctx,
+                        const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, ctx, NULL, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes the "suppressed" line of src, if any, and starts a new interval
+ * at now. */
+static void report(log_source_t *src, double now)
+{
+    if (src->suppressed) {
+        lsv_log_ctx_t ctx = { src->lname, NULL, 0 };
+        report_line(src->level, src->listener ? &ctx : NULL,
+                    "suppressed %llu similar messages in %.0f s (like: %s)",
+                    (unsigned long long)src->suppressed,
+                    LSV_LOG_INTERVAL, src->sample);
+    }
+    src->start = now;
+    src->shown = 0;
+    src->suppressed = 0;
+}
+
+/* Reports the sources whose interval is over; returns the seconds until
+ * the next one with suppressed lines ends, or 0 if none. */
+static double report_due(double now)
+{
+    double next = 0;
+    for (int i = 0; i < SOURCES; i++) {
+        log_source_t *src = &sources[i];
+        if (src->fmt == NULL || src->suppressed == 0) continue;
+        double left = src->start + LSV_LOG_INTERVAL - now;
+        if (left <= 0) report(src, now);
+        else if (next == 0 || left < next) next = left;
+    }
+    return next;
+}
+
+static void arm(double after)
+{
+    if (rl_loop == NULL || rl_armed) return;
+    ev_timer_set(&rl_timer, after, 0.);
+    ev_timer_start(rl_loop, &rl_timer);
+    ev_unref(rl_loop);        /* pending reports do not keep the loop up */
+    rl_armed = 1;
+}
+
+static void rl_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w; (void)revents;
+    ev_ref(loop);             /* libev stopped it; undo arm()'s unref */
+    rl_armed = 0;
+    double next = report_due(lsv_clock());
+    if (next > 0) arm(next);
+}
+
+void lsv_log_attach(struct ev_loop *loop)
+{
+    rl_loop = loop;
+    ev_init(&rl_timer, rl_timer_cb);
+}
+
+void lsv_log_detach(void)
+{
+    if (rl_loop && rl_armed) {
+        ev_ref(rl_loop);
+        ev_timer_stop(rl_loop, &rl_timer);
+    }
+    rl_armed = 0;
+    rl_loop = NULL;
+    double now = lsv_clock();
+    for (int i = 0; i < SOURCES; i++)
+        if (sources[i].fmt) report(&sources[i], now);
+}
+
+/* Whether a line from (fmt, listener) may be written now; counts it
+ * otherwise. Only warnings and errors are limited: info lines are events
+ * an operator caused or asked for (a reload, a stop), debug is asked for. */
+static int allowed(int level, const lsv_log_ctx_t *ctx, const char *fmt)
+{
+    if (level < LSV_LOG_WARN) return 1;
+    const char *listener = ctx ? ctx->listener : NULL;
+    uintptr_t h = ((uintptr_t)fmt >> 3) ^ ((uintptr_t)listener >> 4);
+    log_source_t *src = &sources[(h ^ (h >> 7)) % SOURCES];
+    double now = lsv_clock();
+    if (src->fmt != fmt || src->listener != listener) {
+        report(src, now);             /* evict whoever had the slot */
+        src->fmt = fmt;
+        src->listener = listener;
+        snprintf(src->lname, sizeof src->lname, "%s", listener ? listener
+                                                               : "");
+    } else if (now - src->start >= LSV_LOG_INTERVAL) {
+        report(src, now);
+    }
+    if (src->shown < LSV_LOG_BURST) {
+        src->shown++;
+        src->level = level;
+        sampling = src;
+        return 1;
+    }
+    if (src->suppressed++ == 0) arm(src->start + LSV_LOG_INTERVAL - now);
+    return 0;
+}
+
 void lsv_log_write(int level, const char *fmt, ...)
 {
+    if (!allowed(level, NULL, fmt)) return;
     va_list ap;
     va_start(ap, fmt);
     log_line(level, NULL, NULL, fmt, ap);
@@ -160,9 +310,18 @@ void lsv_log_write(int level, const char *fmt, ...)
 
 void lsv_log_writec(int level, const lsv_log_ctx_t *ctx, const char *fmt, ...)
 {
+    if (!allowed(level, ctx, fmt)) return;
     va_list ap;
     va_start(ap, fmt);
     log_line(level, ctx, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void lsv_log_write_all(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, NULL, NULL, fmt, ap);
     va_end(ap);
 }
 

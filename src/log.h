@@ -4,6 +4,8 @@
 
 #include "lsv.h"
 
+struct ev_loop;
+
 enum { LSV_LOG_DEBUG = 0, LSV_LOG_INFO, LSV_LOG_WARN, LSV_LOG_ERROR };
 
 enum { LSV_LOG_TEXT = 0, LSV_LOG_JSON };
@@ -21,12 +23,33 @@ typedef struct lsv_log_ctx {
 /* Parses "debug", "info", "warn" or "error". Returns the level or -1. */
 int lsv_log_parse_level(const char *name);
 
+/* Lines one source may write per interval before it is suppressed. */
+#define LSV_LOG_BURST 10
+#define LSV_LOG_INTERVAL 5.0
+
 /* Writes one line "2026-11-27T20:18:46.123Z warn message" to stderr, in one
  * write so lines from several processes do not interleave. The message may
  * span lines (a traceback). Cheap when level is below lsv_log_level: the
- * macros below test it before formatting anything. */
+ * macros below test it before formatting anything.
+ *
+ * Rate-limited per source: a source is the call site (fmt, compared by
+ * address, so fmt must be a string literal) plus ctx->listener for
+ * lsv_log_writec. A source writes LSV_LOG_BURST lines per
+ * LSV_LOG_INTERVAL seconds; then its lines are only counted, and when the
+ * interval ends one line "suppressed N similar messages in 5 s (like:
+ * ...)" reports them. Only warn and error lines are limited. */
 void lsv_log_write(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* lsv_log_write without the rate limit: for lines a script asked for. */
+void lsv_log_write_all(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The rate limit reports suppressed lines from a timer on loop (without
+ * one, only when the source logs again). lsv_log_detach stops the timer
+ * and reports every pending suppression; call it before the loop goes. */
+void lsv_log_attach(struct ev_loop *loop);
+void lsv_log_detach(void);
 
 /* Like lsv_log_write, with the connection the line is about: in text the
  * context leads the message ("conn 5 (peer 1.2.3.4:5, tcp://...): ..."),

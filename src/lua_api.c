@@ -58,7 +58,9 @@ static int api_log(lua_State *L)
         lua_call(L, n, 1);
     }
     luaL_where(L, 1);
-    lsv_log_write(level, "%s%s", lua_tostring(L, -1), lua_tostring(L, -2));
+    /* not rate-limited: the script chose to write each line */
+    lsv_log_write_all(level, "%s%s", lua_tostring(L, -1),
+                      lua_tostring(L, -2));
     return 0;
 }
 
@@ -75,6 +77,7 @@ static int api_stats(lua_State *L)
         sum.messages += l->stats.messages;
         sum.bytes_in += l->stats.bytes_in;
         sum.bytes_out += l->stats.bytes_out;
+        sum.udp_drops += l->stats.udp_drops;
     }
     /* Outbound traffic counts in the bytes, not in the connections. */
     sum.bytes_in += srv->outbound_listener->stats.bytes_in;
@@ -92,6 +95,7 @@ static int api_stats(lua_State *L)
     FIELD("tasks", s->tasks_active);
     FIELD("lua_memory", lsv_guard_memory());
     FIELD("outbound_active", s->outbound_active);
+    FIELD("udp_drops", sum.udp_drops);
 #undef FIELD
     return 1;
 }

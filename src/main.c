@@ -43,6 +43,9 @@ static void usage(FILE *f)
 "      --high-water BYTES     queued output that pauses reading from a peer\n"
 "                             (default 1048576; resumes below a quarter)\n"
 "      --backlog N            listen backlog (default 511)\n"
+"      --rcvbuf BYTES         receive buffer of udp:// and unixgram:\n"
+"                             listeners (default: the kernel's)\n"
+"      --sndbuf BYTES         send buffer of udp:// and unixgram: listeners\n"
 "  -c, --config FILE          read listeners and settings from FILE (Lua);\n"
 "                             flags override it\n"
 "      --log-level LEVEL      debug, info, warn or error (default info)\n"
@@ -175,7 +178,8 @@ static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 enum {
     OPT_IDLE = 256, OPT_SHUTDOWN, OPT_HIGH_WATER, OPT_BACKLOG,
     OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_CHECK, OPT_ADMIN, OPT_METRICS,
-    OPT_WATCH, OPT_ACCESS_LOG, OPT_HANDLER_TIMEOUT, OPT_LUA_MEMORY
+    OPT_WATCH, OPT_ACCESS_LOG, OPT_HANDLER_TIMEOUT, OPT_LUA_MEMORY,
+    OPT_RCVBUF, OPT_SNDBUF
 };
 
 static const struct option long_opts[] = {
@@ -193,6 +197,8 @@ static const struct option long_opts[] = {
     { "watch", no_argument, NULL, OPT_WATCH },
     { "handler-timeout", required_argument, NULL, OPT_HANDLER_TIMEOUT },
     { "lua-memory", required_argument, NULL, OPT_LUA_MEMORY },
+    { "rcvbuf", required_argument, NULL, OPT_RCVBUF },
+    { "sndbuf", required_argument, NULL, OPT_SNDBUF },
     { "check", no_argument, NULL, OPT_CHECK },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -298,6 +304,14 @@ static void parse_args(lsv_server_t *srv, lsv_flags_t *f, int argc,
             srv->opt.high_water = (size_t)parse_count(optarg, "--high-water",
                                                       1024, 1L << 30);
             f->set_high_water = 1;
+            break;
+        case OPT_RCVBUF:
+            srv->opt.rcvbuf = (size_t)parse_count(optarg, "--rcvbuf", 1024,
+                                                  1L << 30);
+            break;
+        case OPT_SNDBUF:
+            srv->opt.sndbuf = (size_t)parse_count(optarg, "--sndbuf", 1024,
+                                                  1L << 30);
             break;
         case OPT_BACKLOG:
             srv->opt.backlog = (int)parse_count(optarg, "--backlog", 1, 65535);
@@ -446,6 +460,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "luaserv: cannot initialise libev\n");
         return 1;
     }
+    lsv_log_attach(srv->loop);
     ev_idle_init(&srv->kick_watcher, kick_cb);
     ev_prepare_init(&srv->flush_watcher, flush_cb);
     ev_prepare_start(srv->loop, &srv->flush_watcher);
@@ -549,6 +564,7 @@ int main(int argc, char **argv)
     lsv_vm_close(srv);
     lsv_resolver_free(srv->resolver);
     while (srv->nfree_bufs) free(srv->free_bufs[--srv->nfree_bufs]);
+    lsv_log_detach();
     ev_loop_destroy(srv->loop);
     lsv_info("stopped");
     return 0;

@@ -16,11 +16,24 @@ struct lsv_dgram {
     int has_reply;          /* the current call wrote or returned a reply */
     socklen_t peer_len;
     struct sockaddr_storage peer;
+    uint32_t drops_seen;    /* the kernel's last SO_RXQ_OVFL count */
 };
+
+/* Seconds a graceful stop spends answering datagrams already queued on a
+ * datagram listener before closing it. */
+#define LSV_UDP_DRAIN_SECONDS 1.0
 
 /* Sets up the datagram state of a listener (owned by it). */
 void lsv_udp_init(lsv_listener_t *l);
 void lsv_udp_free(lsv_listener_t *l);
+
+/* Applies the listener's rcvbuf and sndbuf, and asks the kernel to report
+ * its drop count (SO_RXQ_OVFL) with received datagrams. Logs problems. */
+void lsv_udp_setup(lsv_listener_t *l);
+
+/* Answers the datagrams already queued on l, until the socket has none
+ * or LSV_UDP_DRAIN_SECONDS pass; for a graceful stop, before closing. */
+void lsv_udp_drain(lsv_listener_t *l);
 
 /* The read watcher callback of a datagram listener. */
 void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents);

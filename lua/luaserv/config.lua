@@ -68,6 +68,8 @@ local LISTEN = {
     idle_timeout = seconds,
     max_frame = count,
     high_water = bytes,
+    rcvbuf = bytes,
+    sndbuf = bytes,
 }
 
 local function check(checker, name, v, level_)
@@ -97,7 +99,8 @@ function _M.load(path)
                 if not checker then
                     error(format("listen: unknown key %s (known: handler, "
                                  .. "framing, idle_timeout, max_frame, "
-                                 .. "high_water)", tostring(k)), 2)
+                                 .. "high_water, rcvbuf, sndbuf)",
+                                 tostring(k)), 2)
                 end
                 check(checker, "listen." .. k, v, 3)
                 l[k] = v
