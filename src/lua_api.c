@@ -92,6 +92,7 @@ static int api_stats(lua_State *L)
     FIELD("tasks", s->tasks_active);
     FIELD("lua_memory", lsv_guard_memory());
     FIELD("outbound_active", s->outbound_active);
+    FIELD("preemptions", s->preemptions);
 #undef FIELD
     return 1;
 }
