@@ -156,6 +156,7 @@ void lsv_guard_leave(lua_State *L)
 void lsv_guard_begin(lsv_guard_scope_t *sc, lua_State *L, int kind)
 {
     sc->nested = hooked != NULL;   /* the caller is out of time already */
+    sc->L = L;
     sc->running = running;
     if (sc->nested) {
         lsv_guard_enter(L);
@@ -172,7 +173,7 @@ void lsv_guard_begin(lsv_guard_scope_t *sc, lua_State *L, int kind)
 void lsv_guard_end(lsv_guard_scope_t *sc)
 {
     if (sc->nested) {
-        lsv_guard_leave(sc->running);
+        lsv_guard_leave(sc->L);
         return;
     }
     depth = 0;

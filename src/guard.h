@@ -44,7 +44,7 @@ void lsv_guard_leave(lua_State *L);
  * Saves the enclosing call's state; stack allocated by the caller. */
 #define LSV_GUARD_STACK 32   /* nesting levels whose threads are tracked */
 typedef struct lsv_guard_scope {
-    lua_State *running;
+    lua_State *L, *running;
     lua_State *stack[LSV_GUARD_STACK];
     int depth, kind, nested;
 } lsv_guard_scope_t;

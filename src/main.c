@@ -400,7 +400,6 @@ static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
  * Exits 2 on an error. */
 static void run_on_load(lsv_server_t *srv)
 {
-    lua_State *L = srv->L;
     for (lsv_script_t *s = srv->scripts; s; s = s->next) {
         if (s->builtin) continue;
         char err[4096];
@@ -410,7 +409,6 @@ static void run_on_load(lsv_server_t *srv)
             exit(2);
         }
     }
-    (void)L;
 }
 
 /* Unix socket files we bound, removed at any exit, including os.exit()

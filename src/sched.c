@@ -202,7 +202,10 @@ void lsv_sched_run(lsv_server_t *srv)
         int nres, nargs = t->nargs;
         t->nargs = 0;
         lsv_guard_enter(t->co);
+        /* Set every run, even to none: a thread inherits the hook of the
+         * one that created it. */
         if (slice > 0) lua_sethook(t->co, slice_hook, LUA_MASKCOUNT, slice);
+        else lua_sethook(t->co, NULL, 0, 0);
         int status = lua_resume(t->co, srv->L, nargs, &nres);
         lsv_guard_leave(t->co);
         if (status == LUA_YIELD) {
