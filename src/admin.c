@@ -113,7 +113,12 @@ static int core_eval(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_settop(L, 1);
+    /* The task's slice hook cannot yield in here: off, it only costs. */
+    lua_Hook hook = lua_gethook(L);
+    int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+    lua_sethook(L, NULL, 0, 0);
     int ok = lsv_vm_pcall_as(L, 0, LUA_MULTRET, LSV_GUARD_HANDLER) == LUA_OK;
+    lua_sethook(L, hook, mask, count);
     lua_pushboolean(L, ok);
     lua_insert(L, 1);
     return lua_gettop(L);
