@@ -3,6 +3,7 @@
  * socket and the metrics endpoint, which are Lua handlers in lua/luaserv. */
 #include "lsv.h"
 #include "conn.h"
+#include "guard.h"
 #include "listener.h"
 #include "log.h"
 #include "procstat.h"
@@ -103,6 +104,26 @@ static int core_reload(lua_State *L)
     luaL_pushfail(L);
     lua_pushstring(L, err);
     return 2;
+}
+
+/* core.eval(fn) -> true, fn's results... | false, error. Calls fn with a
+ * --handler-timeout budget of its own, in a call that cannot yield (so a
+ * task's slice hook cannot make a loop in it share the loop forever): a
+ * runaway eval fails with "handler timeout" and the admin client gets
+ * that error back. [-0, +(1|n), -] */
+static int core_eval(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    /* The task's slice hook cannot yield in here: off, it only costs. */
+    lua_Hook hook = lua_gethook(L);
+    int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+    lua_sethook(L, NULL, 0, 0);
+    int ok = lsv_vm_pcall_as(L, 0, LUA_MULTRET, LSV_GUARD_HANDLER) == LUA_OK;
+    lua_sethook(L, hook, mask, count);
+    lua_pushboolean(L, ok);
+    lua_insert(L, 1);
+    return lua_gettop(L);
 }
 
 /* core.log_level([name]) -> the level's name; sets it when given. */
@@ -231,6 +252,7 @@ int luaopen_luaserv_core(lua_State *L)
         { "listeners", core_listeners },
         { "handlers", core_handlers },
         { "reload", core_reload },
+        { "eval", core_eval },
         { "log_level", core_log_level },
         { "shutdown", core_shutdown },
         { "metrics", core_metrics },

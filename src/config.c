@@ -90,6 +90,14 @@ int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
         o->handler_timeout = lua_tonumber(L, -1);
         lua_pop(L, 1);
     }
+    if (!f->set_load_timeout && cfg_get(L, p, "load_timeout") != LUA_TNIL) {
+        o->load_timeout = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+    }
+    if (!f->set_task_slice && cfg_get(L, p, "task_slice") != LUA_TNIL) {
+        o->task_slice = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
     if (!f->set_lua_memory && cfg_get(L, p, "lua_memory") != LUA_TNIL) {
         o->lua_memory = (size_t)lua_tointeger(L, -1);
         lua_pop(L, 1);

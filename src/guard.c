@@ -12,12 +12,22 @@
 /* The watchdog is SIGALRM, a few times per budget. Its handler only reads
  * these and calls lua_sethook, which the Lua manual allows from a signal
  * handler (lua.c stops a script on Ctrl-C this way). */
-static double budget;                       /* seconds, 0 = none */
+static double budgets[LSV_GUARD_NKINDS];   /* seconds per kind, 0 = none */
 static size_t mem_limit, mem_used;
 static lua_State *volatile running;         /* innermost guarded thread */
 static volatile int64_t started_ns;         /* outermost call's start */
 static volatile sig_atomic_t depth;
+static volatile int cur_kind;               /* LSV_GUARD_* of the scope */
 static lua_State *volatile hooked;          /* thread the hook was set on */
+/* The hook `hooked` had before ours (a task's slice hook), put back when
+ * the call unwinds. */
+static lua_Hook saved_hook;
+static int saved_mask, saved_count;
+/* The thread of each guarded nesting level, so an inner call on another
+ * thread (a callback run from a task) hands the watchdog back on return. */
+#define STACK_MAX LSV_GUARD_STACK
+static lua_State *stack[STACK_MAX];
+static int timer_on;
 
 static int64_t now_ns(void)
 {
@@ -31,10 +41,25 @@ static int64_t now_ns(void)
  * past it. */
 static void timeout_hook(lua_State *L, lua_Debug *ar)
 {
-    (void)ar;
-    char msg[128];
-    snprintf(msg, sizeof msg, "handler timeout: still running after %g s "
-             "(--handler-timeout)", budget);
+    char msg[160];
+    double b = budgets[cur_kind];
+    switch (cur_kind) {
+    case LSV_GUARD_LOAD:
+        snprintf(msg, sizeof msg, "load timeout: loading the script took "
+                 "over %g s (--handler-timeout; slow setup belongs in "
+                 "on_load, see --load-timeout)", b);
+        break;
+    case LSV_GUARD_ON_LOAD:
+        snprintf(msg, sizeof msg, "on_load timeout: still running after "
+                 "%g s (--load-timeout)", b);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "handler timeout: still running after "
+                 "%g s (--handler-timeout)", b);
+    }
+    /* Where it was: the script's line, as any error says. */
+    if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
+        luaL_error(L, "%s:%d: %s", ar->short_src, ar->currentline, msg);
     luaL_error(L, "%s", msg);
 }
 
@@ -43,30 +68,60 @@ static void alarm_handler(int sig)
     (void)sig;
     lua_State *L = running;
     if (L == NULL || depth == 0 || hooked != NULL) return;
-    if ((double)(now_ns() - started_ns) / 1e9 < budget) return;
+    double b = budgets[cur_kind];
+    if (b <= 0 || (double)(now_ns() - started_ns) / 1e9 < b) return;
+    saved_hook = lua_gethook(L);
+    saved_mask = lua_gethookmask(L);
+    saved_count = lua_gethookcount(L);
     hooked = L;
     lua_sethook(L, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
                 1);
 }
 
-void lsv_guard_init(double handler_timeout, size_t lua_memory)
+/* Takes our hook off the thread it was set on, putting back the one it
+ * replaced. */
+static void unhook(void)
 {
-    budget = handler_timeout;
-    mem_limit = lua_memory;
-    if (budget <= 0) return;
+    if (hooked == NULL) return;
+    lua_sethook(hooked, saved_hook, saved_mask, saved_count);
+    hooked = NULL;
+}
+
+/* Starts the watchdog ticking a few times per shortest budget. */
+static void start_timer(void)
+{
+    double shortest = 0;
+    for (int k = 0; k < LSV_GUARD_NKINDS; k++)
+        if (budgets[k] > 0 && (shortest == 0 || budgets[k] < shortest))
+            shortest = budgets[k];
+    if (shortest <= 0 || timer_on) return;
+    timer_on = 1;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = alarm_handler;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGALRM, &sa, NULL);
-    double tick = budget / 4 < 0.01 ? 0.01 : budget / 4;
-    if (tick > 1) tick = 1;
+    double tick = shortest / 4 < 0.01 ? 0.01 : shortest / 4;
+    if (tick > 0.25) tick = 0.25;
     struct itimerval it;
     it.it_interval.tv_sec = (time_t)tick;
     it.it_interval.tv_usec = (suseconds_t)((tick - (double)(time_t)tick) * 1e6);
     it.it_value = it.it_interval;
     setitimer(ITIMER_REAL, &it, NULL);
+}
+
+void lsv_guard_set_load_timeout(double load_timeout)
+{
+    budgets[LSV_GUARD_ON_LOAD] = load_timeout;
+}
+
+void lsv_guard_init(double handler_timeout, size_t lua_memory)
+{
+    budgets[LSV_GUARD_HANDLER] = handler_timeout;
+    budgets[LSV_GUARD_LOAD] = handler_timeout;
+    mem_limit = lua_memory;
+    start_timer();
 }
 
 size_t lsv_guard_memory(void)
@@ -76,19 +131,59 @@ size_t lsv_guard_memory(void)
 
 void lsv_guard_enter(lua_State *L)
 {
-    if (depth++ == 0) started_ns = budget > 0 ? now_ns() : 0;
+    if (depth == 0) {
+        cur_kind = LSV_GUARD_HANDLER;
+        started_ns = now_ns();
+    }
+    if (depth < STACK_MAX) stack[depth] = L;
     running = L;
+    depth++;
 }
 
 void lsv_guard_leave(lua_State *L)
 {
-    (void)L;
-    if (--depth > 0) return;
-    running = NULL;
-    if (hooked != NULL) {
-        lua_sethook(hooked, NULL, 0, 0);
-        hooked = NULL;
+    if (--depth > 0) {
+        /* Back in the caller's thread: the watchdog watches it again, and
+         * its next tick hooks that thread if the time is still up. */
+        running = stack[depth < STACK_MAX ? depth - 1 : STACK_MAX - 1];
+        if (hooked == L && running != L) unhook();
+        return;
     }
+    running = NULL;
+    unhook();
+}
+
+void lsv_guard_begin(lsv_guard_scope_t *sc, lua_State *L, int kind)
+{
+    sc->nested = hooked != NULL;   /* the caller is out of time already */
+    sc->L = L;
+    sc->running = running;
+    if (sc->nested) {
+        lsv_guard_enter(L);
+        return;
+    }
+    sc->depth = depth;
+    sc->kind = cur_kind;
+    depth = 0;                     /* the watchdog looks away meanwhile */
+    memcpy(sc->stack, stack, sizeof stack);
+    lsv_guard_enter(L);
+    cur_kind = kind;
+}
+
+void lsv_guard_end(lsv_guard_scope_t *sc)
+{
+    if (sc->nested) {
+        lsv_guard_leave(sc->L);
+        return;
+    }
+    depth = 0;
+    running = NULL;
+    unhook();
+    memcpy(stack, sc->stack, sizeof stack);
+    cur_kind = sc->kind;
+    running = sc->running;
+    started_ns = now_ns();         /* the caller's clock starts over */
+    depth = sc->depth;
 }
 
 void *lsv_guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)

@@ -96,6 +96,7 @@ static int api_stats(lua_State *L)
     FIELD("lua_memory", lsv_guard_memory());
     FIELD("outbound_active", s->outbound_active);
     FIELD("udp_drops", sum.udp_drops);
+    FIELD("preemptions", s->preemptions);
 #undef FIELD
     return 1;
 }

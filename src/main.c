@@ -55,8 +55,12 @@ static void usage(FILE *f)
 "                             reload, eval, log-level, shutdown\n"
 "      --metrics HOST:PORT    serve Prometheus metrics at GET /metrics\n"
 "      --watch                reload when the script or its modules change\n"
-"      --handler-timeout SEC  stop a handler call running longer (default 10;\n"
-"                             0 = never): it fails like a handler error\n"
+"      --handler-timeout SEC  stop a handler call, or a script's load,\n"
+"                             running longer (default 1; 0 = never): it\n"
+"                             fails like a handler error\n"
+"      --load-timeout SEC     the same for on_load (default 30; 0 = never)\n"
+"      --task-slice N         a task yields to the loop every N Lua\n"
+"                             instructions (default 10000; 0 = never)\n"
 "      --lua-memory BYTES     cap on the Lua state's memory: an allocation\n"
 "                             over it fails that call (default: no cap)\n"
 "      --check                load SCRIPT, report problems, and exit\n"
@@ -179,7 +183,8 @@ enum {
     OPT_IDLE = 256, OPT_SHUTDOWN, OPT_HIGH_WATER, OPT_BACKLOG,
     OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_CHECK, OPT_ADMIN, OPT_METRICS,
     OPT_WATCH, OPT_ACCESS_LOG, OPT_HANDLER_TIMEOUT, OPT_LUA_MEMORY,
-    OPT_RCVBUF, OPT_SNDBUF
+    OPT_RCVBUF, OPT_SNDBUF,
+    OPT_LOAD_TIMEOUT, OPT_TASK_SLICE
 };
 
 static const struct option long_opts[] = {
@@ -199,6 +204,8 @@ static const struct option long_opts[] = {
     { "lua-memory", required_argument, NULL, OPT_LUA_MEMORY },
     { "rcvbuf", required_argument, NULL, OPT_RCVBUF },
     { "sndbuf", required_argument, NULL, OPT_SNDBUF },
+    { "load-timeout", required_argument, NULL, OPT_LOAD_TIMEOUT },
+    { "task-slice", required_argument, NULL, OPT_TASK_SLICE },
     { "check", no_argument, NULL, OPT_CHECK },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -351,6 +358,15 @@ static void parse_args(lsv_server_t *srv, lsv_flags_t *f, int argc,
                                                       0, 1L << 40);
             f->set_lua_memory = 1;
             break;
+        case OPT_LOAD_TIMEOUT:
+            srv->opt.load_timeout = parse_seconds(optarg, "--load-timeout");
+            f->set_load_timeout = 1;
+            break;
+        case OPT_TASK_SLICE:
+            srv->opt.task_slice = (int)parse_count(optarg, "--task-slice", 0,
+                                                   1L << 30);
+            f->set_task_slice = 1;
+            break;
         case OPT_CHECK:
             f->check = 1;
             break;
@@ -414,18 +430,29 @@ static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
     }
 }
 
-/* Runs each user script's on_load once. Exits 2 on an error. */
+/* Runs each user script's on_load once, each within --load-timeout.
+ * Exits 2 on an error. */
 static void run_on_load(lsv_server_t *srv)
 {
-    lua_State *L = srv->L;
     for (lsv_script_t *s = srv->scripts; s; s = s->next) {
-        if (s->builtin || !lsv_vm_get_fn(L, s->ref, "on_load")) continue;
-        if (lsv_vm_pcall(L, 0, 0) != LUA_OK) {
+        if (s->builtin) continue;
+        char err[4096];
+        if (lsv_script_on_load(s, err, sizeof err) != LSV_OK) {
             fprintf(stderr, "luaserv: %s: on_load failed: %s\n", s->path,
-                    lua_tostring(L, -1));
+                    err);
             exit(2);
         }
     }
+}
+
+/* Unix socket files we bound, removed at any exit, including os.exit()
+ * from a handler or an admin eval, which skips the normal stop. */
+static void remove_socket_files(void)
+{
+    for (lsv_listener_t *l = server.listeners; l; l = l->next)
+        if (l->fd >= 0 && !l->inherited && (l->addr.kind == LSV_NET_UNIX ||
+                                            l->addr.kind == LSV_NET_UNIXGRAM))
+            unlink(l->addr.path);
 }
 
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -446,13 +473,16 @@ int main(int argc, char **argv)
     srv->opt.shutdown_timeout = 10;
     srv->opt.high_water = 1024 * 1024;
     srv->opt.backlog = 511;
-    srv->opt.handler_timeout = 10;
+    srv->opt.handler_timeout = 1;
+    srv->opt.load_timeout = 30;
+    srv->opt.task_slice = 10000;
     parse_args(srv, &flags, argc, argv);
     if (srv->opt.lua_memory && srv->opt.lua_memory < (1u << 20))
         bad_option("--lua-memory needs at least %s bytes", "1048576");
     srv->opt.low_water = srv->opt.high_water / 4;
 
     signal(SIGPIPE, SIG_IGN);
+    atexit(remove_socket_files);
     raise_fd_limit();
     setvbuf(stdout, NULL, _IOLBF, 0);   /* print() in handlers, promptly */
     srv->loop = ev_default_loop(EVFLAG_AUTO);
@@ -480,6 +510,9 @@ int main(int argc, char **argv)
     lsv_notify_take_fds(srv);
 
     if (lsv_config_load(srv, &flags, &plan) != LSV_OK) return 2;
+    /* Before any script runs: a script that loops at load is stopped. */
+    lsv_guard_set_load_timeout(srv->opt.load_timeout);
+    lsv_guard_init(srv->opt.handler_timeout, srv->opt.lua_memory);
     outbound.opt.high_water = srv->opt.high_water;
     outbound.opt.low_water = srv->opt.low_water;
     plan.main_script = flags.script;
@@ -544,7 +577,6 @@ int main(int argc, char **argv)
     }
     lsv_info("serving %s (pid %d)", plan.main_script, (int)getpid());
     lsv_notify(srv, "READY=1");
-    lsv_guard_init(srv->opt.handler_timeout, srv->opt.lua_memory);
 
     ev_run(srv->loop, 0);
 

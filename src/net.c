@@ -260,7 +260,7 @@ static int listen_inet(const lsv_addr_t *a, int backlog, char err[LSV_ERRLEN])
  * steal, or left over from one that died, which we replace. A non-blocking
  * connect tells them apart without waiting: refused means nobody is bound
  * there; success or a full backlog (EAGAIN) means a live server. Anything
- * else is left for bind to report. */
+ * else is left for bind to report. Any other kind of file is refused. */
 static int clear_stale_path(const lsv_addr_t *a, int type,
                             char err[LSV_ERRLEN])
 {
@@ -269,7 +269,15 @@ static int clear_stale_path(const lsv_addr_t *a, int type,
     struct stat st;
     int fd, rc;
 
-    if (lstat(a->path, &st) != 0 || !S_ISSOCK(st.st_mode)) return LSV_OK;
+    if (lstat(a->path, &st) != 0) return LSV_OK;
+    if (!S_ISSOCK(st.st_mode)) {
+        /* Somebody's file, not a socket a server left: never remove it. */
+        errno = EEXIST;
+        return listen_failed(a, S_ISDIR(st.st_mode)
+                             ? "the path is a directory, not a socket"
+                             : "the path exists and is not a socket (not "
+                               "removing it)", err);
+    }
     fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return listen_failed(a, NULL, err);
     rc = connect(fd, (struct sockaddr *)&sun, len);

@@ -4,6 +4,7 @@
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
+#include "guard.h"
 #include "vm.h"
 
 #include <lauxlib.h>
@@ -134,10 +135,35 @@ static void restore_modules(lua_State *L)
     lua_pop(L, 2);
 }
 
-/* Loads s->path into a new handler table. On success swaps it in and
- * returns the old table's ref (or LUA_NOREF at first load). */
-static int load_script(lsv_script_t *s, int *old_ref, char *err,
-                       size_t errlen)
+/* Runs the new table's on_load (within --load-timeout), then its
+ * on_reload(old) (within --handler-timeout), before anything switches:
+ * a reload whose hooks fail keeps the old handler. */
+static int vet(lsv_script_t *s, int ref, char *err, size_t errlen)
+{
+    lua_State *L = s->srv->L;
+    if (lsv_vm_get_fn(L, ref, "on_load") &&
+        lsv_vm_pcall_as(L, 0, 0, LSV_GUARD_ON_LOAD) != LUA_OK) {
+        snprintf(err, errlen, "on_load failed: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return LSV_ERR;
+    }
+    if (lsv_vm_get_fn(L, ref, "on_reload")) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
+        if (lsv_vm_pcall_as(L, 1, 0, LSV_GUARD_HANDLER) != LUA_OK) {
+            snprintf(err, errlen, "on_reload failed: %s",
+                     lua_tostring(L, -1));
+            lua_pop(L, 1);
+            return LSV_ERR;
+        }
+    }
+    return LSV_OK;
+}
+
+/* Loads s->path into a new handler table; on a reload (the script has a
+ * table already) vets it too. On success swaps it in and drops the old
+ * table; on failure leaves the script, its modules and listeners as they
+ * were. */
+static int load_script(lsv_script_t *s, char *err, size_t errlen)
 {
     lsv_server_t *srv = s->srv;
     lua_State *L = srv->L;
@@ -150,19 +176,18 @@ static int load_script(lsv_script_t *s, int *old_ref, char *err,
 
     int ref;
     lsv_frame_spec_t framing;
-    if (lsv_vm_load(srv, s->path, &ref, &framing, err, errlen) != LSV_OK) {
-        forget_new_modules(L, before);
-        lua_settop(L, backup);
-        restore_modules(L);
-        lua_settop(L, top);
-        return LSV_ERR;
+    if (lsv_vm_load(srv, s->path, &ref, &framing, err, errlen) != LSV_OK)
+        goto fail;
+    if (s->ref != LUA_NOREF && vet(s, ref, err, errlen) != LSV_OK) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        goto fail;
     }
     push_new_modules(L, before);
     if (s->mods_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->mods_ref);
     s->mods_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, top);
 
-    *old_ref = s->ref;
+    luaL_unref(L, LUA_REGISTRYINDEX, s->ref);   /* no-op at first load */
     s->ref = ref;
     s->framing = framing;
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
@@ -171,6 +196,13 @@ static int load_script(lsv_script_t *s, int *old_ref, char *err,
         l->framing = framing;
     }
     return LSV_OK;
+
+fail:
+    forget_new_modules(L, before);
+    lua_settop(L, backup);
+    restore_modules(L);
+    lua_settop(L, top);
+    return LSV_ERR;
 }
 
 lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
@@ -182,8 +214,7 @@ lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
     s->srv = srv;
     s->path = lsv_strdup(path);
     s->ref = s->mods_ref = LUA_NOREF;
-    int old;
-    if (load_script(s, &old, err, errlen) != LSV_OK) {
+    if (load_script(s, err, errlen) != LSV_OK) {
         free(s->path);
         free(s);
         return NULL;
@@ -193,14 +224,22 @@ lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
     return s;
 }
 
+int lsv_script_on_load(lsv_script_t *s, char *err, size_t errlen)
+{
+    lua_State *L = s->srv->L;
+    if (!lsv_vm_get_fn(L, s->ref, "on_load")) return LSV_OK;
+    if (lsv_vm_pcall_as(L, 0, 0, LSV_GUARD_ON_LOAD) == LUA_OK) return LSV_OK;
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return LSV_ERR;
+}
+
 /* Reloads one script; see lsv_reload_all. */
 static int reload_script(lsv_script_t *s, char *err, size_t errlen)
 {
     lsv_server_t *srv = s->srv;
-    lua_State *L = srv->L;
-    int old_ref;
     double t0 = lsv_clock();
-    if (load_script(s, &old_ref, err, errlen) != LSV_OK) {
+    if (load_script(s, err, errlen) != LSV_OK) {
         for (lsv_listener_t *l = srv->listeners; l; l = l->next)
             if (l->script == s) l->stats.reload_failures++;
         lsv_error("reload of %s failed; the old handler stays: %s", s->path,
@@ -209,15 +248,6 @@ static int reload_script(lsv_script_t *s, char *err, size_t errlen)
     }
     for (lsv_listener_t *l = srv->listeners; l; l = l->next)
         if (l->script == s) l->stats.reloads++;
-    if (lsv_vm_get_fn(L, s->ref, "on_reload")) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, old_ref);
-        if (lsv_vm_pcall(L, 1, 0) != LUA_OK) {
-            lsv_error("handler error in on_reload (%s): %s", s->path,
-                      lua_tostring(L, -1));
-            lua_pop(L, 1);
-        }
-    }
-    luaL_unref(L, LUA_REGISTRYINDEX, old_ref);
     lsv_info("reloaded %s in %.1f ms", s->path, (lsv_clock() - t0) * 1e3);
     return LSV_OK;
 }

@@ -24,10 +24,15 @@ typedef struct lsv_script {
 lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
                               size_t errlen);
 
-/* Reloads every script: each is compiled, run and checked first; only a
- * script that passes replaces its handler (new events use it, running
- * tasks finish on the old code, on_reload(old) runs). A failing one keeps
- * its old handler. Returns LSV_OK if all reloaded, else LSV_ERR with the
+/* Runs s's on_load, if it has one, within --load-timeout. Returns LSV_OK,
+ * or LSV_ERR with the error (and traceback) in err. */
+int lsv_script_on_load(lsv_script_t *s, char *err, size_t errlen);
+
+/* Reloads every script: each is compiled, run (within --handler-timeout)
+ * and checked, then the new table's on_load and on_reload(old) run; only
+ * a script that passes all of it replaces its handler (new events use it,
+ * running tasks finish on the old code). A failing one keeps its old
+ * handler. Returns LSV_OK if all reloaded, else LSV_ERR with the
  * errors in err. Logs either way and counts reloads and failures. */
 int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen);
 

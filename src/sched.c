@@ -165,12 +165,35 @@ static void task_done(lsv_task_t *t, int status)
     task_free(t);
 }
 
+/* The count hook of a running task: every task_slice instructions it
+ * hands the loop back, as HAProxy does every 10,000 Lua instructions, so
+ * a CPU-bound task shares the loop instead of freezing it. The task goes
+ * on at its next turn. A coroutine the task created inherits the hook
+ * (lua_newthread copies it) but is not a task: yielding there would
+ * return to the user's own resume, so it is left alone, as is a task
+ * inside a call that cannot yield (a metamethod called from C, a
+ * table.sort comparator), which the time budget still bounds. */
+static void slice_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    if (lua_isyieldable(L) && lsv_task_current(L) != NULL) {
+        lsv_task_current(L)->srv->stats.preemptions++;
+        lua_yield(L, 0);
+    }
+}
+
 void lsv_sched_run(lsv_server_t *srv)
 {
-    lsv_task_t *t;
-    while ((t = srv->ready) != NULL) {
-        srv->ready = t->next_ready;
-        if (srv->ready == NULL) srv->ready_tail = NULL;
+    /* Only the tasks ready now run in this pass. Those that become ready
+     * meanwhile (a sleep(0), a yield, a preempted task, one another task
+     * woke) wait for the next turn, after a poll that does not block
+     * (enqueue kicks the idle watcher): the loop polls between two runs
+     * of a task, so I/O and signals always get through. */
+    lsv_task_t *t, *batch = srv->ready;
+    srv->ready = srv->ready_tail = NULL;
+    int slice = srv->opt.task_slice;
+    while ((t = batch) != NULL) {
+        batch = t->next_ready;
         t->wait = LSV_WAIT_NONE;
         if (t->cancelled) {
             task_free(t);
@@ -179,12 +202,16 @@ void lsv_sched_run(lsv_server_t *srv)
         int nres, nargs = t->nargs;
         t->nargs = 0;
         lsv_guard_enter(t->co);
+        /* Set every run, even to none: a thread inherits the hook of the
+         * one that created it. */
+        if (slice > 0) lua_sethook(t->co, slice_hook, LUA_MASKCOUNT, slice);
+        else lua_sethook(t->co, NULL, 0, 0);
         int status = lua_resume(t->co, srv->L, nargs, &nres);
         lsv_guard_leave(t->co);
         if (status == LUA_YIELD) {
             lua_pop(t->co, nres);
-            /* A plain coroutine.yield() from the task: run it again on
-             * the next turn, as a cooperative yield. */
+            /* A plain coroutine.yield() from the task, or the slice hook:
+             * run it again on the next turn, as a cooperative yield. */
             if (t->wait == LSV_WAIT_NONE) enqueue(srv, t);
             else if (t->cancelled && t->wait != LSV_WAIT_READY) {
                 if (t->unwait) t->unwait(t);

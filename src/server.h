@@ -22,6 +22,7 @@ typedef struct lsv_stats {
     uint64_t handler_errors;
     uint64_t tasks_active;
     uint64_t outbound_active;
+    uint64_t preemptions;     /* task runs the slice hook cut short */
 } lsv_stats_t;
 
 typedef struct lsv_options {
@@ -35,6 +36,9 @@ typedef struct lsv_options {
     double handler_timeout;   /* seconds a handler call may run, 0 = any */
     size_t lua_memory;        /* bytes the Lua state may hold, 0 = any */
     size_t rcvbuf, sndbuf;    /* datagram listeners' buffers, 0 = kernel's */
+    double load_timeout;      /* seconds on_load may run, 0 = any */
+    int task_slice;           /* Lua instructions a task runs before it
+                               * yields to the loop, 0 = never */
 } lsv_options_t;
 
 typedef struct lsv_server {

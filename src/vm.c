@@ -47,6 +47,20 @@ int lsv_vm_pcall(lua_State *L, int nargs, int nresults)
     return rc;
 }
 
+int lsv_vm_pcall_as(lua_State *L, int nargs, int nresults, int kind)
+{
+    int base = lua_gettop(L) - nargs;    /* the function; msgh goes here */
+    lua_pushcfunction(L, msgh);
+    lua_insert(L, base);
+    lsv_guard_scope_t sc;
+    lsv_guard_begin(&sc, L, kind);
+    int rc = lua_pcall(L, nargs, nresults, base);
+    lsv_guard_end(&sc);
+    lua_remove(L, base);
+    if (unlikely(rc != LUA_OK)) lsv_vm_server(L)->stats.handler_errors++;
+    return rc;
+}
+
 int lsv_vm_get_fn(lua_State *L, int ref, const char *name)
 {
     if (unlikely(ref == LUA_NOREF)) return 0;
@@ -296,7 +310,12 @@ int lsv_vm_load(lsv_server_t *srv, const char *script, int *ref,
             }
             lua_pop(L, 1);
         }
+        /* Under the handlers' budget, with a scope of its own: a reload
+         * from the admin socket runs inside the admin task's call. */
+        lsv_guard_scope_t sc;
+        lsv_guard_begin(&sc, L, LSV_GUARD_LOAD);
         rc = lua_pcall(L, 0, 1, LSV_VM_MSGH);
+        lsv_guard_end(&sc);
     }
     if (rc != LUA_OK) {
         const char *msg = lua_tostring(L, -1);

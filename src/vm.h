@@ -46,4 +46,11 @@ int lsv_vm_get_fn(lua_State *L, int ref, const char *name);
  * and pop. */
 int lsv_vm_pcall(lua_State *L, int nargs, int nresults);
 
+/* lsv_vm_pcall with a time budget of its own, of LSV_GUARD_* kind (guard.h),
+ * whose timeout comes back as this call's error even when it runs inside
+ * another guarded call (an admin command's reload, on_load, on_reload).
+ * Works on any thread (it brings its own message handler); the call
+ * cannot yield. */
+int lsv_vm_pcall_as(lua_State *L, int nargs, int nresults, int kind);
+
 #endif

@@ -59,7 +59,8 @@ end
 -- eval CODE: runs in the server's Lua state, with `handler` (the current
 -- handler table of the main script), `handlers` (every script's, by path)
 -- and `luaserv` at hand; globals are the server's own. An expression's
--- values are printed; statements print nothing.
+-- values are printed; statements print nothing. It runs under a
+-- --handler-timeout budget of its own and cannot wait (no sleep, no reads).
 local function eval(code)
     local handlers, main = core.handlers()
     local env = setmetatable({ handler = handlers[main], handlers = handlers,
@@ -71,7 +72,9 @@ local function eval(code)
         fn, err = load(code, "=eval", "t", env)
         if not fn then return false, err end
     end
-    local res = pack(pcall(fn))
+    -- core.eval: a --handler-timeout budget of its own; an endless loop
+    -- fails with "handler timeout", returned here.
+    local res = pack(core.eval(fn))
     if not res[1] then return false, res[2] end
     local out = {}
     for i = 2, res.n do out[#out + 1] = tostring(res[i]) end
@@ -83,7 +86,8 @@ local commands = {
     conns = conns,
     reload = function()
         local ok, err = core.reload()
-        return ok or false, err
+        if ok then return true, "ok" end
+        return false, err
     end,
     eval = eval,
     ["log-level"] = function(arg)

@@ -59,6 +59,11 @@ local SETTINGS = {
     handler = str,
     handler_timeout = seconds,
     lua_memory = bytes,
+    load_timeout = seconds,
+    task_slice = function(v)
+        return math_type(v) == "integer" and v >= 0 and v <= 1 << 30,
+               "a whole number from 0 to 1073741824"
+    end,
 }
 
 -- Keys of a listen { ... } table.
@@ -136,7 +141,8 @@ function _M.load(path)
                 error(format("unknown setting %s (known: workers, log_level, "
                              .. "log_format, access_log, watch, idle_timeout, "
                              .. "shutdown_timeout, high_water, backlog, "
-                             .. "handler, handler_timeout, lua_memory)", tostring(k)), 2)
+                             .. "handler, handler_timeout, lua_memory, "
+                             .. "load_timeout, task_slice)", tostring(k)), 2)
             end
             check(checker, k, v, 3)
             cfg[k] = v
