@@ -23,8 +23,10 @@
 /* Seconds a closing conn waits for its peer to take queued output. */
 #define CLOSE_LINGER 10.0
 
-/* Queued output, in high-water marks, past which a conn whose peer does
- * not read is dropped: writes from other conns' handlers do not wait. */
+/* Queued output, in high-water marks, past which a conn whose peer has
+ * read nothing for a while (OUTPUT_STALL) is dropped: writes from other
+ * conns' handlers do not wait. A peer that reads is never dropped for
+ * this; --max-output bounds what it may have queued. */
 #define OUTPUT_CAP_FACTOR 8
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -406,8 +408,8 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
 
 /* --- output ------------------------------------------------------------- */
 
-/* Bookkeeping after output was added to c->out: the pending list, the
- * high-water mark, and the cap for a peer that does not read. */
+/* Bookkeeping after output was added to c->out: the pending list and the
+ * high-water mark. */
 static void queued(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
@@ -426,32 +428,96 @@ static void queued(lsv_conn_t *c)
     }
 }
 
-static int queue(lsv_conn_t *c, const char *p, size_t n)
+/* Output for c cannot be queued: msg says why, truthfully. Logs it once,
+ * drops c's queued output, calls on_error(conn, msg), and closes c with
+ * reason "overflow". c stays allocated while a Lua call on it runs (it
+ * is marked aborting first, so on_error's own writes are dropped);
+ * otherwise it is freed here. */
+static void output_failed(lsv_conn_t *c, const char *msg)
 {
-    if (unlikely(c->out.len + n >
-                 OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
-        conn_log(LSV_LOG_WARN, c, "%u bytes queued and the peer is not "
-                 "reading; dropping the connection", c->out.len);
-        lsv_conn_abort(c, "overflow");     /* may free c */
+    conn_log(LSV_LOG_WARN, c, "%s; dropping the connection", msg);
+    if (!(c->flags & LSV_CONN_CLOSING)) c->close_reason = "overflow";
+    c->flags |= LSV_CONN_CLOSING | LSV_CONN_ABORT;
+    c->out.len = 0;
+    stop_reading(c);
+    c->busy++;
+    lua_pushstring(c->srv->L, msg);
+    call_handler(c, "on_error", 1, 0);
+    c->busy--;
+    lsv_conn_abort(c, "overflow");     /* may free c */
+}
+
+/* Seconds a peer with more than OUTPUT_CAP_FACTOR high-water marks queued
+ * may go without reading before it counts as not reading: its idle
+ * timeout when it has one, else this. */
+#define OUTPUT_STALL 10.0
+
+int lsv_conn_check_room(lsv_conn_t *c, size_t n)
+{
+    char msg[LSV_ERRLEN];
+    size_t cap = c->srv->opt.max_output;
+    if (unlikely(cap && n > cap - (cap > c->out.len ? c->out.len : cap))) {
+        if (c->out.len)
+            snprintf(msg, sizeof msg, "reply of %zu bytes exceeds the "
+                     "output cap of %zu bytes (--max-output) with %u bytes "
+                     "still queued", n, cap, (unsigned)c->out.len);
+        else
+            snprintf(msg, sizeof msg, "reply of %zu bytes exceeds the "
+                     "output cap of %zu bytes (--max-output)", n, cap);
+        output_failed(c, msg);
         return LSV_ERR;
     }
+    if (unlikely(c->out.len + n >
+                 OUTPUT_CAP_FACTOR * c->listener->opt.high_water) &&
+        c->out.len > 0) {
+        ev_tstamp stall = c->timeout > 0 ? c->timeout : OUTPUT_STALL;
+        ev_tstamp idle = ev_now(c->srv->loop) - c->out_since;
+        if (idle >= stall) {
+            snprintf(msg, sizeof msg, "the peer has read nothing for %.1f s "
+                     "and %u bytes are queued for it", idle,
+                     (unsigned)c->out.len);
+            output_failed(c, msg);
+            return LSV_ERR;
+        }
+    }
+    return LSV_OK;
+}
+
+/* Appends n checked bytes to c's output. Returns LSV_ERR after failing c
+ * when the buffer cannot grow (out of memory). */
+static int append_output(lsv_conn_t *c, const char *p, size_t n)
+{
     if (unlikely(c->out.data == NULL)) ensure_buf(c->srv, &c->out);
-    lsv_buf_append(&c->out, p, n);
-    queued(c);
+    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
+    if (unlikely(lsv_buf_try_append(&c->out, p, n) != LSV_OK)) {
+        char msg[LSV_ERRLEN];
+        snprintf(msg, sizeof msg, "out of memory queueing %zu bytes of "
+                 "output (%u already queued)", n, (unsigned)c->out.len);
+        output_failed(c, msg);
+        return LSV_ERR;
+    }
     return LSV_OK;
 }
 
 int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n)
 {
     if (c->flags & LSV_CONN_CLOSING) return LSV_ERR;
-    return queue(c, p, n);
+    if (n == 0) return LSV_OK;
+    if (unlikely(lsv_conn_check_room(c, n) != LSV_OK) ||
+        unlikely(append_output(c, p, n) != LSV_OK))
+        return LSV_ERR;
+    queued(c);
+    return LSV_OK;
 }
 
-int lsv_conn_write_reply(lsv_conn_t *c, const char *p, size_t n)
+void lsv_conn_watch_write(lsv_conn_t *c)
 {
-    if (c->flags & LSV_CONN_ABORT) return LSV_ERR;
-    if ((c->flags & LSV_CONN_CLOSING) && !c->busy) return LSV_ERR;
-    return queue(c, p, n);
+    if (c->timeout <= 0 || (c->flags & (LSV_CONN_CLOSING | LSV_CONN_TIMER)) ||
+        !(c->flags & LSV_CONN_STREAM))
+        return;
+    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
+    ev_tstamp left = c->out_since + c->timeout - ev_now(c->srv->loop);
+    arm_timer(c, left > 0.001 ? left : 0.001);
 }
 
 /* Writes as much queued output as the socket takes, in one send per call
@@ -466,7 +532,7 @@ static void conn_flush(lsv_conn_t *c)
             lsv_buf_consume(&c->out, (size_t)n);
             c->listener->stats.bytes_out += (uint64_t)n;
             c->nout += (uint64_t)n;
-            c->last_active = ev_now(srv->loop);
+            c->last_active = c->out_since = ev_now(srv->loop);
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -550,13 +616,41 @@ static void push_fn_where(lsv_conn_t *c, const char *fn)
         lua_pushliteral(L, "");
 }
 
+/* Fails a reply at stack slot i (element k of a table there, or 0) of a
+ * type that is not a string: an error message replaces the values above
+ * base. Returns LSV_ERR. */
+static int bad_result(lsv_conn_t *c, lua_State *L, int base, int i,
+                      lua_Integer k)
+{
+    int t = k ? (lua_rawgeti(L, i, k), lua_type(L, -1)) : lua_type(L, i);
+    lua_settop(L, base);
+    push_fn_where(c, "on_message");
+    if (k)
+        lua_pushfstring(L, "%son_message returned a table whose element %I "
+                        "is a %s, not a string", lua_tostring(L, -1), k,
+                        lua_typename(L, t));
+    else
+        lua_pushfstring(L, "%son_message returned a %s; a reply is strings, "
+                        "a table of strings or nil", lua_tostring(L, -1),
+                        lua_typename(L, t));
+    lua_remove(L, -2);
+    return LSV_ERR;
+}
+
+/* Bytes a number in a reply table takes at most once formatted (its
+ * string is made only when it is copied). */
+#define NUMBER_LEN 64
+
 /* Writes what on_message returned: the values above stack slot base, each
  * a string (or number), a table of strings, or nil; all popped. Several
  * values are written in order, so `return "[", ctime(), "] ", line`
- * replies without building a string. The pieces go straight into the
- * output buffer; the queue's bookkeeping runs once per reply. For a value
- * of the wrong type, returns LSV_ERR with an error message in their
- * place. */
+ * replies without building a string. A first pass checks the types and
+ * adds up the size, so a reply is queued whole or not at all and the
+ * output cap is checked before any memory is taken; the second copies the
+ * pieces into the output buffer. For a value of the wrong type, returns
+ * LSV_ERR with an error message in their place. A reply that cannot be
+ * queued (over --max-output, out of memory) fails c (output_failed) and
+ * returns LSV_OK: it was handled. */
 static int write_result(lsv_conn_t *c, lua_State *L, int base)
 {
     int top = lua_gettop(L);
@@ -565,55 +659,48 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
         lua_settop(L, base);
         return LSV_OK;
     }
-    if (unlikely(c->out.data == NULL)) ensure_buf(c->srv, &c->out);
-    uint32_t before = c->out.len;
+    size_t total = 0, n;
     for (int i = base + 1; i <= top; i++) {
-        size_t n;
-        const char *s = lua_tolstring(L, i, &n);
-        if (likely(s != NULL)) {
-            lsv_buf_append(&c->out, s, n);
+        if (likely(lua_tolstring(L, i, &n) != NULL)) {
+            total += n;
             continue;
         }
         int t = lua_type(L, i);
         if (t == LUA_TTABLE) {
             lua_Integer len = (lua_Integer)lua_rawlen(L, i);
             for (lua_Integer k = 1; k <= len; k++) {
-                lua_rawgeti(L, i, k);
-                s = lua_tolstring(L, -1, &n);
-                if (s == NULL) {
-                    int et = lua_type(L, -1);
-                    c->out.len = before;
-                    lua_settop(L, base);
-                    push_fn_where(c, "on_message");
-                    lua_pushfstring(L, "%son_message returned a table whose "
-                                    "element %I is a %s, not a string",
-                                    lua_tostring(L, -1), k,
-                                    lua_typename(L, et));
-                    lua_remove(L, -2);
-                    return LSV_ERR;
-                }
-                lsv_buf_append(&c->out, s, n);
+                int et = lua_rawgeti(L, i, k);
+                total += et == LUA_TSTRING ? lua_rawlen(L, -1) : NUMBER_LEN;
                 lua_pop(L, 1);
+                if (unlikely(et != LUA_TSTRING && et != LUA_TNUMBER))
+                    return bad_result(c, L, base, i, k);
             }
         } else if (t != LUA_TNIL) {
-            c->out.len = before;
-            lua_settop(L, base);
-            push_fn_where(c, "on_message");
-            lua_pushfstring(L, "%son_message returned a %s; a reply is "
-                            "strings, a table of strings or nil",
-                            lua_tostring(L, -1), lua_typename(L, t));
-            lua_remove(L, -2);
-            return LSV_ERR;
+            return bad_result(c, L, base, i, 0);
+        }
+    }
+    if (total == 0 || lsv_conn_check_room(c, total) != LSV_OK) {
+        lua_settop(L, base);
+        return LSV_OK;
+    }
+    uint32_t before = c->out.len;
+    int rc = LSV_OK;
+    for (int i = base + 1; i <= top && rc == LSV_OK; i++) {
+        const char *s = lua_tolstring(L, i, &n);
+        if (s != NULL) {
+            rc = append_output(c, s, n);
+        } else if (lua_type(L, i) == LUA_TTABLE) {
+            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
+            for (lua_Integer k = 1; k <= len && rc == LSV_OK; k++) {
+                lua_rawgeti(L, i, k);
+                s = lua_tolstring(L, -1, &n);
+                rc = append_output(c, s, n);
+                lua_pop(L, 1);
+            }
         }
     }
     lua_settop(L, base);
-    if (unlikely(c->out.len > OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
-        conn_log(LSV_LOG_WARN, c, "%u bytes queued and the peer is not "
-                 "reading; dropping the connection", c->out.len);
-        lsv_conn_abort(c, "overflow");     /* deferred: c is busy */
-        return LSV_OK;
-    }
-    if (c->out.len != before) queued(c);
+    if (rc == LSV_OK && c->out.len != before) queued(c);
     return LSV_OK;
 }
 
@@ -804,6 +891,22 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (c->timeout <= 0) return;
+    if (c->flags & LSV_CONN_STREAM) {
+        /* Stream style: reads time out in their task; this timer watches
+         * a task waiting on output (lsv_conn_watch_write). */
+        if (c->writer == NULL || c->out.len == 0) return;
+        ev_tstamp stalled = ev_now(loop) - c->out_since;
+        if (stalled < c->timeout - 0.001) {
+            arm_timer(c, c->timeout - stalled);
+            return;
+        }
+        conn_log(LSV_LOG_WARN, c, "a write made no progress for %.1f s "
+                 "(idle timeout %g s): the peer is not reading and %u "
+                 "bytes are still queued; the write fails with "
+                 "\"timeout\"", stalled, c->timeout, (unsigned)c->out.len);
+        lsv_stream_write_timeout(c);
+        return;
+    }
     ev_tstamp left = c->last_active + c->timeout - ev_now(loop);
     if (left > 0.001) {
         arm_timer(c, left);

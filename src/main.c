@@ -42,6 +42,9 @@ static void usage(FILE *f)
 "                             connections to finish (default 10)\n"
 "      --high-water BYTES     queued output that pauses reading from a peer\n"
 "                             (default 1048576; resumes below a quarter)\n"
+"      --max-output BYTES     cap on output queued for one peer (default\n"
+"                             268435456, 256 MiB; at most 3 GiB): a reply\n"
+"                             that would pass it fails that connection\n"
 "      --backlog N            listen backlog (default 511)\n"
 "  -c, --config FILE          read listeners and settings from FILE (Lua);\n"
 "                             flags override it\n"
@@ -173,7 +176,8 @@ static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
 enum {
     OPT_IDLE = 256, OPT_SHUTDOWN, OPT_HIGH_WATER, OPT_BACKLOG,
     OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_CHECK, OPT_ADMIN, OPT_METRICS,
-    OPT_WATCH, OPT_ACCESS_LOG, OPT_HANDLER_TIMEOUT, OPT_LUA_MEMORY
+    OPT_WATCH, OPT_ACCESS_LOG, OPT_HANDLER_TIMEOUT, OPT_LUA_MEMORY,
+    OPT_MAX_OUTPUT
 };
 
 static const struct option long_opts[] = {
@@ -191,6 +195,7 @@ static const struct option long_opts[] = {
     { "watch", no_argument, NULL, OPT_WATCH },
     { "handler-timeout", required_argument, NULL, OPT_HANDLER_TIMEOUT },
     { "lua-memory", required_argument, NULL, OPT_LUA_MEMORY },
+    { "max-output", required_argument, NULL, OPT_MAX_OUTPUT },
     { "check", no_argument, NULL, OPT_CHECK },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -317,6 +322,11 @@ static void parse_args(lsv_server_t *srv, lsv_flags_t *f, int argc,
                                                       0, 1L << 40);
             f->set_lua_memory = 1;
             break;
+        case OPT_MAX_OUTPUT:
+            /* Output buffers count in uint32: at most 3 GiB. */
+            srv->opt.max_output = (size_t)parse_count(optarg, "--max-output",
+                                                      65536, 3L << 30);
+            break;
         case OPT_CHECK:
             f->check = 1;
             break;
@@ -413,6 +423,7 @@ int main(int argc, char **argv)
     srv->opt.high_water = 1024 * 1024;
     srv->opt.backlog = 511;
     srv->opt.handler_timeout = 10;
+    srv->opt.max_output = 256u << 20;
     parse_args(srv, &flags, argc, argv);
     if (srv->opt.lua_memory && srv->opt.lua_memory < (1u << 20))
         bad_option("--lua-memory needs at least %s bytes", "1048576");

@@ -34,6 +34,7 @@ typedef struct lsv_options {
     int watch;                /* reload when a script file changes */
     double handler_timeout;   /* seconds a handler call may run, 0 = any */
     size_t lua_memory;        /* bytes the Lua state may hold, 0 = any */
+    size_t max_output;        /* bytes queued for one peer, 0 = any */
 } lsv_options_t;
 
 typedef struct lsv_server {
