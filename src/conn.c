@@ -1,6 +1,7 @@
 /* conn.c: stream connections: lifecycle, buffered I/O and the framing loop. */
 #include "lsv.h"
 #include "conn.h"
+#include "guard.h"
 #include "listener.h"
 #include "log.h"
 #include "lua_conn.h"
@@ -196,10 +197,77 @@ static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
     if (l->opt.max_frame) out->max = l->opt.max_frame;
 }
 
+/* Under lua_setup's pcall: makes c's userdata (and with it its registry
+ * ref), so later pushes of it allocate nothing. */
+static int userdata_cb(lua_State *L)
+{
+    lsv_lconn_push(L, lua_touserdata(L, 1));
+    return 0;
+}
+
+/* Under lua_setup's pcall, with handler.handle below: starts the task
+ * that runs handle(conn) (a thread, a registry ref). */
+static int spawn_cb(lua_State *L)
+{
+    lsv_conn_t *c = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lsv_vm_get_fn(L, c->listener->handler_ref, "handle");
+    lsv_lconn_push(L, c);
+    c->task = lsv_task_spawn(c->srv, 1, c);
+    return 0;
+}
+
+/* Runs fn (default userdata_cb) on c in a protected call: what a new
+ * conn needs from Lua is allocated there, so running out of memory
+ * refuses this connection instead of panicking. On failure logs it and
+ * returns LSV_ERR; a conn not yet connected is freed. */
+static int lua_setup(lsv_conn_t *c, lua_CFunction fn)
+{
+    lua_State *L = c->srv->L;
+    lua_pushcfunction(L, fn ? fn : userdata_cb);
+    lua_pushlightuserdata(L, c);
+    if (likely(lsv_vm_pcall(L, 1, 0) == LUA_OK)) return LSV_OK;
+    conn_log(LSV_LOG_WARN, c, "cannot set up the connection: %s; closing it",
+             lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (!(c->flags & LSV_CONN_CONNECTED)) lsv_conn_abort(c, "error");
+    return LSV_ERR;
+}
+
+/* The Lua state is near --lua-memory: refuses the connection on fd
+ * (closing it) with a log line, at most one a second with a count of the
+ * rest. Returns 1 if it refused. */
+static int refuse_when_full(lsv_listener_t *l, int fd)
+{
+    static ev_tstamp last_log, last_gc;
+    static unsigned long refused;
+    size_t cap = lsv_guard_full();
+    if (likely(cap == 0)) return 0;
+    ev_tstamp now = ev_now(l->srv->loop);
+    if (now - last_gc >= 0.5) {
+        /* Garbage may be most of it (a failed call's): collect, at most
+         * twice a second, before turning anyone away. */
+        last_gc = now;
+        lua_gc(l->srv->L, LUA_GCCOLLECT);
+        if ((cap = lsv_guard_full()) == 0) return 0;
+    }
+    refused++;
+    if (now - last_log >= 1.0) {
+        lsv_warn("%s: refusing new connections: Lua memory is at %zu of "
+                 "%zu bytes (--lua-memory); %lu refused", l->name,
+                 lsv_guard_memory(), cap, refused);
+        last_log = now;
+        refused = 0;
+    }
+    close(fd);
+    return 1;
+}
+
 void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                      socklen_t salen)
 {
     lsv_server_t *srv = l->srv;
+    if (unlikely(refuse_when_full(l, fd))) return;
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     c->srv = srv;
     c->listener = l;
@@ -227,6 +295,7 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     l->stats.conns_total++;
     l->stats.conns_active++;
 
+    if (unlikely(lua_setup(c, NULL) != LSV_OK)) return;
     c->flags |= LSV_CONN_CONNECTED;
     c->busy++;
     call_handler(c, "on_connect", 0, 0);
@@ -234,8 +303,8 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
         lsv_vm_get_fn(srv->L, l->handler_ref, "handle")) {
         /* Stream style: handle(conn) runs as this conn's task. */
         c->flags |= LSV_CONN_STREAM;
-        lsv_lconn_push(srv->L, c);
-        c->task = lsv_task_spawn(srv, 1, c);
+        if (lua_setup(c, spawn_cb) != LSV_OK)
+            lsv_conn_close(c, "error");
     }
     c->busy--;
     if (c->flags & LSV_CONN_CLOSING) {
@@ -726,7 +795,13 @@ static void process_input(lsv_conn_t *c, int drained)
     int count = 0;
 
     if (c->flags & LSV_CONN_STREAM) {
-        if (c->reader) lsv_stream_input(c);
+        if (c->reader && unlikely(lsv_stream_input(c) != LSV_OK)) {
+            c->busy++;
+            handler_failed(c, "handle");    /* out of memory: closes c */
+            c->busy--;
+            conn_settle(c);                 /* may free c */
+            return;
+        }
         if (!c->reader && c->in.len >= LSV_READ_AHEAD) {
             c->flags |= LSV_CONN_FULL;
             stop_reading(c);
@@ -778,10 +853,12 @@ static void process_input(lsv_conn_t *c, int drained)
             continue;
         }
         lua_pushvalue(L, conn);
-        lua_pushlstring(L, lsv_buf_head(&c->in) + off, mlen);
+        /* Consuming leaves the bytes in place until the next read. */
+        const char *frame = lsv_buf_head(&c->in) + off;
         lsv_buf_consume(&c->in, (size_t)r);
 
-        if (likely(lsv_vm_pcall(L, 2, LUA_MULTRET) == LUA_OK)) {
+        if (likely(lsv_vm_pcall_str(L, 1, frame, mlen, LUA_MULTRET) ==
+                   LUA_OK)) {
             if (unlikely(write_result(c, L, conn) != LSV_OK)) {
                 srv->stats.handler_errors++;
                 handler_failed(c, "on_message");
@@ -815,8 +892,14 @@ static int read_some(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
     ensure_buf(srv, &c->in);
-    if (lsv_buf_avail(&c->in) < LSV_READ_SIZE / 4)
-        lsv_buf_reserve(&c->in, LSV_READ_SIZE);
+    if (lsv_buf_avail(&c->in) < LSV_READ_SIZE / 4 &&
+        unlikely(lsv_buf_try_reserve(&c->in, LSV_READ_SIZE) == NULL)) {
+        conn_log(LSV_LOG_WARN, c, "out of memory growing the input buffer "
+                 "past %u bytes; dropping the connection",
+                 (unsigned)c->in.len);
+        lsv_conn_abort(c, "error");
+        return LSV_ERR;
+    }
     for (;;) {
         ssize_t n = read(c->fd, c->in.data + c->in.start + c->in.len,
                          lsv_buf_avail(&c->in));

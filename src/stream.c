@@ -91,14 +91,32 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
     return 2;
 }
 
-void lsv_stream_input(lsv_conn_t *c)
+/* Under lsv_stream_input's pcall on the main thread: answers the waiting
+ * reader. Its strings are made here and moved to the task's thread, so a
+ * failed allocation raises into the pcall; made on the suspended thread,
+ * it would kill the task or, with no protected call, the process. */
+static int input_cb(lua_State *L)
 {
+    lsv_conn_t *c = lua_touserdata(L, 1);
     lsv_task_t *t = c->reader;
-    if (t == NULL || t->wait != LSV_WAIT_READ) return;
-    int n = try_read(c, &t->want, t->co);
-    if (n < 0) return;
+    lua_settop(L, 0);
+    int n = try_read(c, &t->want, L);
+    if (n < 0) return 0;
+    if (!lua_checkstack(t->co, n)) return luaL_error(L, "stack overflow");
+    lua_xmove(L, t->co, n);
     c->reader = NULL;
     lsv_task_wake(t, n);
+    return 0;
+}
+
+int lsv_stream_input(lsv_conn_t *c)
+{
+    lsv_task_t *t = c->reader;
+    if (t == NULL || t->wait != LSV_WAIT_READ) return LSV_OK;
+    lua_State *L = c->srv->L;
+    lua_pushcfunction(L, input_cb);
+    lua_pushlightuserdata(L, c);
+    return lsv_vm_pcall(L, 1, 0) == LUA_OK ? LSV_OK : LSV_ERR;
 }
 
 void lsv_stream_output(lsv_conn_t *c)

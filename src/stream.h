@@ -6,8 +6,10 @@
 #include "lsv.h"
 #include "server.h"
 
-/* c has new input or reached end of stream: answer a waiting reader. */
-void lsv_stream_input(lsv_conn_t *c);
+/* c has new input or reached end of stream: answer a waiting reader.
+ * Returns LSV_OK, or LSV_ERR with the error on the main thread's stack
+ * when its string could not be made (out of memory): the caller fails c. */
+int lsv_stream_input(lsv_conn_t *c);
 
 /* c's output shrank: wake a writer waiting for room or for the flush. */
 void lsv_stream_output(lsv_conn_t *c);

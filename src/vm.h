@@ -46,4 +46,12 @@ int lsv_vm_get_fn(lua_State *L, int ref, const char *name);
  * and pop. */
 int lsv_vm_pcall(lua_State *L, int nargs, int nresults);
 
+/* lsv_vm_pcall of the function below nargs arguments with one more
+ * argument, the string p[0, n) (borrowed; it must stay put until the
+ * function runs), made inside the protected call: a peer's frame that
+ * does not fit in memory fails the call ("not enough memory") instead of
+ * panicking outside it. */
+int lsv_vm_pcall_str(lua_State *L, int nargs, const char *p, size_t n,
+                     int nresults);
+
 #endif
