@@ -125,8 +125,10 @@ describe("output", function()
             return srv:log():find("write returned true nil", 1, true)
         end, 10))
         -- The 100 MiB string lives in Lua; the output queue stays near
-        -- the high-water mark instead of holding a second copy.
-        assert.is_true(srv:rss_kib() < 200 * 1024)
+        -- the high-water mark instead of holding a second copy. (ASan
+        -- keeps freed memory in quarantine: no RSS bound there.)
+        local rss = srv:rss_kib()
+        assert.is_true(helpers.sanitize or rss < 160 * 1024, rss)
     end)
 
     it("fails a reply over --max-output, saying so, and serves on",
