@@ -113,6 +113,15 @@ int lsv_stream_input(lsv_conn_t *c)
 {
     lsv_task_t *t = c->reader;
     if (t == NULL || t->wait != LSV_WAIT_READ) return LSV_OK;
+    if (likely(c->in.len <= LSV_VM_SMALL_STR)) {
+        /* The fast path, for a small result (see LSV_VM_SMALL_STR). */
+        int n = try_read(c, &t->want, t->co);
+        if (n >= 0) {
+            c->reader = NULL;
+            lsv_task_wake(t, n);
+        }
+        return LSV_OK;
+    }
     lua_State *L = c->srv->L;
     lua_pushcfunction(L, input_cb);
     lua_pushlightuserdata(L, c);

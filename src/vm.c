@@ -69,6 +69,10 @@ static int call_with_str(lua_State *L)
 int lsv_vm_pcall_str(lua_State *L, int nargs, const char *p, size_t n,
                      int nresults)
 {
+    if (likely(n <= LSV_VM_SMALL_STR)) {
+        lua_pushlstring(L, p, n);
+        return lsv_vm_pcall(L, nargs + 1, nresults);
+    }
     str_arg_t a = { p, n };
     lua_pushcfunction(L, call_with_str);
     lua_insert(L, -(nargs + 2));
