@@ -1,6 +1,7 @@
 /* conn.c: stream connections: lifecycle, buffered I/O and the framing loop. */
 #include "lsv.h"
 #include "conn.h"
+#include "conn_int.h"
 #include "guard.h"
 #include "listener.h"
 #include "log.h"
@@ -24,21 +25,12 @@
 /* Seconds a closing conn waits for its peer to take queued output. */
 #define CLOSE_LINGER 10.0
 
-/* Queued output, in high-water marks, past which a conn whose peer has
- * read nothing for a while (OUTPUT_STALL) is dropped: writes from other
- * conns' handlers do not wait. A peer that reads is never dropped for
- * this; --max-output bounds what it may have queued. */
-#define OUTPUT_CAP_FACTOR 8
-
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_finish(lsv_conn_t *c);
 static void conn_settle(lsv_conn_t *c);
 static void close_after_call(lsv_conn_t *c, const char *reason);
-static void conn_flush(lsv_conn_t *c);
 static void conn_input(lsv_conn_t *c);
-static void queued(lsv_conn_t *c);
 
 /* --- watchers ----------------------------------------------------------- */
 
@@ -113,19 +105,6 @@ static void ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 }
 
 /* --- lifecycle ---------------------------------------------------------- */
-
-/* Logs about c: its id, peer and listener go with the message (fields
- * in JSON, a prefix in text). */
-#define conn_log(level, c, ...) \
-    do { \
-        if ((level) >= lsv_log_level) { \
-            char peer_[LSV_ADDRSTRLEN]; \
-            lsv_log_ctx_t ctx_ = { (c)->listener->name, \
-                lsv_net_format(&(c)->peer.sa, (c)->peer_len, peer_), \
-                (c)->id }; \
-            lsv_log_writec((level), &ctx_, __VA_ARGS__); \
-        } \
-    } while (0)
 
 static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres);
 
@@ -281,7 +260,7 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     c->timeout = l->opt.idle_timeout;
     c->last_active = c->started = ev_now(srv->loop);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->wio, lsv_conn_write_cb, fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
 
     if (l->addr.kind == LSV_NET_TCP) {
@@ -336,7 +315,7 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
     c->listener->stats.conns_total++;
     c->listener->stats.conns_active++;
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->wio, lsv_conn_write_cb, fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
     ev_io_start(srv->loop, &c->wio);
     c->flags |= LSV_CONN_WRITING;
@@ -475,303 +454,7 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
     conn_finish(c);
 }
 
-/* --- output ------------------------------------------------------------- */
-
-/* Bookkeeping after output was added to c->out: the pending list and the
- * high-water mark. */
-static void queued(lsv_conn_t *c)
-{
-    lsv_server_t *srv = c->srv;
-    if (unlikely(!(c->flags & LSV_CONN_PENDING))) {
-        c->flags |= LSV_CONN_PENDING;
-        c->next_pending = srv->pending;
-        srv->pending = c;
-        lsv_server_kick(srv);
-    }
-    if (unlikely(c->out.len > c->listener->opt.high_water) &&
-        !(c->flags & LSV_CONN_BLOCKED)) {
-        c->flags |= LSV_CONN_BLOCKED;
-        stop_reading(c);
-        lsv_debug("conn %llu: %u bytes queued, reading paused",
-                  (unsigned long long)c->id, c->out.len);
-    }
-}
-
-/* Output for c cannot be queued: msg says why, truthfully. Logs it once,
- * drops c's queued output, calls on_error(conn, msg), and closes c with
- * reason "overflow". c stays allocated while a Lua call on it runs (it
- * is marked aborting first, so on_error's own writes are dropped);
- * otherwise it is freed here. */
-static void output_failed(lsv_conn_t *c, const char *msg)
-{
-    conn_log(LSV_LOG_WARN, c, "%s; dropping the connection", msg);
-    if (!(c->flags & LSV_CONN_CLOSING)) c->close_reason = "overflow";
-    c->flags |= LSV_CONN_CLOSING | LSV_CONN_ABORT;
-    c->out.len = 0;
-    stop_reading(c);
-    c->busy++;
-    lua_pushstring(c->srv->L, msg);
-    call_handler(c, "on_error", 1, 0);
-    c->busy--;
-    lsv_conn_abort(c, "overflow");     /* may free c */
-}
-
-/* Seconds a peer with more than OUTPUT_CAP_FACTOR high-water marks queued
- * may go without reading before it counts as not reading: its idle
- * timeout when it has one, else this. */
-#define OUTPUT_STALL 10.0
-
-int lsv_conn_check_room(lsv_conn_t *c, size_t n)
-{
-    char msg[LSV_ERRLEN];
-    size_t cap = c->srv->opt.max_output;
-    if (unlikely(cap && n > cap - (cap > c->out.len ? c->out.len : cap))) {
-        if (c->out.len)
-            snprintf(msg, sizeof msg, "reply of %zu bytes exceeds the "
-                     "output cap of %zu bytes (--max-output) with %u bytes "
-                     "still queued", n, cap, (unsigned)c->out.len);
-        else
-            snprintf(msg, sizeof msg, "reply of %zu bytes exceeds the "
-                     "output cap of %zu bytes (--max-output)", n, cap);
-        output_failed(c, msg);
-        return LSV_ERR;
-    }
-    if (unlikely(c->out.len + n >
-                 OUTPUT_CAP_FACTOR * c->listener->opt.high_water) &&
-        c->out.len > 0) {
-        ev_tstamp stall = c->timeout > 0 ? c->timeout : OUTPUT_STALL;
-        ev_tstamp idle = ev_now(c->srv->loop) - c->out_since;
-        if (idle >= stall) {
-            snprintf(msg, sizeof msg, "the peer has read nothing for %.1f s "
-                     "and %u bytes are queued for it", idle,
-                     (unsigned)c->out.len);
-            output_failed(c, msg);
-            return LSV_ERR;
-        }
-    }
-    return LSV_OK;
-}
-
-/* Appends n checked bytes to c's output. Returns LSV_ERR after failing c
- * when the buffer cannot grow (out of memory). */
-static int append_output(lsv_conn_t *c, const char *p, size_t n)
-{
-    if (unlikely(c->out.data == NULL)) ensure_buf(c->srv, &c->out);
-    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
-    if (unlikely(lsv_buf_try_append(&c->out, p, n) != LSV_OK)) {
-        char msg[LSV_ERRLEN];
-        snprintf(msg, sizeof msg, "out of memory queueing %zu bytes of "
-                 "output (%u already queued)", n, (unsigned)c->out.len);
-        output_failed(c, msg);
-        return LSV_ERR;
-    }
-    return LSV_OK;
-}
-
-int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n)
-{
-    if (c->flags & LSV_CONN_CLOSING) return LSV_ERR;
-    if (n == 0) return LSV_OK;
-    if (unlikely(lsv_conn_check_room(c, n) != LSV_OK) ||
-        unlikely(append_output(c, p, n) != LSV_OK))
-        return LSV_ERR;
-    queued(c);
-    return LSV_OK;
-}
-
-void lsv_conn_watch_write(lsv_conn_t *c)
-{
-    if (c->timeout <= 0 || (c->flags & (LSV_CONN_CLOSING | LSV_CONN_TIMER)) ||
-        !(c->flags & LSV_CONN_STREAM))
-        return;
-    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
-    ev_tstamp left = c->out_since + c->timeout - ev_now(c->srv->loop);
-    arm_timer(c, left > 0.001 ? left : 0.001);
-}
-
-/* Writes as much queued output as the socket takes, in one send per call
- * unless the kernel took everything and more could fit. */
-static void conn_flush(lsv_conn_t *c)
-{
-    lsv_server_t *srv = c->srv;
-    while (c->out.len) {
-        ssize_t n = send(c->fd, lsv_buf_head(&c->out), c->out.len,
-                         MSG_NOSIGNAL);
-        if (n > 0) {
-            lsv_buf_consume(&c->out, (size_t)n);
-            c->listener->stats.bytes_out += (uint64_t)n;
-            c->nout += (uint64_t)n;
-            c->last_active = c->out_since = ev_now(srv->loop);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!(c->flags & LSV_CONN_WRITING)) {
-                ev_io_start(srv->loop, &c->wio);
-                c->flags |= LSV_CONN_WRITING;
-            }
-            break;
-        }
-        lsv_debug("conn %llu: send: %s", (unsigned long long)c->id,
-                  strerror(errno));
-        lsv_conn_abort(c, "reset");
-        return;
-    }
-    if (c->writer) lsv_stream_output(c);
-    if (c->out.len == 0) {
-        if (c->flags & LSV_CONN_WRITING) {
-            ev_io_stop(srv->loop, &c->wio);
-            c->flags &= ~LSV_CONN_WRITING;
-        }
-        release_buf(srv, &c->out);
-        if (c->flags & LSV_CONN_CLOSING) {
-            conn_finish(c);
-            return;
-        }
-    }
-    if ((c->flags & LSV_CONN_BLOCKED) &&
-        c->out.len <= c->listener->opt.low_water) {
-        c->flags &= ~LSV_CONN_BLOCKED;
-        start_reading(c);
-        if (c->in.len || (c->flags & LSV_CONN_EOF)) schedule_read(c);
-    }
-}
-
-void lsv_conn_flush_pending(lsv_server_t *srv)
-{
-    lsv_conn_t *c;
-    while ((c = srv->pending) != NULL) {
-        srv->pending = c->next_pending;
-        c->flags &= ~LSV_CONN_PENDING;
-        if (!(c->flags & LSV_CONN_WRITING)) conn_flush(c);
-    }
-}
-
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)revents;
-    lsv_conn_t *c = container_of(w, lsv_conn_t, wio);
-    if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        ev_io_stop(loop, &c->wio);
-        c->flags &= ~(LSV_CONN_WRITING | LSV_CONN_CONNECTING);
-        if (err == 0) {
-            int one = 1;
-            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            start_reading(c);
-            if (c->out.len) conn_flush(c);
-        }
-        lsv_stream_connected(c, err);   /* on error, aborts c */
-        return;
-    }
-    conn_flush(c);
-}
-
 /* --- input -------------------------------------------------------------- */
-
-/* Pushes "FILE:LINE: " for handler[fn], to place an error the function
- * made without raising (a bad reply) at its definition. [-0, +1, m] */
-static void push_fn_where(lsv_conn_t *c, const char *fn)
-{
-    lua_State *L = c->srv->L;
-    lua_Debug ar;
-    if (lsv_vm_get_fn(L, c->listener->handler_ref, fn) &&
-        lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
-        lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.linedefined);
-    else
-        lua_pushliteral(L, "");
-}
-
-/* Fails a reply at stack slot i (element k of a table there, or 0) of a
- * type that is not a string: an error message replaces the values above
- * base. Returns LSV_ERR. */
-static int bad_result(lsv_conn_t *c, lua_State *L, int base, int i,
-                      lua_Integer k)
-{
-    int t = k ? (lua_rawgeti(L, i, k), lua_type(L, -1)) : lua_type(L, i);
-    lua_settop(L, base);
-    push_fn_where(c, "on_message");
-    if (k)
-        lua_pushfstring(L, "%son_message returned a table whose element %I "
-                        "is a %s, not a string", lua_tostring(L, -1), k,
-                        lua_typename(L, t));
-    else
-        lua_pushfstring(L, "%son_message returned a %s; a reply is strings, "
-                        "a table of strings or nil", lua_tostring(L, -1),
-                        lua_typename(L, t));
-    lua_remove(L, -2);
-    return LSV_ERR;
-}
-
-/* Bytes a number in a reply table takes at most once formatted (its
- * string is made only when it is copied). */
-#define NUMBER_LEN 64
-
-/* Writes what on_message returned: the values above stack slot base, each
- * a string (or number), a table of strings, or nil; all popped. Several
- * values are written in order, so `return "[", ctime(), "] ", line`
- * replies without building a string. A first pass checks the types and
- * adds up the size, so a reply is queued whole or not at all and the
- * output cap is checked before any memory is taken; the second copies the
- * pieces into the output buffer. For a value of the wrong type, returns
- * LSV_ERR with an error message in their place. A reply that cannot be
- * queued (over --max-output, out of memory) fails c (output_failed) and
- * returns LSV_OK: it was handled. */
-static int write_result(lsv_conn_t *c, lua_State *L, int base)
-{
-    int top = lua_gettop(L);
-    if (top == base) return LSV_OK;
-    if (unlikely(c->flags & LSV_CONN_ABORT)) {
-        lua_settop(L, base);
-        return LSV_OK;
-    }
-    size_t total = 0, n;
-    for (int i = base + 1; i <= top; i++) {
-        if (likely(lua_tolstring(L, i, &n) != NULL)) {
-            total += n;
-            continue;
-        }
-        int t = lua_type(L, i);
-        if (t == LUA_TTABLE) {
-            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
-            for (lua_Integer k = 1; k <= len; k++) {
-                int et = lua_rawgeti(L, i, k);
-                total += et == LUA_TSTRING ? lua_rawlen(L, -1) : NUMBER_LEN;
-                lua_pop(L, 1);
-                if (unlikely(et != LUA_TSTRING && et != LUA_TNUMBER))
-                    return bad_result(c, L, base, i, k);
-            }
-        } else if (t != LUA_TNIL) {
-            return bad_result(c, L, base, i, 0);
-        }
-    }
-    if (total == 0 || lsv_conn_check_room(c, total) != LSV_OK) {
-        lua_settop(L, base);
-        return LSV_OK;
-    }
-    uint32_t before = c->out.len;
-    int rc = LSV_OK;
-    for (int i = base + 1; i <= top && rc == LSV_OK; i++) {
-        const char *s = lua_tolstring(L, i, &n);
-        if (s != NULL) {
-            rc = append_output(c, s, n);
-        } else if (lua_type(L, i) == LUA_TTABLE) {
-            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
-            for (lua_Integer k = 1; k <= len && rc == LSV_OK; k++) {
-                lua_rawgeti(L, i, k);
-                s = lua_tolstring(L, -1, &n);
-                rc = append_output(c, s, n);
-                lua_pop(L, 1);
-            }
-        }
-    }
-    lua_settop(L, base);
-    if (rc == LSV_OK && c->out.len != before) queued(c);
-    return LSV_OK;
-}
 
 static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
 {
@@ -859,7 +542,7 @@ static void process_input(lsv_conn_t *c, int drained)
 
         if (likely(lsv_vm_pcall_str(L, 1, frame, mlen, LUA_MULTRET) ==
                    LUA_OK)) {
-            if (unlikely(write_result(c, L, conn) != LSV_OK)) {
+            if (unlikely(lsv_conn_write_result(c, L, conn) != LSV_OK)) {
                 srv->stats.handler_errors++;
                 handler_failed(c, "on_message");
             }
@@ -976,18 +659,8 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (c->timeout <= 0) return;
     if (c->flags & LSV_CONN_STREAM) {
         /* Stream style: reads time out in their task; this timer watches
-         * a task waiting on output (lsv_conn_watch_write). */
-        if (c->writer == NULL || c->out.len == 0) return;
-        ev_tstamp stalled = ev_now(loop) - c->out_since;
-        if (stalled < c->timeout - 0.001) {
-            arm_timer(c, c->timeout - stalled);
-            return;
-        }
-        conn_log(LSV_LOG_WARN, c, "a write made no progress for %.1f s "
-                 "(idle timeout %g s): the peer is not reading and %u "
-                 "bytes are still queued; the write fails with "
-                 "\"timeout\"", stalled, c->timeout, (unsigned)c->out.len);
-        lsv_stream_write_timeout(c);
+         * a task waiting on output. */
+        lsv_conn_write_timer(c);
         return;
     }
     ev_tstamp left = c->last_active + c->timeout - ev_now(loop);
@@ -1061,4 +734,27 @@ void lsv_conn_abort_all(lsv_server_t *srv, const char *reason)
 {
     while (srv->conns) lsv_conn_abort(srv->conns, reason);
     while (srv->outbound) lsv_conn_abort(srv->outbound, reason);
+}
+
+/* --- for conn_out.c (conn_int.h) ---------------------------------------- */
+
+void lsv_conn_start_reading(lsv_conn_t *c) { start_reading(c); }
+void lsv_conn_stop_reading(lsv_conn_t *c) { stop_reading(c); }
+void lsv_conn_schedule_read(lsv_conn_t *c) { schedule_read(c); }
+void lsv_conn_arm_timer(lsv_conn_t *c, double after) { arm_timer(c, after); }
+void lsv_conn_finish(lsv_conn_t *c) { conn_finish(c); }
+
+void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
+{
+    ensure_buf(srv, b);
+}
+
+void lsv_conn_release_buf(lsv_server_t *srv, lsv_buf_t *b)
+{
+    release_buf(srv, b);
+}
+
+int lsv_conn_call(lsv_conn_t *c, const char *fn, int nargs, int nres)
+{
+    return call_handler(c, fn, nargs, nres);
 }
