@@ -24,7 +24,7 @@ ALL_CFLAGS = -std=c11 -MMD -MP $(WARN) $(CFLAGS) $(SAN) $(LUA_CFLAGS) \
              -DLSV_PREFIX='"$(PREFIX)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
-SERVER_SRC = main log vm lua_conn lua_api conn listener udp net buf frame util \
+SERVER_SRC = main log vm lua_conn lua_api conn conn_out listener udp net buf frame util \
              sched timer stream resolve lua_udp \
              reload notify config admin guard procstat
 CLI_SRC = cli net buf util

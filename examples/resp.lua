@@ -35,8 +35,15 @@ local tointeger = math.tointeger
 local tonumber = tonumber
 local tostring = tostring
 
-local MAX_ARGS = 1024 * 1024          -- elements in one command array
-local MAX_BULK = 16 * 1024 * 1024     -- bytes in one argument
+-- Per-command input limits: one client must not make the server hold
+-- more than this for a command it has not finished sending. Set them on
+-- the handler table this script returns (handler.limits.max_bulk = ...),
+-- from a wrapper script or the config file's handler.
+local LIMITS = {
+    max_args = 64 * 1024,             -- elements in one command array
+    max_bulk = 8 * 1024 * 1024,       -- bytes in one argument
+    max_command = 64 * 1024 * 1024,   -- bytes of all of one command's args
+}
 local MAX_EXPIRE = 1e12               -- seconds, for EX and PX
 
 local store = {}    -- key -> value (a string)
@@ -356,10 +363,11 @@ local function read_command(conn)
         return args
     end
     local count = to_integer(line:sub(2))
-    if not count or count > MAX_ARGS then
+    if not count or count > LIMITS.max_args then
         return nil, "Protocol error: invalid multibulk length"
     end
     local args = {}
+    local total = 0
     for i = 1, count do     -- "*0" and "*-1" are no command at all
         line, rerr = conn:readline()
         if not line then
@@ -373,8 +381,13 @@ local function read_command(conn)
                                line:sub(1, 1))
         end
         local len = to_integer(line:sub(2))
-        if not len or len < 0 or len > MAX_BULK then
+        if not len or len < 0 or len > LIMITS.max_bulk then
             return nil, "Protocol error: invalid bulk length"
+        end
+        total = total + len
+        if total > LIMITS.max_command then
+            return nil, format("Protocol error: command larger than %d "
+                               .. "bytes", LIMITS.max_command)
         end
         local data = ""
         if len > 0 then
@@ -391,7 +404,7 @@ local function read_command(conn)
     return args
 end
 
-local handler = {}
+local handler = { limits = LIMITS }
 
 function handler.handle(conn)
     while true do

@@ -14,20 +14,19 @@
  * 0 makes enough room (a memmove of the unconsumed bytes, which a framer
  * keeps small, is cheaper than a realloc); otherwise compact and grow to the
  * next doubling of cap that holds len + n, so appends cost amortised O(1).
- * Never returns NULL, even for n == 0 on an unallocated buffer, so callers
- * can always hand the result to read(). Aborts on out of memory, and when
- * len + n does not fit in uint32: bounding buffered bytes is the caller's
- * job (frame max, output caps), so reaching 4 GiB is a bug, not a peer. */
-char *lsv_buf_reserve(lsv_buf_t *b, size_t n)
+ * Never returns NULL for a buffer that can hold len + n, even for n == 0 on
+ * an unallocated buffer, so callers can always hand the result to read().
+ * Returns NULL when len + n does not fit in uint32 or realloc fails; the
+ * buffer is then untouched, apart from a compaction that keeps its bytes.
+ * Server code (conn.c, udp.c) checks caps first and fails the connection
+ * on NULL: a peer's or a script's size must never abort the process. */
+char *lsv_buf_try_reserve(lsv_buf_t *b, size_t n)
 {
     if (likely(b->data != NULL && lsv_buf_avail(b) >= n))
         return b->data + b->start + b->len;
 
-    if (unlikely(n > (size_t)UINT32_MAX - b->len)) {
-        fprintf(stderr, "luaserv: buffer of %u bytes cannot grow by %zu\n",
-                (unsigned)b->len, n);
-        abort();
-    }
+    if (unlikely(n > (size_t)UINT32_MAX - b->len))
+        return NULL;
     size_t need = (size_t)b->len + n;
 
     if (b->start > 0) {
@@ -42,9 +41,25 @@ char *lsv_buf_reserve(lsv_buf_t *b, size_t n)
         cap *= 2;
     if (cap > UINT32_MAX)
         cap = UINT32_MAX;
-    b->data = lsv_realloc(b->data, (size_t)cap);
+    char *p = realloc(b->data, (size_t)cap);
+    if (unlikely(p == NULL))
+        return NULL;
+    b->data = p;
     b->cap = (uint32_t)cap;
     return b->data + b->len;
+}
+
+/* The tools' reserve: a buffer past 4 GiB or out of memory there is a bug
+ * or a lost cause, so it aborts with a message. */
+char *lsv_buf_reserve(lsv_buf_t *b, size_t n)
+{
+    char *tail = lsv_buf_try_reserve(b, n);
+    if (unlikely(tail == NULL)) {
+        fprintf(stderr, "luaserv: buffer of %u bytes cannot grow by %zu\n",
+                (unsigned)b->len, n);
+        abort();
+    }
+    return tail;
 }
 
 /* Copies n bytes from p (borrowed) to the tail, growing as reserve does. */

@@ -1,6 +1,8 @@
 /* conn.c: stream connections: lifecycle, buffered I/O and the framing loop. */
 #include "lsv.h"
 #include "conn.h"
+#include "conn_int.h"
+#include "guard.h"
 #include "listener.h"
 #include "log.h"
 #include "lua_conn.h"
@@ -23,19 +25,12 @@
 /* Seconds a closing conn waits for its peer to take queued output. */
 #define CLOSE_LINGER 10.0
 
-/* Queued output, in high-water marks, past which a conn whose peer does
- * not read is dropped: writes from other conns' handlers do not wait. */
-#define OUTPUT_CAP_FACTOR 8
-
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_finish(lsv_conn_t *c);
 static void conn_settle(lsv_conn_t *c);
 static void close_after_call(lsv_conn_t *c, const char *reason);
-static void conn_flush(lsv_conn_t *c);
 static void conn_input(lsv_conn_t *c);
-static void queued(lsv_conn_t *c);
 
 /* --- watchers ----------------------------------------------------------- */
 
@@ -111,19 +106,6 @@ static void ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 
 /* --- lifecycle ---------------------------------------------------------- */
 
-/* Logs about c: its id, peer and listener go with the message (fields
- * in JSON, a prefix in text). */
-#define conn_log(level, c, ...) \
-    do { \
-        if ((level) >= lsv_log_level) { \
-            char peer_[LSV_ADDRSTRLEN]; \
-            lsv_log_ctx_t ctx_ = { (c)->listener->name, \
-                lsv_net_format(&(c)->peer.sa, (c)->peer_len, peer_), \
-                (c)->id }; \
-            lsv_log_writec((level), &ctx_, __VA_ARGS__); \
-        } \
-    } while (0)
-
 static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres);
 
 /* A handler call on c raised; its message (with traceback) is on the
@@ -194,10 +176,77 @@ static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
     if (l->opt.max_frame) out->max = l->opt.max_frame;
 }
 
+/* Under lua_setup's pcall: makes c's userdata (and with it its registry
+ * ref), so later pushes of it allocate nothing. */
+static int userdata_cb(lua_State *L)
+{
+    lsv_lconn_push(L, lua_touserdata(L, 1));
+    return 0;
+}
+
+/* Under lua_setup's pcall, with handler.handle below: starts the task
+ * that runs handle(conn) (a thread, a registry ref). */
+static int spawn_cb(lua_State *L)
+{
+    lsv_conn_t *c = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lsv_vm_get_fn(L, c->listener->handler_ref, "handle");
+    lsv_lconn_push(L, c);
+    c->task = lsv_task_spawn(c->srv, 1, c);
+    return 0;
+}
+
+/* Runs fn (default userdata_cb) on c in a protected call: what a new
+ * conn needs from Lua is allocated there, so running out of memory
+ * refuses this connection instead of panicking. On failure logs it and
+ * returns LSV_ERR; a conn not yet connected is freed. */
+static int lua_setup(lsv_conn_t *c, lua_CFunction fn)
+{
+    lua_State *L = c->srv->L;
+    lua_pushcfunction(L, fn ? fn : userdata_cb);
+    lua_pushlightuserdata(L, c);
+    if (likely(lsv_vm_pcall(L, 1, 0) == LUA_OK)) return LSV_OK;
+    conn_log(LSV_LOG_WARN, c, "cannot set up the connection: %s; closing it",
+             lua_tostring(L, -1));
+    lua_pop(L, 1);
+    if (!(c->flags & LSV_CONN_CONNECTED)) lsv_conn_abort(c, "error");
+    return LSV_ERR;
+}
+
+/* The Lua state is near --lua-memory: refuses the connection on fd
+ * (closing it) with a log line, at most one a second with a count of the
+ * rest. Returns 1 if it refused. */
+static int refuse_when_full(lsv_listener_t *l, int fd)
+{
+    static ev_tstamp last_log, last_gc;
+    static unsigned long refused;
+    size_t cap = lsv_guard_full();
+    if (likely(cap == 0)) return 0;
+    ev_tstamp now = ev_now(l->srv->loop);
+    if (now - last_gc >= 0.5) {
+        /* Garbage may be most of it (a failed call's): collect, at most
+         * twice a second, before turning anyone away. */
+        last_gc = now;
+        lua_gc(l->srv->L, LUA_GCCOLLECT);
+        if ((cap = lsv_guard_full()) == 0) return 0;
+    }
+    refused++;
+    if (now - last_log >= 1.0) {
+        lsv_warn("%s: refusing new connections: Lua memory is at %zu of "
+                 "%zu bytes (--lua-memory); %lu refused", l->name,
+                 lsv_guard_memory(), cap, refused);
+        last_log = now;
+        refused = 0;
+    }
+    close(fd);
+    return 1;
+}
+
 void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                      socklen_t salen)
 {
     lsv_server_t *srv = l->srv;
+    if (unlikely(refuse_when_full(l, fd))) return;
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     c->srv = srv;
     c->listener = l;
@@ -211,7 +260,7 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     c->timeout = l->opt.idle_timeout;
     c->last_active = c->started = ev_now(srv->loop);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->wio, lsv_conn_write_cb, fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
 
     if (l->addr.kind == LSV_NET_TCP) {
@@ -225,6 +274,7 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     l->stats.conns_total++;
     l->stats.conns_active++;
 
+    if (unlikely(lua_setup(c, NULL) != LSV_OK)) return;
     c->flags |= LSV_CONN_CONNECTED;
     c->busy++;
     call_handler(c, "on_connect", 0, 0);
@@ -232,8 +282,8 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
         lsv_vm_get_fn(srv->L, l->handler_ref, "handle")) {
         /* Stream style: handle(conn) runs as this conn's task. */
         c->flags |= LSV_CONN_STREAM;
-        lsv_lconn_push(srv->L, c);
-        c->task = lsv_task_spawn(srv, 1, c);
+        if (lua_setup(c, spawn_cb) != LSV_OK)
+            lsv_conn_close(c, "error");
     }
     c->busy--;
     if (c->flags & LSV_CONN_CLOSING) {
@@ -265,7 +315,7 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
     c->listener->stats.conns_total++;
     c->listener->stats.conns_active++;
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->wio, lsv_conn_write_cb, fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
     ev_io_start(srv->loop, &c->wio);
     c->flags |= LSV_CONN_WRITING;
@@ -409,218 +459,7 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
     conn_finish(c);
 }
 
-/* --- output ------------------------------------------------------------- */
-
-/* Bookkeeping after output was added to c->out: the pending list, the
- * high-water mark, and the cap for a peer that does not read. */
-static void queued(lsv_conn_t *c)
-{
-    lsv_server_t *srv = c->srv;
-    if (unlikely(!(c->flags & LSV_CONN_PENDING))) {
-        c->flags |= LSV_CONN_PENDING;
-        c->next_pending = srv->pending;
-        srv->pending = c;
-        lsv_server_kick(srv);
-    }
-    if (unlikely(c->out.len > c->listener->opt.high_water) &&
-        !(c->flags & LSV_CONN_BLOCKED)) {
-        c->flags |= LSV_CONN_BLOCKED;
-        stop_reading(c);
-        lsv_debug("conn %llu: %u bytes queued, reading paused",
-                  (unsigned long long)c->id, c->out.len);
-    }
-}
-
-static int queue(lsv_conn_t *c, const char *p, size_t n)
-{
-    if (unlikely(c->out.len + n >
-                 OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
-        conn_log(LSV_LOG_WARN, c, "%u bytes queued and the peer is not "
-                 "reading; dropping the connection", c->out.len);
-        lsv_conn_abort(c, "overflow");     /* may free c */
-        return LSV_ERR;
-    }
-    if (unlikely(c->out.data == NULL)) ensure_buf(c->srv, &c->out);
-    lsv_buf_append(&c->out, p, n);
-    queued(c);
-    return LSV_OK;
-}
-
-int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n)
-{
-    if (c->flags & LSV_CONN_CLOSING) return LSV_ERR;
-    return queue(c, p, n);
-}
-
-int lsv_conn_write_reply(lsv_conn_t *c, const char *p, size_t n)
-{
-    if (c->flags & LSV_CONN_ABORT) return LSV_ERR;
-    if ((c->flags & LSV_CONN_CLOSING) && !c->busy) return LSV_ERR;
-    return queue(c, p, n);
-}
-
-/* Writes as much queued output as the socket takes, in one send per call
- * unless the kernel took everything and more could fit. */
-static void conn_flush(lsv_conn_t *c)
-{
-    lsv_server_t *srv = c->srv;
-    while (c->out.len) {
-        ssize_t n = send(c->fd, lsv_buf_head(&c->out), c->out.len,
-                         MSG_NOSIGNAL);
-        if (n > 0) {
-            lsv_buf_consume(&c->out, (size_t)n);
-            c->listener->stats.bytes_out += (uint64_t)n;
-            c->nout += (uint64_t)n;
-            c->last_active = ev_now(srv->loop);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!(c->flags & LSV_CONN_WRITING)) {
-                ev_io_start(srv->loop, &c->wio);
-                c->flags |= LSV_CONN_WRITING;
-            }
-            break;
-        }
-        lsv_debug("conn %llu: send: %s", (unsigned long long)c->id,
-                  strerror(errno));
-        lsv_conn_abort(c, "reset");
-        return;
-    }
-    if (c->writer) lsv_stream_output(c);
-    if (c->out.len == 0) {
-        if (c->flags & LSV_CONN_WRITING) {
-            ev_io_stop(srv->loop, &c->wio);
-            c->flags &= ~LSV_CONN_WRITING;
-        }
-        release_buf(srv, &c->out);
-        if (c->flags & LSV_CONN_CLOSING) {
-            conn_finish(c);
-            return;
-        }
-    }
-    if ((c->flags & LSV_CONN_BLOCKED) &&
-        c->out.len <= c->listener->opt.low_water) {
-        c->flags &= ~LSV_CONN_BLOCKED;
-        start_reading(c);
-        if (c->in.len || (c->flags & LSV_CONN_EOF)) schedule_read(c);
-    }
-}
-
-void lsv_conn_flush_pending(lsv_server_t *srv)
-{
-    lsv_conn_t *c;
-    while ((c = srv->pending) != NULL) {
-        srv->pending = c->next_pending;
-        c->flags &= ~LSV_CONN_PENDING;
-        if (!(c->flags & LSV_CONN_WRITING)) conn_flush(c);
-    }
-}
-
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)revents;
-    lsv_conn_t *c = container_of(w, lsv_conn_t, wio);
-    if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        ev_io_stop(loop, &c->wio);
-        c->flags &= ~(LSV_CONN_WRITING | LSV_CONN_CONNECTING);
-        if (err == 0) {
-            int one = 1;
-            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            start_reading(c);
-            if (c->out.len) conn_flush(c);
-        }
-        lsv_stream_connected(c, err);   /* on error, aborts c */
-        return;
-    }
-    conn_flush(c);
-}
-
 /* --- input -------------------------------------------------------------- */
-
-/* Pushes "FILE:LINE: " for handler[fn], to place an error the function
- * made without raising (a bad reply) at its definition. [-0, +1, m] */
-static void push_fn_where(lsv_conn_t *c, const char *fn)
-{
-    lua_State *L = c->srv->L;
-    lua_Debug ar;
-    if (lsv_vm_get_fn(L, c->listener->handler_ref, fn) &&
-        lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
-        lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.linedefined);
-    else
-        lua_pushliteral(L, "");
-}
-
-/* Writes what on_message returned: the values above stack slot base, each
- * a string (or number), a table of strings, or nil; all popped. Several
- * values are written in order, so `return "[", ctime(), "] ", line`
- * replies without building a string. The pieces go straight into the
- * output buffer; the queue's bookkeeping runs once per reply. For a value
- * of the wrong type, returns LSV_ERR with an error message in their
- * place. */
-static int write_result(lsv_conn_t *c, lua_State *L, int base)
-{
-    int top = lua_gettop(L);
-    if (top == base) return LSV_OK;
-    if (unlikely(c->flags & LSV_CONN_ABORT)) {
-        lua_settop(L, base);
-        return LSV_OK;
-    }
-    if (unlikely(c->out.data == NULL)) ensure_buf(c->srv, &c->out);
-    uint32_t before = c->out.len;
-    for (int i = base + 1; i <= top; i++) {
-        size_t n;
-        const char *s = lua_tolstring(L, i, &n);
-        if (likely(s != NULL)) {
-            lsv_buf_append(&c->out, s, n);
-            continue;
-        }
-        int t = lua_type(L, i);
-        if (t == LUA_TTABLE) {
-            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
-            for (lua_Integer k = 1; k <= len; k++) {
-                lua_rawgeti(L, i, k);
-                s = lua_tolstring(L, -1, &n);
-                if (s == NULL) {
-                    int et = lua_type(L, -1);
-                    c->out.len = before;
-                    lua_settop(L, base);
-                    push_fn_where(c, "on_message");
-                    lua_pushfstring(L, "%son_message returned a table whose "
-                                    "element %I is a %s, not a string",
-                                    lua_tostring(L, -1), k,
-                                    lua_typename(L, et));
-                    lua_remove(L, -2);
-                    return LSV_ERR;
-                }
-                lsv_buf_append(&c->out, s, n);
-                lua_pop(L, 1);
-            }
-        } else if (t != LUA_TNIL) {
-            c->out.len = before;
-            lua_settop(L, base);
-            push_fn_where(c, "on_message");
-            lua_pushfstring(L, "%son_message returned a %s; a reply is "
-                            "strings, a table of strings or nil",
-                            lua_tostring(L, -1), lua_typename(L, t));
-            lua_remove(L, -2);
-            return LSV_ERR;
-        }
-    }
-    lua_settop(L, base);
-    if (unlikely(c->out.len > OUTPUT_CAP_FACTOR * c->listener->opt.high_water)) {
-        conn_log(LSV_LOG_WARN, c, "%u bytes queued and the peer is not "
-                 "reading; dropping the connection", c->out.len);
-        lsv_conn_abort(c, "overflow");     /* deferred: c is busy */
-        return LSV_OK;
-    }
-    if (c->out.len != before) queued(c);
-    return LSV_OK;
-}
 
 static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
 {
@@ -644,7 +483,13 @@ static void process_input(lsv_conn_t *c, int drained)
     int count = 0;
 
     if (c->flags & LSV_CONN_STREAM) {
-        if (c->reader) lsv_stream_input(c);
+        if (c->reader && unlikely(lsv_stream_input(c) != LSV_OK)) {
+            c->busy++;
+            handler_failed(c, "handle");    /* out of memory: closes c */
+            c->busy--;
+            conn_settle(c);                 /* may free c */
+            return;
+        }
         /* Nobody reads: stop at the read-ahead, so that a task that is
          * busy elsewhere neither grows the buffer nor, with the watcher
          * level-triggered, spins the loop. lsv_conn_want_input resumes. */
@@ -704,11 +549,13 @@ static void process_input(lsv_conn_t *c, int drained)
             continue;
         }
         lua_pushvalue(L, conn);
-        lua_pushlstring(L, lsv_buf_head(&c->in) + off, mlen);
+        /* Consuming leaves the bytes in place until the next read. */
+        const char *frame = lsv_buf_head(&c->in) + off;
         lsv_buf_consume(&c->in, (size_t)r);
 
-        if (likely(lsv_vm_pcall(L, 2, LUA_MULTRET) == LUA_OK)) {
-            if (unlikely(write_result(c, L, conn) != LSV_OK)) {
+        if (likely(lsv_vm_pcall_str(L, 1, frame, mlen, LUA_MULTRET) ==
+                   LUA_OK)) {
+            if (unlikely(lsv_conn_write_result(c, L, conn) != LSV_OK)) {
                 srv->stats.handler_errors++;
                 handler_failed(c, "on_message");
             }
@@ -751,8 +598,14 @@ static int read_some(lsv_conn_t *c)
         }
     }
     ensure_buf(srv, &c->in);
-    if (lsv_buf_avail(&c->in) < LSV_READ_SIZE / 4)
-        lsv_buf_reserve(&c->in, LSV_READ_SIZE);
+    if (lsv_buf_avail(&c->in) < LSV_READ_SIZE / 4 &&
+        unlikely(lsv_buf_try_reserve(&c->in, LSV_READ_SIZE) == NULL)) {
+        conn_log(LSV_LOG_WARN, c, "out of memory growing the input buffer "
+                 "past %u bytes; dropping the connection",
+                 (unsigned)c->in.len);
+        lsv_conn_abort(c, "error");
+        return LSV_ERR;
+    }
     for (;;) {
         size_t avail = lsv_buf_avail(&c->in);
         ssize_t n = read(c->fd, c->in.data + c->in.start + c->in.len,
@@ -832,6 +685,12 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (c->timeout <= 0) return;
+    if (c->flags & LSV_CONN_STREAM) {
+        /* Stream style: reads time out in their task; this timer watches
+         * a task waiting on output. */
+        lsv_conn_write_timer(c);
+        return;
+    }
     ev_tstamp left = c->last_active + c->timeout - ev_now(loop);
     if (left > 0.001) {
         arm_timer(c, left);
@@ -903,4 +762,27 @@ void lsv_conn_abort_all(lsv_server_t *srv, const char *reason)
 {
     while (srv->conns) lsv_conn_abort(srv->conns, reason);
     while (srv->outbound) lsv_conn_abort(srv->outbound, reason);
+}
+
+/* --- for conn_out.c (conn_int.h) ---------------------------------------- */
+
+void lsv_conn_start_reading(lsv_conn_t *c) { start_reading(c); }
+void lsv_conn_stop_reading(lsv_conn_t *c) { stop_reading(c); }
+void lsv_conn_schedule_read(lsv_conn_t *c) { schedule_read(c); }
+void lsv_conn_arm_timer(lsv_conn_t *c, double after) { arm_timer(c, after); }
+void lsv_conn_finish(lsv_conn_t *c) { conn_finish(c); }
+
+void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
+{
+    ensure_buf(srv, b);
+}
+
+void lsv_conn_release_buf(lsv_server_t *srv, lsv_buf_t *b)
+{
+    release_buf(srv, b);
+}
+
+int lsv_conn_call(lsv_conn_t *c, const char *fn, int nargs, int nres)
+{
+    return call_handler(c, fn, nargs, nres);
 }

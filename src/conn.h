@@ -58,6 +58,8 @@ struct lsv_conn {
     uint64_t nin, nout;           /* bytes, for the access log and conns */
     uint64_t nmsg;
     double msg_t0;                /* stream: a read returned a frame then */
+    ev_tstamp out_since;          /* last output progress: a send took
+                                   * bytes, or output was queued onto none */
     ev_tstamp timeout;            /* idle timeout, 0 = none */
     const char *close_reason;     /* static string */
     union {
@@ -74,11 +76,21 @@ void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                      socklen_t salen);
 
 /* Queues n bytes for the peer; they are written before the loop next polls.
- * Returns LSV_OK, or LSV_ERR if the conn is closing (the bytes are dropped).
- * `reply` also accepts output while a graceful close waits to flush, for
- * the reply returned from the on_message that closed it. */
+ * Returns LSV_OK, or LSV_ERR if the conn is closing (the bytes are dropped)
+ * or the bytes cannot be queued: over --max-output, over 8 high-water marks
+ * for a peer that has read nothing for a while, or out of memory. Then c
+ * has failed: logged, on_error called, closed with reason "overflow"
+ * (freed later if a Lua call on it is running, else now). */
 int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n);
-int lsv_conn_write_reply(lsv_conn_t *c, const char *p, size_t n);
+
+/* Checks that n more bytes of output may be queued on c, as
+ * lsv_conn_write does, failing c if not. Returns LSV_OK or LSV_ERR. A
+ * writer that queues a reply in pieces calls it once for the whole. */
+int lsv_conn_check_room(lsv_conn_t *c, size_t n);
+
+/* A task waits on c's output (stream.c): with an idle timeout, a write
+ * that sees no progress for that long fails with nil, "timeout". */
+void lsv_conn_watch_write(lsv_conn_t *c);
 
 /* Stops reading; closes once queued output is written (or after a linger
  * timeout if the peer does not read it), calling on_close(conn, reason).

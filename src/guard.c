@@ -129,6 +129,12 @@ size_t lsv_guard_memory(void)
     return mem_used;
 }
 
+size_t lsv_guard_full(void)
+{
+    if (mem_limit == 0 || mem_used < mem_limit - mem_limit / 8) return 0;
+    return mem_limit;
+}
+
 void lsv_guard_enter(lua_State *L)
 {
     if (depth == 0) {

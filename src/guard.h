@@ -32,6 +32,11 @@ void lsv_guard_init(double handler_timeout, size_t lua_memory);
 /* Bytes the Lua state holds now. */
 size_t lsv_guard_memory(void);
 
+/* The memory cap when the Lua state holds seven eighths of it or more,
+ * else 0: the server then refuses new connections (new work) so that
+ * the ones it has can finish, instead of failing everyone's calls. */
+size_t lsv_guard_full(void);
+
 /* Brackets a call into handler code running on thread L (lua_pcall,
  * lua_resume). Nested calls keep the outermost start time and budget; the
  * watchdog watches the innermost thread. Once over budget, every Lua

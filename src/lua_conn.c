@@ -102,24 +102,41 @@ static int conn_newindex(lua_State *L)
                       "conn.state)");
 }
 
-/* conn:write(...) -> conn | nil, "closed". Strings and numbers. [-0, +1, v] */
+/* Raises a caller error naming `what` unless the values at 2..top are
+ * strings, numbers or tables of them; checked before anything is written,
+ * so a write is all or nothing. [-0, +0, v] */
+static void check_pieces(lua_State *L, const char *what)
+{
+    int n = lua_gettop(L);
+    for (int i = 2; i <= n; i++) {
+        int t = lua_type(L, i);
+        if (likely(t == LUA_TSTRING || t == LUA_TNUMBER)) continue;
+        if (t != LUA_TTABLE)
+            luaL_error(L, "bad argument #%d to '%s' (string or table of "
+                       "strings expected, got %s)", i - 1, what,
+                       luaL_typename(L, i));
+        lua_Integer len = (lua_Integer)lua_rawlen(L, i);
+        for (lua_Integer k = 1; k <= len; k++) {
+            int et = lua_rawgeti(L, i, k);
+            lua_pop(L, 1);
+            if (et != LUA_TSTRING && et != LUA_TNUMBER)
+                luaL_error(L, "bad argument #%d to '%s' (element %d of the "
+                           "table is a %s, not a string)", i - 1, what,
+                           (int)k, lua_typename(L, et));
+        }
+    }
+}
+
+/* conn:write(...) -> conn | nil, "closed" | "overflow" | "timeout".
+ * Strings, numbers and tables of them (as on_message returns), written in
+ * order; in a task a big write streams out under backpressure (see
+ * lsv_stream_write). [-0, +(1|2), e] */
 static int conn_write(lua_State *L)
 {
     lconn_t *u = check_conn(L);
-    int n = lua_gettop(L);
-    for (int i = 2; i <= n; i++) {      /* all or nothing: check first */
-        int t = lua_type(L, i);
-        if (unlikely(t != LUA_TSTRING && t != LUA_TNUMBER))
-            luaL_typeerror(L, i, "string");
-    }
+    check_pieces(L, "conn:write");
     if (u->c == NULL) return closed_result(L);
-    for (int i = 2; i <= n; i++) {
-        size_t len;
-        const char *s = lua_tolstring(L, i, &len);
-        if (lsv_conn_write(u->c, s, len) != LSV_OK) return closed_result(L);
-    }
-    lua_settop(L, 1);
-    return lsv_stream_write_wait(L, u->c);
+    return lsv_stream_write(L, u->c);
 }
 
 /* conn:close() -> true | nil, "closed" (already closed). Output queued
@@ -294,16 +311,27 @@ static int dgram_index(lua_State *L)
     return 1;
 }
 
-/* conn:write(...) on a datagram conn: adds to the one reply datagram. */
+/* conn:write(...) on a datagram conn: adds to the one reply datagram;
+ * takes what a stream conn:write takes. [-0, +1, v] */
 static int dgram_write(lua_State *L)
 {
     lsv_dgram_t *d = check_dgram(L);
+    check_pieces(L, "conn:write");
     int n = lua_gettop(L);
-    for (int i = 2; i <= n; i++) luaL_checklstring(L, i, NULL);
+    size_t len;
     for (int i = 2; i <= n; i++) {
-        size_t len;
-        const char *s = lua_tolstring(L, i, &len);
-        lsv_udp_write(d, s, len);
+        if (lua_type(L, i) != LUA_TTABLE) {
+            const char *s = lua_tolstring(L, i, &len);
+            lsv_udp_write(d, s, len);
+            continue;
+        }
+        lua_Integer m = (lua_Integer)lua_rawlen(L, i);
+        for (lua_Integer k = 1; k <= m; k++) {
+            lua_rawgeti(L, i, k);
+            const char *s = lua_tolstring(L, -1, &len);
+            lsv_udp_write(d, s, len);
+            lua_pop(L, 1);
+        }
     }
     lua_settop(L, 1);
     return 1;

@@ -127,6 +127,25 @@ static int try_receive(ludp_t *u, lua_State *L)
     return 3;
 }
 
+/* Under udp_read_cb's pcall on the main thread: receives for the waiting
+ * task. The values are made here and moved to the task's thread, so a
+ * failed allocation raises into the pcall (the datagram is dropped and
+ * logged) instead of panicking outside any protected call. */
+static int receive_cb(lua_State *L)
+{
+    ludp_t *u = lua_touserdata(L, 1);
+    lsv_task_t *t = u->reader;
+    lua_settop(L, 0);
+    int n = try_receive(u, L);
+    if (n < 0) return 0;
+    if (!lua_checkstack(t->co, n)) return luaL_error(L, "stack overflow");
+    lua_xmove(L, t->co, n);
+    u->reader = NULL;
+    stop_reading(u);
+    lsv_task_wake(t, n);
+    return 0;
+}
+
 static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
@@ -136,11 +155,13 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         stop_reading(u);
         return;
     }
-    int n = try_receive(u, t->co);
-    if (n < 0) return;
-    u->reader = NULL;
-    stop_reading(u);
-    lsv_task_wake(t, n);
+    lua_State *L = u->srv->L;
+    lua_pushcfunction(L, receive_cb);
+    lua_pushlightuserdata(L, u);
+    if (unlikely(lsv_vm_pcall(L, 1, 0) != LUA_OK)) {
+        lsv_warn("udp socket: dropped a datagram: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
 }
 
 /* u:receive([timeout]) -> data, ip, port | nil, "timeout" | nil, err.

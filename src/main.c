@@ -42,6 +42,9 @@ static void usage(FILE *f)
 "                             connections to finish (default 10)\n"
 "      --high-water BYTES     queued output that pauses reading from a peer\n"
 "                             (default 1048576; resumes below a quarter)\n"
+"      --max-output BYTES     cap on output queued for one peer (default\n"
+"                             268435456, 256 MiB; at most 3 GiB): a reply\n"
+"                             that would pass it fails that connection\n"
 "      --backlog N            listen backlog (default 511)\n"
 "      --rcvbuf BYTES         receive buffer of udp:// and unixgram:\n"
 "                             listeners (default: the kernel's)\n"
@@ -184,7 +187,8 @@ enum {
     OPT_LOG_LEVEL, OPT_LOG_FORMAT, OPT_CHECK, OPT_ADMIN, OPT_METRICS,
     OPT_WATCH, OPT_ACCESS_LOG, OPT_HANDLER_TIMEOUT, OPT_LUA_MEMORY,
     OPT_RCVBUF, OPT_SNDBUF,
-    OPT_LOAD_TIMEOUT, OPT_TASK_SLICE
+    OPT_LOAD_TIMEOUT, OPT_TASK_SLICE,
+    OPT_MAX_OUTPUT
 };
 
 static const struct option long_opts[] = {
@@ -206,6 +210,7 @@ static const struct option long_opts[] = {
     { "sndbuf", required_argument, NULL, OPT_SNDBUF },
     { "load-timeout", required_argument, NULL, OPT_LOAD_TIMEOUT },
     { "task-slice", required_argument, NULL, OPT_TASK_SLICE },
+    { "max-output", required_argument, NULL, OPT_MAX_OUTPUT },
     { "check", no_argument, NULL, OPT_CHECK },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
@@ -367,6 +372,11 @@ static void parse_args(lsv_server_t *srv, lsv_flags_t *f, int argc,
                                                    1L << 30);
             f->set_task_slice = 1;
             break;
+        case OPT_MAX_OUTPUT:
+            /* Output buffers count in uint32: at most 3 GiB. */
+            srv->opt.max_output = (size_t)parse_count(optarg, "--max-output",
+                                                      65536, 3L << 30);
+            break;
         case OPT_CHECK:
             f->check = 1;
             break;
@@ -476,6 +486,7 @@ int main(int argc, char **argv)
     srv->opt.handler_timeout = 1;
     srv->opt.load_timeout = 30;
     srv->opt.task_slice = 10000;
+    srv->opt.max_output = 256u << 20;
     parse_args(srv, &flags, argc, argv);
     if (srv->opt.lua_memory && srv->opt.lua_memory < (1u << 20))
         bad_option("--lua-memory needs at least %s bytes", "1048576");

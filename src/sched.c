@@ -56,10 +56,13 @@ static void enqueue(lsv_server_t *srv, lsv_task_t *t)
 lsv_task_t *lsv_task_spawn(lsv_server_t *srv, int nargs, lsv_conn_t *conn)
 {
     lua_State *L = srv->L;
+    /* The thread first: it may raise (memory), and nothing is held yet. */
+    lua_State *co = lua_newthread(L);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lsv_task_t *t = lsv_calloc(1, sizeof *t);
     t->srv = srv;
-    t->co = lua_newthread(L);
-    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->co = co;
+    t->ref = ref;
     *(lsv_task_t **)lua_getextraspace(t->co) = t;
     lua_xmove(L, t->co, nargs + 1);
     t->nargs = nargs;

@@ -39,6 +39,7 @@ typedef struct lsv_options {
     double load_timeout;      /* seconds on_load may run, 0 = any */
     int task_slice;           /* Lua instructions a task runs before it
                                * yields to the loop, 0 = never */
+    size_t max_output;        /* bytes queued for one peer, 0 = any */
 } lsv_options_t;
 
 typedef struct lsv_server {

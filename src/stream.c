@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -163,26 +164,60 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
     return 2;
 }
 
-void lsv_stream_input(lsv_conn_t *c)
+/* Input came for t, waiting in a read it does not complete yet. The
+ * timeout is on input, not on the whole read, so a big read from a slow
+ * but live peer waits on. A restart costs two heap operations, small next
+ * to the read that brought the bytes. */
+static void input_came(lsv_conn_t *c, lsv_task_t *t)
 {
-    lsv_task_t *t = c->reader;
-    if (t == NULL || t->wait != LSV_WAIT_READ) return;
-    int n = try_read(c, &t->want, t->co);
-    if (n < 0) {
-        /* The timeout is on input, not on the whole read: input came (this
-         * runs after a read), so a big read from a slow but live peer
-         * waits on. A restart costs two heap operations, small next to the
-         * read that brought the bytes. */
-        if (c->timeout > 0 && ev_is_active(&t->timer)) {
-            struct ev_loop *loop = c->srv->loop;
-            ev_timer_stop(loop, &t->timer);
-            ev_timer_set(&t->timer, c->timeout, 0.);
-            ev_timer_start(loop, &t->timer);
-        }
-        return;
+    if (c->timeout > 0 && ev_is_active(&t->timer)) {
+        struct ev_loop *loop = c->srv->loop;
+        ev_timer_stop(loop, &t->timer);
+        ev_timer_set(&t->timer, c->timeout, 0.);
+        ev_timer_start(loop, &t->timer);
     }
+}
+
+/* Under lsv_stream_input's pcall on the main thread: answers the waiting
+ * reader. Its strings are made here and moved to the task's thread, so a
+ * failed allocation raises into the pcall; made on the suspended thread,
+ * it would kill the task or, with no protected call, the process. */
+static int input_cb(lua_State *L)
+{
+    lsv_conn_t *c = lua_touserdata(L, 1);
+    lsv_task_t *t = c->reader;
+    lua_settop(L, 0);
+    int n = try_read(c, &t->want, L);
+    if (n < 0) {
+        input_came(c, t);
+        return 0;
+    }
+    if (!lua_checkstack(t->co, n)) return luaL_error(L, "stack overflow");
+    lua_xmove(L, t->co, n);
     c->reader = NULL;
     lsv_task_wake(t, n);
+    return 0;
+}
+
+int lsv_stream_input(lsv_conn_t *c)
+{
+    lsv_task_t *t = c->reader;
+    if (t == NULL || t->wait != LSV_WAIT_READ) return LSV_OK;
+    if (likely(c->in.len <= LSV_VM_SMALL_STR)) {
+        /* The fast path, for a small result (see LSV_VM_SMALL_STR). */
+        int n = try_read(c, &t->want, t->co);
+        if (n >= 0) {
+            c->reader = NULL;
+            lsv_task_wake(t, n);
+        } else {
+            input_came(c, t);
+        }
+        return LSV_OK;
+    }
+    lua_State *L = c->srv->L;
+    lua_pushcfunction(L, input_cb);
+    lua_pushlightuserdata(L, c);
+    return lsv_vm_pcall(L, 1, 0) == LUA_OK ? LSV_OK : LSV_ERR;
 }
 
 void lsv_stream_output(lsv_conn_t *c)
@@ -336,16 +371,158 @@ static int conn_read_frame(lua_State *L)
 
 /* --- writing ------------------------------------------------------------ */
 
-int lsv_stream_write_wait(lua_State *L, lsv_conn_t *c)
+/* The task that may wait for c's output to drain, or NULL when the
+ * running code cannot (a callback, a coroutine of the handler's own, a
+ * callback-style conn, another task waiting on c already). */
+static lsv_task_t *writer_task(lua_State *L, lsv_conn_t *c)
 {
-    if (likely(c->out.len <= c->listener->opt.high_water) ||
-        !(c->flags & LSV_CONN_STREAM) || c->writer)
-        return 1;
+    if (!(c->flags & LSV_CONN_STREAM)) return NULL;
     lsv_task_t *t = lsv_task_current(L);
-    if (t == NULL || !lua_isyieldable(L)) return 1;
-    c->writer = t;
-    lsv_task_wait(t, LSV_WAIT_WRITE, c, unwait_writer, 0);
-    return lua_yield(L, 0);
+    if (t == NULL || !lua_isyieldable(L)) return NULL;
+    if (c->writer != NULL && c->writer != t) return NULL;
+    return t;
+}
+
+/* The pieces of a write are the values at 2..top, or, when a table is
+ * among them, the elements of the one table at 2 (lsv_stream_write
+ * flattens several). */
+static lua_Integer count_pieces(lua_State *L, int top)
+{
+    return lua_type(L, 2) == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, 2)
+                                        : top - 1;
+}
+
+/* Pushes piece j and returns its bytes. [-0, +1, m] */
+static const char *push_piece(lua_State *L, lua_Integer j, size_t *n)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) lua_rawgeti(L, 2, j);
+    else lua_pushvalue(L, (int)(1 + j));
+    return lua_tolstring(L, -1, n);
+}
+
+static int write_from(lua_State *L, int top, lua_Integer j, size_t off);
+
+/* Continues a write after its task waited for room. The stack holds the
+ * conn, the pieces up to top, the position (j, off), then what woke the
+ * task: the conn, or nil and an error ("closed", "timeout"). */
+static int write_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    int top = (int)ctx;
+    if (lua_gettop(L) >= top + 4 && lua_isnil(L, top + 3)) return 2;
+    lua_Integer j = lua_tointeger(L, top + 1);
+    size_t off = (size_t)lua_tointeger(L, top + 2);
+    lua_settop(L, top);
+    return write_from(L, top, j, off);
+}
+
+/* Queues pieces j.. from byte off of piece j. A task queues up to the
+ * high-water mark and waits for the peer to take it down to the low one,
+ * so a reply of any size streams out in bounded memory; other callers
+ * queue everything at once, up to --max-output. */
+static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
+{
+    lsv_lconn_t *u = lua_touserdata(L, 1);
+    lsv_conn_t *c = u->c;
+    if (c == NULL || (c->flags & LSV_CONN_CLOSING)) {
+        push_fail(L, "closed");
+        return 2;
+    }
+    lsv_task_t *t = writer_task(L, c);
+    size_t hw = c->listener->opt.high_water;
+    lua_Integer np = count_pieces(L, top);
+    for (; j <= np; j++, off = 0) {
+        size_t n;
+        const char *s = push_piece(L, j, &n);
+        while (off < n) {
+            size_t chunk = n - off;
+            if (t != NULL) {
+                if (c->out.len >= hw) {
+                    lua_pop(L, 1);
+                    lua_pushinteger(L, j);
+                    lua_pushinteger(L, (lua_Integer)off);
+                    c->writer = t;
+                    lsv_task_wait(t, LSV_WAIT_WRITE, c, unwait_writer, 0);
+                    lsv_conn_watch_write(c);
+                    return lua_yieldk(L, 0, (lua_KContext)top, write_k);
+                }
+                if (chunk > hw - c->out.len) chunk = hw - c->out.len;
+            }
+            if (lsv_conn_write(c, s + off, chunk) != LSV_OK) {
+                /* c failed (and may be gone): it was logged */
+                push_fail(L, "overflow");
+                return 2;
+            }
+            off += chunk;
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+int lsv_stream_write(lua_State *L, lsv_conn_t *c)
+{
+    int top = lua_gettop(L);
+    int tables = 0;
+    size_t total = 0, n;
+    for (int i = 2; i <= top; i++) {
+        if (lua_type(L, i) != LUA_TTABLE) {
+            lua_tolstring(L, i, &n);
+            total += n;
+            continue;
+        }
+        tables++;
+        lua_Integer len = (lua_Integer)lua_rawlen(L, i);
+        for (lua_Integer k = 1; k <= len; k++) {
+            lua_rawgeti(L, i, k);
+            total += lua_type(L, -1) == LUA_TSTRING ? lua_rawlen(L, -1) : 64;
+            lua_pop(L, 1);
+        }
+    }
+    if (tables && !(tables == 1 && top == 2)) {
+        /* Mixed: one flat table of every piece, in order. */
+        lua_Integer m = 0;
+        for (int i = 2; i <= top; i++)
+            m += lua_type(L, i) == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, i)
+                                              : 1;
+        lua_createtable(L, m < INT_MAX ? (int)m : 0, 0);
+        m = 0;
+        for (int i = 2; i <= top; i++) {
+            if (lua_type(L, i) != LUA_TTABLE) {
+                lua_pushvalue(L, i);
+                lua_rawseti(L, -2, ++m);
+                continue;
+            }
+            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
+            for (lua_Integer k = 1; k <= len; k++) {
+                lua_rawgeti(L, i, k);
+                lua_rawseti(L, -2, ++m);
+            }
+        }
+        lua_replace(L, 2);
+        lua_settop(L, 2);
+        top = 2;
+    }
+    if (c->flags & LSV_CONN_CLOSING) {
+        push_fail(L, "closed");
+        return 2;
+    }
+    /* A writer that cannot wait queues the whole reply or none of it. */
+    if (writer_task(L, c) == NULL && lsv_conn_check_room(c, total) != LSV_OK) {
+        push_fail(L, "overflow");
+        return 2;
+    }
+    return write_from(L, top, 1, 0);
+}
+
+void lsv_stream_write_timeout(lsv_conn_t *c)
+{
+    lsv_task_t *t = c->writer;
+    if (t == NULL) return;
+    c->writer = NULL;
+    push_fail(t->co, "timeout");
+    lsv_task_wake(t, 2);
 }
 
 /* conn:flush() -> true | nil, "closed": waits until every queued byte has
@@ -368,6 +545,7 @@ static int conn_flush(lua_State *L)
                    "write to this conn");
     c->writer = t;
     lsv_task_wait(t, LSV_WAIT_FLUSH, c, unwait_writer, 0);
+    lsv_conn_watch_write(c);
     return lua_yield(L, 0);
 }
 

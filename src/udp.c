@@ -103,11 +103,10 @@ static int handle_datagram(lsv_listener_t *l, const char *data, size_t n,
     l->stats.messages++;
     if (!lsv_vm_get_fn(L, l->handler_ref, "on_message")) return 0;
     lsv_ldgram_push(L, d);
-    lua_pushlstring(L, data, n);
     d->in_call = 1;
     d->has_reply = 0;
     int ok = 0;
-    if (likely(lsv_vm_pcall(L, 2, LUA_MULTRET) == LUA_OK)) {
+    if (likely(lsv_vm_pcall_str(L, 1, data, n, LUA_MULTRET) == LUA_OK)) {
         ok = add_reply(d, L, top) == LSV_OK;
         if (unlikely(!ok)) {
             srv->stats.handler_errors++;

@@ -61,6 +61,39 @@ int lsv_vm_pcall_as(lua_State *L, int nargs, int nresults, int kind)
     return rc;
 }
 
+/* Where lsv_vm_pcall_str's string comes from. */
+typedef struct str_arg {
+    const char *p;
+    size_t n;
+} str_arg_t;
+
+/* Runs under the pcall: [fn, args..., str_arg]. Makes the string (a
+ * failed allocation raises here, inside the protected call, instead of
+ * panicking) in place of its light userdata and calls fn. */
+static int call_with_str(lua_State *L)
+{
+    int top = lua_gettop(L);
+    const str_arg_t *a = lua_touserdata(L, top);
+    lua_pushlstring(L, a->p, a->n);
+    lua_replace(L, top);
+    lua_call(L, top - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+int lsv_vm_pcall_str(lua_State *L, int nargs, const char *p, size_t n,
+                     int nresults)
+{
+    if (likely(n <= LSV_VM_SMALL_STR)) {
+        lua_pushlstring(L, p, n);
+        return lsv_vm_pcall(L, nargs + 1, nresults);
+    }
+    str_arg_t a = { p, n };
+    lua_pushcfunction(L, call_with_str);
+    lua_insert(L, -(nargs + 2));
+    lua_pushlightuserdata(L, &a);
+    return lsv_vm_pcall(L, nargs + 2, nresults);
+}
+
 int lsv_vm_get_fn(lua_State *L, int ref, const char *name)
 {
     if (unlikely(ref == LUA_NOREF)) return 0;

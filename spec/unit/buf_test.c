@@ -267,6 +267,23 @@ static void test_overflow_aborts(void)
     test_done("reserve past UINT32_MAX bytes aborts instead of wrapping");
 }
 
+/* The server's reserve fails instead: NULL, and the bytes stay as they
+ * were, so the caller can fail one connection and carry on. */
+static void test_try_reserve_fails(void)
+{
+    lsv_buf_t b = { 0 };
+    lsv_buf_append(&b, "0123456789", 10);
+    lsv_buf_consume(&b, 3);
+    CHECK(lsv_buf_try_reserve(&b, (size_t)UINT32_MAX) == NULL);
+    CHECK(lsv_buf_try_reserve(&b, (size_t)UINT32_MAX - 6) == NULL);
+    CHECK(lsv_buf_try_append(&b, "x", (size_t)UINT32_MAX) == LSV_ERR);
+    CHECK(b.len == 7 && memcmp(lsv_buf_head(&b), "3456789", 7) == 0);
+    CHECK(lsv_buf_try_append(&b, "ab", 2) == LSV_OK);
+    CHECK(b.len == 9 && memcmp(lsv_buf_head(&b), "3456789ab", 9) == 0);
+    lsv_buf_free(&b);
+    test_done("try_reserve past UINT32_MAX returns NULL, bytes intact");
+}
+
 int main(void)
 {
     test_zeroed();
@@ -280,5 +297,6 @@ int main(void)
     test_free_reuse();
     test_random_ops();
     test_overflow_aborts();
+    test_try_reserve_fails();
     return tap_end();
 }
