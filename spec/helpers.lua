@@ -240,6 +240,26 @@ function helpers.run(bin, args, stdin)
     return status, text
 end
 
+-- Runs shell text with stdin from /dev/null; returns its exit status and
+-- its output (stdout and stderr together).
+function helpers.sh(cmd)
+    local out = helpers.tmpname(".out")
+    local _, _, status = os.execute("(" .. cmd .. ") >" .. shell_quote(out) ..
+                                    " 2>&1 </dev/null")
+    local text = read_file(out) or ""
+    os.remove(out)
+    return status, text
+end
+
+-- The RESP encoding of one command: resp("SET", "k", "v").
+function helpers.resp(...)
+    local parts = { "*" .. select("#", ...) .. "\r\n" }
+    for _, a in ipairs({ ... }) do
+        parts[#parts + 1] = "$" .. #a .. "\r\n" .. a .. "\r\n"
+    end
+    return table.concat(parts)
+end
+
 -- A TCP client connected to the server (luasocket), with a timeout.
 function helpers.connect(port, timeout)
     local c = assert(socket.tcp())
@@ -294,14 +314,16 @@ function helpers.receive_all(c)
 end
 
 -- Sends data from c while reading what comes back, until want bytes have
--- arrived, the peer closed, or timeout seconds passed. c is non-blocking
+-- arrived (or, when want is a function, until want(what arrived) is
+-- true), the peer closed, or timeout seconds passed. c is non-blocking
 -- meanwhile and gets a timeout of after (default 5) seconds back. Returns
 -- what arrived and how many bytes of data were sent.
 function helpers.pump(c, data, want, timeout, after)
     local got, n, sent = {}, 0, 0
     local deadline = socket.gettime() + timeout
+    local done = type(want) ~= "function" and want <= 0
     c:settimeout(0)
-    while n < want and socket.gettime() < deadline do
+    while not done and socket.gettime() < deadline do
         if sent < #data then
             local last, _, partial = c:send(data, sent + 1)
             sent = last or partial or sent
@@ -311,6 +333,8 @@ function helpers.pump(c, data, want, timeout, after)
         if chunk and #chunk > 0 then
             got[#got + 1] = chunk
             n = n + #chunk
+            if type(want) == "function" then done = want(table.concat(got))
+            else done = n >= want end
         elseif err == "closed" then
             break
         else

@@ -69,6 +69,19 @@ struct lsv_conn {
     } peer;
 };
 
+/* Logs about c: its id, peer and listener go with the message (fields
+ * in JSON, a prefix in text). Needs log.h and net.h. */
+#define conn_log(level, c, ...) \
+    do { \
+        if ((level) >= lsv_log_level) { \
+            char peer_[LSV_ADDRSTRLEN]; \
+            lsv_log_ctx_t ctx_ = { (c)->listener->name, \
+                lsv_net_format(&(c)->peer.sa, (c)->peer_len, peer_), \
+                (c)->id }; \
+            lsv_log_writec((level), &ctx_, __VA_ARGS__); \
+        } \
+    } while (0)
+
 /* Takes ownership of an accepted, non-blocking fd: creates the conn, runs
  * on_connect and starts reading. The conn may already be closed when this
  * returns. Never raises. */

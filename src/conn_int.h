@@ -1,5 +1,5 @@
 /* conn_int.h: what conn.c and conn_out.c share; nothing else includes
- * it. The conn_log macro needs log.h and net.h. */
+ * it. */
 #ifndef LSV_CONN_INT_H
 #define LSV_CONN_INT_H
 
@@ -7,19 +7,6 @@
 #include "conn.h"
 
 #include <lua.h>
-
-/* Logs about c: its id, peer and listener go with the message (fields
- * in JSON, a prefix in text). */
-#define conn_log(level, c, ...) \
-    do { \
-        if ((level) >= lsv_log_level) { \
-            char peer_[LSV_ADDRSTRLEN]; \
-            lsv_log_ctx_t ctx_ = { (c)->listener->name, \
-                lsv_net_format(&(c)->peer.sa, (c)->peer_len, peer_), \
-                (c)->id }; \
-            lsv_log_writec((level), &ctx_, __VA_ARGS__); \
-        } \
-    } while (0)
 
 /* conn.c's watchers, buffers and lifecycle, for conn_out.c. */
 void lsv_conn_start_reading(lsv_conn_t *c);

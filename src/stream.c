@@ -28,18 +28,6 @@ static void push_fail(lua_State *L, const char *err)
     lua_pushstring(L, err);
 }
 
-/* Logs about c with its id, peer and listener, as conn.c does. */
-#define stream_log(level, c, ...) \
-    do { \
-        if ((level) >= lsv_log_level) { \
-            char peer_[LSV_ADDRSTRLEN]; \
-            lsv_log_ctx_t ctx_ = { (c)->listener->name, \
-                lsv_net_format(&(c)->peer.sa, (c)->peer_len, peer_), \
-                (c)->id }; \
-            lsv_log_writec((level), &ctx_, __VA_ARGS__); \
-        } \
-    } while (0)
-
 /* --- reading ------------------------------------------------------------ */
 
 static void unwait_reader(lsv_task_t *t)
@@ -150,13 +138,13 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
         return 1;
     }
     if (r == LSV_FRAME_TOO_LONG)
-        stream_log(LSV_LOG_WARN, c, "%s too long (%s framing, max %u); its "
+        conn_log(LSV_LOG_WARN, c, "%s too long (%s framing, max %u); its "
                    "input ends here. Raise the max in the handler's "
                    "framing, conn:set_framing() or the config's "
                    "listen{ max_frame = }", frame_noun(want->kind),
                    lsv_frame_kind_name(want->kind), want->max);
     else
-        stream_log(LSV_LOG_INFO, c, "frame cut off at end of stream: %u "
+        conn_log(LSV_LOG_INFO, c, "frame cut off at end of stream: %u "
                    "bytes of an incomplete %s frame dropped", c->in.len,
                    lsv_frame_kind_name(want->kind));
     end_input(c);
@@ -330,7 +318,7 @@ static int conn_read(lua_State *L)
     lsv_conn_t *c = stream_conn(L, "conn:read()");
     if (c == NULL) return 2;
     if (unlikely(n > LSV_FRAME_HARD_MAX)) {
-        stream_log(LSV_LOG_WARN, c, "read(%lld): over the %u-byte cap on one "
+        conn_log(LSV_LOG_WARN, c, "read(%lld): over the %u-byte cap on one "
                    "read; its input ends here", (long long)n,
                    LSV_FRAME_HARD_MAX);
         frame_done(c);

@@ -17,14 +17,7 @@ local function connect(port)
     return c
 end
 
--- RESP encoding of one command.
-local function resp(...)
-    local parts = { "*" .. select("#", ...) .. "\r\n" }
-    for _, a in ipairs({ ... }) do
-        parts[#parts + 1] = "$" .. #a .. "\r\n" .. a .. "\r\n"
-    end
-    return table.concat(parts)
-end
+local resp = helpers.resp
 
 -- Reads one RESP reply from a luasocket client, as Lua values: a string
 -- for +simple and $bulk, a number for :integer, false for the null bulk,

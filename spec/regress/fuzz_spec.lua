@@ -7,13 +7,7 @@ local helpers = require "helpers"
 
 local q = helpers.shell_quote
 
-local function sh(cmd)
-    local out = helpers.tmpname(".out")
-    local _, _, status = os.execute("(" .. cmd .. ") >" .. q(out) .. " 2>&1 </dev/null")
-    local text = helpers.read_file(out) or ""
-    os.remove(out)
-    return status, text
-end
+local sh = helpers.sh
 
 local HAVE_CLANG = os.execute("command -v clang >/dev/null 2>&1") == true
 

@@ -7,14 +7,7 @@ local helpers = require "helpers"
 local SLOW = helpers.sanitize and 3 or 1
 local q = helpers.shell_quote
 
--- Runs shell text; returns its exit status and output (stdout and stderr).
-local function sh(cmd)
-    local out = helpers.tmpname(".out")
-    local _, _, status = os.execute("(" .. cmd .. ") >" .. q(out) .. " 2>&1 </dev/null")
-    local text = helpers.read_file(out) or ""
-    os.remove(out)
-    return status, text
-end
+local sh = helpers.sh
 
 describe("make install PREFIX=...", function()
     it("rebuilds what PREFIX is compiled into, after a plain make", function()

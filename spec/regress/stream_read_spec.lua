@@ -13,27 +13,7 @@ local SLOW = op.SLOW
 -- Sends data on c while reading replies, until done(received) is true,
 -- the peer closed, or timeout seconds passed. Returns what arrived.
 local function exchange(c, data, done, timeout)
-    local got, sent = {}, 0
-    local deadline = socket.gettime() + timeout
-    c:settimeout(0)
-    while socket.gettime() < deadline do
-        if sent < #data then
-            local last, _, partial = c:send(data, sent + 1)
-            sent = last or partial or sent
-        end
-        local chunk, err, partial = c:receive(65536)
-        chunk = chunk or partial
-        if chunk and #chunk > 0 then
-            got[#got + 1] = chunk
-            if done(table.concat(got)) then break end
-        elseif err == "closed" then
-            break
-        else
-            socket.select({ c }, sent < #data and { c } or nil, 0.05)
-        end
-    end
-    c:settimeout(5)
-    return table.concat(got)
+    return (helpers.pump(c, data, done, timeout))
 end
 
 -- A payload of n bytes, all the letter for i ("a", "b", ...).
@@ -276,14 +256,7 @@ describe("stream-style request metrics", function()
 end)
 
 describe("examples under pipelined big requests", function()
-    -- RESP encoding of one command.
-    local function resp(...)
-        local parts = { "*" .. select("#", ...) .. "\r\n" }
-        for _, a in ipairs({ ... }) do
-            parts[#parts + 1] = "$" .. #a .. "\r\n" .. a .. "\r\n"
-        end
-        return table.concat(parts)
-    end
+    local resp = helpers.resp
 
     it("resp.lua answers ten pipelined 300 KB SETs", function()
         local srv = helpers.serve{ script = "examples/resp.lua" }
