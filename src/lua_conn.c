@@ -320,18 +320,22 @@ static int dgram_write(lua_State *L)
     int n = lua_gettop(L);
     size_t len;
     for (int i = 2; i <= n; i++) {
+        int ok = LSV_OK;
         if (lua_type(L, i) != LUA_TTABLE) {
             const char *s = lua_tolstring(L, i, &len);
-            lsv_udp_write(d, s, len);
-            continue;
+            ok = lsv_udp_write(d, s, len);
+        } else {
+            lua_Integer m = (lua_Integer)lua_rawlen(L, i);
+            for (lua_Integer k = 1; k <= m && ok == LSV_OK; k++) {
+                lua_rawgeti(L, i, k);
+                const char *s = lua_tolstring(L, -1, &len);
+                ok = lsv_udp_write(d, s, len);
+                lua_pop(L, 1);
+            }
         }
-        lua_Integer m = (lua_Integer)lua_rawlen(L, i);
-        for (lua_Integer k = 1; k <= m; k++) {
-            lua_rawgeti(L, i, k);
-            const char *s = lua_tolstring(L, -1, &len);
-            lsv_udp_write(d, s, len);
-            lua_pop(L, 1);
-        }
+        if (unlikely(ok != LSV_OK) && d->in_call)
+            luaL_error(L, "conn:write: the reply is over %d bytes, more "
+                       "than one datagram holds", LSV_DGRAM_MAX);
     }
     lua_settop(L, 1);
     return 1;

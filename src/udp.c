@@ -19,13 +19,10 @@
 /* Batches handled per wakeup before other watchers get a turn. */
 #define BATCHES_PER_EVENT 4
 
-/* Largest datagram we accept; a bigger one is dropped and logged. */
-#define DGRAM_MAX 65536
-
 /* One set of receive buffers per process: datagrams are copied into Lua
  * strings before any handler runs, so listeners can share them. Only the
  * pages datagrams touch become resident. */
-static char recv_bufs[BATCH][DGRAM_MAX + 1];
+static char recv_bufs[BATCH][LSV_DGRAM_MAX + 1];
 static struct sockaddr_storage recv_peers[BATCH];
 
 void lsv_udp_init(lsv_listener_t *l)
@@ -46,9 +43,18 @@ void lsv_udp_free(lsv_listener_t *l)
 int lsv_udp_write(lsv_dgram_t *d, const char *p, size_t n)
 {
     if (!d->in_call) return LSV_ERR;
-    lsv_buf_append(&d->reply, p, n);
+    if (unlikely(d->reply.len - d->reply_start + n > LSV_DGRAM_MAX ||
+                 lsv_buf_try_append(&d->reply, p, n) != LSV_OK))
+        return LSV_ERR;
     d->has_reply = 1;
     return LSV_OK;
+}
+
+/* The error for a reply lsv_udp_write refused while in a call. */
+static void reply_refused(lsv_dgram_t *d)
+{
+    lsv_error("on_message (%s): its reply is over %u bytes, more than one "
+              "datagram holds; not sent", d->listener->name, LSV_DGRAM_MAX);
 }
 
 /* Appends the values above stack slot base (strings, numbers, tables of
@@ -62,8 +68,10 @@ static int add_reply(lsv_dgram_t *d, lua_State *L, int base)
         int t = lua_type(L, i);
         if (likely(t == LUA_TSTRING || t == LUA_TNUMBER)) {
             const char *s = lua_tolstring(L, i, &n);
-            lsv_buf_append(&d->reply, s, n);
-            d->has_reply = 1;
+            if (unlikely(lsv_udp_write(d, s, n) != LSV_OK)) {
+                reply_refused(d);
+                return LSV_ERR;
+            }
         } else if (t == LUA_TTABLE) {
             lua_Integer len = (lua_Integer)lua_rawlen(L, i);
             for (lua_Integer k = 1; k <= len; k++) {
@@ -75,7 +83,10 @@ static int add_reply(lsv_dgram_t *d, lua_State *L, int base)
                     return LSV_ERR;
                 }
                 const char *s = lua_tolstring(L, -1, &n);
-                lsv_buf_append(&d->reply, s, n);
+                if (unlikely(lsv_udp_write(d, s, n) != LSV_OK)) {
+                    reply_refused(d);
+                    return LSV_ERR;
+                }
                 lua_pop(L, 1);
             }
             d->has_reply = 1;
@@ -105,6 +116,7 @@ static int handle_datagram(lsv_listener_t *l, const char *data, size_t n,
     lsv_ldgram_push(L, d);
     d->in_call = 1;
     d->has_reply = 0;
+    d->reply_start = (uint32_t)start;
     int ok = 0;
     if (likely(lsv_vm_pcall_str(L, 1, data, n, LUA_MULTRET) == LUA_OK)) {
         ok = add_reply(d, L, top) == LSV_OK;
@@ -225,7 +237,7 @@ static int handle_batch(lsv_listener_t *l, uint64_t *handled)
                 (struct sockaddr *)&d->peer, d->peer_len, peer), 0 };
             if (LSV_LOG_WARN >= lsv_log_level)
                 lsv_log_writec(LSV_LOG_WARN, &ctx, "datagram over %d "
-                               "bytes; dropped", DGRAM_MAX);
+                               "bytes; dropped", LSV_DGRAM_MAX);
             continue;
         }
         size_t start = d->reply.len;

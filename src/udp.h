@@ -14,6 +14,7 @@ struct lsv_dgram {
     int ud_ref;             /* registry ref to the Lua userdata */
     lsv_buf_t reply;        /* replies of the current batch, back to back */
     int has_reply;          /* the current call wrote or returned a reply */
+    uint32_t reply_start;   /* where the current call's reply begins */
     socklen_t peer_len;
     struct sockaddr_storage peer;
     uint32_t drops_seen;    /* the kernel's last SO_RXQ_OVFL count */
@@ -38,8 +39,12 @@ void lsv_udp_drain(lsv_listener_t *l);
 /* The read watcher callback of a datagram listener. */
 void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 
+/* The biggest datagram luaserv receives or replies with. */
+#define LSV_DGRAM_MAX 65536
+
 /* Appends to the reply of the datagram being handled. Returns LSV_ERR when
- * no call is running. */
+ * no call is running, or when the reply would pass LSV_DGRAM_MAX bytes or
+ * memory runs out (nothing is appended then). */
 int lsv_udp_write(lsv_dgram_t *d, const char *p, size_t n);
 
 #endif
