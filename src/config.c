@@ -94,6 +94,10 @@ int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
         o->load_timeout = lua_tonumber(L, -1);
         lua_pop(L, 1);
     }
+    if (!f->set_max_output && cfg_get(L, p, "max_output") != LUA_TNIL) {
+        o->max_output = (size_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
     if (!f->set_task_slice && cfg_get(L, p, "task_slice") != LUA_TNIL) {
         o->task_slice = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);

@@ -34,7 +34,7 @@ typedef struct lsv_flags {
     int log_level;           /* -1: not given */
     int set_idle, set_shutdown, set_high_water, set_backlog;
     int set_handler_timeout, set_lua_memory;
-    int set_load_timeout, set_task_slice;
+    int set_load_timeout, set_task_slice, set_max_output;
     int access_log, watch, check;
 } lsv_flags_t;
 

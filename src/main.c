@@ -376,6 +376,7 @@ static void parse_args(lsv_server_t *srv, lsv_flags_t *f, int argc,
             /* Output buffers count in uint32: at most 3 GiB. */
             srv->opt.max_output = (size_t)parse_count(optarg, "--max-output",
                                                       65536, 3L << 30);
+            f->set_max_output = 1;
             break;
         case OPT_CHECK:
             f->check = 1;

@@ -60,6 +60,10 @@ local SETTINGS = {
     handler_timeout = seconds,
     lua_memory = bytes,
     load_timeout = seconds,
+    max_output = function(v)
+        return math_type(v) == "integer" and v >= 65536 and v <= 3 << 30,
+               "a whole number of bytes from 65536 to 3221225472"
+    end,
     task_slice = function(v)
         return math_type(v) == "integer" and v >= 0 and v <= 1 << 30,
                "a whole number from 0 to 1073741824"
@@ -138,11 +142,11 @@ function _M.load(path)
         __newindex = function(_, k, v)
             local checker = SETTINGS[k]
             if not checker then
-                error(format("unknown setting %s (known: workers, log_level, "
-                             .. "log_format, access_log, watch, idle_timeout, "
-                             .. "shutdown_timeout, high_water, backlog, "
-                             .. "handler, handler_timeout, lua_memory, "
-                             .. "load_timeout, task_slice)", tostring(k)), 2)
+                local known = {}
+                for name in pairs(SETTINGS) do known[#known + 1] = name end
+                table.sort(known)
+                error(format("unknown setting %s (known: %s)", tostring(k),
+                             table.concat(known, ", ")), 2)
             end
             check(checker, k, v, 3)
             cfg[k] = v
