@@ -23,6 +23,10 @@ SERVERS = {
     "luaserv": [os.path.join(ROOT, BUILD, "luaserv"), "scripts/handle.lua"],
     "luaserv stream": [os.path.join(ROOT, BUILD, "luaserv"),
                        "bench/stream_handle.lua"],
+    # the same without preemption: the difference is --task-slice's cost
+    "luaserv stream, no slice": [os.path.join(ROOT, BUILD, "luaserv"),
+                                 "--task-slice", "0",
+                                 "bench/stream_handle.lua"],
     "Python socketserver": ["python3", "bench/ref_socketserver.py"],
     "Python asyncio": ["python3", "bench/ref_asyncio.py"],
 }
@@ -33,11 +37,11 @@ D = 2 if QUICK else 5
 # server CPU per request rather than requests/s)
 SCENARIOS = [
     ("persistent P=1, 50 conns", ["-m", "persistent", "-c", "50", "-P", "1"],
-     ["bare C (libev)", "luaserv", "luaserv stream", "Python socketserver",
-      "Python asyncio"], True),
+     ["bare C (libev)", "luaserv", "luaserv stream",
+      "luaserv stream, no slice", "Python socketserver", "Python asyncio"], True),
     ("pipelined P=16, 50 conns", ["-m", "persistent", "-c", "50", "-P", "16"],
-     ["bare C (libev)", "luaserv", "luaserv stream", "Python socketserver",
-      "Python asyncio"], False),
+     ["bare C (libev)", "luaserv", "luaserv stream",
+      "luaserv stream, no slice", "Python socketserver", "Python asyncio"], False),
     ("short connections, 32 at a time", ["-m", "short", "-c", "32"],
      ["bare C (libev)", "luaserv", "Python socketserver", "Python asyncio"],
      True),
