@@ -131,10 +131,16 @@ describe("output", function()
         assert.is_true(helpers.sanitize or rss < 160 * 1024, rss)
     end)
 
-    it("fails a reply over --max-output, saying so, and serves on",
-       function()
-        local srv = helpers.serve{ source = SCRIPT,
-                                   args = { "--max-output", "1048576" } }
+    for _, how in ipairs({ "flag", "config" }) do
+    it("fails a reply over --max-output (" .. how .. "), saying so, and "
+       .. "serves on", function()
+        local opts = { source = SCRIPT, args = { "--max-output", "1048576" } }
+        if how == "config" then
+            local script = helpers.write_file(helpers.tmpname(".lua"), SCRIPT)
+            opts = { args = { "-c", helpers.write_file(helpers.tmpname(".lua"),
+                ("max_output = 1048576\nhandler = %q\n"):format(script)) } }
+        end
+        local srv = helpers.serve(opts)
         local c = helpers.connect(srv.port)
         assert(c:send("two\n"))
         local got, err = helpers.read_to_close(c)
@@ -149,6 +155,7 @@ describe("output", function()
                        ask(srv.port, "errors"), 1, true)
         assert.equal("echo still", ask(srv.port, "still"))
     end)
+    end
 
     it("fails 2.1 GB of reply pieces without aborting, even with "
        .. "--lua-memory", function()
