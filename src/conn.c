@@ -192,7 +192,7 @@ static int spawn_cb(lua_State *L)
     lua_settop(L, 0);
     lsv_vm_get_fn(L, c->listener->handler_ref, "handle");
     lsv_lconn_push(L, c);
-    c->task = lsv_task_spawn(c->srv, 1, c);
+    c->task = lsv_task_spawn(c->srv, L, 1, c);
     return 0;
 }
 

@@ -53,10 +53,12 @@ static void enqueue(lsv_server_t *srv, lsv_task_t *t)
     lsv_server_kick(srv);
 }
 
-lsv_task_t *lsv_task_spawn(lsv_server_t *srv, int nargs, lsv_conn_t *conn)
+lsv_task_t *lsv_task_spawn(lsv_server_t *srv, lua_State *L, int nargs,
+                           lsv_conn_t *conn)
 {
-    lua_State *L = srv->L;
-    /* The thread first: it may raise (memory), and nothing is held yet. */
+    /* The thread first: it may raise (memory) on L, and nothing is held
+     * yet. L is the caller's thread, whose error handling covers that:
+     * the main thread has none while a task runs. */
     lua_State *co = lua_newthread(L);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lsv_task_t *t = lsv_calloc(1, sizeof *t);
@@ -258,10 +260,7 @@ static int api_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lsv_server_t *srv = lsv_vm_server(L);
-    int n = lua_gettop(L);
-    if (L != srv->L)
-        lua_xmove(L, srv->L, n);   /* function and arguments to main */
-    lsv_task_t *t = lsv_task_spawn(srv, n - 1, NULL);
+    lsv_task_t *t = lsv_task_spawn(srv, L, lua_gettop(L) - 1, NULL);
     task_handle_t *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->t = t;
     t->handle = h;

@@ -55,10 +55,13 @@ lsv_task_t *lsv_task_current(lua_State *L);
  * call ("conn:readline()"). Returns the task. [-0, +0, v] */
 lsv_task_t *lsv_task_check(lua_State *L, const char *what);
 
-/* Starts a task running the function at the top of srv->L below nargs
- * arguments (all popped). It is queued; it first runs before the loop next
- * polls. conn (may be NULL) is the conn a handle() task serves. */
-lsv_task_t *lsv_task_spawn(lsv_server_t *srv, int nargs, lsv_conn_t *conn);
+/* Starts a task running the function on L's stack below nargs arguments
+ * (all popped); L is srv->L or a thread of it, the one running, since the
+ * new thread is made there and running out of memory raises there. It is
+ * queued; it first runs before the loop next polls. conn (may be NULL) is
+ * the conn a handle() task serves. [-(nargs+1), +0, m] */
+lsv_task_t *lsv_task_spawn(lsv_server_t *srv, lua_State *L, int nargs,
+                           lsv_conn_t *conn);
 
 /* Marks t as waiting on obj; a timeout > 0 wakes it with nil, "timeout"
  * after calling unwait. The caller then returns lua_yield(L, 0). */

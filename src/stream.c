@@ -418,6 +418,8 @@ static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
     }
     lsv_task_t *t = writer_task(L, c);
     size_t hw = c->listener->opt.high_water;
+    size_t cap = c->srv->opt.max_output;
+    if (cap && hw > cap) hw = cap;      /* a task's queue fits the cap */
     lua_Integer np = count_pieces(L, top);
     for (; j <= np; j++, off = 0) {
         size_t n;

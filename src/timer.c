@@ -37,7 +37,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     lua_getiuservalue(L, -1, 1);
     lua_remove(L, -2);
     if (w->repeat == 0.) disarm(t);   /* may free nothing: fn is on stack */
-    lsv_task_spawn(srv, 0, NULL);
+    lsv_task_spawn(srv, L, 0, NULL);
 }
 
 /* Creates and arms a timer for the function at 2. [-0, +1, m] */

@@ -40,6 +40,12 @@ static int panic(lua_State *L)
 
 int lsv_vm_pcall(lua_State *L, int nargs, int nresults)
 {
+    /* Slot LSV_VM_MSGH is relative to the running C function: at the
+     * loop's level it is the main state's handler, but inside a C
+     * function Lua called (conn:write failing a conn, say) it is that
+     * function's first argument, so bring a handler along there. */
+    if (unlikely(lua_tocfunction(L, LSV_VM_MSGH) != msgh))
+        return lsv_vm_pcall_as(L, nargs, nresults, LSV_GUARD_HANDLER);
     lsv_guard_enter(L);
     int rc = lua_pcall(L, nargs, nresults, LSV_VM_MSGH);
     lsv_guard_leave(L);

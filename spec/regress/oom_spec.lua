@@ -162,4 +162,26 @@ return {
         c:close()
         assert.equal(0, srv:stop())
     end)
+
+    it("fails a spawn from a task at --lua-memory, not the process", function()
+        -- The new task's thread was made on the main thread, which has no
+        -- error handler while a task runs: "Lua panic", SIGABRT.
+        local srv = helpers.serve{ source = [[
+local luaserv = require "luaserv"
+return { handle = function(conn)
+    conn:readline()
+    local hog = {}
+    pcall(function() for i = 1, 1e7 do hog[i] = ("x"):rep(100) .. i end end)
+    local ok, err = pcall(luaserv.spawn, function() end)
+    hog = nil
+    collectgarbage()
+    conn:write("spawn ", tostring(ok), " ", tostring(err), "\n")
+end }]], args = { "--lua-memory", "4000000" } }
+        local c = helpers.connect(srv.port, 10)
+        assert(c:send("go\n"))
+        assert.equal("spawn false not enough memory", c:receive("*l"))
+        c:close()
+        assert.is_true(srv:alive())
+        assert.equal(0, srv:stop())
+    end)
 end)

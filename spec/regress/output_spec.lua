@@ -235,4 +235,18 @@ describe("output", function()
                                   .. "2 of the table is a boolean", 1, true)
         end, 5))
     end)
+
+    it("streams a task's write when --max-output is under the high-water "
+       .. "mark", function()
+        -- The task queued up to the high-water mark (1 MiB), over the
+        -- 64 KiB cap, and its write failed as "overflow".
+        local srv = serve{ source = STREAM, args = { "--max-output", "65536" } }
+        local c = helpers.connect(srv.port, 20)
+        assert(c:send("hi\n"))
+        local got = helpers.read_to_close(c)
+        assert.equal(100 * MIB, #got)
+        assert.truthy(helpers.wait_for(function()
+            return srv:log():find("write returned true nil", 1, true)
+        end, 5), srv:log())
+    end)
 end)
