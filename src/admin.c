@@ -137,10 +137,11 @@ static int core_log_level(lua_State *L)
     return 1;
 }
 
-/* core.shutdown(): the graceful stop SIGTERM starts. */
+/* core.shutdown(): the graceful stop SIGTERM starts, from the loop's next
+ * turn, so the handler that asks finishes its batch first. */
 static int core_shutdown(lua_State *L)
 {
-    lsv_server_stop(lsv_vm_server(L));
+    lsv_server_stop_soon(lsv_vm_server(L));
     return 0;
 }
 

@@ -141,6 +141,19 @@ void lsv_server_stop(lsv_server_t *srv)
     lsv_server_maybe_done(srv);
 }
 
+static void stop_soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)revents;
+    lsv_server_stop(container_of(w, lsv_server_t, stop_soon));
+}
+
+void lsv_server_stop_soon(lsv_server_t *srv)
+{
+    if (srv->stopping || ev_is_active(&srv->stop_soon)) return;
+    ev_timer_set(&srv->stop_soon, 0., 0.);
+    ev_timer_start(srv->loop, &srv->stop_soon);
+}
+
 void lsv_server_maybe_done(lsv_server_t *srv)
 {
     if (srv->stopping && srv->conns == NULL) ev_break(srv->loop, EVBREAK_ALL);
@@ -508,6 +521,7 @@ int main(int argc, char **argv)
     ev_prepare_start(srv->loop, &srv->flush_watcher);
     ev_unref(srv->loop);   /* flushing alone does not keep the loop up */
     ev_init(&srv->shutdown_timer, shutdown_timer_cb);
+    ev_init(&srv->stop_soon, stop_soon_cb);
     lsv_vm_open(srv, flags.script ? flags.script : DEFAULT_SCRIPT);
     srv->resolver = lsv_resolver_new(srv->loop);
     static lsv_listener_t outbound;   /* what outbound conns point at */
@@ -596,6 +610,7 @@ int main(int argc, char **argv)
     lsv_conn_abort_all(srv, "shutdown");
     lsv_conn_flush_pending(srv);
     ev_timer_stop(srv->loop, &srv->shutdown_timer);
+    ev_timer_stop(srv->loop, &srv->stop_soon);
     ev_ref(srv->loop);
     ev_prepare_stop(srv->loop, &srv->flush_watcher);
     ev_idle_stop(srv->loop, &srv->kick_watcher);

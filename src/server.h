@@ -70,6 +70,7 @@ typedef struct lsv_server {
     ev_timer reload_timer;       /* --watch: settles bursts of changes */
     struct lsv_script *scripts;  /* loaded handler scripts */
     ev_timer shutdown_timer;
+    ev_timer stop_soon;          /* lsv_server_stop_soon: stops next turn */
     int stopping;
 
     /* Spare read buffers given back by idle connections. */
@@ -100,6 +101,11 @@ static inline void lsv_server_kick(lsv_server_t *srv)
 /* Begins the graceful stop: listeners close, conns drain, then the loop
  * ends (see main.c). */
 void lsv_server_stop(lsv_server_t *srv);
+
+/* Asks for lsv_server_stop at the loop's next turn: for callers inside a
+ * handler (core.shutdown), whose listener or conn the stop would close
+ * under them. */
+void lsv_server_stop_soon(lsv_server_t *srv);
 
 /* Checks whether a stopping server has nothing left and ends the loop. */
 void lsv_server_maybe_done(lsv_server_t *srv);

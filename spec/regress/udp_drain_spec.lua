@@ -24,6 +24,9 @@ return {
             return ("drops=%d listener=%d metric=%s datagrams=%d"):format(
                 luaserv.stats().udp_drops, l.udp_drops, metric,
                 luaserv.stats().datagrams)
+        elseif msg == "stop" then
+            core.shutdown()
+            return "stopping"
         elseif msg:sub(1, 1) == "q" then
             return nil      -- counted, not answered
         end
@@ -74,6 +77,25 @@ describe("datagram listeners", function()
         end
         assert.equal(201, n, "missing: " .. table.concat(missing, " "))
         assert.equal(0, srv:wait())
+    end)
+
+    it("answer every queued datagram when a handler calls core.shutdown()",
+       function()
+        -- The stop drained and closed the listener under the batch that
+        -- was running: 1 reply of 16, "Bad file descriptor" for the rest.
+        local srv = start{}
+        local c = client()
+        assert(c:sendto("block", "127.0.0.1", srv.port))
+        helpers.sleep(0.1)
+        for i = 1, 16 do
+            local msg = i == 6 and "stop" or "d" .. i
+            assert(c:sendto(msg, "127.0.0.1", srv.port))
+        end
+        local got, n = replies(c, 3)
+        assert.equal(17, n)
+        assert.truthy(got.stopping)
+        assert.equal(0, srv:wait())
+        assert.falsy(srv:log():find("Bad file descriptor", 1, true), srv:log())
     end)
 
     it("count, report and log the datagrams the kernel drops", function()
