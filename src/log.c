@@ -178,8 +178,9 @@ static void log_line(int level, const lsv_log_ctx_t *ctx, const char *extra,
  * write LSV_LOG_BURST lines per LSV_LOG_INTERVAL seconds; past that its
  * lines are counted, and when the interval ends one line says how many
  * were suppressed and what the last shown one was. Sources live in a
- * small direct-mapped table: a collision reports and evicts the older
- * source, so limiting can only loosen, never lose the count. */
+ * small hash table probed PROBES slots deep: when all are taken, the
+ * oldest source is reported and evicted, so limiting can only loosen,
+ * never lose the count. */
 
 #define SOURCES 128
 
@@ -270,6 +271,30 @@ void lsv_log_detach(void)
         if (sources[i].fmt) report(&sources[i], now);
 }
 
+/* Slots a source may sit in, from its hash on: two hot sources that
+ * share a first slot each keep their own, so neither resets the
+ * other's count. */
+#define PROBES 4
+
+/* The slot of (fmt, listener) among the PROBES from h: its own, else an
+ * unused one, else the one whose interval began first (to be evicted). */
+static log_source_t *find_source(size_t h, const char *fmt,
+                                 const char *listener)
+{
+    log_source_t *victim = NULL;
+    for (size_t i = 0; i < PROBES; i++) {
+        log_source_t *src = &sources[(h + i) % SOURCES];
+        if (src->fmt == fmt && src->listener == listener) return src;
+        if (src->fmt == NULL) {
+            if (victim == NULL || victim->fmt != NULL) victim = src;
+        } else if (victim == NULL ||
+                   (victim->fmt != NULL && src->start < victim->start)) {
+            victim = src;
+        }
+    }
+    return victim;
+}
+
 /* Whether a line from (fmt, listener) may be written now; counts it
  * otherwise. Only warnings and errors are limited: info lines are events
  * an operator caused or asked for (a reload, a stop), debug is asked for. */
@@ -278,8 +303,8 @@ static int allowed(int level, const lsv_log_ctx_t *ctx, const char *fmt)
     if (level < LSV_LOG_WARN) return 1;
     const char *listener = ctx ? ctx->listener : NULL;
     uintptr_t h = ((uintptr_t)fmt >> 3) ^ ((uintptr_t)listener >> 4);
-    log_source_t *src = &sources[(h ^ (h >> 7)) % SOURCES];
     double now = lsv_clock();
+    log_source_t *src = find_source((size_t)(h ^ (h >> 7)), fmt, listener);
     if (src->fmt != fmt || src->listener != listener) {
         report(src, now);             /* evict whoever had the slot */
         src->fmt = fmt;

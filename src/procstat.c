@@ -39,12 +39,22 @@ static ssize_t read_small(const char *path, char *buf, size_t cap)
  * /proc/stat), or -1. */
 static double boot_time(void)
 {
-    char buf[8192];
-    if (read_small("/proc/stat", buf, sizeof buf) < 0) return -1;
-    const char *p = strstr(buf, "\nbtime ");
+    /* Line by line: on a host with many CPUs and interrupts the lines
+     * before btime run to tens of kilobytes. */
+    FILE *f = fopen("/proc/stat", "re");
+    if (f == NULL) return -1;
+    char line[256];
     unsigned long long bt;
-    if (p == NULL || sscanf(p + 7, "%llu", &bt) != 1) return -1;
-    return (double)bt;
+    double found = -1;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "btime ", 6) == 0 &&
+            sscanf(line + 6, "%llu", &bt) == 1) {
+            found = (double)bt;
+            break;
+        }
+    }
+    fclose(f);
+    return found;
 }
 
 /* Fills s from /proc/self/stat, /proc/stat, /proc/self/fd and the
