@@ -63,6 +63,17 @@ static void timeout_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "%s", msg);
 }
 
+/* Sets the timeout hook on L, saving the hook it replaces. */
+static void hook(lua_State *L)
+{
+    saved_hook = lua_gethook(L);
+    saved_mask = lua_gethookmask(L);
+    saved_count = lua_gethookcount(L);
+    hooked = L;
+    lua_sethook(L, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
+                1);
+}
+
 static void alarm_handler(int sig)
 {
     (void)sig;
@@ -70,12 +81,7 @@ static void alarm_handler(int sig)
     if (L == NULL || depth == 0 || hooked != NULL) return;
     double b = budgets[cur_kind];
     if (b <= 0 || (double)(now_ns() - started_ns) / 1e9 < b) return;
-    saved_hook = lua_gethook(L);
-    saved_mask = lua_gethookmask(L);
-    saved_count = lua_gethookcount(L);
-    hooked = L;
-    lua_sethook(L, timeout_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT,
-                1);
+    hook(L);
 }
 
 /* Takes our hook off the thread it was set on, putting back the one it
@@ -85,6 +91,21 @@ static void unhook(void)
     if (hooked == NULL) return;
     lua_sethook(hooked, saved_hook, saved_mask, saved_count);
     hooked = NULL;
+}
+
+/* The time is up already and a call on L begins (an on_close that a
+ * timed-out task's conn:close() runs, say): the watchdog ignores calls
+ * while a thread is hooked, so L gets the hook now, with SIGALRM held
+ * off meanwhile. Also puts back a hook someone took off L. */
+static void rehook(lua_State *L)
+{
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGALRM);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    unhook();
+    hook(L);
+    sigprocmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Starts the watchdog ticking a few times per shortest budget. */
@@ -144,6 +165,7 @@ void lsv_guard_enter(lua_State *L)
     if (depth < STACK_MAX) stack[depth] = L;
     running = L;
     depth++;
+    if (unlikely(hooked != NULL)) rehook(L);
 }
 
 void lsv_guard_leave(lua_State *L)
