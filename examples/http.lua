@@ -18,14 +18,16 @@
 -- method; with Allow) and 501 (a method HTTP does not define) keep the
 -- connection open. These errors close it: 400 a malformed request line,
 -- header field or Content-Length, or no Host in HTTP/1.1; 408 a request
--- not complete within the timeout; 411 Transfer-Encoding: chunked (only
--- Content-Length bodies are read); 501 any other transfer coding; 413 a
--- body over MAX_BODY; 414 a request line over MAX_LINE; 431 a header line
+-- not complete within the timeouts (below), trickled or not; 411
+-- Transfer-Encoding: chunked (only Content-Length bodies are read); 501
+-- any other transfer coding; 413 a body over MAX_BODY; 414 a request line over MAX_LINE; 431 a header line
 -- over MAX_LINE, or the header section over MAX_HEAD bytes or MAX_FIELDS
 -- fields; 505 an HTTP version other than 1.x.
 --
 -- Run: build/luaserv -l 127.0.0.1:8080 examples/http.lua
--- The environment variable HTTP_IDLE_TIMEOUT sets the timeout (seconds).
+-- Environment: HTTP_IDLE_TIMEOUT, the seconds a read may wait without
+-- input (default 15), and HTTP_REQUEST_TIMEOUT, the seconds one request
+-- may take to arrive in all, waiting for it included (default 30).
 local luaserv = require "luaserv"
 
 local char = string.char
@@ -50,6 +52,11 @@ local MAX_FIELDS = 100
 local MAX_BODY = 1024 * 1024
 local MAX_DRAIN = 16 * 1024 * 1024  -- unwanted body read before closing
 local IDLE_TIMEOUT = tonumber(os.getenv("HTTP_IDLE_TIMEOUT")) or 15
+-- A read's timeout counts seconds without input, so a client trickling
+-- its request a byte at a time would hold a connection for ever
+-- (slowloris): each request also has this long in all, counted from when
+-- the connection starts waiting for it.
+local REQUEST_TIMEOUT = tonumber(os.getenv("HTTP_REQUEST_TIMEOUT")) or 30
 local SERVER = "luaserv/" .. luaserv.version
 
 local REASONS = {
@@ -222,7 +229,7 @@ end
 -- Reads a request line and header fields. Returns the request, or nil and
 -- the status to answer with (nil when the connection just ended or went
 -- idle between requests: it closes without an answer).
-local function read_head(conn)
+local function read_head(conn, state)
     local line, err
     repeat  -- RFC 9112 2.2: empty lines before a request line are ignored
         line, err = conn:readline()
@@ -245,6 +252,7 @@ local function read_head(conn)
     end
     local req = { method = method, target = target, minor = tonumber(minor),
                   path = path:match("^[^?#]*"), fields = {} }
+    state.req = req
     local fields, count, size = req.fields, 0, #line
     while true do
         line, err = conn:readline()
@@ -296,7 +304,9 @@ local function body_length(req)
 end
 
 -- Answers one parsed request; returns true to keep the connection open.
-local function serve(conn, req)
+-- state.answered: an error went out before the body was read; state.done:
+-- the request has been read whole.
+local function serve(conn, req, state)
     local length, status = body_length(req)
     if not length then
         fail(conn, req, status)
@@ -306,6 +316,7 @@ local function serve(conn, req)
     local expect = req.minor >= 1 and
                    has_token(req.fields.expect, "100-continue")
     if length > MAX_BODY then
+        state.answered = true
         fail(conn, req, 413)
         if not expect then drain(conn, length) end
         return false
@@ -326,6 +337,7 @@ local function serve(conn, req)
         end
         req.body = body
     end
+    state.done = true
     local keep
     if req.minor >= 1 then
         keep = not has_token(req.fields.connection, "close")
@@ -344,15 +356,33 @@ end
 
 local handler = { framing = { "line", max = MAX_LINE } }
 
+-- Starts the timer that bounds reading one request (REQUEST_TIMEOUT):
+-- before a request line it closes the connection, during the head or the
+-- body it answers 408 and closes, after an early error answer (while an
+-- unwanted body drains) it closes. Once the request is read it does
+-- nothing: writes have the idle timeout.
+local function watch(conn, state)
+    return luaserv.timer.after(REQUEST_TIMEOUT, function()
+        if state.done then return end
+        if state.req and not state.answered then fail(conn, state.req, 408) end
+        conn:close()
+    end)
+end
+
 function handler.handle(conn)
     while true do
         conn:set_timeout(IDLE_TIMEOUT)
-        local req, status, partial = read_head(conn)
+        local state = {}
+        local timer = watch(conn, state)
+        local req, status, partial = read_head(conn, state)
+        local keep = false
         if not req then
             if status then fail(conn, partial, status) end
-            return
+        else
+            keep = serve(conn, req, state)
         end
-        if not serve(conn, req) then return end
+        timer:cancel()
+        if not keep then return end
     end
 end
 

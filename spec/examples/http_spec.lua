@@ -373,3 +373,33 @@ describe("examples/http.lua with HTTP_IDLE_TIMEOUT=0.5", function()
         assert.equal(0, srv:stop())
     end)
 end)
+
+describe("examples/http.lua with HTTP_REQUEST_TIMEOUT=1.5", function()
+    it("answers 408 to headers trickled in under the idle timeout", function()
+        -- Each line came within the 0.5 s idle timeout, which every byte
+        -- restarts, so a slowloris client held the connection for ever.
+        local srv = helpers.serve{ script = "examples/http.lua",
+            shell = "HTTP_IDLE_TIMEOUT=0.5 HTTP_REQUEST_TIMEOUT=1.5 " }
+        local c = connect(srv.port)
+        local t0 = helpers.now()
+        assert(c:send("GET / HTTP/1.1\r\nHost: x\r\n"))
+        local closed = false
+        for i = 1, 40 do          -- 8 s of a header line every 0.2 s
+            helpers.sleep(0.2)
+            if not c:send(("X-%d: a\r\n"):format(i)) then
+                closed = true
+                break
+            end
+        end
+        local all = helpers.receive_all(c)
+        local status, fields = parse_response(all)
+        assert.equal(408, status)
+        assert.equal("close", fields.connection)
+        assert.is_true(closed or helpers.now() - t0 < 8.5)
+        assert.is_true(helpers.now() - t0 < 6, helpers.now() - t0)
+        -- a prompt client on another connection is served as before
+        local d = connect(srv.port)
+        assert(d:send("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+        assert.equal(200, (read_response(d)))
+    end)
+end)
