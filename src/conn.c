@@ -148,6 +148,26 @@ static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres)
     return LSV_ERR;
 }
 
+/* Under lsv_conn_on_error's pcall: [c, msg] -> on_error(conn, msg). */
+static int on_error_cb(lua_State *L)
+{
+    lsv_conn_t *c = lua_touserdata(L, 1);
+    const char *msg = lua_touserdata(L, 2);
+    lua_settop(L, 0);
+    lua_pushstring(L, msg);
+    call_handler(c, "on_error", 1, 0);
+    return 0;
+}
+
+void lsv_conn_on_error(lsv_conn_t *c, const char *msg)
+{
+    lua_State *L = c->srv->L;
+    lua_pushcfunction(L, on_error_cb);
+    lua_pushlightuserdata(L, c);
+    lua_pushlightuserdata(L, (void *)msg);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
 /* Reads handler.framing for a new connection, so assigning a new value
  * takes effect for the next one. A bad value is logged and the last good
  * one (kept in the listener) is used. */
@@ -347,8 +367,7 @@ void lsv_conn_handle_done(lsv_conn_t *c, const char *err)
     c->listener->stats.handler_errors++;
     conn_log(LSV_LOG_ERROR, c, "handler error in handle: %s", err);
     c->busy++;
-    lua_pushstring(c->srv->L, err);
-    call_handler(c, "on_error", 1, 0);
+    lsv_conn_on_error(c, err);
     c->busy--;
     close_after_call(c, "error");
 }
@@ -382,7 +401,8 @@ static void conn_finish(lsv_conn_t *c)
                        ev_now(srv->loop) - c->started, c->nin, c->nout,
                        c->nmsg, c->close_reason ? c->close_reason : "closed");
     }
-    if (c->flags & LSV_CONN_STREAM) lsv_stream_closing(c, 1);
+    /* A task waits on any conn's output (conn:write, conn:flush). */
+    if ((c->flags & LSV_CONN_STREAM) || c->writer) lsv_stream_closing(c, 1);
     if (c->task) c->task->conn = NULL;
 
     stop_reading(c);
@@ -442,7 +462,7 @@ void lsv_conn_close(lsv_conn_t *c, const char *reason)
     c->flags |= LSV_CONN_CLOSING;
     c->close_reason = reason;
     stop_reading(c);
-    if (c->flags & LSV_CONN_STREAM) lsv_stream_closing(c, 0);
+    if ((c->flags & LSV_CONN_STREAM) || c->writer) lsv_stream_closing(c, 0);
     if (c->out.len == 0) {
         conn_finish(c);
         return;
@@ -466,8 +486,7 @@ static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
     conn_log(LSV_LOG_WARN, c, "%s (%s framing, max %u); closing", err,
              lsv_frame_kind_name(c->framing.kind), c->framing.max);
     c->in.len = 0;
-    lua_pushstring(c->srv->L, err);
-    call_handler(c, "on_error", 1, 0);
+    lsv_conn_on_error(c, err);
     lsv_conn_close(c, reason);
 }
 

@@ -28,6 +28,12 @@ enum {
     LSV_CONN_PARTIAL = 1 << 16    /* the buffer ends in an incomplete frame */
 };
 
+/* Seconds a peer that takes none of its queued output may go on so before
+ * it counts as not reading (a callback-style conn's queue past 8 times
+ * the high-water mark, a task waiting to write to a callback-style conn):
+ * the conn's idle timeout when it has one, else this. */
+#define LSV_OUTPUT_STALL 10.0
+
 /* A stream conn reads ahead at most this much while no task reads. */
 #define LSV_READ_AHEAD (64u * 1024)
 

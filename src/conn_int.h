@@ -21,6 +21,11 @@ void lsv_conn_finish(lsv_conn_t *c);
  * results pushed, LSV_AGAIN with no such function, LSV_ERR after a
  * handler error (logged, on_error, close). */
 int lsv_conn_call(lsv_conn_t *c, const char *fn, int nargs, int nres);
+/* Calls on_error(conn, msg), if the handler has one. The string is made
+ * inside a protected call, so running out of memory for it fails only
+ * this call: it may run inside a task, where the main thread has no
+ * error handler, or at the loop's level. */
+void lsv_conn_on_error(lsv_conn_t *c, const char *msg);
 
 /* conn_out.c, for conn.c. */
 /* libev write readiness (and an outbound connect finishing) on c->wio. */

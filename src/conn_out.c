@@ -18,7 +18,7 @@
 #include <netinet/tcp.h>
 
 /* Queued output, in high-water marks, past which a conn whose peer has
- * read nothing for a while (OUTPUT_STALL) is dropped: writes from other
+ * read nothing for a while (LSV_OUTPUT_STALL) is dropped: writes from other
  * conns' handlers do not wait. A peer that reads is never dropped for
  * this; --max-output bounds what it may have queued. */
 #define OUTPUT_CAP_FACTOR 8
@@ -43,20 +43,6 @@ static void queued(lsv_conn_t *c)
     }
 }
 
-/* Under output_failed's pcall: on_error(conn, msg). Pushing msg may
- * fail for memory; under the pcall that fails this call, not the
- * process (this can run inside a task, where the main thread has no
- * error handler). */
-static int on_error_cb(lua_State *L)
-{
-    lsv_conn_t *c = lua_touserdata(L, 1);
-    const char *msg = lua_touserdata(L, 2);
-    lua_settop(L, 0);
-    lua_pushstring(L, msg);
-    lsv_conn_call(c, "on_error", 1, 0);
-    return 0;
-}
-
 /* Output for c cannot be queued: msg says why, truthfully. Logs it once,
  * drops c's queued output, calls on_error(conn, msg), and closes c with
  * reason "overflow". c stays allocated while a Lua call on it runs (it
@@ -70,19 +56,11 @@ static void output_failed(lsv_conn_t *c, const char *msg)
     c->out.len = 0;
     lsv_conn_stop_reading(c);
     c->busy++;
-    lua_State *L = c->srv->L;
-    lua_pushcfunction(L, on_error_cb);
-    lua_pushlightuserdata(L, c);
-    lua_pushlightuserdata(L, (void *)msg);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+    lsv_conn_on_error(c, msg);
     c->busy--;
     lsv_conn_abort(c, "overflow");     /* may free c */
 }
 
-/* Seconds a peer with more than OUTPUT_CAP_FACTOR high-water marks queued
- * may go without reading before it counts as not reading: its idle
- * timeout when it has one, else this. */
-#define OUTPUT_STALL 10.0
 
 int lsv_conn_check_room(lsv_conn_t *c, size_t n)
 {
@@ -102,7 +80,7 @@ int lsv_conn_check_room(lsv_conn_t *c, size_t n)
     if (unlikely(c->out.len + n >
                  OUTPUT_CAP_FACTOR * c->listener->opt.high_water) &&
         c->out.len > 0) {
-        ev_tstamp stall = c->timeout > 0 ? c->timeout : OUTPUT_STALL;
+        ev_tstamp stall = c->timeout > 0 ? c->timeout : LSV_OUTPUT_STALL;
         ev_tstamp idle = ev_now(c->srv->loop) - c->out_since;
         if (idle >= stall) {
             snprintf(msg, sizeof msg, "the peer has read nothing for %.1f s "

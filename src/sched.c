@@ -146,6 +146,15 @@ void lsv_task_cancel(lsv_task_t *t)
     lsv_task_wake(t, 0);
 }
 
+/* Under task_done's pcall: [co] -> the traceback of co's error. */
+static int traceback_cb(lua_State *L)
+{
+    lua_State *co = lua_touserdata(L, 1);
+    const char *msg = lua_tostring(co, -1);
+    luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+    return 1;
+}
+
 /* A task finished (status LUA_OK) or failed: report, then free it. */
 static void task_done(lsv_task_t *t, int status)
 {
@@ -156,13 +165,23 @@ static void task_done(lsv_task_t *t, int status)
     if (c) lsv_conn_task_gone(c, t);
     if (status != LUA_OK) {
         srv->stats.handler_errors++;
-        const char *msg = lua_tostring(t->co, -1);
-        luaL_traceback(L, t->co, msg ? msg : "(error object is not a string)",
-                       0);
+        /* The traceback is made under a pcall: out of memory, the bare
+         * message (already a string on the task's stack) goes instead. */
+        const char *err;
+        lua_pushcfunction(L, traceback_cb);
+        lua_pushlightuserdata(L, t->co);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK) {
+            err = lua_tostring(L, -1);
+        } else {
+            lua_pop(L, 1);
+            err = lua_tostring(t->co, -1);
+            lua_pushnil(L);      /* what the pop below takes */
+        }
+        if (err == NULL) err = "(error object is not a string)";
         if (c)
-            lsv_conn_handle_done(c, lua_tostring(L, -1));
+            lsv_conn_handle_done(c, err);
         else
-            lsv_error("handler error in a task: %s", lua_tostring(L, -1));
+            lsv_error("handler error in a task: %s", err);
         lua_pop(L, 1);
     } else if (c) {
         lsv_conn_handle_done(c, NULL);

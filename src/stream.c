@@ -360,11 +360,11 @@ static int conn_read_frame(lua_State *L)
 /* --- writing ------------------------------------------------------------ */
 
 /* The task that may wait for c's output to drain, or NULL when the
- * running code cannot (a callback, a coroutine of the handler's own, a
- * callback-style conn, another task waiting on c already). */
+ * running code cannot (a callback, a coroutine of the handler's own,
+ * another task waiting on c already). A task waits on a callback-style
+ * conn's output too: luaserv.spawn is how its handlers stream. */
 static lsv_task_t *writer_task(lua_State *L, lsv_conn_t *c)
 {
-    if (!(c->flags & LSV_CONN_STREAM)) return NULL;
     lsv_task_t *t = lsv_task_current(L);
     if (t == NULL || !lua_isyieldable(L)) return NULL;
     if (c->writer != NULL && c->writer != t) return NULL;
@@ -397,7 +397,18 @@ static int write_k(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
     int top = (int)ctx;
-    if (lua_gettop(L) >= top + 4 && lua_isnil(L, top + 3)) return 2;
+    if (lua_gettop(L) >= top + 4 && lua_isnil(L, top + 3)) {
+        lsv_conn_t *c = ((lsv_lconn_t *)lua_touserdata(L, 1))->c;
+        const char *err = lua_tostring(L, top + 4);
+        if (c && !(c->flags & LSV_CONN_STREAM) && err &&
+            strcmp(err, "timeout") == 0)
+            conn_log(LSV_LOG_WARN, c, "a write waited %g s and the peer "
+                     "took too little of the %u bytes queued for it: it is "
+                     "not reading; the write fails with \"timeout\"",
+                     c->timeout > 0 ? c->timeout : LSV_OUTPUT_STALL,
+                     (unsigned)c->out.len);
+        return 2;
+    }
     lua_Integer j = lua_tointeger(L, top + 1);
     size_t off = (size_t)lua_tointeger(L, top + 2);
     lua_settop(L, top);
@@ -432,7 +443,14 @@ static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
                     lua_pushinteger(L, j);
                     lua_pushinteger(L, (lua_Integer)off);
                     c->writer = t;
-                    lsv_task_wait(t, LSV_WAIT_WRITE, c, unwait_writer, 0);
+                    /* A stream conn's timer watches the write's progress;
+                     * a callback-style conn's is its idle timer, so the
+                     * wait itself times out: the peer took less than
+                     * 3/4 of the queue in that long. */
+                    double stall = 0;
+                    if (!(c->flags & LSV_CONN_STREAM))
+                        stall = c->timeout > 0 ? c->timeout : LSV_OUTPUT_STALL;
+                    lsv_task_wait(t, LSV_WAIT_WRITE, c, unwait_writer, stall);
                     lsv_conn_watch_write(c);
                     return lua_yieldk(L, 0, (lua_KContext)top, write_k);
                 }

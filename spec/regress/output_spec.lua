@@ -54,6 +54,20 @@ function handler.on_message(conn, line)
     end
     if line == "badtable" then conn:write({ "a", true }) end
     if line == "bad" then conn:write(true) end
+    if line == "spawnwrite" then
+        luaserv.spawn(function()
+            local mib = string.rep("w", 1024 * 1024)
+            for i = 1, 64 do
+                local ok, err = conn:write(mib)
+                if not ok then
+                    print(("spawned write %d: %s"):format(i, err))
+                    return
+                end
+            end
+            conn:close()
+        end)
+        return
+    end
     if line == "errors" then return table.concat(errors, "|") .. "\n" end
     return "echo " .. line .. "\n"
 end
@@ -186,19 +200,22 @@ describe("output", function()
         assert.equal("echo alive", ask(srv.port, "alive"))
     end)
 
-    it("drops a peer that reads nothing, by time, and says so", function()
+    it("fails a task's write to a peer that reads nothing, by time, and "
+       .. "says so", function()
         local srv = serve{ source = SCRIPT,
                                    args = { "--high-water", "1024" } }
         local c = helpers.connect(srv.port)
         helpers.close_at_end({ c })
         local t0 = socket.gettime()
         assert(c:send("flood\n"))
+        -- the spawned task waits to write; after 10 s without the peer
+        -- taking its queue down, its write fails with "timeout"
         local line = helpers.wait_for(function()
-            return srv:log():match("[^\n]*has read nothing[^\n]*")
+            return srv:log():match("[^\n]*the peer took too little[^\n]*")
         end, 30)
-        assert.truthy(line)
+        assert.truthy(line, srv:log())
         assert.is_true(socket.gettime() - t0 >= 9)
-        assert.matches("bytes are queued for it; dropping the connection",
+        assert.matches("it is not reading; the write fails with \"timeout\"",
                        line, 1, true)
         assert.equal("echo next", ask(srv.port, "next"))
     end)
@@ -248,5 +265,24 @@ describe("output", function()
         assert.truthy(helpers.wait_for(function()
             return srv:log():find("write returned true nil", 1, true)
         end, 5), srv:log())
+    end)
+
+    it("streams a spawned task's writes to a callback-style conn", function()
+        -- Only handle() tasks waited for output, so a task spawned from
+        -- on_message queued everything and hit --max-output at once.
+        local srv = serve{ source = SCRIPT, args = { "--max-output", "4194304" } }
+        local c = helpers.connect(srv.port, 20)
+        assert(c:send("spawnwrite\n"))
+        local got = helpers.read_to_close(c)
+        assert.equal(64 * MIB, #got)
+        -- a peer that goes away wakes the waiting writer with "closed"
+        local d = helpers.connect(srv.port, 20)
+        assert(d:send("spawnwrite\n"))
+        assert(d:receive(MIB))
+        d:close()
+        assert.truthy(helpers.wait_for(function()
+            return srv:log():match("spawned write %d+: closed")
+        end, 10), srv:log())
+        assert.equal("echo still", ask(srv.port, "still"))
     end)
 end)
