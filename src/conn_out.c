@@ -99,7 +99,14 @@ static int append_output(lsv_conn_t *c, const char *p, size_t n)
 {
     if (unlikely(c->out.data == NULL)) lsv_conn_ensure_buf(c->srv, &c->out);
     if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
-    if (unlikely(lsv_buf_try_append(&c->out, p, n) != LSV_OK)) {
+    int rc = lsv_buf_try_append(&c->out, p, n);
+    if (unlikely(rc != LSV_OK)) {
+        /* Garbage Lua strings may hold what we need: collect, retry once.
+         * p is on the Lua stack or in C memory, so it stays put. */
+        lua_gc(c->srv->L, LUA_GCCOLLECT);
+        rc = lsv_buf_try_append(&c->out, p, n);
+    }
+    if (unlikely(rc != LSV_OK)) {
         char msg[LSV_ERRLEN];
         snprintf(msg, sizeof msg, "out of memory queueing %zu bytes of "
                  "output (%u already queued)", n, (unsigned)c->out.len);

@@ -156,9 +156,17 @@ static void send_replies(lsv_listener_t *l, struct mmsghdr *out, int n)
                          MSG_NOSIGNAL);
         if (r < 0) {
             if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                lsv_warn("%s: reply to a datagram: %s", l->name,
-                         strerror(errno));
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                struct msghdr *h = &out[sent].msg_hdr;
+                char peer[LSV_ADDRSTRLEN];
+                lsv_log_ctx_t ctx = { l->name, lsv_net_format(
+                    (struct sockaddr *)h->msg_name, h->msg_namelen, peer), 0 };
+                lsv_log_writec(LSV_LOG_WARN, &ctx, "reply of %zu bytes to a "
+                               "datagram not sent: %s%s", h->msg_iov[0].iov_len,
+                               strerror(errno), errno == EMSGSIZE ? " (a UDP "
+                               "datagram holds at most 65507 bytes over IPv4, "
+                               "65527 over IPv6)" : "");
+            }
             sent++;    /* drop the one that failed; go on with the rest */
             continue;
         }
