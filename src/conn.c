@@ -148,26 +148,6 @@ static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres)
     return LSV_ERR;
 }
 
-/* Under lsv_conn_on_error's pcall: [c, msg] -> on_error(conn, msg). */
-static int on_error_cb(lua_State *L)
-{
-    lsv_conn_t *c = lua_touserdata(L, 1);
-    const char *msg = lua_touserdata(L, 2);
-    lua_settop(L, 0);
-    lua_pushstring(L, msg);
-    call_handler(c, "on_error", 1, 0);
-    return 0;
-}
-
-void lsv_conn_on_error(lsv_conn_t *c, const char *msg)
-{
-    lua_State *L = c->srv->L;
-    lua_pushcfunction(L, on_error_cb);
-    lua_pushlightuserdata(L, c);
-    lua_pushlightuserdata(L, (void *)msg);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
-}
-
 /* Reads handler.framing for a new connection, so assigning a new value
  * takes effect for the next one. A bad value is logged and the last good
  * one (kept in the listener) is used. */

@@ -43,6 +43,26 @@ static void queued(lsv_conn_t *c)
     }
 }
 
+/* Under lsv_conn_on_error's pcall: [c, msg] -> on_error(conn, msg). */
+static int on_error_cb(lua_State *L)
+{
+    lsv_conn_t *c = lua_touserdata(L, 1);
+    const char *msg = lua_touserdata(L, 2);
+    lua_settop(L, 0);
+    lua_pushstring(L, msg);
+    lsv_conn_call(c, "on_error", 1, 0);
+    return 0;
+}
+
+void lsv_conn_on_error(lsv_conn_t *c, const char *msg)
+{
+    lua_State *L = c->srv->L;
+    lua_pushcfunction(L, on_error_cb);
+    lua_pushlightuserdata(L, c);
+    lua_pushlightuserdata(L, (void *)msg);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
 /* Output for c cannot be queued: msg says why, truthfully. Logs it once,
  * drops c's queued output, calls on_error(conn, msg), and closes c with
  * reason "overflow". c stays allocated while a Lua call on it runs (it
