@@ -24,11 +24,18 @@ ALL_CFLAGS = -std=c11 -MMD -MP $(WARN) $(CFLAGS) $(SAN) $(LUA_CFLAGS) \
              -DLSV_PREFIX='"$(PREFIX)"'
 ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 
-SERVER_SRC = main log vm lua_conn lua_api conn conn_out listener udp net buf frame util \
-             sched timer stream resolve lua_udp \
-             reload notify config admin guard procstat
-CLI_SRC = cli net buf util
-BENCH_SRC = bench net buf util
+# Sources by layer (docs/architecture.md): src/core knows no Lua, src/lua
+# is the handler layer, src/ops the options, config and operations, tools/
+# the client and the load generator. Objects keep the layer's folder.
+CORE_SRC = core/log core/conn core/conn_out core/listener core/udp core/net \
+           core/buf core/frame core/util core/resolve
+LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
+          lua/udp_socket lua/script lua/core_module lua/guard
+OPS_SRC = ops/notify ops/config ops/procstat
+SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
+CLI_SRC = tools/cli core/net core/buf core/util
+BENCH_SRC = tools/bench core/net core/buf core/util
+INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
@@ -45,8 +52,12 @@ deps:
 	@sh .ci/deps build
 
 $(BUILD)/%.o: src/%.c
-	@mkdir -p $(BUILD)
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(INCLUDES) -c -o $@ $<
+
+$(BUILD)/tools/%.o: tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -iquote src/core -c -o $@ $<
 
 # PREFIX is compiled in (LSV_PREFIX: where an installed luaserv finds its
 # scripts and modules), so the objects that use it depend on a stamp that
@@ -56,11 +67,11 @@ $(BUILD)/%.o: src/%.c
 $(BUILD)/prefix: FORCE
 	@mkdir -p $(BUILD)
 	@echo '$(PREFIX)' | cmp -s - $@ || echo '$(PREFIX)' > $@
-$(BUILD)/main.o $(BUILD)/vm.o: $(BUILD)/prefix
+$(BUILD)/main.o $(BUILD)/lua/vm.o: $(BUILD)/prefix
 
 $(BUILD)/unit/%.o: spec/unit/%.c
 	@mkdir -p $(BUILD)/unit
-	$(CC) $(ALL_CFLAGS) -Isrc -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -iquote src/core -c -o $@ $<
 
 $(BUILD)/luaserv: $(SERVER_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LUA_LIBS) $(EV_LIBS) -lm -lpthread
@@ -71,11 +82,11 @@ $(BUILD)/luaserv-cli: $(CLI_OBJ)
 $(BUILD)/luaserv-bench: $(BENCH_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EV_LIBS) -lm
 
-$(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(BUILD)/frame.o
+$(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(BUILD)/core/frame.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
-$(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/buf.o $(BUILD)/util.o
+$(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
-$(BUILD)/unit/net_test: $(BUILD)/unit/net_test.o $(BUILD)/net.o $(BUILD)/util.o
+$(BUILD)/unit/net_test: $(BUILD)/unit/net_test.o $(BUILD)/core/net.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 
 units: $(UNIT_TESTS:%=$(BUILD)/unit/%)
@@ -106,11 +117,11 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = frame_fuzz addr_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
-FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc \
+FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
-build/fuzz/frame_fuzz: fuzz/frame_fuzz.c src/frame.c src/frame.h src/lsv.h
-build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/net.c src/util.c src/net.h src/lsv.h
+build/fuzz/frame_fuzz: fuzz/frame_fuzz.c src/core/frame.c src/core/frame.h src/core/lsv.h
+build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
@@ -146,4 +157,4 @@ uninstall:
 clean:
 	rm -rf build
 
--include $(wildcard $(BUILD)/*.d $(BUILD)/unit/*.d)
+-include $(wildcard $(BUILD)/*.d $(BUILD)/*/*.d)

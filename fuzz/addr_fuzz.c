@@ -1,5 +1,5 @@
 /* addr_fuzz.c: libFuzzer target for the listen-address parser,
- * lsv_net_parse (src/net.c), as -l, listen and luaserv.connect use it.
+ * lsv_net_parse (src/core/net.c), as -l, listen and luaserv.connect use it.
  *
  * The input is the address text (cut at its first NUL), in a buffer of
  * exactly its size. Beyond memory safety it checks the parser's contract:

@@ -7,7 +7,7 @@
 #include "log.h"
 #include "net.h"
 #include "notify.h"
-#include "reload.h"
+#include "script.h"
 #include "resolve.h"
 #include "sched.h"
 #include "server.h"

@@ -44,17 +44,17 @@ describe("make fuzz", function()
         local tmp = helpers.tmpname(".fuzz")
         helpers.defer(function() os.execute("rm -rf " .. q(tmp)) end)
         assert(os.execute("mkdir -p " .. q(tmp .. "/fuzz") .. " " .. q(tmp .. "/src")))
-        local src = helpers.read_file("src/frame.c")
+        local src = helpers.read_file("src/core/frame.c")
         local bad, n = src:gsub("memchr%(data %+ %*hint, '\\n', len %- %*hint%)",
                                 "memchr(data + *hint, '\\n', len - *hint + 1)")
         assert.equal(1, n, "the line to plant the bug in moved")
-        helpers.write_file(tmp .. "/src/frame.c", bad)
+        helpers.write_file(tmp .. "/src/core/frame.c", bad)
         local status, out = sh("cd " .. q(tmp) .. " && cp " ..
-                               q(os.getenv("PWD") .. "/src/") .. "*.h src/ && " ..
+                               q(os.getenv("PWD") .. "/src/core/") .. "*.h src/ && " ..
                                "clang -std=c11 -g -O1 -Isrc " ..
                                "-fsanitize=fuzzer,address,undefined " ..
                                "-o fuzz/frame_fuzz " ..
-                               q(os.getenv("PWD") .. "/fuzz/frame_fuzz.c") .. " src/frame.c")
+                               q(os.getenv("PWD") .. "/fuzz/frame_fuzz.c") .. " src/core/frame.c")
         assert.equal(0, status, out)
         status, out = sh("cd " .. q(tmp) .. " && mkdir build && cp -r " ..
                          q(os.getenv("PWD") .. "/fuzz/corpus") .. " fuzz/ && " ..

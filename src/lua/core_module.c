@@ -1,4 +1,4 @@
-/* admin.c: luaserv.core, the server's own controls (stats per listener,
+/* core_module.c: luaserv.core, the server's own controls (stats per listener,
  * connections, reload, log level, shutdown, core metrics) for the admin
  * socket and the metrics endpoint, which are Lua handlers in lua/luaserv. */
 #include "lsv.h"
@@ -7,7 +7,7 @@
 #include "listener.h"
 #include "log.h"
 #include "procstat.h"
-#include "reload.h"
+#include "script.h"
 #include "server.h"
 #include "vm.h"
 

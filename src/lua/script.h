@@ -1,6 +1,6 @@
-/* reload.h: handler scripts: loading, hot reload, watching their files. */
-#ifndef LSV_RELOAD_H
-#define LSV_RELOAD_H
+/* script.h: handler scripts: loading, on_load, reload and --watch. */
+#ifndef LSV_SCRIPT_H
+#define LSV_SCRIPT_H
 
 #include "lsv.h"
 #include "server.h"

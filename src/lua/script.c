@@ -1,6 +1,6 @@
-/* reload.c: handler scripts: loading, hot reload, watching their files. */
+/* script.c: handler scripts: loading, hot reload, watching their files. */
 #include "lsv.h"
-#include "reload.h"
+#include "script.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"

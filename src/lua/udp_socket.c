@@ -1,4 +1,4 @@
-/* lua_udp.c: luaserv.udp(): outbound datagram sockets for tasks. */
+/* udp_socket.c: luaserv.udp(): outbound datagram sockets for tasks. */
 #include "lsv.h"
 #include "listener.h"
 #include "log.h"

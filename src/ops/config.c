@@ -4,7 +4,7 @@
 #include "config.h"
 #include "log.h"
 #include "notify.h"
-#include "reload.h"
+#include "script.h"
 #include "vm.h"
 
 #include <lauxlib.h>
