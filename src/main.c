@@ -1,7 +1,11 @@
 /* main.c: luaserv, the server: options, start-up, signals, shutdown. */
 #include "lsv.h"
+#include "loop.h"
 #include "conn.h"
+#include "dispatch.h"
 #include "listener.h"
+#include "lua_api.h"
+#include "udp.h"
 #include "config.h"
 #include "guard.h"
 #include "log.h"
@@ -80,84 +84,7 @@ static void usage(FILE *f)
 
 static lsv_server_t server;
 
-/* --- read buffer pool --------------------------------------------------- */
-
-char *lsv_server_get_buf(lsv_server_t *srv)
-{
-    if (srv->nfree_bufs) return srv->free_bufs[--srv->nfree_bufs];
-    return lsv_malloc(LSV_READ_SIZE);
-}
-
-void lsv_server_put_buf(lsv_server_t *srv, char *p)
-{
-    if (srv->nfree_bufs < (int)(sizeof srv->free_bufs / sizeof *srv->free_bufs))
-        srv->free_bufs[srv->nfree_bufs++] = p;
-    else
-        free(p);
-}
-
-/* --- stopping ----------------------------------------------------------- */
-
-static void call_on_stop(lsv_server_t *srv)
-{
-    lua_State *L = srv->L;
-    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
-        /* Each distinct handler table gets one call. */
-        int seen = 0;
-        for (lsv_listener_t *p = srv->listeners; p != l; p = p->next)
-            if (p->handler_ref == l->handler_ref) seen = 1;
-        if (seen || !lsv_vm_get_fn(L, l->handler_ref, "on_stop")) continue;
-        if (lsv_vm_pcall(L, 0, 0) != LUA_OK) {
-            lsv_error("handler error in on_stop: %s", lua_tostring(L, -1));
-            lua_pop(L, 1);
-        }
-    }
-}
-
-static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop; (void)revents;
-    lsv_server_t *srv = container_of(w, lsv_server_t, shutdown_timer);
-    int n = 0;
-    for (lsv_conn_t *c = srv->conns; c; c = c->next) n++;
-    lsv_warn("shutdown timeout: closing %d connection%s that did not finish",
-             n, n == 1 ? "" : "s");
-    lsv_conn_abort_all(srv, "shutdown");
-    lsv_server_maybe_done(srv);
-}
-
-void lsv_server_stop(lsv_server_t *srv)
-{
-    if (srv->stopping) return;
-    srv->stopping = 1;
-    lsv_info("stopping: no new connections; finishing open ones "
-             "(up to %.1f s)", srv->opt.shutdown_timeout);
-    lsv_notify(srv, "STOPPING=1");
-    lsv_listener_close_all(srv);
-    call_on_stop(srv);
-    ev_timer_set(&srv->shutdown_timer, srv->opt.shutdown_timeout, 0.);
-    ev_timer_start(srv->loop, &srv->shutdown_timer);
-    lsv_conn_drain_all(srv);
-    lsv_server_maybe_done(srv);
-}
-
-static void stop_soon_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop; (void)revents;
-    lsv_server_stop(container_of(w, lsv_server_t, stop_soon));
-}
-
-void lsv_server_stop_soon(lsv_server_t *srv)
-{
-    if (srv->stopping || ev_is_active(&srv->stop_soon)) return;
-    ev_timer_set(&srv->stop_soon, 0., 0.);
-    ev_timer_start(srv->loop, &srv->stop_soon);
-}
-
-void lsv_server_maybe_done(lsv_server_t *srv)
-{
-    if (srv->stopping && srv->conns == NULL) ev_break(srv->loop, EVBREAK_ALL);
-}
+/* --- the server's hooks ------------------------------------------------- */
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
@@ -165,33 +92,31 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     lsv_server_t *srv = w->data;
     if (srv->stopping) {
         lsv_warn("signal %d again: closing now", w->signum);
-        lsv_conn_abort_all(srv, "shutdown");
-        ev_break(srv->loop, EVBREAK_ALL);
+        lsv_loop_stop_now(srv);
         return;
     }
     lsv_info("signal %d: shutting down", w->signum);
-    lsv_server_stop(srv);
+    lsv_loop_stop(srv);
 }
 
-/* Before the loop polls: give conns their input turn, run the tasks that
- * became ready, then write what everyone queued. Work queued after this
- * (by events libev runs later in the turn) kicks the idle watcher, so the
- * loop comes back here instead of blocking. */
-static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    (void)revents;
-    lsv_server_t *srv = container_of(w, lsv_server_t, flush_watcher);
-    ev_idle_stop(loop, &srv->kick_watcher);
-    lsv_conn_run_again(srv);
-    lsv_sched_run(srv);
-    lsv_conn_flush_pending(srv);
+    (void)loop; (void)revents;
+    char err[4096];
+    lsv_info("SIGHUP: reloading");
+    lsv_reload_all(w->data, err, sizeof err);
 }
 
-static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents)
-{
-    (void)revents;
-    ev_idle_stop(loop, w);   /* its being active was the point */
-}
+static const lsv_hooks_t hooks = {
+    .accept = lsv_dispatch_accept,
+    .datagram = lsv_dispatch_datagram,
+    .turn = lsv_sched_run,
+    .stopping = lsv_dispatch_stopping,
+    .low_memory = lsv_dispatch_low_memory,
+    .notify = lsv_notify,
+};
+
+static ev_signal sigterm_watcher, sigint_watcher, sighup_watcher;
 
 /* --- options ------------------------------------------------------------ */
 
@@ -447,8 +372,8 @@ static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
             fprintf(stderr, "luaserv: %s\n", err);
             exit(1);
         }
+        if (lsv_listener_is_dgram(l)) lsv_udp_attach(l);
         l->script = s;
-        l->handler_ref = s->ref;
         l->framing = s->framing;
         if (lsv_config_apply(srv, p, e, l) != LSV_OK) exit(2);
     }
@@ -458,7 +383,7 @@ static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
  * Exits 2 on an error. */
 static void run_on_load(lsv_server_t *srv)
 {
-    for (lsv_script_t *s = srv->scripts; s; s = s->next) {
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
         if (s->builtin) continue;
         char err[4096];
         if (lsv_script_on_load(s, err, sizeof err) != LSV_OK) {
@@ -479,13 +404,6 @@ static void remove_socket_files(void)
             unlink(l->addr.path);
 }
 
-static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
-{
-    (void)loop; (void)revents;
-    char err[4096];
-    lsv_info("SIGHUP: reloading");
-    lsv_reload_all(w->data, err, sizeof err);
-}
 
 int main(int argc, char **argv)
 {
@@ -516,19 +434,14 @@ int main(int argc, char **argv)
         return 1;
     }
     lsv_log_attach(srv->loop);
-    ev_idle_init(&srv->kick_watcher, kick_cb);
-    ev_prepare_init(&srv->flush_watcher, flush_cb);
-    ev_prepare_start(srv->loop, &srv->flush_watcher);
-    ev_unref(srv->loop);   /* flushing alone does not keep the loop up */
-    ev_init(&srv->shutdown_timer, shutdown_timer_cb);
-    ev_init(&srv->stop_soon, stop_soon_cb);
-    lsv_vm_open(srv, flags.script ? flags.script : DEFAULT_SCRIPT);
+    srv->hooks = &hooks;
+    lsv_loop_init(srv, srv->loop);
+    lsv_lua_open(srv, flags.script ? flags.script : DEFAULT_SCRIPT);
     srv->resolver = lsv_resolver_new(srv->loop);
     static lsv_listener_t outbound;   /* what outbound conns point at */
     snprintf(outbound.name, sizeof outbound.name, "outbound");
     outbound.srv = srv;
     outbound.fd = -1;
-    outbound.handler_ref = LUA_NOREF;
     outbound.opt.high_water = srv->opt.high_water;
     outbound.opt.low_water = srv->opt.low_water;
     lsv_frame_spec_init(&outbound.framing, LSV_FRAME_LINE);
@@ -544,10 +457,10 @@ int main(int argc, char **argv)
     plan.main_script = flags.script;
     plan.config = flags.config;
     if (plan.main_script == NULL && plan.cfg_ref != LUA_NOREF) {
-        lua_rawgeti(srv->L, LUA_REGISTRYINDEX, plan.cfg_ref);
-        lua_getfield(srv->L, -1, "handler");
-        plan.main_script = lua_tostring(srv->L, -1);   /* cfg anchors it */
-        lua_pop(srv->L, 2);
+        lua_rawgeti(srv->vm->L, LUA_REGISTRYINDEX, plan.cfg_ref);
+        lua_getfield(srv->vm->L, -1, "handler");
+        plan.main_script = lua_tostring(srv->vm->L, -1);   /* cfg anchors it */
+        lua_pop(srv->vm->L, 2);
     }
     if (plan.main_script == NULL) {
         plan.main_script = default_script();
@@ -573,7 +486,7 @@ int main(int argc, char **argv)
         s->builtin = plan.e[i].builtin;
     }
     if (flags.check) {
-        for (lsv_script_t *s = srv->scripts; s; s = s->next)
+        for (lsv_script_t *s = srv->vm->scripts; s; s = s->next)
             if (!s->builtin)
                 printf("luaserv: %s is a valid handler script\n", s->path);
         lsv_script_free_all(srv);
@@ -585,14 +498,13 @@ int main(int argc, char **argv)
     lsv_notify_close_unused(srv);
     if (srv->opt.watch) lsv_reload_watch(srv);
 
-    ev_signal_init(&srv->sigterm_watcher, signal_cb, SIGTERM);
-    ev_signal_init(&srv->sigint_watcher, signal_cb, SIGINT);
-    ev_signal_init(&srv->sighup_watcher, sighup_cb, SIGHUP);
-    srv->sigterm_watcher.data = srv->sigint_watcher.data = srv;
-    srv->sighup_watcher.data = srv;
-    ev_signal_start(srv->loop, &srv->sigterm_watcher);
-    ev_signal_start(srv->loop, &srv->sigint_watcher);
-    ev_signal_start(srv->loop, &srv->sighup_watcher);
+    ev_signal_init(&sigterm_watcher, signal_cb, SIGTERM);
+    ev_signal_init(&sigint_watcher, signal_cb, SIGINT);
+    ev_signal_init(&sighup_watcher, sighup_cb, SIGHUP);
+    sigterm_watcher.data = sigint_watcher.data = sighup_watcher.data = srv;
+    ev_signal_start(srv->loop, &sigterm_watcher);
+    ev_signal_start(srv->loop, &sigint_watcher);
+    ev_signal_start(srv->loop, &sighup_watcher);
 
     lsv_listener_start_all(srv);
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
@@ -606,23 +518,16 @@ int main(int argc, char **argv)
 
     ev_run(srv->loop, 0);
 
-    /* Reached after a graceful stop: everything is closed or aborted. */
-    lsv_conn_abort_all(srv, "shutdown");
-    lsv_conn_flush_pending(srv);
-    ev_timer_stop(srv->loop, &srv->shutdown_timer);
-    ev_timer_stop(srv->loop, &srv->stop_soon);
-    ev_ref(srv->loop);
-    ev_prepare_stop(srv->loop, &srv->flush_watcher);
-    ev_idle_stop(srv->loop, &srv->kick_watcher);
-    ev_signal_stop(srv->loop, &srv->sigterm_watcher);
-    ev_signal_stop(srv->loop, &srv->sigint_watcher);
-    ev_signal_stop(srv->loop, &srv->sighup_watcher);
+    lsv_loop_close(srv);
+    ev_signal_stop(srv->loop, &sigterm_watcher);
+    ev_signal_stop(srv->loop, &sigint_watcher);
+    ev_signal_stop(srv->loop, &sighup_watcher);
     lsv_sched_free_all(srv);
     lsv_listener_free_all(srv);
     lsv_script_free_all(srv);
     lsv_vm_close(srv);
     lsv_resolver_free(srv->resolver);
-    while (srv->nfree_bufs) free(srv->free_bufs[--srv->nfree_bufs]);
+    lsv_server_free_bufs(srv);
     lsv_log_detach();
     ev_loop_destroy(srv->loop);
     lsv_info("stopped");

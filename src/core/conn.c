@@ -1,19 +1,15 @@
-/* conn.c: stream connections: lifecycle, buffered I/O and the framing loop. */
+/* conn.c: stream connections: lifecycle, buffered input and the framing
+ * loop, timeouts; conn_out.c has the output half. */
 #include "lsv.h"
 #include "conn.h"
 #include "conn_int.h"
-#include "guard.h"
 #include "listener.h"
 #include "log.h"
-#include "lua_conn.h"
 #include "net.h"
-#include "sched.h"
-#include "stream.h"
-#include "vm.h"
 
 #include <errno.h>
-#include <lauxlib.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,7 +25,6 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_finish(lsv_conn_t *c);
 static void conn_settle(lsv_conn_t *c);
-static void close_after_call(lsv_conn_t *c, const char *reason);
 static void conn_input(lsv_conn_t *c);
 
 /* --- watchers ----------------------------------------------------------- */
@@ -38,7 +33,7 @@ static void start_reading(lsv_conn_t *c)
 {
     if (c->flags & (LSV_CONN_READING | LSV_CONN_CLOSING | LSV_CONN_PAUSED |
                     LSV_CONN_BLOCKED | LSV_CONN_EOF | LSV_CONN_FULL |
-                    LSV_CONN_CONNECTING))
+                    LSV_CONN_CONNECTING) || c->type == NULL)
         return;
     ev_io_start(c->srv->loop, &c->rio);
     c->flags |= LSV_CONN_READING;
@@ -106,217 +101,66 @@ static void ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 
 /* --- lifecycle ---------------------------------------------------------- */
 
-static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres);
-
-/* A handler call on c raised; its message (with traceback) is on the
- * stack and is popped. Logs it once; unless the failing function was
- * on_error or on_close, passes it to on_error, then closes c. */
-static void handler_failed(lsv_conn_t *c, const char *fn)
+static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
+                      int fd, const struct sockaddr *sa, socklen_t salen)
 {
-    lua_State *L = c->srv->L;
-    c->listener->stats.handler_errors++;
-    conn_log(LSV_LOG_ERROR, c, "handler error in %s: %s", fn,
-             lua_tostring(L, -1));
-    if (strcmp(fn, "on_error") == 0 || strcmp(fn, "on_close") == 0 ||
-        (c->flags & LSV_CONN_CLOSING)) {
-        lua_pop(L, 1);
-        return;
-    }
-    call_handler(c, "on_error", 1, 0);
-    lsv_conn_close(c, "error");
-}
-
-/* Calls handler[fn](conn, ...) with nargs arguments already pushed above
- * where the function and conn go. Returns LSV_OK with nres results pushed,
- * LSV_AGAIN if there is no such function (args popped), or LSV_ERR after a
- * handler error, which is logged and handled (on_error, close). */
-static int call_handler(lsv_conn_t *c, const char *fn, int nargs, int nres)
-{
-    lua_State *L = c->srv->L;
-    if (!lsv_vm_get_fn(L, c->listener->handler_ref, fn)) {
-        lua_pop(L, nargs);
-        return LSV_AGAIN;
-    }
-    lua_insert(L, -nargs - 1);
-    lsv_lconn_push(L, c);
-    lua_insert(L, -nargs - 1);
-    c->busy++;
-    int rc = lsv_vm_pcall(L, nargs + 1, nres);
-    c->busy--;
-    if (likely(rc == LUA_OK)) return LSV_OK;
-    handler_failed(c, fn);
-    return LSV_ERR;
-}
-
-/* Reads handler.framing for a new connection, so assigning a new value
- * takes effect for the next one. A bad value is logged and the last good
- * one (kept in the listener) is used. */
-static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
-{
-    lua_State *L = l->srv->L;
-    if (l->opt.has_framing) {       /* the config file's listen{} wins */
-        *out = l->opt.framing;
-        if (l->opt.max_frame) out->max = l->opt.max_frame;
-        return;
-    }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, l->handler_ref);
-    if (lua_getfield(L, -1, "framing") == LUA_TNIL) {
-        lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
-    } else {
-        char err[LSV_ERRLEN];
-        lsv_frame_spec_t spec;
-        if (lsv_vm_parse_framing(L, -1, &spec, err) == LSV_OK)
-            l->framing = spec;
-        else
-            lsv_error("%s: handler.%s; using the previous framing", l->name,
-                      err);
-    }
-    lua_pop(L, 2);
-    *out = l->framing;
-    if (l->opt.max_frame) out->max = l->opt.max_frame;
-}
-
-/* Under lua_setup's pcall: makes c's userdata (and with it its registry
- * ref), so later pushes of it allocate nothing. */
-static int userdata_cb(lua_State *L)
-{
-    lsv_lconn_push(L, lua_touserdata(L, 1));
-    return 0;
-}
-
-/* Under lua_setup's pcall, with handler.handle below: starts the task
- * that runs handle(conn) (a thread, a registry ref). */
-static int spawn_cb(lua_State *L)
-{
-    lsv_conn_t *c = lua_touserdata(L, 1);
-    lua_settop(L, 0);
-    lsv_vm_get_fn(L, c->listener->handler_ref, "handle");
-    lsv_lconn_push(L, c);
-    c->task = lsv_task_spawn(c->srv, L, 1, c);
-    return 0;
-}
-
-/* Runs fn (default userdata_cb) on c in a protected call: what a new
- * conn needs from Lua is allocated there, so running out of memory
- * refuses this connection instead of panicking. On failure logs it and
- * returns LSV_ERR; a conn not yet connected is freed. */
-static int lua_setup(lsv_conn_t *c, lua_CFunction fn)
-{
-    lua_State *L = c->srv->L;
-    lua_pushcfunction(L, fn ? fn : userdata_cb);
-    lua_pushlightuserdata(L, c);
-    if (likely(lsv_vm_pcall(L, 1, 0) == LUA_OK)) return LSV_OK;
-    conn_log(LSV_LOG_WARN, c, "cannot set up the connection: %s; closing it",
-             lua_tostring(L, -1));
-    lua_pop(L, 1);
-    if (!(c->flags & LSV_CONN_CONNECTED)) lsv_conn_abort(c, "error");
-    return LSV_ERR;
-}
-
-/* The Lua state is near --lua-memory: refuses the connection on fd
- * (closing it) with a log line, at most one a second with a count of the
- * rest. Returns 1 if it refused. */
-static int refuse_when_full(lsv_listener_t *l, int fd)
-{
-    static ev_tstamp last_log, last_gc;
-    static unsigned long refused;
-    size_t cap = lsv_guard_full();
-    if (likely(cap == 0)) return 0;
-    ev_tstamp now = ev_now(l->srv->loop);
-    if (now - last_gc >= 0.5) {
-        /* Garbage may be most of it (a failed call's): collect, at most
-         * twice a second, before turning anyone away. */
-        last_gc = now;
-        lua_gc(l->srv->L, LUA_GCCOLLECT);
-        if ((cap = lsv_guard_full()) == 0) return 0;
-    }
-    refused++;
-    if (now - last_log >= 1.0) {
-        lsv_warn("%s: refusing new connections: Lua memory is at %zu of "
-                 "%zu bytes (--lua-memory); %lu refused", l->name,
-                 lsv_guard_memory(), cap, refused);
-        last_log = now;
-        refused = 0;
-    }
-    close(fd);
-    return 1;
-}
-
-void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                     socklen_t salen)
-{
-    lsv_server_t *srv = l->srv;
-    if (unlikely(refuse_when_full(l, fd))) return;
-    lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     c->srv = srv;
     c->listener = l;
     c->fd = fd;
-    c->ud_ref = LUA_NOREF;
     c->id = ++srv->next_conn_id;
-    read_framing(l, &c->framing);
     if (salen > sizeof c->peer) salen = sizeof c->peer;
     memcpy(&c->peer, sa, salen);
     c->peer_len = salen;
-    c->timeout = l->opt.idle_timeout;
     c->last_active = c->started = ev_now(srv->loop);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, lsv_conn_write_cb, fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
+    l->stats.conns_total++;
+    l->stats.conns_active++;
+}
 
+lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
+                         socklen_t salen, const lsv_frame_spec_t *framing,
+                         const lsv_conn_type_t *type)
+{
+    lsv_server_t *srv = l->srv;
+    lsv_conn_t *c = lsv_calloc(1, sizeof *c);
+    init_conn(c, srv, l, fd, sa, salen);
+    c->framing = *framing;
+    c->timeout = l->opt.idle_timeout;
+    lsv_conn_set_type(c, type);
     if (l->addr.kind == LSV_NET_TCP) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
-    l->stats.conns_total++;
-    l->stats.conns_active++;
+    return c;
+}
 
-    if (unlikely(lua_setup(c, NULL) != LSV_OK)) return;
-    c->flags |= LSV_CONN_CONNECTED;
-    c->busy++;
-    call_handler(c, "on_connect", 0, 0);
-    if (!(c->flags & LSV_CONN_CLOSING) &&
-        lsv_vm_get_fn(srv->L, l->handler_ref, "handle")) {
-        /* Stream style: handle(conn) runs as this conn's task. */
-        c->flags |= LSV_CONN_STREAM;
-        if (lua_setup(c, spawn_cb) != LSV_OK)
-            lsv_conn_close(c, "error");
-    }
-    c->busy--;
+int lsv_conn_start(lsv_conn_t *c)
+{
     if (c->flags & LSV_CONN_CLOSING) {
         conn_settle(c);
-        return;
+        return LSV_ERR;
     }
-    /* In stream style the timeout applies to each read instead. */
-    if (c->timeout > 0 && !(c->flags & LSV_CONN_STREAM))
+    /* In pull mode the timeout applies to each read instead. */
+    if (c->timeout > 0 && !(c->flags & LSV_CONN_PULL))
         arm_timer(c, c->timeout);
     start_reading(c);
+    return LSV_OK;
 }
 
 lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
-                              const struct sockaddr *sa, socklen_t salen)
+                              const struct sockaddr *sa, socklen_t salen,
+                              const lsv_conn_type_t *type)
 {
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
-    c->srv = srv;
-    c->listener = srv->outbound_listener;
-    c->fd = fd;
-    c->ud_ref = LUA_NOREF;
-    c->id = ++srv->next_conn_id;
+    init_conn(c, srv, srv->outbound_listener, fd, sa, salen);
     c->framing = c->listener->framing;
-    if (salen > sizeof c->peer) salen = sizeof c->peer;
-    memcpy(&c->peer, sa, salen);
-    c->peer_len = salen;
-    c->last_active = ev_now(srv->loop);
-    c->flags = LSV_CONN_STREAM | LSV_CONN_OUTBOUND | LSV_CONN_CONNECTING;
-    c->started = c->last_active;
-    c->listener->stats.conns_total++;
-    c->listener->stats.conns_active++;
-    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, lsv_conn_write_cb, fd, EV_WRITE);
-    ev_init(&c->timer, conn_timer_cb);
+    c->flags = LSV_CONN_OUTBOUND | LSV_CONN_CONNECTING;
+    lsv_conn_set_type(c, type);
     ev_io_start(srv->loop, &c->wio);
     c->flags |= LSV_CONN_WRITING;
     c->next = srv->outbound;
@@ -326,64 +170,61 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
     return c;
 }
 
-/* A task waits for c's input (c->reader is set), or consumed some of it.
- * A waiting reader always restarts reading, however much is buffered: it
- * needs more than that, and nothing else would ever read it (see
- * lsv_stream_room for how far reading then goes). Without one, reading
- * resumes only below the read-ahead. */
+void lsv_conn_set_type(lsv_conn_t *c, const lsv_conn_type_t *type)
+{
+    c->type = type;
+    if (type->frame == NULL) c->flags |= LSV_CONN_PULL;
+    else c->flags &= ~LSV_CONN_PULL;
+}
+
+void lsv_conn_hold(lsv_conn_t *c)
+{
+    c->busy++;
+}
+
+int lsv_conn_release(lsv_conn_t *c)
+{
+    if (--c->busy > 0 || !(c->flags & LSV_CONN_CLOSING)) return LSV_OK;
+    conn_settle(c);     /* may free c */
+    return LSV_ERR;
+}
+
+/* Reading ahead in pull mode: with nobody wanting input, a full
+ * read-ahead stops reading so that a user busy elsewhere neither grows
+ * the buffer nor, with the watcher level-triggered, spins the loop.
+ * lsv_conn_want_input resumes. */
 void lsv_conn_want_input(lsv_conn_t *c)
 {
-    if (c->reader || c->in.len < LSV_READ_AHEAD) c->flags &= ~LSV_CONN_FULL;
+    if (c->type->room(c) > 0) c->flags &= ~LSV_CONN_FULL;
     start_reading(c);
 }
 
-void lsv_conn_handle_done(lsv_conn_t *c, const char *err)
+void lsv_conn_report(lsv_conn_t *c, const char *msg)
 {
-    c->task = NULL;
-    if (err == NULL) {
-        lsv_conn_close(c, "closed");
-        return;
-    }
-    c->listener->stats.handler_errors++;
-    conn_log(LSV_LOG_ERROR, c, "handler error in handle: %s", err);
+    if (c->type->error == NULL) return;
     c->busy++;
-    lsv_conn_on_error(c, err);
+    c->type->error(c, msg);
     c->busy--;
-    close_after_call(c, "error");
 }
 
-void lsv_conn_task_gone(lsv_conn_t *c, lsv_task_t *t)
-{
-    if (c->task == t) c->task = NULL;
-    if (c->reader == t) c->reader = NULL;
-    if (c->writer == t) c->writer = NULL;
-}
-
-/* Frees c once nothing uses it: calls on_close, closes the fd, detaches
- * the userdata. Deferred while a Lua call on c is running. */
+/* Frees c once nothing holds it: tells its user (type->closed), closes the
+ * fd, logs the access line. Deferred while c is held. */
 static void conn_finish(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
     if (c->busy) return;
-    if (c->flags & LSV_CONN_CONNECTED) {
-        c->flags &= ~LSV_CONN_CONNECTED;
-        lua_pushstring(srv->L, c->close_reason ? c->close_reason : "closed");
-        c->busy++;
-        call_handler(c, "on_close", 1, 0);
-        c->busy--;
-    }
-    lsv_debug("conn %llu closed (%s)", (unsigned long long)c->id,
-              c->close_reason);
+    const char *reason = c->close_reason ? c->close_reason : "closed";
+    c->busy++;
+    if (c->type && c->type->closed) c->type->closed(c, reason);
+    c->busy--;
+    lsv_debug("conn %llu closed (%s)", (unsigned long long)c->id, reason);
     if (srv->opt.access_log && !(c->flags & LSV_CONN_OUTBOUND)) {
         char peer[LSV_ADDRSTRLEN];
         lsv_log_access(c->listener->name,
                        lsv_net_format(&c->peer.sa, c->peer_len, peer), c->id,
                        ev_now(srv->loop) - c->started, c->nin, c->nout,
-                       c->nmsg, c->close_reason ? c->close_reason : "closed");
+                       c->nmsg, reason);
     }
-    /* A task waits on any conn's output (conn:write, conn:flush). */
-    if ((c->flags & LSV_CONN_STREAM) || c->writer) lsv_stream_closing(c, 1);
-    if (c->task) c->task->conn = NULL;
 
     stop_reading(c);
     ev_io_stop(srv->loop, &c->rio);  /* also clears a fed event */
@@ -414,22 +255,22 @@ static void conn_finish(lsv_conn_t *c)
     c->in.len = c->out.len = 0;
     release_buf(srv, &c->in);
     release_buf(srv, &c->out);
-    lsv_lconn_detach(srv->L, c);
     if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
     c->listener->stats.conns_active--;
     free(c);
     lsv_server_maybe_done(srv);
 }
 
-/* After a Lua call chain on c unwinds: finish a close it asked for. */
+/* After a call chain on c unwinds: finish a close it asked for. */
 static void conn_settle(lsv_conn_t *c)
 {
     if (c->busy || !(c->flags & LSV_CONN_CLOSING)) return;
     if ((c->flags & LSV_CONN_ABORT) || c->out.len == 0) conn_finish(c);
 }
 
-/* After a Lua call on c returned (busy back to 0): closes c for reason,
- * or finishes the close the call itself asked for. May free c. */
+/* After a callback on c returned (c no longer held): closes c for
+ * reason, or finishes the close the callback itself asked for. May free
+ * c. */
 static void close_after_call(lsv_conn_t *c, const char *reason)
 {
     if (c->flags & LSV_CONN_CLOSING) conn_settle(c);
@@ -442,7 +283,11 @@ void lsv_conn_close(lsv_conn_t *c, const char *reason)
     c->flags |= LSV_CONN_CLOSING;
     c->close_reason = reason;
     stop_reading(c);
-    if ((c->flags & LSV_CONN_STREAM) || c->writer) lsv_stream_closing(c, 0);
+    if (c->type && c->type->closing) {
+        c->busy++;
+        c->type->closing(c, 0);
+        c->busy--;
+    }
     if (c->out.len == 0) {
         conn_finish(c);
         return;
@@ -463,51 +308,46 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
 
 static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
 {
-    conn_log(LSV_LOG_WARN, c, "%s (%s framing, max %u); closing", err,
-             lsv_frame_kind_name(c->framing.kind), c->framing.max);
+    lsv_conn_log(LSV_LOG_WARN, c, "%s (%s framing, max %u); closing", err,
+                 lsv_frame_kind_name(c->framing.kind), c->framing.max);
     c->in.len = 0;
-    lsv_conn_on_error(c, err);
+    lsv_conn_report(c, err);
     lsv_conn_close(c, reason);
 }
 
-/* Hands every complete buffered frame to on_message, up to
- * FRAMES_PER_EVENT, then closes at end of stream. drained says the last
- * read found the socket empty: a stopping server then closes an idle
- * conn. */
+/* Pull mode: tells the user of new input, then stops at the read-ahead
+ * while it wants none. */
+static void pull_input(lsv_conn_t *c)
+{
+    c->busy++;
+    c->type->input(c);
+    c->busy--;
+    if (!(c->flags & LSV_CONN_CLOSING) && c->type->room(c) == 0) {
+        c->flags |= LSV_CONN_FULL;
+        stop_reading(c);
+    }
+    if (c->in.len == 0) release_buf(c->srv, &c->in);
+    conn_settle(c);                     /* may free c */
+}
+
+/* Hands every complete buffered frame to type->frame, up to
+ * FRAMES_PER_EVENT, then closes at end of stream (push mode; pull mode
+ * goes to pull_input). drained says the last read found the socket empty:
+ * a stopping server then closes an idle conn. */
 static void process_input(lsv_conn_t *c, int drained)
 {
     lsv_server_t *srv = c->srv;
-    lua_State *L = srv->L;
     int eof = (c->flags & LSV_CONN_EOF) != 0;
     int count = 0;
 
-    if (c->flags & LSV_CONN_STREAM) {
-        if (c->reader && unlikely(lsv_stream_input(c) != LSV_OK)) {
-            c->busy++;
-            handler_failed(c, "handle");    /* out of memory: closes c */
-            c->busy--;
-            conn_settle(c);                 /* may free c */
-            return;
-        }
-        /* Nobody reads: stop at the read-ahead, so that a task that is
-         * busy elsewhere neither grows the buffer nor, with the watcher
-         * level-triggered, spins the loop. lsv_conn_want_input resumes. */
-        if (!c->reader && c->in.len >= LSV_READ_AHEAD) {
-            c->flags |= LSV_CONN_FULL;
-            stop_reading(c);
-        }
-        if (c->in.len == 0) release_buf(srv, &c->in);
+    if (c->flags & LSV_CONN_PULL) {
+        pull_input(c);
         return;
     }
 
     double t0 = lsv_clock();
     c->busy++;
-    /* The handler table and the conn stay on the stack for the batch;
-     * on_message is still looked up for every frame. */
-    int base = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->listener->handler_ref);
-    lsv_lconn_push(L, c);
-    int handler = base + 1, conn = base + 2;
+    if (c->type->begin) c->type->begin(c);
     while (!(c->flags & (LSV_CONN_CLOSING | LSV_CONN_PAUSED |
                          LSV_CONN_BLOCKED))) {
         if (c->in.len == 0 && !eof) break;
@@ -529,10 +369,10 @@ static void process_input(lsv_conn_t *c, int drained)
             if (r == LSV_FRAME_TOO_LONG) {
                 frame_error(c, "frame too long", "too long");
             } else {
-                conn_log(LSV_LOG_INFO, c, "frame cut off at end of stream: "
-                         "%u bytes of an incomplete %s frame dropped; "
-                         "closing", c->in.len,
-                         lsv_frame_kind_name(c->framing.kind));
+                lsv_conn_log(LSV_LOG_INFO, c, "frame cut off at end of "
+                             "stream: %u bytes of an incomplete %s frame "
+                             "dropped; closing", c->in.len,
+                             lsv_frame_kind_name(c->framing.kind));
                 lsv_conn_close(c, "truncated");
             }
             break;
@@ -541,28 +381,12 @@ static void process_input(lsv_conn_t *c, int drained)
         count++;
         c->listener->stats.messages++;
         c->nmsg++;
-        if (unlikely(lua_getfield(L, handler, "on_message") !=
-                     LUA_TFUNCTION)) {
-            lua_pop(L, 1);
-            lsv_buf_consume(&c->in, (size_t)r);
-            continue;
-        }
-        lua_pushvalue(L, conn);
         /* Consuming leaves the bytes in place until the next read. */
         const char *frame = lsv_buf_head(&c->in) + off;
         lsv_buf_consume(&c->in, (size_t)r);
-
-        if (likely(lsv_vm_pcall_str(L, 1, frame, mlen, LUA_MULTRET) ==
-                   LUA_OK)) {
-            if (unlikely(lsv_conn_write_result(c, L, conn) != LSV_OK)) {
-                srv->stats.handler_errors++;
-                handler_failed(c, "on_message");
-            }
-            continue;
-        }
-        handler_failed(c, "on_message");
+        c->type->frame(c, frame, mlen);
     }
-    lua_settop(L, base);
+    if (c->type->end) c->type->end(c);
     c->busy--;
     if (count) lsv_listener_observe(c->listener, lsv_clock() - t0,
                                     (uint64_t)count);
@@ -588,8 +412,8 @@ static int read_some(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
     size_t room = SIZE_MAX;
-    if (c->flags & LSV_CONN_STREAM) {
-        room = lsv_stream_room(c);
+    if (c->flags & LSV_CONN_PULL) {
+        room = c->type->room(c);
         if (room == 0) {
             c->flags |= LSV_CONN_FULL;
             stop_reading(c);
@@ -599,9 +423,9 @@ static int read_some(lsv_conn_t *c)
     ensure_buf(srv, &c->in);
     if (lsv_buf_avail(&c->in) < LSV_READ_SIZE / 4 &&
         unlikely(lsv_buf_try_reserve(&c->in, LSV_READ_SIZE) == NULL)) {
-        conn_log(LSV_LOG_WARN, c, "out of memory growing the input buffer "
-                 "past %u bytes; dropping the connection",
-                 (unsigned)c->in.len);
+        lsv_conn_log(LSV_LOG_WARN, c, "out of memory growing the input "
+                     "buffer past %u bytes; dropping the connection",
+                     (unsigned)c->in.len);
         lsv_conn_abort(c, "error");
         return LSV_ERR;
     }
@@ -638,8 +462,8 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* Input work for c: read if there is room for it, then frame. A conn
  * holding at least a read's worth of complete frames is not read further
- * until they are handled, so its buffer stays bounded. A stream conn
- * reads whenever its watcher is on: it is on only while a task waits or
+ * until they are handled, so its buffer stays bounded. A pull conn reads
+ * whenever its watcher is on: it is on only while its user wants input or
  * the read-ahead has room (read_some), so a watcher left on with nothing
  * read cannot spin the loop. */
 static void conn_input(lsv_conn_t *c)
@@ -647,7 +471,7 @@ static void conn_input(lsv_conn_t *c)
     if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_CONNECTING)) return;
     int rc = LSV_AGAIN;
     if ((c->flags & LSV_CONN_READING) &&
-        ((c->flags & LSV_CONN_STREAM) || c->in.len < LSV_READ_SIZE ||
+        ((c->flags & LSV_CONN_PULL) || c->in.len < LSV_READ_SIZE ||
          (c->flags & LSV_CONN_PARTIAL))) {
         rc = read_some(c);
         if (rc == LSV_ERR) return;
@@ -684,23 +508,20 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     if (c->timeout <= 0) return;
-    if (c->flags & LSV_CONN_STREAM) {
-        /* Stream style: reads time out in their task; this timer watches
-         * a task waiting on output. */
+    if (c->flags & LSV_CONN_WATCH) {
+        /* Pull mode: reads time out in their user; this timer watches a
+         * write waiting on output. */
         lsv_conn_write_timer(c);
         return;
     }
+    if (c->flags & LSV_CONN_PULL) return;
     ev_tstamp left = c->last_active + c->timeout - ev_now(loop);
     if (left > 0.001) {
         arm_timer(c, left);
         return;
     }
-    int keep = 0;
     c->busy++;
-    if (call_handler(c, "on_timeout", 0, 1) == LSV_OK) {
-        keep = lua_toboolean(c->srv->L, -1);
-        lua_pop(c->srv->L, 1);
-    }
+    int keep = c->type->timeout ? c->type->timeout(c) : 0;
     c->busy--;
     if (keep && !(c->flags & LSV_CONN_CLOSING)) {
         c->last_active = ev_now(loop);
@@ -713,8 +534,8 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds)
 {
     c->timeout = seconds > 0 ? seconds : 0;
-    /* Stream style: the timeout applies to each read (see stream.c). */
-    if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_STREAM)) return;
+    /* Pull mode: the timeout applies to each read (its user's). */
+    if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_PULL)) return;
     if (c->timeout > 0) {
         c->last_active = ev_now(c->srv->loop);
         arm_timer(c, c->timeout);
@@ -763,6 +584,117 @@ void lsv_conn_abort_all(lsv_server_t *srv, const char *reason)
     while (srv->outbound) lsv_conn_abort(srv->outbound, reason);
 }
 
+/* --- pull mode ----------------------------------------------------------- */
+
+ssize_t lsv_conn_take(lsv_conn_t *c, const lsv_frame_spec_t *want,
+                      size_t *hint, const char **p, size_t *n)
+{
+    int eof = (c->flags & (LSV_CONN_EOF | LSV_CONN_CLOSING)) != 0;
+    size_t off = 0, mlen = 0;
+    ssize_t r = lsv_frame_next(want, lsv_buf_head(&c->in), c->in.len, eof,
+                               hint, &off, &mlen);
+    if (r == LSV_FRAME_TRUNCATED && want->kind == LSV_FRAME_FIXED) {
+        /* read(n) at end of stream takes what is left, as Python does. */
+        r = (ssize_t)c->in.len;
+        off = 0;
+        mlen = c->in.len;
+    }
+    if (r <= 0) {
+        if (r == LSV_FRAME_PARTIAL) c->flags |= LSV_CONN_PARTIAL;
+        return r;
+    }
+    *p = lsv_buf_head(&c->in) + off;
+    *n = mlen;
+    lsv_buf_consume(&c->in, (size_t)r);
+    *hint = 0;
+    c->flags &= ~LSV_CONN_PARTIAL;
+    if ((c->flags & LSV_CONN_FULL) && c->in.len < LSV_READ_AHEAD)
+        lsv_conn_want_input(c);
+    return r;
+}
+
+void lsv_conn_end_input(lsv_conn_t *c)
+{
+    lsv_buf_consume(&c->in, c->in.len);
+    c->hint = 0;
+    c->flags |= LSV_CONN_EOF;
+    lsv_conn_pause(c);
+}
+
+/* --- state, for the conn's users ---------------------------------------- */
+
+lsv_server_t *lsv_conn_server(const lsv_conn_t *c) { return c->srv; }
+lsv_listener_t *lsv_conn_listener(const lsv_conn_t *c) { return c->listener; }
+uint64_t lsv_conn_id(const lsv_conn_t *c) { return c->id; }
+const lsv_conn_type_t *lsv_conn_type(const lsv_conn_t *c) { return c->type; }
+void *lsv_conn_data(const lsv_conn_t *c) { return c->data; }
+void lsv_conn_set_data(lsv_conn_t *c, void *data) { c->data = data; }
+int lsv_conn_fd(const lsv_conn_t *c) { return c->fd; }
+double lsv_conn_timeout(const lsv_conn_t *c) { return c->timeout; }
+size_t lsv_conn_buffered(const lsv_conn_t *c) { return c->in.len; }
+size_t lsv_conn_pending(const lsv_conn_t *c) { return c->out.len; }
+
+const lsv_frame_spec_t *lsv_conn_framing(const lsv_conn_t *c)
+{
+    return &c->framing;
+}
+
+const struct sockaddr *lsv_conn_peer(const lsv_conn_t *c, socklen_t *len)
+{
+    *len = c->peer_len;
+    return &c->peer.sa;
+}
+
+int lsv_conn_is_closing(const lsv_conn_t *c)
+{
+    return (c->flags & LSV_CONN_CLOSING) != 0;
+}
+
+int lsv_conn_at_eof(const lsv_conn_t *c)
+{
+    return (c->flags & (LSV_CONN_EOF | LSV_CONN_CLOSING)) != 0;
+}
+
+int lsv_conn_is_draining(const lsv_conn_t *c)
+{
+    return (c->flags & LSV_CONN_DRAIN) != 0;
+}
+
+int lsv_conn_is_outbound(const lsv_conn_t *c)
+{
+    return (c->flags & LSV_CONN_OUTBOUND) != 0;
+}
+
+void lsv_conn_info(const lsv_conn_t *c, lsv_conn_info_t *info)
+{
+    info->age = ev_now(c->srv->loop) - c->started;
+    info->bytes_in = c->nin;
+    info->bytes_out = c->nout;
+    info->messages = c->nmsg;
+}
+
+void lsv_conn_count_message(lsv_conn_t *c)
+{
+    c->nmsg++;
+    c->listener->stats.messages++;
+}
+
+lsv_conn_t *lsv_conn_first(const lsv_server_t *srv) { return srv->conns; }
+lsv_conn_t *lsv_conn_next(const lsv_conn_t *c) { return c->next; }
+
+void lsv_conn_log(int level, const lsv_conn_t *c, const char *fmt, ...)
+{
+    if (level < lsv_log_level) return;
+    char peer[LSV_ADDRSTRLEN];
+    lsv_log_ctx_t ctx = { c->listener->name,
+                          lsv_net_format(&c->peer.sa, c->peer_len, peer),
+                          c->id };
+    va_list ap;
+    va_start(ap, fmt);
+    lsv_log_vwritec(level, &ctx, fmt, ap);
+    va_end(ap);
+}
+
 /* --- for conn_out.c (conn_int.h) ---------------------------------------- */
 
 void lsv_conn_start_reading(lsv_conn_t *c) { start_reading(c); }
@@ -779,9 +711,4 @@ void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 void lsv_conn_release_buf(lsv_server_t *srv, lsv_buf_t *b)
 {
     release_buf(srv, b);
-}
-
-int lsv_conn_call(lsv_conn_t *c, const char *fn, int nargs, int nres)
-{
-    return call_handler(c, fn, nargs, nres);
 }

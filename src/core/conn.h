@@ -1,105 +1,100 @@
-/* conn.h: a stream connection: lifecycle, buffered I/O, framing loop. */
+/* conn.h: a stream connection: socket, input buffer and framer, output
+ * buffer and backpressure, timeouts, close; it reports to the code serving
+ * it through a table of callbacks (lsv_conn_type_t). The struct is private
+ * to src/core (conn_int.h); everyone else uses these functions. */
 #ifndef LSV_CONN_H
 #define LSV_CONN_H
 
 #include "lsv.h"
 #include "server.h"
 
-#include <netinet/in.h>
 #include <sys/socket.h>
 
-enum {
-    LSV_CONN_PAUSED = 1 << 0,     /* conn:pause() */
-    LSV_CONN_BLOCKED = 1 << 1,    /* output over the high-water mark */
-    LSV_CONN_EOF = 1 << 2,        /* the peer will send nothing more */
-    LSV_CONN_CLOSING = 1 << 3,    /* no more input; closes once flushed */
-    LSV_CONN_ABORT = 1 << 4,      /* closing without flushing */
-    LSV_CONN_PENDING = 1 << 5,    /* on srv->pending */
-    LSV_CONN_CONNECTED = 1 << 6,  /* on_connect ran, so on_close is due */
-    LSV_CONN_DRAIN = 1 << 7,      /* the server is stopping */
-    LSV_CONN_READING = 1 << 8,    /* rio started */
-    LSV_CONN_WRITING = 1 << 9,    /* wio started */
-    LSV_CONN_TIMER = 1 << 10,     /* timer armed */
-    LSV_CONN_STREAM = 1 << 11,    /* read by tasks, not on_message */
-    LSV_CONN_OUTBOUND = 1 << 12,  /* made by luaserv.connect */
-    LSV_CONN_CONNECTING = 1 << 13,/* outbound connect in progress */
-    LSV_CONN_FULL = 1 << 14,      /* stream read-ahead is full */
-    LSV_CONN_AGAIN = 1 << 15,     /* on srv->again or srv->again_next */
-    LSV_CONN_PARTIAL = 1 << 16    /* the buffer ends in an incomplete frame */
-};
+/* How the code serving a conn hears of it, as Redis's connection.h hands
+ * a ConnectionType its handlers. Two users today, both in src/lua: the
+ * callback style (dispatch.c) and the stream style (stream.c). A conn has
+ * one of two input modes, set by its type:
+ * - push (frame != NULL): the conn frames its input with its framing and
+ *   hands each complete frame to frame(), between begin() and end(); the
+ *   idle timeout applies to the conn (timeout());
+ * - pull (frame == NULL): input is read ahead as room() allows and
+ *   input() hears of it; the user takes frames itself (lsv_conn_take)
+ *   and calls lsv_conn_want_input when it needs more.
+ * Every callback runs with the conn held (lsv_conn_hold): it may close
+ * the conn, which is freed only once the callback returns. */
+typedef struct lsv_conn_type {
+    const char *style;     /* "callback", "stream": what core.conns shows */
+    /* push: a run of frames begins / ends (the callbacks may be NULL) */
+    void (*begin)(lsv_conn_t *c);
+    void (*end)(lsv_conn_t *c);
+    /* push: one complete frame, p[0, n) borrowed for the call */
+    void (*frame)(lsv_conn_t *c, const char *p, size_t n);
+    /* pull: new input was buffered, or the input ended */
+    void (*input)(lsv_conn_t *c);
+    /* pull: how many bytes one read may add now; 0 stops reading until
+     * lsv_conn_want_input */
+    size_t (*room)(const lsv_conn_t *c);
+    /* queued output shrank (a send took some); may be NULL */
+    void (*drained)(lsv_conn_t *c);
+    /* push: the idle timeout passed; returns 1 to keep the conn open */
+    int (*timeout)(lsv_conn_t *c);
+    /* a watched write (lsv_conn_watch_write) made no progress for the
+     * idle timeout: `seconds` since the last */
+    void (*stalled)(lsv_conn_t *c, double seconds);
+    /* the conn fails for msg (a frame over its max, output it cannot
+     * queue); it closes after this returns */
+    void (*error)(lsv_conn_t *c, const char *msg);
+    /* an outbound connect finished: err is 0 or an errno (the conn is
+     * aborted after this returns) */
+    void (*connected)(lsv_conn_t *c, int err);
+    /* the conn stops reading (abort: its output is dropped too) */
+    void (*closing)(lsv_conn_t *c, int abort);
+    /* the conn is about to be freed, for reason (a static string) */
+    void (*closed)(lsv_conn_t *c, const char *reason);
+} lsv_conn_type_t;
 
 /* Seconds a peer that takes none of its queued output may go on so before
- * it counts as not reading (a callback-style conn's queue past 8 times
- * the high-water mark, a task waiting to write to a callback-style conn):
- * the conn's idle timeout when it has one, else this. */
+ * it counts as not reading (a push conn's queue past 8 times the
+ * high-water mark, a task waiting to write to a push conn): the conn's
+ * idle timeout when it has one, else this. */
 #define LSV_OUTPUT_STALL 10.0
 
-/* A stream conn reads ahead at most this much while no task reads. */
+/* A pull conn reads ahead at most this much while its user wants none. */
 #define LSV_READ_AHEAD (64u * 1024)
 
-struct lsv_conn {
-    lsv_server_t *srv;
-    lsv_listener_t *listener;
-    lsv_conn_t *prev, *next;      /* srv->conns */
-    lsv_conn_t *next_pending;     /* srv->pending */
-    lsv_task_t *task;             /* the handle() task serving it */
-    lsv_task_t *reader;           /* a task waiting for its input */
-    lsv_task_t *writer;           /* a task waiting for its output to drain */
-    lsv_conn_t *next_again;       /* srv->again */
-    ev_io rio;
-    ev_io wio;
-    ev_timer timer;               /* idle timeout, then close linger */
-    lsv_buf_t in;
-    lsv_buf_t out;
-    lsv_frame_spec_t framing;
-    uint32_t hint;                /* framer scan position in `in` */
-    uint32_t flags;
-    int fd;
-    int ud_ref;                   /* registry ref to the Lua userdata */
-    int busy;                     /* Lua calls in progress on this conn */
-    socklen_t peer_len;
-    uint64_t id;
-    ev_tstamp last_active;
-    ev_tstamp started;
-    uint64_t nin, nout;           /* bytes, for the access log and conns */
-    uint64_t nmsg;
-    double msg_t0;                /* stream: a read returned a frame then */
-    ev_tstamp out_since;          /* last output progress: a send took
-                                   * bytes, or output was queued onto none */
-    ev_tstamp timeout;            /* idle timeout, 0 = none */
-    const char *close_reason;     /* static string */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in4;
-        struct sockaddr_in6 in6;
-    } peer;
-};
+/* Takes ownership of an accepted, non-blocking fd: creates the conn on l
+ * with framing and type, not yet reading (lsv_conn_start). */
+lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
+                         socklen_t salen, const lsv_frame_spec_t *framing,
+                         const lsv_conn_type_t *type);
 
-/* Logs about c: its id, peer and listener go with the message (fields
- * in JSON, a prefix in text). Needs log.h and net.h. */
-#define conn_log(level, c, ...) \
-    do { \
-        if ((level) >= lsv_log_level) { \
-            char peer_[LSV_ADDRSTRLEN]; \
-            lsv_log_ctx_t ctx_ = { (c)->listener->name, \
-                lsv_net_format(&(c)->peer.sa, (c)->peer_len, peer_), \
-                (c)->id }; \
-            lsv_log_writec((level), &ctx_, __VA_ARGS__); \
-        } \
-    } while (0)
+/* Starts c: reads, and in push mode arms the idle timeout. Call it after
+ * the user's set-up, with c not held. Returns LSV_OK, or LSV_ERR when c
+ * was closed meanwhile and is freed now (or has only output to write). */
+int lsv_conn_start(lsv_conn_t *c);
 
-/* Takes ownership of an accepted, non-blocking fd: creates the conn, runs
- * on_connect and starts reading. The conn may already be closed when this
- * returns. Never raises. */
-void lsv_conn_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                     socklen_t salen);
+/* Creates an outbound conn of type for a connecting non-blocking fd
+ * (takes ownership); type->connected hears how the connect ended. */
+lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
+                              const struct sockaddr *sa, socklen_t salen,
+                              const lsv_conn_type_t *type);
+
+/* Changes how c is served (the callback style turning into the stream
+ * style after on_connect). */
+void lsv_conn_set_type(lsv_conn_t *c, const lsv_conn_type_t *type);
+
+/* A call chain that may close c holds it; release frees c if it closed
+ * meanwhile. lsv_conn_release returns LSV_ERR when c is gone (or only
+ * flushing its last output), else LSV_OK. */
+void lsv_conn_hold(lsv_conn_t *c);
+int lsv_conn_release(lsv_conn_t *c);
 
 /* Queues n bytes for the peer; they are written before the loop next polls.
  * Returns LSV_OK, or LSV_ERR if the conn is closing (the bytes are dropped)
  * or the bytes cannot be queued: over --max-output, over 8 high-water marks
  * for a peer that has read nothing for a while, or out of memory. Then c
- * has failed: logged, on_error called, closed with reason "overflow"
- * (freed later if a Lua call on it is running, else now). */
+ * has failed: logged, type->error called, closed with reason "overflow"
+ * (freed later if held, else now). */
 int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n);
 
 /* Checks that n more bytes of output may be queued on c, as
@@ -107,14 +102,20 @@ int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n);
  * writer that queues a reply in pieces calls it once for the whole. */
 int lsv_conn_check_room(lsv_conn_t *c, size_t n);
 
-/* A task waits on c's output (stream.c): with an idle timeout, a write
- * that sees no progress for that long fails with nil, "timeout". */
+/* Appends n bytes already checked with lsv_conn_check_room. Returns
+ * LSV_ERR after failing c when memory runs out; lsv_conn_queued after
+ * the last piece. */
+int lsv_conn_append(lsv_conn_t *c, const char *p, size_t n);
+void lsv_conn_queued(lsv_conn_t *c);
+
+/* A task waits on c's output: in pull mode, with an idle timeout, a
+ * write that sees no progress for that long reaches type->stalled. */
 void lsv_conn_watch_write(lsv_conn_t *c);
 
 /* Stops reading; closes once queued output is written (or after a linger
- * timeout if the peer does not read it), calling on_close(conn, reason).
- * reason must be a static string. Safe to call from inside a Lua call on
- * this conn: the free is deferred until the call returns. */
+ * timeout if the peer does not read it), then type->closed(c, reason).
+ * reason must be a static string. Safe while c is held: the free waits
+ * for the release. */
 void lsv_conn_close(lsv_conn_t *c, const char *reason);
 
 /* Like lsv_conn_close but drops queued output. */
@@ -126,20 +127,61 @@ void lsv_conn_set_timeout(lsv_conn_t *c, double seconds);
 /* Changes framing; the framer restarts on the bytes already buffered. */
 void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
 
-/* Creates an outbound stream conn for a connecting non-blocking fd (takes
- * ownership) and watches for the connect to finish. */
-lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
-                              const struct sockaddr *sa, socklen_t salen);
+/* Takes the next frame by `want` from c's buffered input (pull mode):
+ * returns the bytes consumed (> 0) with *p, *n the frame (borrowed: valid
+ * until c next reads), or what lsv_frame_next returns otherwise
+ * (LSV_FRAME_PARTIAL, _TOO_LONG, _TRUNCATED), with *hint kept for the next
+ * try of the same request (start it at 0). At the end of input a
+ * truncated FIXED frame comes back whole as what is left. */
+ssize_t lsv_conn_take(lsv_conn_t *c, const lsv_frame_spec_t *want,
+                      size_t *hint, const char **p, size_t *n);
 
-/* Starts reading (stream conns call it when a task wants input). */
+/* Ends c's input: what is buffered is dropped, reading stops; writing
+ * still works (a stream that cannot be resynchronised). */
+void lsv_conn_end_input(lsv_conn_t *c);
+
+/* A pull conn's user wants input (or took some): reading restarts if
+ * room() allows. */
 void lsv_conn_want_input(lsv_conn_t *c);
 
-/* The handle() task of c ended; err is its error with traceback, or NULL
- * when it returned. The conn closes once its output is written. */
-void lsv_conn_handle_done(lsv_conn_t *c, const char *err);
+/* The conn's state, for its users. */
+lsv_server_t *lsv_conn_server(const lsv_conn_t *c);
+lsv_listener_t *lsv_conn_listener(const lsv_conn_t *c);
+uint64_t lsv_conn_id(const lsv_conn_t *c);
+const lsv_conn_type_t *lsv_conn_type(const lsv_conn_t *c);
+/* The user's pointer (src/lua: the conn's userdata), NULL at first. */
+void *lsv_conn_data(const lsv_conn_t *c);
+void lsv_conn_set_data(lsv_conn_t *c, void *data);
+const struct sockaddr *lsv_conn_peer(const lsv_conn_t *c, socklen_t *len);
+int lsv_conn_fd(const lsv_conn_t *c);
+const lsv_frame_spec_t *lsv_conn_framing(const lsv_conn_t *c);
+double lsv_conn_timeout(const lsv_conn_t *c);
+/* Bytes of input buffered, and of output queued, not yet written. */
+size_t lsv_conn_buffered(const lsv_conn_t *c);
+size_t lsv_conn_pending(const lsv_conn_t *c);
+/* closing: no more input, maybe output left; at_eof: the input ended
+ * (the peer's end, a close, or lsv_conn_end_input); draining: the server
+ * is stopping; outbound: made by lsv_conn_outbound. */
+int lsv_conn_is_closing(const lsv_conn_t *c);
+int lsv_conn_at_eof(const lsv_conn_t *c);
+int lsv_conn_is_draining(const lsv_conn_t *c);
+int lsv_conn_is_outbound(const lsv_conn_t *c);
 
-/* Task t is going away: forget it. */
-void lsv_conn_task_gone(lsv_conn_t *c, lsv_task_t *t);
+/* What core.conns() lists about c. */
+typedef struct lsv_conn_info {
+    double age;
+    uint64_t bytes_in, bytes_out, messages;
+} lsv_conn_info_t;
+void lsv_conn_info(const lsv_conn_t *c, lsv_conn_info_t *info);
+
+/* Counts one message on c that its user framed (pull mode). */
+void lsv_conn_count_message(lsv_conn_t *c);
+
+/* Logs about c: its id, peer and listener go with the message (fields
+ * in JSON, a prefix in text). */
+void lsv_conn_log(int level, const lsv_conn_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Gives every conn on srv->again its next turn of input work. */
 void lsv_conn_run_again(lsv_server_t *srv);
 
@@ -151,5 +193,10 @@ void lsv_conn_drain_all(lsv_server_t *srv);
 
 /* Closes every conn now, dropping output (the shutdown timeout). */
 void lsv_conn_abort_all(lsv_server_t *srv, const char *reason);
+
+/* Each open inbound conn of srv in turn: for (c = lsv_conn_first(srv); c;
+ * c = lsv_conn_next(c)). */
+lsv_conn_t *lsv_conn_first(const lsv_server_t *srv);
+lsv_conn_t *lsv_conn_next(const lsv_conn_t *c);
 
 #endif

@@ -1,12 +1,67 @@
-/* conn_int.h: what conn.c and conn_out.c share; nothing else includes
- * it. */
+/* conn_int.h: the conn struct and what conn.c and conn_out.c share;
+ * nothing outside src/core includes it. */
 #ifndef LSV_CONN_INT_H
 #define LSV_CONN_INT_H
 
 #include "lsv.h"
-#include "conn.h"
+#include "server.h"
 
-#include <lua.h>
+#include <netinet/in.h>
+
+enum {
+    LSV_CONN_PAUSED = 1 << 0,     /* lsv_conn_pause */
+    LSV_CONN_BLOCKED = 1 << 1,    /* output over the high-water mark */
+    LSV_CONN_EOF = 1 << 2,        /* the peer will send nothing more */
+    LSV_CONN_CLOSING = 1 << 3,    /* no more input; closes once flushed */
+    LSV_CONN_ABORT = 1 << 4,      /* closing without flushing */
+    LSV_CONN_PENDING = 1 << 5,    /* on srv->pending */
+    LSV_CONN_DRAIN = 1 << 7,      /* the server is stopping */
+    LSV_CONN_READING = 1 << 8,    /* rio started */
+    LSV_CONN_WRITING = 1 << 9,    /* wio started */
+    LSV_CONN_TIMER = 1 << 10,     /* timer armed */
+    LSV_CONN_PULL = 1 << 11,      /* its type takes frames itself */
+    LSV_CONN_OUTBOUND = 1 << 12,  /* made by lsv_conn_outbound */
+    LSV_CONN_CONNECTING = 1 << 13,/* outbound connect in progress */
+    LSV_CONN_FULL = 1 << 14,      /* pull read-ahead is full */
+    LSV_CONN_AGAIN = 1 << 15,     /* on srv->again or srv->again_next */
+    LSV_CONN_PARTIAL = 1 << 16,   /* the buffer ends in an incomplete frame */
+    LSV_CONN_WATCH = 1 << 17      /* the timer watches a waiting write */
+};
+
+struct lsv_conn {
+    lsv_server_t *srv;
+    lsv_listener_t *listener;
+    const struct lsv_conn_type *type;
+    void *data;                   /* the user's (lsv_conn_data) */
+    lsv_conn_t *prev, *next;      /* srv->conns or srv->outbound */
+    lsv_conn_t *next_pending;     /* srv->pending */
+    lsv_conn_t *next_again;       /* srv->again */
+    ev_io rio;
+    ev_io wio;
+    ev_timer timer;               /* idle timeout, write watch, linger */
+    lsv_buf_t in;
+    lsv_buf_t out;
+    lsv_frame_spec_t framing;
+    uint32_t hint;                /* push: framer scan position in `in` */
+    uint32_t flags;
+    int fd;
+    int busy;                     /* holds (callbacks in progress) */
+    socklen_t peer_len;
+    uint64_t id;
+    ev_tstamp last_active;
+    ev_tstamp started;
+    uint64_t nin, nout;           /* bytes, for the access log and conns */
+    uint64_t nmsg;
+    ev_tstamp out_since;          /* last output progress: a send took
+                                   * bytes, or output was queued onto none */
+    ev_tstamp timeout;            /* idle timeout, 0 = none */
+    const char *close_reason;     /* static string */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+};
 
 /* conn.c's watchers, buffers and lifecycle, for conn_out.c. */
 void lsv_conn_start_reading(lsv_conn_t *c);
@@ -15,27 +70,16 @@ void lsv_conn_schedule_read(lsv_conn_t *c);
 void lsv_conn_arm_timer(lsv_conn_t *c, double after);
 void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b);
 void lsv_conn_release_buf(lsv_server_t *srv, lsv_buf_t *b);
-/* Frees c once nothing uses it (calls on_close); deferred while busy. */
+/* Frees c once nothing holds it (type->closed first). */
 void lsv_conn_finish(lsv_conn_t *c);
-/* Calls handler[fn](conn, ...) as call_handler does: LSV_OK with nres
- * results pushed, LSV_AGAIN with no such function, LSV_ERR after a
- * handler error (logged, on_error, close). */
-int lsv_conn_call(lsv_conn_t *c, const char *fn, int nargs, int nres);
-/* Calls on_error(conn, msg), if the handler has one. The string is made
- * inside a protected call, so running out of memory for it fails only
- * this call: it may run inside a task, where the main thread has no
- * error handler, or at the loop's level. */
-void lsv_conn_on_error(lsv_conn_t *c, const char *msg);
+/* Tells c's user of a failure (type->error), with c held. */
+void lsv_conn_report(lsv_conn_t *c, const char *msg);
 
 /* conn_out.c, for conn.c. */
 /* libev write readiness (and an outbound connect finishing) on c->wio. */
 void lsv_conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
-/* Queues what on_message returned above stack slot base (all popped).
- * Returns LSV_OK (queued, or c failed over its cap: handled), or LSV_ERR
- * with an error message in their place for a value of the wrong type. */
-int lsv_conn_write_result(lsv_conn_t *c, lua_State *L, int base);
-/* c's timer fired in stream style: fails a write that has made no
- * progress for the idle timeout, or re-arms for the rest. */
+/* c's timer fired while it watches a waiting write: reports a write that
+ * has made no progress for the idle timeout, or re-arms for the rest. */
 void lsv_conn_write_timer(lsv_conn_t *c);
 
 #endif

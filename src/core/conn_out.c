@@ -7,11 +7,8 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
-#include "stream.h"
-#include "vm.h"
 
 #include <errno.h>
-#include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,7 +22,7 @@
 
 /* Bookkeeping after output was added to c->out: the pending list and the
  * high-water mark. */
-static void queued(lsv_conn_t *c)
+void lsv_conn_queued(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
     if (unlikely(!(c->flags & LSV_CONN_PENDING))) {
@@ -43,41 +40,19 @@ static void queued(lsv_conn_t *c)
     }
 }
 
-/* Under lsv_conn_on_error's pcall: [c, msg] -> on_error(conn, msg). */
-static int on_error_cb(lua_State *L)
-{
-    lsv_conn_t *c = lua_touserdata(L, 1);
-    const char *msg = lua_touserdata(L, 2);
-    lua_settop(L, 0);
-    lua_pushstring(L, msg);
-    lsv_conn_call(c, "on_error", 1, 0);
-    return 0;
-}
-
-void lsv_conn_on_error(lsv_conn_t *c, const char *msg)
-{
-    lua_State *L = c->srv->L;
-    lua_pushcfunction(L, on_error_cb);
-    lua_pushlightuserdata(L, c);
-    lua_pushlightuserdata(L, (void *)msg);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
-}
-
 /* Output for c cannot be queued: msg says why, truthfully. Logs it once,
- * drops c's queued output, calls on_error(conn, msg), and closes c with
- * reason "overflow". c stays allocated while a Lua call on it runs (it
- * is marked aborting first, so on_error's own writes are dropped);
- * otherwise it is freed here. */
+ * drops c's queued output, tells the user (type->error), and closes c
+ * with reason "overflow". c stays allocated while held (it is marked
+ * aborting first, so the user's own writes then are dropped); otherwise
+ * it is freed here. */
 static void output_failed(lsv_conn_t *c, const char *msg)
 {
-    conn_log(LSV_LOG_WARN, c, "%s; dropping the connection", msg);
+    lsv_conn_log(LSV_LOG_WARN, c, "%s; dropping the connection", msg);
     if (!(c->flags & LSV_CONN_CLOSING)) c->close_reason = "overflow";
     c->flags |= LSV_CONN_CLOSING | LSV_CONN_ABORT;
     c->out.len = 0;
     lsv_conn_stop_reading(c);
-    c->busy++;
-    lsv_conn_on_error(c, msg);
-    c->busy--;
+    lsv_conn_report(c, msg);
     lsv_conn_abort(c, "overflow");     /* may free c */
 }
 
@@ -85,6 +60,7 @@ static void output_failed(lsv_conn_t *c, const char *msg)
 int lsv_conn_check_room(lsv_conn_t *c, size_t n)
 {
     char msg[LSV_ERRLEN];
+    if (unlikely(c->flags & LSV_CONN_ABORT)) return LSV_ERR;   /* failed */
     size_t cap = c->srv->opt.max_output;
     if (unlikely(cap && n > cap - (cap > c->out.len ? c->out.len : cap))) {
         if (c->out.len)
@@ -113,18 +89,19 @@ int lsv_conn_check_room(lsv_conn_t *c, size_t n)
     return LSV_OK;
 }
 
-/* Appends n checked bytes to c's output. Returns LSV_ERR after failing c
- * when the buffer cannot grow (out of memory). */
-static int append_output(lsv_conn_t *c, const char *p, size_t n)
+int lsv_conn_append(lsv_conn_t *c, const char *p, size_t n)
 {
     if (unlikely(c->out.data == NULL)) lsv_conn_ensure_buf(c->srv, &c->out);
     if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
     int rc = lsv_buf_try_append(&c->out, p, n);
     if (unlikely(rc != LSV_OK)) {
-        /* Garbage Lua strings may hold what we need: collect, retry once.
-         * p is on the Lua stack or in C memory, so it stays put. */
-        lua_gc(c->srv->L, LUA_GCCOLLECT);
-        rc = lsv_buf_try_append(&c->out, p, n);
+        /* Garbage (Lua strings) may hold what we need: the layer above
+         * frees what it can, and we retry once. p is the caller's and
+         * stays put. */
+        if (c->srv->hooks && c->srv->hooks->low_memory) {
+            c->srv->hooks->low_memory(c->srv);
+            rc = lsv_buf_try_append(&c->out, p, n);
+        }
     }
     if (unlikely(rc != LSV_OK)) {
         char msg[LSV_ERRLEN];
@@ -141,17 +118,18 @@ int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n)
     if (c->flags & LSV_CONN_CLOSING) return LSV_ERR;
     if (n == 0) return LSV_OK;
     if (unlikely(lsv_conn_check_room(c, n) != LSV_OK) ||
-        unlikely(append_output(c, p, n) != LSV_OK))
+        unlikely(lsv_conn_append(c, p, n) != LSV_OK))
         return LSV_ERR;
-    queued(c);
+    lsv_conn_queued(c);
     return LSV_OK;
 }
 
 void lsv_conn_watch_write(lsv_conn_t *c)
 {
     if (c->timeout <= 0 || (c->flags & (LSV_CONN_CLOSING | LSV_CONN_TIMER)) ||
-        !(c->flags & LSV_CONN_STREAM))
+        !(c->flags & LSV_CONN_PULL))
         return;
+    c->flags |= LSV_CONN_WATCH;
     if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
     ev_tstamp left = c->out_since + c->timeout - ev_now(c->srv->loop);
     lsv_conn_arm_timer(c, left > 0.001 ? left : 0.001);
@@ -185,7 +163,7 @@ static void conn_flush(lsv_conn_t *c)
         lsv_conn_abort(c, "reset");
         return;
     }
-    if (c->writer) lsv_stream_output(c);
+    if (c->type->drained) c->type->drained(c);
     if (c->out.len == 0) {
         if (c->flags & LSV_CONN_WRITING) {
             ev_io_stop(srv->loop, &c->wio);
@@ -232,7 +210,10 @@ void lsv_conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
             lsv_conn_start_reading(c);
             if (c->out.len) conn_flush(c);
         }
-        lsv_stream_connected(c, err);   /* on error, aborts c */
+        c->busy++;
+        c->type->connected(c, err);
+        c->busy--;
+        if (err) lsv_conn_abort(c, "refused");
         return;
     }
     conn_flush(c);
@@ -240,117 +221,15 @@ void lsv_conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 void lsv_conn_write_timer(lsv_conn_t *c)
 {
-    if (c->writer == NULL || c->out.len == 0) return;
+    if (c->out.len == 0) {
+        c->flags &= ~LSV_CONN_WATCH;
+        return;
+    }
     ev_tstamp stalled = ev_now(c->srv->loop) - c->out_since;
     if (stalled < c->timeout - 0.001) {
         lsv_conn_arm_timer(c, c->timeout - stalled);
         return;
     }
-    conn_log(LSV_LOG_WARN, c, "a write made no progress for %.1f s "
-             "(idle timeout %g s): the peer is not reading and %u "
-             "bytes are still queued; the write fails with "
-             "\"timeout\"", stalled, c->timeout, (unsigned)c->out.len);
-    lsv_stream_write_timeout(c);
+    c->flags &= ~LSV_CONN_WATCH;
+    if (c->type->stalled) c->type->stalled(c, stalled);
 }
-
-/* Pushes "FILE:LINE: " for handler[fn], to place an error the function
- * made without raising (a bad reply) at its definition. [-0, +1, m] */
-static void push_fn_where(lsv_conn_t *c, const char *fn)
-{
-    lua_State *L = c->srv->L;
-    lua_Debug ar;
-    if (lsv_vm_get_fn(L, c->listener->handler_ref, fn) &&
-        lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
-        lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.linedefined);
-    else
-        lua_pushliteral(L, "");
-}
-
-/* Fails a reply at stack slot i (element k of a table there, or 0) of a
- * type that is not a string: an error message replaces the values above
- * base. Returns LSV_ERR. */
-static int bad_result(lsv_conn_t *c, lua_State *L, int base, int i,
-                      lua_Integer k)
-{
-    int t = k ? (lua_rawgeti(L, i, k), lua_type(L, -1)) : lua_type(L, i);
-    lua_settop(L, base);
-    push_fn_where(c, "on_message");
-    if (k)
-        lua_pushfstring(L, "%son_message returned a table whose element %I "
-                        "is a %s, not a string", lua_tostring(L, -1), k,
-                        lua_typename(L, t));
-    else
-        lua_pushfstring(L, "%son_message returned a %s; a reply is strings, "
-                        "a table of strings or nil", lua_tostring(L, -1),
-                        lua_typename(L, t));
-    lua_remove(L, -2);
-    return LSV_ERR;
-}
-
-/* Bytes a number in a reply table takes at most once formatted (its
- * string is made only when it is copied). */
-#define NUMBER_LEN 64
-
-/* Writes what on_message returned: the values above stack slot base, each
- * a string (or number), a table of strings, or nil; all popped. Several
- * values are written in order, so `return "[", ctime(), "] ", line`
- * replies without building a string. A first pass checks the types and
- * adds up the size, so a reply is queued whole or not at all and the
- * output cap is checked before any memory is taken; the second copies the
- * pieces into the output buffer. For a value of the wrong type, returns
- * LSV_ERR with an error message in their place. A reply that cannot be
- * queued (over --max-output, out of memory) fails c (output_failed) and
- * returns LSV_OK: it was handled. */
-int lsv_conn_write_result(lsv_conn_t *c, lua_State *L, int base)
-{
-    int top = lua_gettop(L);
-    if (top == base) return LSV_OK;
-    if (unlikely(c->flags & LSV_CONN_ABORT)) {
-        lua_settop(L, base);
-        return LSV_OK;
-    }
-    size_t total = 0, n;
-    for (int i = base + 1; i <= top; i++) {
-        if (likely(lua_tolstring(L, i, &n) != NULL)) {
-            total += n;
-            continue;
-        }
-        int t = lua_type(L, i);
-        if (t == LUA_TTABLE) {
-            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
-            for (lua_Integer k = 1; k <= len; k++) {
-                int et = lua_rawgeti(L, i, k);
-                total += et == LUA_TSTRING ? lua_rawlen(L, -1) : NUMBER_LEN;
-                lua_pop(L, 1);
-                if (unlikely(et != LUA_TSTRING && et != LUA_TNUMBER))
-                    return bad_result(c, L, base, i, k);
-            }
-        } else if (t != LUA_TNIL) {
-            return bad_result(c, L, base, i, 0);
-        }
-    }
-    if (total == 0 || lsv_conn_check_room(c, total) != LSV_OK) {
-        lua_settop(L, base);
-        return LSV_OK;
-    }
-    uint32_t before = c->out.len;
-    int rc = LSV_OK;
-    for (int i = base + 1; i <= top && rc == LSV_OK; i++) {
-        const char *s = lua_tolstring(L, i, &n);
-        if (s != NULL) {
-            rc = append_output(c, s, n);
-        } else if (lua_type(L, i) == LUA_TTABLE) {
-            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
-            for (lua_Integer k = 1; k <= len && rc == LSV_OK; k++) {
-                lua_rawgeti(L, i, k);
-                s = lua_tolstring(L, -1, &n);
-                rc = append_output(c, s, n);
-                lua_pop(L, 1);
-            }
-        }
-    }
-    lua_settop(L, base);
-    if (rc == LSV_OK && c->out.len != before) queued(c);
-    return LSV_OK;
-}
-

@@ -1,13 +1,9 @@
 /* listener.c: listening sockets; accepting stream connections. */
 #include "lsv.h"
 #include "listener.h"
-#include "conn.h"
 #include "log.h"
-#include "udp.h"
-#include "vm.h"
 
 #include <errno.h>
-#include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,7 +73,6 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
     l->addr = *a;
     l->fd = fd;
     l->inherited = inherited;
-    l->handler_ref = LUA_NOREF;
     lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
     l->opt.idle_timeout = srv->opt.idle_timeout;
     l->opt.high_water = srv->opt.high_water;
@@ -94,12 +89,8 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
         snprintf(l->name, sizeof l->name, "%s:%s",
                  lsv_net_kind_name(a->kind), a->path);
 
-    if (lsv_listener_is_dgram(l)) {
-        ev_io_init(&l->io, lsv_udp_read_cb, fd, EV_READ);
-        lsv_udp_init(l);
-    } else {
-        ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
-    }
+    /* A datagram listener's watcher is udp.c's (lsv_udp_attach). */
+    ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
     ev_init(&l->pause_timer, listener_resume_cb);
 
     lsv_listener_t **pp = &srv->listeners;   /* keep command-line order */
@@ -111,7 +102,7 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
 void lsv_listener_start_all(lsv_server_t *srv)
 {
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
-        if (lsv_listener_is_dgram(l)) lsv_udp_setup(l);
+        if (l->ops && l->ops->start) l->ops->start(l);
         ev_io_start(srv->loop, &l->io);
     }
 }
@@ -121,7 +112,7 @@ void lsv_listener_close_all(lsv_server_t *srv)
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         if (l->fd < 0) continue;
         /* A graceful stop answers what the socket already holds. */
-        if (srv->stopping && lsv_listener_is_dgram(l)) lsv_udp_drain(l);
+        if (srv->stopping && l->ops && l->ops->drain) l->ops->drain(l);
         if (l->fd < 0) continue;
         ev_io_stop(srv->loop, &l->io);
         ev_timer_stop(srv->loop, &l->pause_timer);
@@ -139,7 +130,7 @@ void lsv_listener_free_all(lsv_server_t *srv)
     while (srv->listeners) {
         lsv_listener_t *l = srv->listeners;
         srv->listeners = l->next;
-        if (l->dgram) lsv_udp_free(l);
+        if (l->ops && l->ops->free) l->ops->free(l);
         free(l);
     }
 }
@@ -169,32 +160,6 @@ static void listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     lsv_listener_t *l = container_of(w, lsv_listener_t, pause_timer);
     if (l->fd >= 0) ev_io_start(loop, &l->io);
-}
-
-/* Asks on_accept(peer, listener) whether to take the connection. Returns
- * nonzero to accept. An error in on_accept refuses. */
-static int accept_allowed(lsv_listener_t *l, const struct sockaddr *sa,
-                          socklen_t len)
-{
-    lua_State *L = l->srv->L;
-    if (!lsv_vm_get_fn(L, l->handler_ref, "on_accept")) return 1;
-    char peer[LSV_ADDRSTRLEN];
-    lsv_net_format(sa, len, peer);
-    lua_pushstring(L, peer);
-    lua_pushstring(L, l->name);
-    if (lsv_vm_pcall(L, 2, 2) != LUA_OK) {
-        l->stats.handler_errors++;
-        lsv_error("handler error in on_accept (peer %s, %s): %s", peer,
-                  l->name, lua_tostring(L, -1));
-        lua_pop(L, 1);
-        return 0;
-    }
-    int ok = !(lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2));
-    if (!ok)
-        lsv_info("%s: refused %s: %s", l->name, peer,
-                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "by on_accept");
-    lua_pop(L, 2);
-    return ok;
 }
 
 /* Errors accept(2) reports about one pending connection (accept(2): "treat
@@ -229,10 +194,6 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             pause_accepting(l, errno);
             return;
         }
-        if (!accept_allowed(l, (struct sockaddr *)&ss, len)) {
-            close(fd);
-            continue;
-        }
-        lsv_conn_accept(l, fd, (struct sockaddr *)&ss, len);
+        l->srv->hooks->accept(l, fd, (struct sockaddr *)&ss, len);
     }
 }

@@ -38,6 +38,14 @@ typedef struct lsv_lopts {
     lsv_frame_spec_t framing;
 } lsv_lopts_t;
 
+/* What a kind of listener adds to the stream kind's accepting: udp.c's
+ * datagram kinds set it (lsv_udp_attach). Each may be NULL. */
+typedef struct lsv_listener_ops {
+    void (*start)(lsv_listener_t *l);   /* before its watcher starts */
+    void (*drain)(lsv_listener_t *l);   /* a graceful stop, before closing */
+    void (*free)(lsv_listener_t *l);    /* what it owns */
+} lsv_listener_ops_t;
+
 /* Records one handler call batch: n calls that took `seconds` together,
  * each observed as seconds / n. */
 void lsv_listener_observe(lsv_listener_t *l, double seconds, uint64_t n);
@@ -47,8 +55,8 @@ struct lsv_listener {
     lsv_server_t *srv;
     lsv_addr_t addr;
     int fd;
-    int handler_ref;            /* registry ref to the handler table */
-    struct lsv_script *script;  /* the script that handler came from */
+    struct lsv_script *script;  /* what serves it (src/lua/script.h); core
+                                 * never looks inside */
     lsv_lopts_t opt;
     lsv_lstats_t stats;
     int inherited;              /* fd came from systemd: do not unlink */
@@ -58,6 +66,7 @@ struct lsv_listener {
     ev_timer pause_timer;       /* restarts accepting after EMFILE */
     ev_tstamp last_pause_log;
     uint64_t paused_count;      /* pauses not yet logged */
+    const lsv_listener_ops_t *ops;     /* a kind's own, or NULL */
     lsv_dgram_t *dgram;         /* datagram kinds: the light conn state */
 };
 

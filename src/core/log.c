@@ -342,6 +342,13 @@ void lsv_log_writec(int level, const lsv_log_ctx_t *ctx, const char *fmt, ...)
     va_end(ap);
 }
 
+void lsv_log_vwritec(int level, const lsv_log_ctx_t *ctx, const char *fmt,
+                     va_list ap)
+{
+    if (!allowed(level, ctx, fmt)) return;
+    log_line(level, ctx, NULL, fmt, ap);
+}
+
 void lsv_log_write_all(int level, const char *fmt, ...)
 {
     va_list ap;

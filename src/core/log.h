@@ -4,6 +4,8 @@
 
 #include "lsv.h"
 
+#include <stdarg.h>
+
 struct ev_loop;
 
 enum { LSV_LOG_DEBUG = 0, LSV_LOG_INFO, LSV_LOG_WARN, LSV_LOG_ERROR };
@@ -56,6 +58,10 @@ void lsv_log_detach(void);
  * in JSON it is the fields listener, peer and conn. */
 void lsv_log_writec(int level, const lsv_log_ctx_t *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* lsv_log_writec with a va_list; fmt keys the rate limit as there. */
+void lsv_log_vwritec(int level, const lsv_log_ctx_t *ctx, const char *fmt,
+                     va_list ap);
 
 /* One access log line for a closed connection (level info). */
 void lsv_log_access(const char *listener, const char *peer, uint64_t id,

@@ -1,19 +1,45 @@
-/* server.h: the server: one event loop, one Lua state, listeners, conns. */
+/* server.h: the server: one event loop, its listeners and conns, the
+ * read-buffer pool, the graceful stop; and the hooks through which the
+ * layer above (src/lua) serves what arrives. */
 #ifndef LSV_SERVER_H
 #define LSV_SERVER_H
 
 #include "lsv.h"
 #include "buf.h"
 #include "frame.h"
-#include "sched.h"
 
 #include <ev.h>
-#include <lua.h>
-#include <time.h>
+#include <sys/socket.h>
 
+typedef struct lsv_server lsv_server_t;
 typedef struct lsv_listener lsv_listener_t;
+typedef struct lsv_conn lsv_conn_t;
 typedef struct lsv_dgram lsv_dgram_t;
 typedef struct lsv_resolver lsv_resolver_t;
+
+/* What the server hands to the layer that serves it (src/lua), set once
+ * before the loop runs. Core calls these; it never calls Lua itself. */
+typedef struct lsv_hooks {
+    /* A stream listener accepted fd (non-blocking) from sa: takes
+     * ownership of fd, making a conn of it (lsv_conn_new) or closing it. */
+    void (*accept)(lsv_listener_t *l, int fd, const struct sockaddr *sa,
+                   socklen_t salen);
+    /* Datagram p[0, n) (borrowed) arrived on l from d's peer; a reply is
+     * appended with lsv_udp_write. Returns 1 to send what was appended. */
+    int (*datagram)(lsv_listener_t *l, lsv_dgram_t *d, const char *p,
+                    size_t n);
+    /* Once a loop turn, after conns had their input turn and before
+     * queued output is written: runs what became ready (tasks). */
+    void (*turn)(lsv_server_t *srv);
+    /* The graceful stop began; the listeners are closed already. */
+    void (*stopping)(lsv_server_t *srv);
+    /* An allocation a peer or script sized failed: free what can be
+     * freed (a garbage collection) before the one retry. */
+    void (*low_memory)(lsv_server_t *srv);
+    /* A state the service manager may want to hear ("RELOADING=1",
+     * "READY=1", "STOPPING=1"); may be NULL. */
+    void (*notify)(lsv_server_t *srv, const char *state);
+} lsv_hooks_t;
 
 /* Counters the core keeps for the whole server. Traffic is counted per
  * listener only (lsv_lstats_t); luaserv.stats() sums the listeners. */
@@ -42,9 +68,10 @@ typedef struct lsv_options {
     size_t max_output;        /* bytes queued for one peer, 0 = any */
 } lsv_options_t;
 
-typedef struct lsv_server {
+struct lsv_server {
     struct ev_loop *loop;
-    lua_State *L;
+    const lsv_hooks_t *hooks;
+    struct lsv_vm *vm;           /* the handler layer's (src/lua/vm.h) */
     lsv_options_t opt;
     lsv_stats_t stats;
 
@@ -52,9 +79,6 @@ typedef struct lsv_server {
     lsv_conn_t *conns;           /* open connections; doubly linked */
     lsv_conn_t *outbound;        /* luaserv.connect() conns; doubly linked */
     lsv_listener_t *outbound_listener;  /* what outbound conns point at */
-    lsv_task_t main_task;        /* the main thread's extra space points here */
-    lsv_task_t *tasks;           /* every live task; doubly linked */
-    lsv_task_t *ready, *ready_tail;     /* tasks to resume this turn */
     lsv_resolver_t *resolver;
     lsv_conn_t *pending;         /* conns with output to flush this turn */
     lsv_conn_t *again;           /* conns with input work for this turn */
@@ -64,11 +88,6 @@ typedef struct lsv_server {
 
     ev_prepare flush_watcher;    /* writes pending output before polling */
     ev_idle kick_watcher;        /* active while work is queued: no blocking */
-    ev_signal sigterm_watcher;
-    ev_signal sigint_watcher;
-    ev_signal sighup_watcher;
-    ev_timer reload_timer;       /* --watch: settles bursts of changes */
-    struct lsv_script *scripts;  /* loaded handler scripts */
     ev_timer shutdown_timer;
     ev_timer stop_soon;          /* lsv_server_stop_soon: stops next turn */
     int stopping;
@@ -76,10 +95,7 @@ typedef struct lsv_server {
     /* Spare read buffers given back by idle connections. */
     char *free_bufs[64];
     int nfree_bufs;
-
-    /* luaserv.ctime(): the second its cached string is for. */
-    time_t ctime_sec;
-} lsv_server_t;
+};
 
 /* Read buffers are this big; the pool above holds only this size. */
 #define LSV_READ_SIZE (16u * 1024)
@@ -98,16 +114,14 @@ static inline void lsv_server_kick(lsv_server_t *srv)
         ev_idle_start(srv->loop, &srv->kick_watcher);
 }
 
-/* Begins the graceful stop: listeners close, conns drain, then the loop
- * ends (see main.c). */
-void lsv_server_stop(lsv_server_t *srv);
+/* Frees the pooled read buffers (at exit). */
+void lsv_server_free_bufs(lsv_server_t *srv);
 
-/* Asks for lsv_server_stop at the loop's next turn: for callers inside a
- * handler (core.shutdown), whose listener or conn the stop would close
- * under them. */
-void lsv_server_stop_soon(lsv_server_t *srv);
-
-/* Checks whether a stopping server has nothing left and ends the loop. */
-void lsv_server_maybe_done(lsv_server_t *srv);
+/* Ends the loop if a stopping server has nothing left (conn.c calls it
+ * as each conn goes). */
+static inline void lsv_server_maybe_done(lsv_server_t *srv)
+{
+    if (srv->stopping && srv->conns == NULL) ev_break(srv->loop, EVBREAK_ALL);
+}
 
 #endif

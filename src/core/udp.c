@@ -1,14 +1,14 @@
-/* udp.c: datagram listeners: one on_message call per datagram, received
- * and answered in batches with recvmmsg and sendmmsg. */
+/* udp.c: datagram listeners: each datagram handed to the layer above
+ * (hooks->datagram), received and answered in batches with recvmmsg and
+ * sendmmsg. */
 #include "lsv.h"
 #include "udp.h"
+#include "listener.h"
 #include "log.h"
-#include "lua_conn.h"
-#include "vm.h"
+#include "net.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <lauxlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -19,21 +19,13 @@
 /* Batches handled per wakeup before other watchers get a turn. */
 #define BATCHES_PER_EVENT 4
 
-/* One set of receive buffers per process: datagrams are copied into Lua
- * strings before any handler runs, so listeners can share them. Only the
+/* One set of receive buffers per process: datagrams are copied (into Lua
+ * strings) before any handler runs, so listeners can share them. Only the
  * pages datagrams touch become resident. */
 static char recv_bufs[BATCH][LSV_DGRAM_MAX + 1];
 static struct sockaddr_storage recv_peers[BATCH];
 
-void lsv_udp_init(lsv_listener_t *l)
-{
-    lsv_dgram_t *d = lsv_calloc(1, sizeof *d);
-    d->listener = l;
-    d->ud_ref = LUA_NOREF;
-    l->dgram = d;
-}
-
-void lsv_udp_free(lsv_listener_t *l)
+static void udp_free(lsv_listener_t *l)
 {
     lsv_buf_free(&l->dgram->reply);
     free(l->dgram);
@@ -50,98 +42,20 @@ int lsv_udp_write(lsv_dgram_t *d, const char *p, size_t n)
     return LSV_OK;
 }
 
-/* The error for a reply lsv_udp_write refused while in a call. */
-static void reply_refused(lsv_dgram_t *d)
-{
-    lsv_error("on_message (%s): its reply is over %u bytes, more than one "
-              "datagram holds; not sent", d->listener->name, LSV_DGRAM_MAX);
-}
-
-/* Appends the values above stack slot base (strings, numbers, tables of
- * them, nils) to the batch's reply buffer after what conn:write() put
- * there. Returns LSV_ERR for a value of the wrong type. */
-static int add_reply(lsv_dgram_t *d, lua_State *L, int base)
-{
-    int top = lua_gettop(L);
-    size_t n;
-    for (int i = base + 1; i <= top; i++) {
-        int t = lua_type(L, i);
-        if (likely(t == LUA_TSTRING || t == LUA_TNUMBER)) {
-            const char *s = lua_tolstring(L, i, &n);
-            if (unlikely(lsv_udp_write(d, s, n) != LSV_OK)) {
-                reply_refused(d);
-                return LSV_ERR;
-            }
-        } else if (t == LUA_TTABLE) {
-            lua_Integer len = (lua_Integer)lua_rawlen(L, i);
-            for (lua_Integer k = 1; k <= len; k++) {
-                int et = lua_rawgeti(L, i, k);
-                if (et != LUA_TSTRING && et != LUA_TNUMBER) {
-                    lsv_error("on_message (%s): reply element %lld is a %s, "
-                              "not a string", d->listener->name,
-                              (long long)k, lua_typename(L, et));
-                    return LSV_ERR;
-                }
-                const char *s = lua_tolstring(L, -1, &n);
-                if (unlikely(lsv_udp_write(d, s, n) != LSV_OK)) {
-                    reply_refused(d);
-                    return LSV_ERR;
-                }
-                lua_pop(L, 1);
-            }
-            d->has_reply = 1;
-        } else if (t != LUA_TNIL) {
-            lsv_error("on_message (%s): returned a %s; a reply is strings, "
-                      "a table of strings or nil", d->listener->name,
-                      lua_typename(L, t));
-            return LSV_ERR;
-        }
-    }
-    return LSV_OK;
-}
-
-/* Runs on_message for datagram data[0, n) from d->peer. Its reply, if
- * any, is left in d->reply from offset start on. Returns 1 if there is a
- * reply to send. */
+/* Hands datagram data[0, n) from d->peer to the layer above. Its reply,
+ * if any, is left in d->reply from offset start on. Returns 1 if there is
+ * a reply to send. */
 static int handle_datagram(lsv_listener_t *l, const char *data, size_t n,
                            size_t start)
 {
-    lsv_server_t *srv = l->srv;
-    lua_State *L = srv->L;
     lsv_dgram_t *d = l->dgram;
-    int top = lua_gettop(L);
-    srv->stats.datagrams++;
+    l->srv->stats.datagrams++;
     l->stats.messages++;
-    if (!lsv_vm_get_fn(L, l->handler_ref, "on_message")) return 0;
-    lsv_ldgram_push(L, d);
     d->in_call = 1;
     d->has_reply = 0;
     d->reply_start = (uint32_t)start;
-    int ok = 0;
-    if (likely(lsv_vm_pcall_str(L, 1, data, n, LUA_MULTRET) == LUA_OK)) {
-        ok = add_reply(d, L, top) == LSV_OK;
-        if (unlikely(!ok)) {
-            srv->stats.handler_errors++;
-            l->stats.handler_errors++;
-        }
-    } else {
-        char peer[LSV_ADDRSTRLEN];
-        l->stats.handler_errors++;
-        lsv_log_ctx_t ctx = { l->name, lsv_net_format((struct sockaddr *)
-                              &d->peer, d->peer_len, peer), 0 };
-        lsv_log_writec(LSV_LOG_ERROR, &ctx, "handler error in on_message "
-                       "(datagram): %s", lua_tostring(L, -1));
-        if (lsv_vm_get_fn(L, l->handler_ref, "on_error")) {
-            lsv_ldgram_push(L, d);
-            lua_pushvalue(L, -3);
-            if (lsv_vm_pcall(L, 2, 0) != LUA_OK) {
-                lsv_error("handler error in on_error (%s): %s", l->name,
-                          lua_tostring(L, -1));
-            }
-        }
-    }
+    int ok = l->srv->hooks->datagram(l, d, data, n);
     d->in_call = 0;
-    lua_settop(L, top);
     if (!ok) d->reply.len = (uint32_t)start;   /* only this datagram's */
     return ok && d->has_reply;
 }
@@ -283,7 +197,7 @@ static int handle_batch(lsv_listener_t *l, uint64_t *handled)
     return n;
 }
 
-void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop; (void)revents;
     lsv_listener_t *l = container_of(w, lsv_listener_t, io);
@@ -295,7 +209,7 @@ void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (handled) lsv_listener_observe(l, lsv_clock() - t0, handled);
 }
 
-void lsv_udp_drain(lsv_listener_t *l)
+static void udp_drain(lsv_listener_t *l)
 {
     double t0 = lsv_clock();
     uint64_t handled = 0;
@@ -331,7 +245,7 @@ static void set_buf(lsv_listener_t *l, int force, int plain, const char *what,
                  plain == SO_RCVBUF ? "rmem" : "wmem");
 }
 
-void lsv_udp_setup(lsv_listener_t *l)
+static void udp_start(lsv_listener_t *l)
 {
     int on = 1;
     if (setsockopt(l->fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof on) < 0)
@@ -341,4 +255,14 @@ void lsv_udp_setup(lsv_listener_t *l)
         set_buf(l, SO_RCVBUFFORCE, SO_RCVBUF, "rcvbuf", l->opt.rcvbuf);
     if (l->opt.sndbuf)
         set_buf(l, SO_SNDBUFFORCE, SO_SNDBUF, "sndbuf", l->opt.sndbuf);
+}
+
+void lsv_udp_attach(lsv_listener_t *l)
+{
+    static const lsv_listener_ops_t ops = { udp_start, udp_drain, udp_free };
+    lsv_dgram_t *d = lsv_calloc(1, sizeof *d);
+    d->listener = l;
+    l->dgram = d;
+    l->ops = &ops;
+    ev_io_init(&l->io, udp_read_cb, l->fd, EV_READ);
 }

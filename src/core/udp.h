@@ -3,15 +3,17 @@
 #define LSV_UDP_H
 
 #include "lsv.h"
-#include "listener.h"
+#include "buf.h"
+#include "server.h"
+
+#include <sys/socket.h>
 
 /* The light conn of a datagram listener: the current sender, and the
  * replies of the batch being handled (conn:write() output and returned
  * values append to it). */
 struct lsv_dgram {
     lsv_listener_t *listener;
-    int in_call;            /* on_message is running for `peer` */
-    int ud_ref;             /* registry ref to the Lua userdata */
+    int in_call;            /* hooks->datagram is running for `peer` */
     lsv_buf_t reply;        /* replies of the current batch, back to back */
     int has_reply;          /* the current call wrote or returned a reply */
     uint32_t reply_start;   /* where the current call's reply begins */
@@ -24,20 +26,11 @@ struct lsv_dgram {
  * datagram listener before closing it. */
 #define LSV_UDP_DRAIN_SECONDS 1.0
 
-/* Sets up the datagram state of a listener (owned by it). */
-void lsv_udp_init(lsv_listener_t *l);
-void lsv_udp_free(lsv_listener_t *l);
-
-/* Applies the listener's rcvbuf and sndbuf, and asks the kernel to report
- * its drop count (SO_RXQ_OVFL) with received datagrams. Logs problems. */
-void lsv_udp_setup(lsv_listener_t *l);
-
-/* Answers the datagrams already queued on l, until the socket has none
- * or LSV_UDP_DRAIN_SECONDS pass; for a graceful stop, before closing. */
-void lsv_udp_drain(lsv_listener_t *l);
-
-/* The read watcher callback of a datagram listener. */
-void lsv_udp_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+/* Makes l (just opened, of a datagram kind) a datagram listener: its
+ * state (owned by it), its read watcher, and its start (rcvbuf, sndbuf,
+ * the kernel's drop count), graceful-stop drain (the datagrams already
+ * queued, up to LSV_UDP_DRAIN_SECONDS) and free. */
+void lsv_udp_attach(lsv_listener_t *l);
 
 /* The biggest datagram luaserv receives or replies with. */
 #define LSV_DGRAM_MAX 65536

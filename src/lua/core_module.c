@@ -2,6 +2,8 @@
  * connections, reload, log level, shutdown, core metrics) for the admin
  * socket and the metrics endpoint, which are Lua handlers in lua/luaserv. */
 #include "lsv.h"
+#include "loop.h"
+#include "core_module.h"
 #include "conn.h"
 #include "guard.h"
 #include "listener.h"
@@ -22,24 +24,28 @@ static int core_conns(lua_State *L)
     lsv_server_t *srv = lsv_vm_server(L);
     lua_newtable(L);
     lua_Integer i = 0;
-    for (lsv_conn_t *c = srv->conns; c; c = c->next) {
+    for (lsv_conn_t *c = lsv_conn_first(srv); c; c = lsv_conn_next(c)) {
         char peer[LSV_ADDRSTRLEN];
+        socklen_t len;
+        const struct sockaddr *sa = lsv_conn_peer(c, &len);
+        lsv_conn_info_t info;
+        lsv_conn_info(c, &info);
         lua_createtable(L, 0, 8);
-        lua_pushinteger(L, (lua_Integer)c->id);
+        lua_pushinteger(L, (lua_Integer)lsv_conn_id(c));
         lua_setfield(L, -2, "id");
-        lua_pushstring(L, lsv_net_format(&c->peer.sa, c->peer_len, peer));
+        lua_pushstring(L, lsv_net_format(sa, len, peer));
         lua_setfield(L, -2, "peer");
-        lua_pushstring(L, c->listener->name);
+        lua_pushstring(L, lsv_conn_listener(c)->name);
         lua_setfield(L, -2, "listener");
-        lua_pushnumber(L, ev_now(srv->loop) - c->started);
+        lua_pushnumber(L, info.age);
         lua_setfield(L, -2, "age");
-        lua_pushinteger(L, (lua_Integer)c->nin);
+        lua_pushinteger(L, (lua_Integer)info.bytes_in);
         lua_setfield(L, -2, "bytes_in");
-        lua_pushinteger(L, (lua_Integer)c->nout);
+        lua_pushinteger(L, (lua_Integer)info.bytes_out);
         lua_setfield(L, -2, "bytes_out");
-        lua_pushinteger(L, (lua_Integer)c->nmsg);
+        lua_pushinteger(L, (lua_Integer)info.messages);
         lua_setfield(L, -2, "messages");
-        lua_pushstring(L, (c->flags & LSV_CONN_STREAM) ? "stream" : "callback");
+        lua_pushstring(L, lsv_conn_type(c)->style);
         lua_setfield(L, -2, "style");
         lua_rawseti(L, -2, ++i);
     }
@@ -83,7 +89,7 @@ static int core_handlers(lua_State *L)
     lsv_server_t *srv = lsv_vm_server(L);
     lua_newtable(L);
     const char *first = NULL;
-    for (lsv_script_t *s = srv->scripts; s; s = s->next) {
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
         lua_setfield(L, -2, s->path);
         if (!s->builtin) first = s->path;   /* the list is newest first */
@@ -141,7 +147,7 @@ static int core_log_level(lua_State *L)
  * turn, so the handler that asks finishes its batch first. */
 static int core_shutdown(lua_State *L)
 {
-    lsv_server_stop_soon(lsv_vm_server(L));
+    lsv_loop_stop_soon(lsv_vm_server(L));
     return 0;
 }
 
@@ -243,8 +249,6 @@ static int core_metrics(lua_State *L)
     luaL_pushresult(&b);
     return 1;
 }
-
-int luaopen_luaserv_core(lua_State *L);
 
 int luaopen_luaserv_core(lua_State *L)
 {

@@ -1,6 +1,11 @@
 /* lua_api.c: the `luaserv` module handlers require. */
 #include "lsv.h"
+#include "lua_api.h"
+#include "core_module.h"
 #include "guard.h"
+#include "lua_conn.h"
+#include "timer.h"
+#include "udp_socket.h"
 #include "listener.h"
 #include "log.h"
 #include "sched.h"
@@ -20,7 +25,7 @@ static int api_ctime(lua_State *L)
 {
     lsv_server_t *srv = lsv_vm_server(L);
     time_t now = (time_t)ev_now(srv->loop);
-    if (unlikely(now != srv->ctime_sec)) {
+    if (unlikely(now != srv->vm->ctime_sec)) {
         struct tm tm;
         char buf[64];
         localtime_r(&now, &tm);
@@ -28,7 +33,7 @@ static int api_ctime(lua_State *L)
         size_t n = strftime(buf, sizeof buf, "%a %b %e %H:%M:%S %Y", &tm);
         lua_pushlstring(L, buf, n);
         lua_copy(L, -1, lua_upvalueindex(1));
-        srv->ctime_sec = now;
+        srv->vm->ctime_sec = now;
         return 1;
     }
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -121,10 +126,6 @@ static int api_index(lua_State *L)
     return 1;
 }
 
-int luaopen_luaserv(lua_State *L);
-void lsv_timer_open(lua_State *L);
-void lsv_udp_open_api(lua_State *L);
-
 int luaopen_luaserv(lua_State *L)
 {
     static const char *const levels[] = { "debug", "info", "warn", "error" };
@@ -150,4 +151,19 @@ int luaopen_luaserv(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_setmetatable(L, -2);
     return 1;
+}
+
+void lsv_lua_open(lsv_server_t *srv, const char *script)
+{
+    lsv_vm_open(srv, script);
+    lsv_sched_init(srv);
+    lua_State *L = srv->vm->L;
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_luaserv);
+    lua_setfield(L, -2, "luaserv");
+    lua_pushcfunction(L, luaopen_luaserv_core);
+    lua_setfield(L, -2, "luaserv.core");
+    lua_pop(L, 1);
+    lsv_lconn_open(L);
+    lsv_stream_open_methods(L);
 }

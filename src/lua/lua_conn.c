@@ -4,7 +4,6 @@
 #include "conn.h"
 #include "listener.h"
 #include "net.h"
-#include "stream.h"
 #include "udp.h"
 #include "vm.h"
 
@@ -88,10 +87,12 @@ static int conn_index(lua_State *L)
             lua_pushvalue(L, -1);
             lua_setiuservalue(L, 1, 1);
         }
-    } else if (u->c == NULL ||
-               !push_addr_field(L, k, &u->c->peer.sa, u->c->peer_len,
-                                u->c->fd, u->c->listener)) {
-        lua_pushnil(L);
+    } else {
+        socklen_t len = 0;
+        const struct sockaddr *sa = u->c ? lsv_conn_peer(u->c, &len) : NULL;
+        if (sa == NULL || !push_addr_field(L, k, sa, len, lsv_conn_fd(u->c),
+                                           lsv_conn_listener(u->c)))
+            lua_pushnil(L);
     }
     return 1;
 }
@@ -105,7 +106,7 @@ static int conn_newindex(lua_State *L)
 /* Raises a caller error naming `what` unless the values at 2..top are
  * strings, numbers or tables of them; checked before anything is written,
  * so a write is all or nothing. [-0, +0, v] */
-static void check_pieces(lua_State *L, const char *what)
+void lsv_lconn_check_pieces(lua_State *L, const char *what)
 {
     int n = lua_gettop(L);
     for (int i = 2; i <= n; i++) {
@@ -127,24 +128,12 @@ static void check_pieces(lua_State *L, const char *what)
     }
 }
 
-/* conn:write(...) -> conn | nil, "closed" | "overflow" | "timeout".
- * Strings, numbers and tables of them (as on_message returns), written in
- * order; in a task a big write streams out under backpressure (see
- * lsv_stream_write). [-0, +(1|2), e] */
-static int conn_write(lua_State *L)
-{
-    lconn_t *u = check_conn(L);
-    check_pieces(L, "conn:write");
-    if (u->c == NULL) return closed_result(L);
-    return lsv_stream_write(L, u->c);
-}
-
 /* conn:close() -> true | nil, "closed" (already closed). Output queued
  * so far is still written. [-0, +(1|2), -] */
 static int conn_close(lua_State *L)
 {
     lconn_t *u = check_conn(L);
-    if (u->c == NULL || (u->c->flags & LSV_CONN_CLOSING))
+    if (u->c == NULL || lsv_conn_is_closing(u->c))
         return closed_result(L);
     lsv_conn_close(u->c, "closed");
     lua_pushboolean(L, 1);
@@ -198,7 +187,7 @@ static int conn_resume(lua_State *L)
 static int conn_is_closed(lua_State *L)
 {
     lconn_t *u = check_conn(L);
-    lua_pushboolean(L, u->c == NULL || (u->c->flags & LSV_CONN_CLOSING));
+    lua_pushboolean(L, u->c == NULL || lsv_conn_is_closing(u->c));
     return 1;
 }
 
@@ -206,12 +195,24 @@ static int conn_tostring(lua_State *L)
 {
     lconn_t *u = check_conn(L);
     char buf[LSV_ADDRSTRLEN];
-    if (u->c)
+    if (u->c) {
+        socklen_t len;
+        const struct sockaddr *sa = lsv_conn_peer(u->c, &len);
         lua_pushfstring(L, "conn %I (%s)", u->id,
-                        lsv_net_format(&u->c->peer.sa, u->c->peer_len, buf));
-    else
+                        lsv_net_format(sa, len, buf));
+    } else
         lua_pushfstring(L, "conn %I (closed)", u->id);
     return 1;
+}
+
+/* Registry key of the conn methods table (__index's upvalue). */
+static const char methods_key = 'm';
+
+void lsv_lconn_add_methods(lua_State *L, const luaL_Reg *methods)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &methods_key);
+    luaL_setfuncs(L, methods, 0);
+    lua_pop(L, 1);
 }
 
 /* Registry key of the weak table holding outbound conns' userdata: the
@@ -219,50 +220,62 @@ static int conn_tostring(lua_State *L)
  * handler dropped is closed by the garbage collector, like a file. */
 static const char weak_key = 'w';
 
-/* Pushes the table c's ref lives in. [-0, +1, -] */
-static void push_ref_table(lua_State *L, const lsv_conn_t *c)
+/* Pushes the table u's ref lives in. [-0, +1, -] */
+static void push_ref_table(lua_State *L, int outbound)
 {
-    if (c->flags & LSV_CONN_OUTBOUND)
+    if (outbound)
         lua_rawgetp(L, LUA_REGISTRYINDEX, &weak_key);
     else
         lua_pushvalue(L, LUA_REGISTRYINDEX);
 }
 
+lsv_lconn_t *lsv_lconn_new(lua_State *L, lsv_conn_t *c, int outbound)
+{
+    lconn_t *u = lua_newuserdatauv(L, sizeof *u, 1);
+    memset(u, 0, sizeof *u);
+    u->ref = LUA_NOREF;
+    luaL_setmetatable(L, LSV_CONN_MT);
+    push_ref_table(L, outbound);
+    lua_pushvalue(L, -2);
+    u->ref = luaL_ref(L, -2);
+    lua_pop(L, 1);
+    if (c) lsv_lconn_bind(u, c);
+    return u;
+}
+
+void lsv_lconn_bind(lsv_lconn_t *u, lsv_conn_t *c)
+{
+    u->c = c;
+    u->id = (lua_Integer)lsv_conn_id(c);
+    lsv_conn_set_data(c, u);
+}
+
 void lsv_lconn_push(lua_State *L, lsv_conn_t *c)
 {
-    if (likely(c->ud_ref != LUA_NOREF) && !(c->flags & LSV_CONN_OUTBOUND)) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, c->ud_ref);
+    lconn_t *u = lsv_lconn_of(c);
+    if (likely(u != NULL) && !lsv_conn_is_outbound(c)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, u->ref);
         return;
     }
-    if (c->ud_ref != LUA_NOREF) {
-        push_ref_table(L, c);
-        int t = lua_rawgeti(L, -1, c->ud_ref);
-        lua_remove(L, -2);
-        if (t != LUA_TNIL) return;
-        lua_pop(L, 1);
+    if (u == NULL) {
+        lua_pushnil(L);
+        return;
     }
-    lconn_t *u = lua_newuserdatauv(L, sizeof *u, 1);
-    u->c = c;
-    u->id = (lua_Integer)c->id;
-    luaL_setmetatable(L, LSV_CONN_MT);
-    push_ref_table(L, c);
-    lua_pushvalue(L, -2);
-    c->ud_ref = luaL_ref(L, -2);
-    lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &weak_key);
+    lua_rawgeti(L, -1, u->ref);
+    lua_remove(L, -2);
 }
 
 void lsv_lconn_detach(lua_State *L, lsv_conn_t *c)
 {
-    if (c->ud_ref == LUA_NOREF) return;
-    push_ref_table(L, c);
-    if (lua_rawgeti(L, -1, c->ud_ref) == LUA_TUSERDATA) {
-        lconn_t *u = lua_touserdata(L, -1);
-        u->c = NULL;
-    }
+    lconn_t *u = lsv_lconn_of(c);
+    if (u == NULL) return;
+    lsv_conn_set_data(c, NULL);
+    u->c = NULL;
+    push_ref_table(L, lsv_conn_is_outbound(c));
+    luaL_unref(L, -1, u->ref);
     lua_pop(L, 1);
-    luaL_unref(L, -1, c->ud_ref);
-    lua_pop(L, 1);
-    c->ud_ref = LUA_NOREF;
+    u->ref = LUA_NOREF;
 }
 
 /* An outbound conn nobody references any more is closed. */
@@ -270,8 +283,7 @@ static int conn_gc(lua_State *L)
 {
     lconn_t *u = lua_touserdata(L, 1);
     lsv_conn_t *c = u->c;
-    if (c == NULL || !(c->flags & LSV_CONN_OUTBOUND)) return 0;
-    u->c = NULL;
+    if (c == NULL || !lsv_conn_is_outbound(c)) return 0;
     lsv_lconn_detach(L, c);
     lsv_conn_abort(c, "closed");
     return 0;
@@ -281,7 +293,7 @@ static int conn_gc(lua_State *L)
 static int conn_pending(lua_State *L)
 {
     lconn_t *u = check_conn(L);
-    lua_pushinteger(L, u->c ? (lua_Integer)u->c->out.len : 0);
+    lua_pushinteger(L, u->c ? (lua_Integer)lsv_conn_pending(u->c) : 0);
     return 1;
 }
 
@@ -316,7 +328,7 @@ static int dgram_index(lua_State *L)
 static int dgram_write(lua_State *L)
 {
     lsv_dgram_t *d = check_dgram(L);
-    check_pieces(L, "conn:write");
+    lsv_lconn_check_pieces(L, "conn:write");
     int n = lua_gettop(L);
     size_t len;
     for (int i = 2; i <= n; i++) {
@@ -370,19 +382,17 @@ static int dgram_tostring(lua_State *L)
 
 void lsv_ldgram_push(lua_State *L, lsv_dgram_t *d)
 {
-    if (likely(d->ud_ref != LUA_NOREF)) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, d->ud_ref);
-        return;
-    }
+    /* The registry keeps it under d's address. */
+    if (likely(lua_rawgetp(L, LUA_REGISTRYINDEX, d) != LUA_TNIL)) return;
+    lua_pop(L, 1);
     ldgram_t *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->d = d;
     luaL_setmetatable(L, LSV_DGRAM_MT);
     lua_pushvalue(L, -1);
-    d->ud_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, d);
 }
 
 static const luaL_Reg conn_methods[] = {
-    { "write", conn_write },
     { "close", conn_close },
     { "set_framing", conn_set_framing },
     { "set_timeout", conn_set_timeout },
@@ -407,7 +417,8 @@ static void new_metatable(lua_State *L, const char *name, const luaL_Reg *m,
     lua_newtable(L);
     luaL_setfuncs(L, m, 0);
     if (index == conn_index) {
-        lsv_stream_open_methods(L);
+        lua_pushvalue(L, -1);       /* the methods, for lsv_lconn_add_methods */
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &methods_key);
         lua_pushcfunction(L, conn_gc);
         lua_setfield(L, -3, "__gc");
     }

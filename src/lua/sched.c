@@ -1,7 +1,6 @@
 /* sched.c: tasks (coroutines the loop resumes), spawn, sleep, yield. */
 #include "lsv.h"
 #include "sched.h"
-#include "conn.h"
 #include "guard.h"
 #include "log.h"
 #include "server.h"
@@ -22,7 +21,7 @@ static void task_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 lsv_task_t *lsv_task_current(lua_State *L)
 {
     lsv_task_t *t = *(lsv_task_t **)lua_getextraspace(L);
-    return t->co == L && t != &t->srv->main_task ? t : NULL;
+    return t->co == L && t != &t->srv->vm->sched->main_task ? t : NULL;
 }
 
 lsv_task_t *lsv_task_check(lua_State *L, const char *what)
@@ -47,14 +46,23 @@ static void enqueue(lsv_server_t *srv, lsv_task_t *t)
 {
     t->wait = LSV_WAIT_READY;
     t->next_ready = NULL;
-    if (srv->ready_tail) srv->ready_tail->next_ready = t;
-    else srv->ready = t;
-    srv->ready_tail = t;
+    if (srv->vm->sched->ready_tail) srv->vm->sched->ready_tail->next_ready = t;
+    else srv->vm->sched->ready = t;
+    srv->vm->sched->ready_tail = t;
     lsv_server_kick(srv);
 }
 
+void lsv_sched_init(lsv_server_t *srv)
+{
+    lsv_sched_t *s = lsv_calloc(1, sizeof *s);
+    s->main_task.srv = srv;
+    s->main_task.co = srv->vm->L;
+    *(lsv_task_t **)lua_getextraspace(srv->vm->L) = &s->main_task;
+    srv->vm->sched = s;
+}
+
 lsv_task_t *lsv_task_spawn(lsv_server_t *srv, lua_State *L, int nargs,
-                           lsv_conn_t *conn)
+                           lsv_conn_t *conn, lsv_task_end_fn on_end)
 {
     /* The thread first: it may raise (memory) on L, and nothing is held
      * yet. L is the caller's thread, whose error handling covers that:
@@ -69,10 +77,11 @@ lsv_task_t *lsv_task_spawn(lsv_server_t *srv, lua_State *L, int nargs,
     lua_xmove(L, t->co, nargs + 1);
     t->nargs = nargs;
     t->conn = conn;
+    t->on_end = on_end;
     ev_init(&t->timer, task_timer_cb);
-    t->next = srv->tasks;
-    if (srv->tasks) srv->tasks->prev = t;
-    srv->tasks = t;
+    t->next = srv->vm->sched->tasks;
+    if (srv->vm->sched->tasks) srv->vm->sched->tasks->prev = t;
+    srv->vm->sched->tasks = t;
     srv->stats.tasks_active++;
     enqueue(srv, t);
     return t;
@@ -83,13 +92,13 @@ static void task_free(lsv_task_t *t)
     lsv_server_t *srv = t->srv;
     ev_timer_stop(srv->loop, &t->timer);
     if (t->handle) ((task_handle_t *)t->handle)->t = NULL;
-    if (t->conn) lsv_conn_task_gone(t->conn, t);
+    if (t->conn) t->on_end(t, t->conn, NULL, 1);
     /* The thread may outlive us in a user's table: point it back at the
      * main task so nothing reads freed memory through its extra space. */
-    *(lsv_task_t **)lua_getextraspace(t->co) = &srv->main_task;
-    luaL_unref(srv->L, LUA_REGISTRYINDEX, t->ref);
+    *(lsv_task_t **)lua_getextraspace(t->co) = &srv->vm->sched->main_task;
+    luaL_unref(srv->vm->L, LUA_REGISTRYINDEX, t->ref);
     if (t->prev) t->prev->next = t->next;
-    else srv->tasks = t->next;
+    else srv->vm->sched->tasks = t->next;
     if (t->next) t->next->prev = t->prev;
     srv->stats.tasks_active--;
     free(t);
@@ -159,10 +168,9 @@ static int traceback_cb(lua_State *L)
 static void task_done(lsv_task_t *t, int status)
 {
     lsv_server_t *srv = t->srv;
-    lua_State *L = srv->L;
+    lua_State *L = srv->vm->L;
     lsv_conn_t *c = t->conn;
-    t->conn = NULL;          /* handle_done may free the conn */
-    if (c) lsv_conn_task_gone(c, t);
+    t->conn = NULL;          /* on_end may free the conn */
     if (status != LUA_OK) {
         srv->stats.handler_errors++;
         /* The traceback is made under a pcall: out of memory, the bare
@@ -179,12 +187,12 @@ static void task_done(lsv_task_t *t, int status)
         }
         if (err == NULL) err = "(error object is not a string)";
         if (c)
-            lsv_conn_handle_done(c, err);
+            t->on_end(t, c, err, 0);
         else
             lsv_error("handler error in a task: %s", err);
         lua_pop(L, 1);
     } else if (c) {
-        lsv_conn_handle_done(c, NULL);
+        t->on_end(t, c, NULL, 0);
     }
     task_free(t);
 }
@@ -213,8 +221,8 @@ void lsv_sched_run(lsv_server_t *srv)
      * woke) wait for the next turn, after a poll that does not block
      * (enqueue kicks the idle watcher): the loop polls between two runs
      * of a task, so I/O and signals always get through. */
-    lsv_task_t *t, *batch = srv->ready;
-    srv->ready = srv->ready_tail = NULL;
+    lsv_task_t *t, *batch = srv->vm->sched->ready;
+    srv->vm->sched->ready = srv->vm->sched->ready_tail = NULL;
     int slice = srv->opt.task_slice;
     while ((t = batch) != NULL) {
         batch = t->next_ready;
@@ -230,7 +238,7 @@ void lsv_sched_run(lsv_server_t *srv)
          * one that created it. */
         if (slice > 0) lua_sethook(t->co, slice_hook, LUA_MASKCOUNT, slice);
         else lua_sethook(t->co, NULL, 0, 0);
-        int status = lua_resume(t->co, srv->L, nargs, &nres);
+        int status = lua_resume(t->co, srv->vm->L, nargs, &nres);
         lsv_guard_leave(t->co);
         if (status == LUA_YIELD) {
             lua_pop(t->co, nres);
@@ -249,12 +257,12 @@ void lsv_sched_run(lsv_server_t *srv)
 
 void lsv_sched_free_all(lsv_server_t *srv)
 {
-    while (srv->tasks) {
-        lsv_task_t *t = srv->tasks;
+    while (srv->vm->sched->tasks) {
+        lsv_task_t *t = srv->vm->sched->tasks;
         if (t->unwait) t->unwait(t);
         task_free(t);
     }
-    srv->ready = srv->ready_tail = NULL;
+    srv->vm->sched->ready = srv->vm->sched->ready_tail = NULL;
 }
 
 /* --- Lua API ------------------------------------------------------------ */
@@ -279,7 +287,7 @@ static int api_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lsv_server_t *srv = lsv_vm_server(L);
-    lsv_task_t *t = lsv_task_spawn(srv, L, lua_gettop(L) - 1, NULL);
+    lsv_task_t *t = lsv_task_spawn(srv, L, lua_gettop(L) - 1, NULL, NULL);
     task_handle_t *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->t = t;
     t->handle = h;

@@ -5,12 +5,11 @@
 
 #include "lsv.h"
 #include "frame.h"
+#include "vm.h"
 
 #include <ev.h>
 #include <lua.h>
 
-typedef struct lsv_server lsv_server_t;
-typedef struct lsv_conn lsv_conn_t;
 typedef struct lsv_task lsv_task_t;
 
 /* What a task waits for. */
@@ -30,6 +29,13 @@ enum {
  * when the wait ends early: timeout or cancel. */
 typedef void (*lsv_unwait_fn)(lsv_task_t *t);
 
+/* How the end of a task that serves a conn reaches that conn's code
+ * (src/lua/handler.c): err is its error with traceback, or NULL when it
+ * returned; gone says it was stopped instead (cancelled, or freed at
+ * exit), and nothing is reported. */
+typedef void (*lsv_task_end_fn)(lsv_task_t *t, lsv_conn_t *c,
+                                const char *err, int gone);
+
 struct lsv_task {
     lsv_server_t *srv;         /* first: lsv_vm_server() reads it */
     lua_State *co;             /* the coroutine */
@@ -38,10 +44,11 @@ struct lsv_task {
     int wait;                  /* LSV_WAIT_* */
     int cancelled;
     lsv_conn_t *conn;          /* the conn this handle() task serves */
+    lsv_task_end_fn on_end;    /* told when it ends, if conn is set */
     void *wait_obj;            /* what it waits on */
     lsv_unwait_fn unwait;
-    lsv_task_t *next_ready;    /* srv->ready queue */
-    lsv_task_t *prev, *next;   /* srv->tasks */
+    lsv_task_t *next_ready;    /* srv->vm->sched->ready queue */
+    lsv_task_t *prev, *next;   /* srv->vm->sched->tasks */
     void *handle;              /* its Lua handle (spawn), or NULL */
     ev_timer timer;            /* sleep and wait timeouts */
     lsv_frame_spec_t want;     /* LSV_WAIT_READ: the read request */
@@ -56,12 +63,24 @@ lsv_task_t *lsv_task_current(lua_State *L);
 lsv_task_t *lsv_task_check(lua_State *L, const char *what);
 
 /* Starts a task running the function on L's stack below nargs arguments
- * (all popped); L is srv->L or a thread of it, the one running, since the
- * new thread is made there and running out of memory raises there. It is
- * queued; it first runs before the loop next polls. conn (may be NULL) is
- * the conn a handle() task serves. [-(nargs+1), +0, m] */
+ * (all popped); L is srv->vm->L or a thread of it, the one running, since
+ * the new thread is made there and running out of memory raises there. It
+ * is queued; it first runs before the loop next polls. conn (may be NULL)
+ * is the conn a handle() task serves; on_end hears of its end.
+ * [-(nargs+1), +0, m] */
 lsv_task_t *lsv_task_spawn(lsv_server_t *srv, lua_State *L, int nargs,
-                           lsv_conn_t *conn);
+                           lsv_conn_t *conn, lsv_task_end_fn on_end);
+
+/* The scheduler's state, srv->vm->sched. */
+typedef struct lsv_sched {
+    lsv_task_t main_task;      /* the main thread's extra space points here */
+    lsv_task_t *tasks;         /* every live task; doubly linked */
+    lsv_task_t *ready, *ready_tail;    /* tasks to resume this turn */
+} lsv_sched_t;
+
+/* Makes srv->vm->sched, after lsv_vm_open: lsv_vm_server works from then
+ * on. */
+void lsv_sched_init(lsv_server_t *srv);
 
 /* Marks t as waiting on obj; a timeout > 0 wakes it with nil, "timeout"
  * after calling unwait. The caller then returns lua_yield(L, 0). */
@@ -82,7 +101,8 @@ void lsv_task_cancel(lsv_task_t *t);
 /* Runs every queued task (the prepare watcher). */
 void lsv_sched_run(lsv_server_t *srv);
 
-/* Frees every task (at exit). */
+/* Frees every task (at exit; lsv_vm_close frees the scheduler, after the
+ * last finalizer ran). */
 void lsv_sched_free_all(lsv_server_t *srv);
 
 /* Registers luaserv.sleep, spawn, yield and timer in the module table at

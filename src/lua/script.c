@@ -3,7 +3,6 @@
 #include "script.h"
 #include "listener.h"
 #include "log.h"
-#include "notify.h"
 #include "guard.h"
 #include "vm.h"
 
@@ -140,7 +139,7 @@ static void restore_modules(lua_State *L)
  * a reload whose hooks fail keeps the old handler. */
 static int vet(lsv_script_t *s, int ref, char *err, size_t errlen)
 {
-    lua_State *L = s->srv->L;
+    lua_State *L = s->srv->vm->L;
     if (lsv_vm_get_fn(L, ref, "on_load") &&
         lsv_vm_pcall_as(L, 0, 0, LSV_GUARD_ON_LOAD) != LUA_OK) {
         snprintf(err, errlen, "on_load failed: %s", lua_tostring(L, -1));
@@ -166,7 +165,7 @@ static int vet(lsv_script_t *s, int ref, char *err, size_t errlen)
 static int load_script(lsv_script_t *s, char *err, size_t errlen)
 {
     lsv_server_t *srv = s->srv;
-    lua_State *L = srv->L;
+    lua_State *L = srv->vm->L;
     int top = lua_gettop(L);
     if (s->mods_ref != LUA_NOREF) unload_modules(L, s);
     else lua_newtable(L);
@@ -192,7 +191,6 @@ static int load_script(lsv_script_t *s, char *err, size_t errlen)
     s->framing = framing;
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         if (l->script != s) continue;
-        l->handler_ref = ref;
         l->framing = framing;
     }
     return LSV_OK;
@@ -208,7 +206,7 @@ fail:
 lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
                               size_t errlen)
 {
-    for (lsv_script_t *s = srv->scripts; s; s = s->next)
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next)
         if (strcmp(s->path, path) == 0) return s;
     lsv_script_t *s = lsv_calloc(1, sizeof *s);
     s->srv = srv;
@@ -219,14 +217,14 @@ lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
         free(s);
         return NULL;
     }
-    s->next = srv->scripts;
-    srv->scripts = s;
+    s->next = srv->vm->scripts;
+    srv->vm->scripts = s;
     return s;
 }
 
 int lsv_script_on_load(lsv_script_t *s, char *err, size_t errlen)
 {
-    lua_State *L = s->srv->L;
+    lua_State *L = s->srv->vm->L;
     if (!lsv_vm_get_fn(L, s->ref, "on_load")) return LSV_OK;
     if (lsv_vm_pcall_as(L, 0, 0, LSV_GUARD_ON_LOAD) == LUA_OK) return LSV_OK;
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
@@ -257,8 +255,8 @@ int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen)
     int rc = LSV_OK;
     size_t used = 0;
     err[0] = '\0';
-    lsv_notify(srv, "RELOADING=1");
-    for (lsv_script_t *s = srv->scripts; s; s = s->next) {
+    if (srv->hooks->notify) srv->hooks->notify(srv, "RELOADING=1");
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
         char one[2048];
         if (s->builtin || reload_script(s, one, sizeof one) == LSV_OK)
             continue;
@@ -268,7 +266,7 @@ int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen)
                                      used ? "\n" : "", one);
     }
     if (srv->opt.watch) lsv_reload_watch(srv);
-    lsv_notify(srv, "READY=1");
+    if (srv->hooks->notify) srv->hooks->notify(srv, "READY=1");
     return rc;
 }
 
@@ -277,7 +275,7 @@ int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen)
 static void settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop; (void)revents;
-    lsv_server_t *srv = container_of(w, lsv_server_t, reload_timer);
+    lsv_server_t *srv = w->data;
     char err[4096];
     lsv_info("a watched file changed: reloading");
     lsv_reload_all(srv, err, sizeof err);
@@ -288,9 +286,9 @@ static void stat_cb(struct ev_loop *loop, ev_stat *w, int revents)
     (void)revents;
     lsv_server_t *srv = w->data;
     if (w->attr.st_nlink == 0 && w->prev.st_nlink == 0) return;
-    ev_timer_stop(loop, &srv->reload_timer);
-    ev_timer_set(&srv->reload_timer, WATCH_SETTLE, 0.);
-    ev_timer_start(loop, &srv->reload_timer);
+    ev_timer_stop(loop, &srv->vm->reload_timer);
+    ev_timer_set(&srv->vm->reload_timer, WATCH_SETTLE, 0.);
+    ev_timer_start(loop, &srv->vm->reload_timer);
 }
 
 static void unwatch(lsv_script_t *s)
@@ -316,9 +314,12 @@ static void watch_path(lsv_script_t *s, const char *path)
 
 void lsv_reload_watch(lsv_server_t *srv)
 {
-    lua_State *L = srv->L;
-    if (srv->reload_timer.cb != settle_cb) ev_init(&srv->reload_timer, settle_cb);
-    for (lsv_script_t *s = srv->scripts; s; s = s->next) {
+    lua_State *L = srv->vm->L;
+    if (srv->vm->reload_timer.cb != settle_cb) {
+        ev_init(&srv->vm->reload_timer, settle_cb);
+        srv->vm->reload_timer.data = srv;
+    }
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
         unwatch(s);
         if (s->builtin) continue;
         watch_path(s, s->path);
@@ -339,10 +340,10 @@ void lsv_reload_watch(lsv_server_t *srv)
 
 void lsv_script_free_all(lsv_server_t *srv)
 {
-    ev_timer_stop(srv->loop, &srv->reload_timer);
-    while (srv->scripts) {
-        lsv_script_t *s = srv->scripts;
-        srv->scripts = s->next;
+    ev_timer_stop(srv->loop, &srv->vm->reload_timer);
+    while (srv->vm->scripts) {
+        lsv_script_t *s = srv->vm->scripts;
+        srv->vm->scripts = s->next;
         unwatch(s);
         free(s->path);
         free(s);

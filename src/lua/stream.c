@@ -3,6 +3,7 @@
 #include "lsv.h"
 #include "stream.h"
 #include "conn.h"
+#include "handler.h"
 #include "listener.h"
 #include "log.h"
 #include "lua_conn.h"
@@ -33,13 +34,26 @@ static void push_fail(lua_State *L, const char *err)
 static void unwait_reader(lsv_task_t *t)
 {
     lsv_conn_t *c = t->wait_obj;
-    if (c && c->reader == t) c->reader = NULL;
+    lsv_lconn_t *u = c ? lsv_lconn_of(c) : NULL;
+    if (u && u->reader == t) u->reader = NULL;
 }
 
 static void unwait_writer(lsv_task_t *t)
 {
     lsv_conn_t *c = t->wait_obj;
-    if (c && c->writer == t) c->writer = NULL;
+    lsv_lconn_t *u = c ? lsv_lconn_of(c) : NULL;
+    if (u && u->writer == t) u->writer = NULL;
+}
+
+/* The high- and low-water marks of c's output. */
+static size_t high_water(const lsv_conn_t *c)
+{
+    return lsv_conn_listener(c)->opt.high_water;
+}
+
+static size_t low_water(const lsv_conn_t *c)
+{
+    return lsv_conn_listener(c)->opt.low_water;
 }
 
 /* Request metrics. Each frame a read returns is a message; its handler
@@ -48,27 +62,25 @@ static void unwait_writer(lsv_task_t *t)
  * waits for its replies' output included. */
 static void frame_returned(lsv_conn_t *c)
 {
-    c->nmsg++;
-    c->listener->stats.messages++;
-    c->msg_t0 = lsv_clock();
+    lsv_conn_count_message(c);
+    lsv_lconn_of(c)->msg_t0 = lsv_clock();
 }
 
 static void frame_done(lsv_conn_t *c)
 {
-    if (c->msg_t0 == 0) return;
-    double d = lsv_clock() - c->msg_t0;
-    c->msg_t0 = 0;
-    lsv_listener_observe(c->listener, d > 0 ? d : 0, 1);
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    if (u == NULL || u->msg_t0 == 0) return;
+    double d = lsv_clock() - u->msg_t0;
+    u->msg_t0 = 0;
+    lsv_listener_observe(lsv_conn_listener(c), d > 0 ? d : 0, 1);
 }
 
 /* The stream cannot be resynchronised (a frame over its max): its input
  * ends here, the rest of it unread; writing still works. */
 static void end_input(lsv_conn_t *c)
 {
-    lsv_buf_consume(&c->in, c->in.len);
-    c->hint = 0;
-    c->flags |= LSV_CONN_EOF;
-    lsv_conn_pause(c);
+    lsv_lconn_of(c)->hint = 0;
+    lsv_conn_end_input(c);
 }
 
 /* What a too-long frame of kind is called in the log. */
@@ -83,16 +95,17 @@ static const char *frame_noun(int kind)
  * line or a record) plus at most LSV_READ_AHEAD. So the buffer stays
  * within what a reader asked for, itself capped by the frame max, plus
  * the read-ahead. */
-size_t lsv_stream_room(const lsv_conn_t *c)
+static size_t stream_room(const lsv_conn_t *c)
 {
-    size_t ahead = c->in.len < LSV_READ_AHEAD ? LSV_READ_AHEAD - c->in.len
-                                              : 0;
-    const lsv_task_t *t = c->reader;
+    size_t len = lsv_conn_buffered(c);
+    size_t ahead = len < LSV_READ_AHEAD ? LSV_READ_AHEAD - len : 0;
+    const lsv_lconn_t *u = lsv_lconn_of(c);
+    const lsv_task_t *t = u ? u->reader : NULL;
     if (t == NULL) return ahead;
     size_t need = 0;
     if (t->wait == LSV_WAIT_READ && t->want.kind == LSV_FRAME_FIXED &&
-        t->want.size > c->in.len)
-        need = t->want.size - c->in.len;
+        t->want.size > len)
+        need = t->want.size - len;
     return need + (ahead ? ahead : LSV_READ_AHEAD);
 }
 
@@ -101,52 +114,38 @@ size_t lsv_stream_room(const lsv_conn_t *c)
  * many values it pushed, or -1 when the request must wait for input. */
 static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
 {
-    int eof = (c->flags & (LSV_CONN_EOF | LSV_CONN_CLOSING)) != 0;
-    if (c->in.len == 0 && !eof) {
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    if (lsv_conn_buffered(c) == 0 && !lsv_conn_at_eof(c)) {
         /* A stopping server ends idle reads on its own connections. */
-        if ((c->flags & LSV_CONN_DRAIN) && !(c->flags & LSV_CONN_OUTBOUND)) {
+        if (lsv_conn_is_draining(c) && !lsv_conn_is_outbound(c)) {
             push_fail(L, "closed");
             return 2;
         }
         return -1;
     }
-    size_t hint = c->hint, off = 0, mlen = 0;
-    ssize_t r = lsv_frame_next(want, lsv_buf_head(&c->in), c->in.len, eof,
-                               &hint, &off, &mlen);
+    const char *p;
+    size_t n;
+    ssize_t r = lsv_conn_take(c, want, &u->hint, &p, &n);
     if (likely(r > 0)) {
-        lua_pushlstring(L, lsv_buf_head(&c->in) + off, mlen);
-        lsv_buf_consume(&c->in, (size_t)r);
-        c->hint = 0;
-        c->flags &= ~LSV_CONN_PARTIAL;
+        lua_pushlstring(L, p, n);
         frame_returned(c);
-        if ((c->flags & LSV_CONN_FULL) && c->in.len < LSV_READ_AHEAD)
-            lsv_conn_want_input(c);
         return 1;
     }
     if (r == LSV_FRAME_PARTIAL) {
-        c->hint = (uint32_t)hint;
-        c->flags |= LSV_CONN_PARTIAL;
-        if (!eof) return -1;
+        if (!lsv_conn_at_eof(c)) return -1;
         push_fail(L, "closed");
         return 2;
     }
-    if (r == LSV_FRAME_TRUNCATED && want->kind == LSV_FRAME_FIXED) {
-        /* read(n) at end of stream returns what is left, as Python does. */
-        lua_pushlstring(L, lsv_buf_head(&c->in), c->in.len);
-        lsv_buf_consume(&c->in, c->in.len);
-        frame_returned(c);
-        return 1;
-    }
     if (r == LSV_FRAME_TOO_LONG)
-        conn_log(LSV_LOG_WARN, c, "%s too long (%s framing, max %u); its "
-                   "input ends here. Raise the max in the handler's "
-                   "framing, conn:set_framing() or the config's "
-                   "listen{ max_frame = }", frame_noun(want->kind),
-                   lsv_frame_kind_name(want->kind), want->max);
+        lsv_conn_log(LSV_LOG_WARN, c, "%s too long (%s framing, max %u); "
+                     "its input ends here. Raise the max in the handler's "
+                     "framing, conn:set_framing() or the config's "
+                     "listen{ max_frame = }", frame_noun(want->kind),
+                     lsv_frame_kind_name(want->kind), want->max);
     else
-        conn_log(LSV_LOG_INFO, c, "frame cut off at end of stream: %u "
-                   "bytes of an incomplete %s frame dropped", c->in.len,
-                   lsv_frame_kind_name(want->kind));
+        lsv_conn_log(LSV_LOG_INFO, c, "frame cut off at end of stream: %zu "
+                     "bytes of an incomplete %s frame dropped",
+                     lsv_conn_buffered(c), lsv_frame_kind_name(want->kind));
     end_input(c);
     push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long" : "closed");
     return 2;
@@ -158,10 +157,11 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
  * to the read that brought the bytes. */
 static void input_came(lsv_conn_t *c, lsv_task_t *t)
 {
-    if (c->timeout > 0 && ev_is_active(&t->timer)) {
-        struct ev_loop *loop = c->srv->loop;
+    double timeout = lsv_conn_timeout(c);
+    if (timeout > 0 && ev_is_active(&t->timer)) {
+        struct ev_loop *loop = lsv_conn_server(c)->loop;
         ev_timer_stop(loop, &t->timer);
-        ev_timer_set(&t->timer, c->timeout, 0.);
+        ev_timer_set(&t->timer, timeout, 0.);
         ev_timer_start(loop, &t->timer);
     }
 }
@@ -173,7 +173,8 @@ static void input_came(lsv_conn_t *c, lsv_task_t *t)
 static int input_cb(lua_State *L)
 {
     lsv_conn_t *c = lua_touserdata(L, 1);
-    lsv_task_t *t = c->reader;
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    lsv_task_t *t = u->reader;
     lua_settop(L, 0);
     int n = try_read(c, &t->want, L);
     if (n < 0) {
@@ -182,42 +183,48 @@ static int input_cb(lua_State *L)
     }
     if (!lua_checkstack(t->co, n)) return luaL_error(L, "stack overflow");
     lua_xmove(L, t->co, n);
-    c->reader = NULL;
+    u->reader = NULL;
     lsv_task_wake(t, n);
     return 0;
 }
 
-int lsv_stream_input(lsv_conn_t *c)
+/* type->input: c has new input or reached end of stream: answers a
+ * waiting reader. A result too big to make (out of memory) fails c as a
+ * handler error in handle. */
+static void stream_input(lsv_conn_t *c)
 {
-    lsv_task_t *t = c->reader;
-    if (t == NULL || t->wait != LSV_WAIT_READ) return LSV_OK;
-    if (likely(c->in.len <= LSV_VM_SMALL_STR)) {
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    lsv_task_t *t = u ? u->reader : NULL;
+    if (t == NULL || t->wait != LSV_WAIT_READ) return;
+    if (likely(lsv_conn_buffered(c) <= LSV_VM_SMALL_STR)) {
         /* The fast path, for a small result (see LSV_VM_SMALL_STR). */
         int n = try_read(c, &t->want, t->co);
         if (n >= 0) {
-            c->reader = NULL;
+            u->reader = NULL;
             lsv_task_wake(t, n);
         } else {
             input_came(c, t);
         }
-        return LSV_OK;
+        return;
     }
-    lua_State *L = c->srv->L;
+    lua_State *L = lsv_conn_server(c)->vm->L;
     lua_pushcfunction(L, input_cb);
     lua_pushlightuserdata(L, c);
-    return lsv_vm_pcall(L, 1, 0) == LUA_OK ? LSV_OK : LSV_ERR;
+    if (lsv_vm_pcall(L, 1, 0) != LUA_OK)
+        lsv_handler_failed(c, "handle");    /* out of memory: closes c */
 }
 
 void lsv_stream_output(lsv_conn_t *c)
 {
-    lsv_task_t *t = c->writer;
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    lsv_task_t *t = u ? u->writer : NULL;
     if (t == NULL) return;
-    if (t->wait == LSV_WAIT_WRITE && c->out.len <= c->listener->opt.low_water) {
-        c->writer = NULL;
+    if (t->wait == LSV_WAIT_WRITE && lsv_conn_pending(c) <= low_water(c)) {
+        u->writer = NULL;
         lsv_lconn_push(t->co, c);
         lsv_task_wake(t, 1);
-    } else if (t->wait == LSV_WAIT_FLUSH && c->out.len == 0) {
-        c->writer = NULL;
+    } else if (t->wait == LSV_WAIT_FLUSH && lsv_conn_pending(c) == 0) {
+        u->writer = NULL;
         lua_pushboolean(t->co, 1);
         lsv_task_wake(t, 1);
     }
@@ -225,16 +232,18 @@ void lsv_stream_output(lsv_conn_t *c)
 
 void lsv_stream_closing(lsv_conn_t *c, int abort)
 {
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    if (u == NULL) return;
     frame_done(c);
-    lsv_task_t *t = c->reader;
+    lsv_task_t *t = u->reader;
     if (t && (t->wait == LSV_WAIT_READ || t->wait == LSV_WAIT_CONNECT)) {
-        c->reader = NULL;
+        u->reader = NULL;
         push_fail(t->co, "closed");
         lsv_task_wake(t, 2);
     }
-    t = c->writer;
+    t = u->writer;
     if (t && abort) {
-        c->writer = NULL;
+        u->writer = NULL;
         push_fail(t->co, "closed");
         lsv_task_wake(t, 2);
     }
@@ -251,11 +260,11 @@ static lsv_conn_t *stream_conn(lua_State *L, const char *what)
         push_fail(L, "closed");
         return NULL;
     }
-    if (!(c->flags & LSV_CONN_STREAM))
+    if (lsv_conn_type(c) != &lsv_stream_type)
         luaL_error(L, "%s: this conn is in callback style (its handler has "
                    "no handle function), so its input goes to on_message",
                    what);
-    if (c->reader)
+    if (lsv_lconn_of(c)->reader)
         luaL_error(L, "%s: another task is already reading this conn", what);
     return c;
 }
@@ -265,13 +274,14 @@ static int stream_read(lua_State *L, lsv_conn_t *c,
                        const lsv_frame_spec_t *want)
 {
     frame_done(c);
-    c->hint = 0;
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    u->hint = 0;
     int n = try_read(c, want, L);
     if (n >= 0) return n;
     lsv_task_t *t = lsv_task_current(L);
     t->want = *want;
-    c->reader = t;
-    lsv_task_wait(t, LSV_WAIT_READ, c, unwait_reader, c->timeout);
+    u->reader = t;
+    lsv_task_wait(t, LSV_WAIT_READ, c, unwait_reader, lsv_conn_timeout(c));
     lsv_conn_want_input(c);
     return lua_yield(L, 0);
 }
@@ -281,8 +291,9 @@ static int stream_read(lua_State *L, lsv_conn_t *c,
  * it; else the default. */
 static uint32_t text_max(const lsv_conn_t *c)
 {
-    if (c->framing.kind == LSV_FRAME_LINE || c->framing.kind == LSV_FRAME_DELIM)
-        return c->framing.max;
+    const lsv_frame_spec_t *f = lsv_conn_framing(c);
+    if (f->kind == LSV_FRAME_LINE || f->kind == LSV_FRAME_DELIM)
+        return f->max;
     return LSV_FRAME_DEFAULT_MAX;
 }
 
@@ -318,9 +329,9 @@ static int conn_read(lua_State *L)
     lsv_conn_t *c = stream_conn(L, "conn:read()");
     if (c == NULL) return 2;
     if (unlikely(n > LSV_FRAME_HARD_MAX)) {
-        conn_log(LSV_LOG_WARN, c, "read(%lld): over the %u-byte cap on one "
-                   "read; its input ends here", (long long)n,
-                   LSV_FRAME_HARD_MAX);
+        lsv_conn_log(LSV_LOG_WARN, c, "read(%lld): over the %u-byte cap on "
+                     "one read; its input ends here", (long long)n,
+                     LSV_FRAME_HARD_MAX);
         frame_done(c);
         end_input(c);
         push_fail(L, "too long");
@@ -353,7 +364,7 @@ static int conn_read_frame(lua_State *L)
 {
     lsv_conn_t *c = stream_conn(L, "conn:read_frame()");
     if (c == NULL) return 2;
-    lsv_frame_spec_t want = c->framing;
+    lsv_frame_spec_t want = *lsv_conn_framing(c);
     return stream_read(L, c, &want);
 }
 
@@ -367,7 +378,8 @@ static lsv_task_t *writer_task(lua_State *L, lsv_conn_t *c)
 {
     lsv_task_t *t = lsv_task_current(L);
     if (t == NULL || !lua_isyieldable(L)) return NULL;
-    if (c->writer != NULL && c->writer != t) return NULL;
+    lsv_task_t *w = lsv_lconn_of(c)->writer;
+    if (w != NULL && w != t) return NULL;
     return t;
 }
 
@@ -400,13 +412,16 @@ static int write_k(lua_State *L, int status, lua_KContext ctx)
     if (lua_gettop(L) >= top + 4 && lua_isnil(L, top + 3)) {
         lsv_conn_t *c = ((lsv_lconn_t *)lua_touserdata(L, 1))->c;
         const char *err = lua_tostring(L, top + 4);
-        if (c && !(c->flags & LSV_CONN_STREAM) && err &&
-            strcmp(err, "timeout") == 0)
-            conn_log(LSV_LOG_WARN, c, "a write waited %g s and the peer "
-                     "took too little of the %u bytes queued for it: it is "
-                     "not reading; the write fails with \"timeout\"",
-                     c->timeout > 0 ? c->timeout : LSV_OUTPUT_STALL,
-                     (unsigned)c->out.len);
+        if (c && lsv_conn_type(c) != &lsv_stream_type && err &&
+            strcmp(err, "timeout") == 0) {
+            double timeout = lsv_conn_timeout(c);
+            lsv_conn_log(LSV_LOG_WARN, c, "a write waited %g s and the peer "
+                         "took too little of the %zu bytes queued for it: "
+                         "it is not reading; the write fails with "
+                         "\"timeout\"", timeout > 0 ? timeout
+                                                   : LSV_OUTPUT_STALL,
+                         lsv_conn_pending(c));
+        }
         return 2;
     }
     lua_Integer j = lua_tointeger(L, top + 1);
@@ -423,13 +438,13 @@ static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
 {
     lsv_lconn_t *u = lua_touserdata(L, 1);
     lsv_conn_t *c = u->c;
-    if (c == NULL || (c->flags & LSV_CONN_CLOSING)) {
+    if (c == NULL || lsv_conn_is_closing(c)) {
         push_fail(L, "closed");
         return 2;
     }
     lsv_task_t *t = writer_task(L, c);
-    size_t hw = c->listener->opt.high_water;
-    size_t cap = c->srv->opt.max_output;
+    size_t hw = high_water(c);
+    size_t cap = lsv_conn_server(c)->opt.max_output;
     if (cap && hw > cap) hw = cap;      /* a task's queue fits the cap */
     lua_Integer np = count_pieces(L, top);
     for (; j <= np; j++, off = 0) {
@@ -437,24 +452,27 @@ static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
         const char *s = push_piece(L, j, &n);
         while (off < n) {
             size_t chunk = n - off;
+            size_t queued = lsv_conn_pending(c);
             if (t != NULL) {
-                if (c->out.len >= hw) {
+                if (queued >= hw) {
                     lua_pop(L, 1);
                     lua_pushinteger(L, j);
                     lua_pushinteger(L, (lua_Integer)off);
-                    c->writer = t;
+                    lsv_lconn_of(c)->writer = t;
                     /* A stream conn's timer watches the write's progress;
                      * a callback-style conn's is its idle timer, so the
                      * wait itself times out: the peer took less than
                      * 3/4 of the queue in that long. */
                     double stall = 0;
-                    if (!(c->flags & LSV_CONN_STREAM))
-                        stall = c->timeout > 0 ? c->timeout : LSV_OUTPUT_STALL;
+                    if (lsv_conn_type(c) != &lsv_stream_type) {
+                        stall = lsv_conn_timeout(c);
+                        if (stall <= 0) stall = LSV_OUTPUT_STALL;
+                    }
                     lsv_task_wait(t, LSV_WAIT_WRITE, c, unwait_writer, stall);
                     lsv_conn_watch_write(c);
                     return lua_yieldk(L, 0, (lua_KContext)top, write_k);
                 }
-                if (chunk > hw - c->out.len) chunk = hw - c->out.len;
+                if (chunk > hw - queued) chunk = hw - queued;
             }
             if (lsv_conn_write(c, s + off, chunk) != LSV_OK) {
                 /* c failed (and may be gone): it was logged */
@@ -512,7 +530,7 @@ int lsv_stream_write(lua_State *L, lsv_conn_t *c)
         lua_settop(L, 2);
         top = 2;
     }
-    if (c->flags & LSV_CONN_CLOSING) {
+    if (lsv_conn_is_closing(c)) {
         push_fail(L, "closed");
         return 2;
     }
@@ -524,11 +542,19 @@ int lsv_stream_write(lua_State *L, lsv_conn_t *c)
     return write_from(L, top, 1, 0);
 }
 
-void lsv_stream_write_timeout(lsv_conn_t *c)
+/* type->stalled: a write waiting on c made no progress for c's idle
+ * timeout: its task gets nil, "timeout". */
+static void stream_stalled(lsv_conn_t *c, double stalled)
 {
-    lsv_task_t *t = c->writer;
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    lsv_task_t *t = u ? u->writer : NULL;
     if (t == NULL) return;
-    c->writer = NULL;
+    lsv_conn_log(LSV_LOG_WARN, c, "a write made no progress for %.1f s "
+                 "(idle timeout %g s): the peer is not reading and %zu "
+                 "bytes are still queued; the write fails with "
+                 "\"timeout\"", stalled, lsv_conn_timeout(c),
+                 lsv_conn_pending(c));
+    u->writer = NULL;
     push_fail(t->co, "timeout");
     lsv_task_wake(t, 2);
 }
@@ -544,14 +570,15 @@ static int conn_flush(lua_State *L)
         push_fail(L, "closed");
         return 2;
     }
-    if (c->out.len == 0) {
+    if (lsv_conn_pending(c) == 0) {
         lua_pushboolean(L, 1);
         return 1;
     }
-    if (c->writer)
+    lsv_lconn_t *w = lsv_lconn_of(c);
+    if (w->writer)
         luaL_error(L, "conn:flush(): another task is already waiting to "
                    "write to this conn");
-    c->writer = t;
+    w->writer = t;
     lsv_task_wait(t, LSV_WAIT_FLUSH, c, unwait_writer, 0);
     lsv_conn_watch_write(c);
     return lua_yield(L, 0);
@@ -572,32 +599,33 @@ static void unwait_connect(lsv_task_t *t)
 {
     lsv_conn_t *c = t->wait_obj;
     if (c == NULL) return;
-    c->reader = NULL;
+    if (lsv_lconn_of(c)) lsv_lconn_of(c)->reader = NULL;
     lsv_conn_abort(c, "timeout");
 }
 
-void lsv_stream_connected(lsv_conn_t *c, int err)
+/* type->connected: wakes the task waiting in luaserv.connect with the
+ * conn, or with nil, err (core then aborts c). */
+static void stream_connected(lsv_conn_t *c, int err)
 {
-    lsv_task_t *t = c->reader;
-    c->reader = NULL;
+    lsv_lconn_t *u = lsv_lconn_of(c);
+    lsv_task_t *t = u ? u->reader : NULL;
+    if (u) u->reader = NULL;
+    if (t == NULL) return;
     if (err == 0) {
-        if (t) {
-            lsv_lconn_push(t->co, c);
-            lsv_task_wake(t, 1);
-        }
-        return;
-    }
-    if (t) {
+        lsv_lconn_push(t->co, c);
+        lsv_task_wake(t, 1);
+    } else {
         push_errno(t->co, err);
         lsv_task_wake(t, 2);
     }
-    lsv_conn_abort(c, "refused");
 }
 
-/* Starts a non-blocking connect for task t. On success t waits for it;
- * otherwise t is woken with nil, err. */
-static void start_connect(lsv_task_t *t, const struct sockaddr *sa,
-                          socklen_t len, double timeout)
+/* Starts a non-blocking connect for task t, whose conn will be u (made
+ * in the task, which keeps it on its stack meanwhile). On success t waits
+ * for it; otherwise t is woken with nil, err. */
+static void start_connect(lsv_task_t *t, lsv_lconn_t *u,
+                          const struct sockaddr *sa, socklen_t len,
+                          double timeout)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                     0);
@@ -608,14 +636,16 @@ static void start_connect(lsv_task_t *t, const struct sockaddr *sa,
         lsv_task_wake(t, 2);
         return;
     }
-    lsv_conn_t *c = lsv_conn_outbound(t->srv, fd, sa, len);
-    c->reader = t;
+    lsv_conn_t *c = lsv_conn_outbound(t->srv, fd, sa, len, &lsv_stream_type);
+    lsv_lconn_bind(u, c);
+    u->reader = t;
     lsv_task_wait(t, LSV_WAIT_CONNECT, c, unwait_connect, timeout);
 }
 
 /* A name lookup in flight for a task. */
 typedef struct connect_req {
     lsv_task_t *t;
+    lsv_lconn_t *u;
     lsv_resolve_req_t *rq;
     ev_tstamp deadline;
     char host[256];
@@ -641,8 +671,8 @@ static void resolved_cb(void *data, const struct addrinfo *res, int err)
         lsv_task_wake(t, 2);
     } else {
         double left = req->deadline - ev_now(t->srv->loop);
-        start_connect(t, res->ai_addr, res->ai_addrlen, left > 0.001 ? left
-                                                                    : 0.001);
+        start_connect(t, req->u, res->ai_addr, res->ai_addrlen,
+                      left > 0.001 ? left : 0.001);
     }
     free(req);
 }
@@ -666,6 +696,9 @@ static int api_connect(lua_State *L)
     }
     lsv_task_t *t = lsv_task_check(L, "luaserv.connect()");
     lsv_server_t *srv = t->srv;
+    /* The conn's userdata first: it may raise (memory), and the task's
+     * stack keeps it while the task waits. */
+    lsv_lconn_t *u = lsv_lconn_new(L, NULL, 1);
 
     union {
         struct sockaddr sa;
@@ -676,14 +709,15 @@ static int api_connect(lua_State *L)
     if (inet_pton(AF_INET, host, &a.in4.sin_addr) == 1) {
         a.in4.sin_family = AF_INET;
         a.in4.sin_port = htons((uint16_t)port);
-        start_connect(t, &a.sa, sizeof a.in4, timeout);
+        start_connect(t, u, &a.sa, sizeof a.in4, timeout);
     } else if (inet_pton(AF_INET6, host, &a.in6.sin6_addr) == 1) {
         a.in6.sin6_family = AF_INET6;
         a.in6.sin6_port = htons((uint16_t)port);
-        start_connect(t, &a.sa, sizeof a.in6, timeout);
+        start_connect(t, u, &a.sa, sizeof a.in6, timeout);
     } else {
         connect_req_t *req = lsv_calloc(1, sizeof *req);
         req->t = t;
+        req->u = u;
         req->deadline = ev_now(srv->loop) + timeout;
         snprintf(req->host, sizeof req->host, "%s", host);
         req->rq = lsv_resolve(srv->resolver, host, (int)port, SOCK_STREAM,
@@ -695,9 +729,44 @@ static int api_connect(lua_State *L)
     return lua_yield(L, 0);
 }
 
+/* conn:write(...) -> conn | nil, "closed" | "overflow" | "timeout".
+ * Strings, numbers and tables of them (as on_message returns), written in
+ * order; in a task a big write streams out under backpressure (see
+ * lsv_stream_write). [-0, +(1|2), e] */
+static int conn_write(lua_State *L)
+{
+    lsv_lconn_t *u = lsv_lconn_check(L, 1);
+    lsv_lconn_check_pieces(L, "conn:write");
+    if (u->c == NULL) {
+        push_fail(L, "closed");
+        return 2;
+    }
+    return lsv_stream_write(L, u->c);
+}
+
+/* type->closed: a reader or writer still waiting gets nil, "closed". */
+static void stream_closed(lsv_conn_t *c, const char *reason)
+{
+    lsv_stream_closing(c, 1);
+    lsv_handler_closed(c, reason);
+}
+
+const lsv_conn_type_t lsv_stream_type = {
+    .style = "stream",
+    .input = stream_input,
+    .room = stream_room,
+    .drained = lsv_stream_output,
+    .stalled = stream_stalled,
+    .error = lsv_handler_on_error,
+    .connected = stream_connected,
+    .closing = lsv_stream_closing,
+    .closed = stream_closed,
+};
+
 void lsv_stream_open_methods(lua_State *L)
 {
     static const luaL_Reg methods[] = {
+        { "write", conn_write },
         { "readline", conn_readline },
         { "read", conn_read },
         { "read_until", conn_read_until },
@@ -705,7 +774,7 @@ void lsv_stream_open_methods(lua_State *L)
         { "flush", conn_flush },
         { NULL, NULL }
     };
-    luaL_setfuncs(L, methods, 0);
+    lsv_lconn_add_methods(L, methods);
 }
 
 void lsv_stream_open_api(lua_State *L)

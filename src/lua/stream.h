@@ -1,29 +1,25 @@
 /* stream.h: the stream style: tasks reading and writing conns as if
- * blocking, and outbound connections. */
+ * blocking, and outbound connections (luaserv.connect). */
 #ifndef LSV_STREAM_H
 #define LSV_STREAM_H
 
 #include "lsv.h"
-#include "server.h"
+#include "conn.h"
 
-/* c has new input or reached end of stream: answer a waiting reader.
- * Returns LSV_OK, or LSV_ERR with the error on the main thread's stack
- * when its string could not be made (out of memory): the caller fails c. */
-int lsv_stream_input(lsv_conn_t *c);
+#include <lua.h>
 
-/* How many bytes one read may add to c's input now; 0 means stop reading
- * until a task asks for input (lsv_conn_want_input). */
-size_t lsv_stream_room(const lsv_conn_t *c);
+/* The stream style: a pull conn whose handle(conn) task reads it with
+ * conn:readline(), conn:read() and friends. */
+extern const lsv_conn_type_t lsv_stream_type;
 
-/* c's output shrank: wake a writer waiting for room or for the flush. */
+/* type->drained of both styles: c's output shrank, so a task waiting for
+ * room or for the flush goes on. */
 void lsv_stream_output(lsv_conn_t *c);
 
-/* c is closing (abort: dropping output too): a waiting task gets
- * nil, "closed" (readers always; writers only on abort). */
+/* type->closing of both styles: c is closing (abort: dropping output
+ * too): a waiting task gets nil, "closed" (readers always; writers only
+ * on abort). */
 void lsv_stream_closing(lsv_conn_t *c, int abort);
-
-/* An outbound connect finished; err is 0 or an errno. */
-void lsv_stream_connected(lsv_conn_t *c, int err);
 
 /* conn:write's work, after its arguments (slots 2..top: strings, numbers
  * or tables of them) were checked: queues them on c. In a task that may
@@ -35,12 +31,8 @@ void lsv_stream_connected(lsv_conn_t *c, int err);
  * May raise (memory) and yield. [-0, +(1|2), e] */
 int lsv_stream_write(lua_State *L, lsv_conn_t *c);
 
-/* A write waiting on c made no progress for c's idle timeout: its task
- * gets nil, "timeout". */
-void lsv_stream_write_timeout(lsv_conn_t *c);
-
-/* Adds the stream methods to the conn method table at the top of the
- * stack, and luaserv.connect to the module table below it. */
+/* Adds conn:write and the stream methods to the conn metatable, and
+ * luaserv.connect to the module table at the top of the stack. */
 void lsv_stream_open_methods(lua_State *L);
 void lsv_stream_open_api(lua_State *L);
 

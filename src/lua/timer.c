@@ -1,5 +1,6 @@
 /* timer.c: luaserv.timer.after and luaserv.timer.every. */
 #include "lsv.h"
+#include "timer.h"
 #include "sched.h"
 #include "server.h"
 #include "vm.h"
@@ -21,7 +22,7 @@ static void disarm(ltimer_t *t)
 {
     if (t->self_ref == LUA_NOREF) return;
     ev_timer_stop(t->srv->loop, &t->w);
-    luaL_unref(t->srv->L, LUA_REGISTRYINDEX, t->self_ref);
+    luaL_unref(t->srv->vm->L, LUA_REGISTRYINDEX, t->self_ref);
     t->self_ref = LUA_NOREF;
 }
 
@@ -32,12 +33,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop; (void)revents;
     ltimer_t *t = container_of(w, ltimer_t, w);
     lsv_server_t *srv = t->srv;
-    lua_State *L = srv->L;
+    lua_State *L = srv->vm->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref);
     lua_getiuservalue(L, -1, 1);
     lua_remove(L, -2);
     if (w->repeat == 0.) disarm(t);   /* may free nothing: fn is on stack */
-    lsv_task_spawn(srv, L, 0, NULL);
+    lsv_task_spawn(srv, L, 0, NULL, NULL);
 }
 
 /* Creates and arms a timer for the function at 2. [-0, +1, m] */
@@ -90,8 +91,6 @@ static int timer_gc(lua_State *L)
     ev_timer_stop(t->srv->loop, &t->w);
     return 0;
 }
-
-void lsv_timer_open(lua_State *L);
 
 /* Adds luaserv.timer to the module table at the top of the stack. */
 void lsv_timer_open(lua_State *L)

@@ -1,5 +1,6 @@
 /* udp_socket.c: luaserv.udp(): outbound datagram sockets for tasks. */
 #include "lsv.h"
+#include "udp_socket.h"
 #include "listener.h"
 #include "log.h"
 #include "net.h"
@@ -155,7 +156,7 @@ static void udp_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         stop_reading(u);
         return;
     }
-    lua_State *L = u->srv->L;
+    lua_State *L = u->srv->vm->L;
     lua_pushcfunction(L, receive_cb);
     lua_pushlightuserdata(L, u);
     if (unlikely(lsv_vm_pcall(L, 1, 0) != LUA_OK)) {
@@ -322,8 +323,6 @@ static int api_udp(lua_State *L)
     luaL_setmetatable(L, UDP_MT);
     return 1;
 }
-
-void lsv_udp_open_api(lua_State *L);
 
 /* Adds luaserv.udp to the module table at the top of the stack. */
 void lsv_udp_open_api(lua_State *L)

@@ -3,7 +3,6 @@
 #include "vm.h"
 #include "log.h"
 #include "guard.h"
-#include "lua_conn.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -11,8 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-int luaopen_luaserv(lua_State *L);
-int luaopen_luaserv_core(lua_State *L);
 
 /* Message handler for every pcall: turns the error into a string and adds
  * a traceback, so the one log line says where it happened. */
@@ -148,26 +145,20 @@ void lsv_vm_open(lsv_server_t *srv, const char *script)
         abort();
     }
     lua_atpanic(L, panic);
-    srv->L = L;
-    srv->main_task.srv = srv;
-    srv->main_task.co = L;
-    *(lsv_task_t **)lua_getextraspace(L) = &srv->main_task;
+    srv->vm = lsv_calloc(1, sizeof *srv->vm);
+    srv->vm->L = L;
     luaL_openlibs(L);
     lua_pushcfunction(L, msgh);       /* stays at LSV_VM_MSGH */
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_luaserv);
-    lua_setfield(L, -2, "luaserv");
-    lua_pushcfunction(L, luaopen_luaserv_core);
-    lua_setfield(L, -2, "luaserv.core");
-    lua_pop(L, 1);
-    lsv_lconn_open(L);
     set_path(L, script ? script : ".");
 }
 
 void lsv_vm_close(lsv_server_t *srv)
 {
-    if (srv->L) lua_close(srv->L);
-    srv->L = NULL;
+    if (srv->vm == NULL) return;
+    if (srv->vm->L) lua_close(srv->vm->L);
+    free(srv->vm->sched);
+    free(srv->vm);
+    srv->vm = NULL;
 }
 
 static int parse_kind(const char *name)
@@ -331,7 +322,7 @@ static int check_handler(lua_State *L, const char *script,
 int lsv_vm_load(lsv_server_t *srv, const char *script, int *ref,
                 lsv_frame_spec_t *framing, char *err, size_t errlen)
 {
-    lua_State *L = srv->L;
+    lua_State *L = srv->vm->L;
     int top = lua_gettop(L);
     int rc = luaL_loadfile(L, script);
     int last_line = 0;

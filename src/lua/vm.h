@@ -1,27 +1,39 @@
-/* vm.h: the Lua state: opening, loading scripts, calling handlers. */
+/* vm.h: the handler layer's state and the Lua state: opening, loading
+ * scripts, calling handlers. */
 #ifndef LSV_VM_H
 #define LSV_VM_H
 
 #include "lsv.h"
 #include "server.h"
-#include "sched.h"
 
 #include <lua.h>
+#include <time.h>
+
+/* What the handler layer (src/lua) keeps for a server: srv->vm. */
+struct lsv_vm {
+    lua_State *L;
+    struct lsv_sched *sched;     /* tasks (sched.h) */
+    struct lsv_script *scripts;  /* loaded handler scripts (script.h) */
+    ev_timer reload_timer;       /* --watch: settles bursts of changes */
+    time_t ctime_sec;            /* luaserv.ctime(): its cached second */
+};
 
 /* Stack slot of the message handler that adds a traceback; it stays at the
  * bottom of the main state's stack for the life of the state. */
 #define LSV_VM_MSGH 1
 
-/* Creates srv->L with the standard libraries, `luaserv` in package.preload,
- * and package.path extended with the script's folder and lua/. */
+/* Creates srv->vm and its Lua state with the standard libraries,
+ * `luaserv` in package.preload, and package.path extended with the
+ * script's folder and lua/. */
 void lsv_vm_open(lsv_server_t *srv, const char *script);
 void lsv_vm_close(lsv_server_t *srv);
 
 /* Returns the server that owns L. Every thread's extra space points at a
- * task (the main thread's at srv->main_task) whose first field is srv. */
+ * struct whose first member is the server pointer: its task (sched.h),
+ * the main thread's at the scheduler's main task. */
 static inline lsv_server_t *lsv_vm_server(lua_State *L)
 {
-    return (*(lsv_task_t **)lua_getextraspace(L))->srv;
+    return **(lsv_server_t ***)lua_getextraspace(L);
 }
 
 /* Loads and runs script, checks that it returned a valid handler table,

@@ -35,7 +35,7 @@ static const char *cfg_string(lua_State *L, const lsv_plan_t *p,
 
 int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
 {
-    lua_State *L = srv->L;
+    lua_State *L = srv->vm->L;
     p->cfg_ref = LUA_NOREF;
     if (f->config == NULL) return LSV_OK;
     lua_getglobal(L, "require");
@@ -160,7 +160,7 @@ static const char *module_file(lua_State *L, const char *name)
 /* The script's handler.listen (a string or a list), added to the plan. */
 static int script_listen(lsv_server_t *srv, lsv_plan_t *p)
 {
-    lua_State *L = srv->L;
+    lua_State *L = srv->vm->L;
     char err[4096];
     lsv_script_t *s = lsv_script_load(srv, p->main_script, err, sizeof err);
     if (s == NULL) {
@@ -200,7 +200,7 @@ static int script_listen(lsv_server_t *srv, lsv_plan_t *p)
 
 int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
 {
-    lua_State *L = srv->L;
+    lua_State *L = srv->vm->L;
     for (int i = 0; i < f->nlisten; i++)
         if (!add(p, f->listen[i], p->main_script, "")) return LSV_ERR;
 
@@ -295,7 +295,7 @@ int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
 int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
                      const lsv_plan_entry_t *e, lsv_listener_t *l)
 {
-    lua_State *L = srv->L;
+    lua_State *L = srv->vm->L;
     if (e->cfg_index == 0 || p->cfg_ref == LUA_NOREF) return LSV_OK;
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->cfg_ref);
     lua_getfield(L, -1, "listen");
