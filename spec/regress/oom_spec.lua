@@ -129,15 +129,22 @@ local kept = {}
 return {
     on_message = function(_, line)
         if line == "fill" then
+            -- Up to 46 MB live: over 7/8 of the cap, with room left for
+            -- the reply. Filling until an allocation fails would stop
+            -- anywhere from 41 to 50 MB: Lua collects before failing an
+            -- allocation only at some points of its collection cycle.
+            local function live()
+                collectgarbage()
+                return collectgarbage("count") * 1024
+            end
             local ok = pcall(function()
-                for i = 1, 1e9 do kept[i] = string.rep("m", 1e6) .. i end
+                while live() < 46e6 do
+                    for _ = 1, 16 do
+                        kept[#kept + 1] = string.rep("m", 65536) .. #kept
+                    end
+                end
             end)
-            -- The failed allocation may have left a few bytes: give back
-            -- two megabytes, still far over 7/8 of the cap, so the reply
-            -- itself can be made.
-            kept[#kept], kept[#kept - 1] = nil, nil
-            collectgarbage()
-            return "filled " .. tostring(not ok) .. "\n"
+            return "filled " .. tostring(ok and live() >= 46e6) .. "\n"
         elseif line == "free" then
             kept = {}
             collectgarbage()
