@@ -31,7 +31,7 @@ CORE_SRC = core/log core/conn core/conn_out core/listener core/udp core/net \
            core/server core/loop \
            core/buf core/frame core/util core/resolve
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
-          lua/handler lua/dispatch \
+          lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat
 OPS_SRC = ops/notify ops/config
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)

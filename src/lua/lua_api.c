@@ -1,6 +1,7 @@
 /* lua_api.c: the `luaserv` module handlers require. */
 #include "lsv.h"
 #include "lua_api.h"
+#include "connect.h"
 #include "core_module.h"
 #include "guard.h"
 #include "lua_conn.h"
@@ -144,7 +145,7 @@ int luaopen_luaserv(lua_State *L)
     lua_setfield(L, -2, "version");
     lsv_sched_open(L);
     lsv_timer_open(L);
-    lsv_stream_open_api(L);
+    lsv_connect_open_api(L);
     lsv_udp_open_api(L);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, api_index);

@@ -7,7 +7,10 @@
 #include "udp.h"
 #include "vm.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <lauxlib.h>
+#include <stdio.h>
 #include <string.h>
 
 typedef lsv_lconn_t lconn_t;
@@ -37,6 +40,14 @@ lsv_lconn_t *lsv_lconn_check(lua_State *L, int idx)
 static lconn_t *check_conn(lua_State *L)
 {
     return lsv_lconn_check(L, 1);
+}
+
+int lsv_push_errno(lua_State *L, int err)
+{
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", strerror(err));
+    buf[0] = (char)tolower((unsigned char)buf[0]);
+    return lsv_push_fail(L, err == ETIMEDOUT ? "timeout" : buf);
 }
 
 static int closed_result(lua_State *L)

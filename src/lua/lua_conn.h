@@ -41,6 +41,19 @@ lsv_lconn_t *lsv_lconn_check(lua_State *L, int idx);
 /* Registers the conn and datagram metatables in L. */
 void lsv_lconn_open(lua_State *L);
 
+/* Pushes nil, err: a runtime failure's result (luaL_fileresult's
+ * style). Returns 2. [-0, +2, m] */
+static inline int lsv_push_fail(lua_State *L, const char *err)
+{
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+/* Pushes nil and errno err as a short lowercase message ("timeout" for
+ * ETIMEDOUT). Returns 2. [-0, +2, m] */
+int lsv_push_errno(lua_State *L, int err);
+
 /* Raises a caller error naming `what` unless the values at 2..top are
  * strings, numbers or tables of them; checked before anything is written,
  * so a write is all or nothing. [-0, +0, v] */

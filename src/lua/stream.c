@@ -21,13 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CONNECT_TIMEOUT 10.0
 
-static void push_fail(lua_State *L, const char *err)
-{
-    luaL_pushfail(L);
-    lua_pushstring(L, err);
-}
 
 /* --- reading ------------------------------------------------------------ */
 
@@ -118,7 +112,7 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
     if (lsv_conn_buffered(c) == 0 && !lsv_conn_at_eof(c)) {
         /* A stopping server ends idle reads on its own connections. */
         if (lsv_conn_is_draining(c) && !lsv_conn_is_outbound(c)) {
-            push_fail(L, "closed");
+            lsv_push_fail(L, "closed");
             return 2;
         }
         return -1;
@@ -133,7 +127,7 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
     }
     if (r == LSV_FRAME_PARTIAL) {
         if (!lsv_conn_at_eof(c)) return -1;
-        push_fail(L, "closed");
+        lsv_push_fail(L, "closed");
         return 2;
     }
     if (r == LSV_FRAME_TOO_LONG)
@@ -147,7 +141,7 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
                      "bytes of an incomplete %s frame dropped",
                      lsv_conn_buffered(c), lsv_frame_kind_name(want->kind));
     end_input(c);
-    push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long" : "closed");
+    lsv_push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long" : "closed");
     return 2;
 }
 
@@ -238,13 +232,13 @@ void lsv_stream_closing(lsv_conn_t *c, int abort)
     lsv_task_t *t = u->reader;
     if (t && (t->wait == LSV_WAIT_READ || t->wait == LSV_WAIT_CONNECT)) {
         u->reader = NULL;
-        push_fail(t->co, "closed");
+        lsv_push_fail(t->co, "closed");
         lsv_task_wake(t, 2);
     }
     t = u->writer;
     if (t && abort) {
         u->writer = NULL;
-        push_fail(t->co, "closed");
+        lsv_push_fail(t->co, "closed");
         lsv_task_wake(t, 2);
     }
 }
@@ -257,7 +251,7 @@ static lsv_conn_t *stream_conn(lua_State *L, const char *what)
     lsv_conn_t *c = u->c;
     lsv_task_check(L, what);
     if (c == NULL) {
-        push_fail(L, "closed");
+        lsv_push_fail(L, "closed");
         return NULL;
     }
     if (lsv_conn_type(c) != &lsv_stream_type)
@@ -334,7 +328,7 @@ static int conn_read(lua_State *L)
                      LSV_FRAME_HARD_MAX);
         frame_done(c);
         end_input(c);
-        push_fail(L, "too long");
+        lsv_push_fail(L, "too long");
         return 2;
     }
     return stream_read(L, c, &want);
@@ -439,7 +433,7 @@ static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
     lsv_lconn_t *u = lua_touserdata(L, 1);
     lsv_conn_t *c = u->c;
     if (c == NULL || lsv_conn_is_closing(c)) {
-        push_fail(L, "closed");
+        lsv_push_fail(L, "closed");
         return 2;
     }
     lsv_task_t *t = writer_task(L, c);
@@ -476,7 +470,7 @@ static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
             }
             if (lsv_conn_write(c, s + off, chunk) != LSV_OK) {
                 /* c failed (and may be gone): it was logged */
-                push_fail(L, "overflow");
+                lsv_push_fail(L, "overflow");
                 return 2;
             }
             off += chunk;
@@ -531,12 +525,12 @@ int lsv_stream_write(lua_State *L, lsv_conn_t *c)
         top = 2;
     }
     if (lsv_conn_is_closing(c)) {
-        push_fail(L, "closed");
+        lsv_push_fail(L, "closed");
         return 2;
     }
     /* A writer that cannot wait queues the whole reply or none of it. */
     if (writer_task(L, c) == NULL && lsv_conn_check_room(c, total) != LSV_OK) {
-        push_fail(L, "overflow");
+        lsv_push_fail(L, "overflow");
         return 2;
     }
     return write_from(L, top, 1, 0);
@@ -555,7 +549,7 @@ static void stream_stalled(lsv_conn_t *c, double stalled)
                  "\"timeout\"", stalled, lsv_conn_timeout(c),
                  lsv_conn_pending(c));
     u->writer = NULL;
-    push_fail(t->co, "timeout");
+    lsv_push_fail(t->co, "timeout");
     lsv_task_wake(t, 2);
 }
 
@@ -567,7 +561,7 @@ static int conn_flush(lua_State *L)
     lsv_task_t *t = lsv_task_check(L, "conn:flush()");
     lsv_conn_t *c = u->c;
     if (c == NULL) {
-        push_fail(L, "closed");
+        lsv_push_fail(L, "closed");
         return 2;
     }
     if (lsv_conn_pending(c) == 0) {
@@ -584,28 +578,7 @@ static int conn_flush(lua_State *L)
     return lua_yield(L, 0);
 }
 
-/* --- outbound connections ----------------------------------------------- */
-
-/* The lowercase strerror, the token style of our errors. */
-static void push_errno(lua_State *L, int err)
-{
-    char buf[128];
-    snprintf(buf, sizeof buf, "%s", strerror(err));
-    buf[0] = (char)tolower((unsigned char)buf[0]);
-    push_fail(L, err == ETIMEDOUT ? "timeout" : buf);
-}
-
-static void unwait_connect(lsv_task_t *t)
-{
-    lsv_conn_t *c = t->wait_obj;
-    if (c == NULL) return;
-    if (lsv_lconn_of(c)) lsv_lconn_of(c)->reader = NULL;
-    lsv_conn_abort(c, "timeout");
-}
-
-/* type->connected: wakes the task waiting in luaserv.connect with the
- * conn, or with nil, err (core then aborts c). */
-static void stream_connected(lsv_conn_t *c, int err)
+void lsv_stream_connected(lsv_conn_t *c, int err)
 {
     lsv_lconn_t *u = lsv_lconn_of(c);
     lsv_task_t *t = u ? u->reader : NULL;
@@ -615,118 +588,9 @@ static void stream_connected(lsv_conn_t *c, int err)
         lsv_lconn_push(t->co, c);
         lsv_task_wake(t, 1);
     } else {
-        push_errno(t->co, err);
+        lsv_push_errno(t->co, err);
         lsv_task_wake(t, 2);
     }
-}
-
-/* Starts a non-blocking connect for task t, whose conn will be u (made
- * in the task, which keeps it on its stack meanwhile). On success t waits
- * for it; otherwise t is woken with nil, err. */
-static void start_connect(lsv_task_t *t, lsv_lconn_t *u,
-                          const struct sockaddr *sa, socklen_t len,
-                          double timeout)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    0);
-    if (fd < 0 || (connect(fd, sa, len) < 0 && errno != EINPROGRESS)) {
-        int err = errno;
-        if (fd >= 0) close(fd);
-        push_errno(t->co, err);
-        lsv_task_wake(t, 2);
-        return;
-    }
-    lsv_conn_t *c = lsv_conn_outbound(t->srv, fd, sa, len, &lsv_stream_type);
-    lsv_lconn_bind(u, c);
-    u->reader = t;
-    lsv_task_wait(t, LSV_WAIT_CONNECT, c, unwait_connect, timeout);
-}
-
-/* A name lookup in flight for a task. */
-typedef struct connect_req {
-    lsv_task_t *t;
-    lsv_lconn_t *u;
-    lsv_resolve_req_t *rq;
-    ev_tstamp deadline;
-    char host[256];
-} connect_req_t;
-
-static void unwait_resolve(lsv_task_t *t)
-{
-    connect_req_t *req = t->wait_obj;
-    lsv_resolve_cancel(t->srv->resolver, req->rq);
-    free(req);
-}
-
-static void resolved_cb(void *data, const struct addrinfo *res, int err)
-{
-    connect_req_t *req = data;
-    lsv_task_t *t = req->t;
-    lsv_task_unwait(t);      /* the lookup is over; the connect follows */
-    if (err || res == NULL) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "cannot resolve %s: %s", req->host,
-                 gai_strerror(err));
-        push_fail(t->co, msg);
-        lsv_task_wake(t, 2);
-    } else {
-        double left = req->deadline - ev_now(t->srv->loop);
-        start_connect(t, req->u, res->ai_addr, res->ai_addrlen,
-                      left > 0.001 ? left : 0.001);
-    }
-    free(req);
-}
-
-/* luaserv.connect(host, port[, { timeout = s }]) -> conn | nil, err.
- * Names are looked up on the resolver thread; the task waits for the
- * lookup and the connect, at most timeout seconds (default 10). */
-static int api_connect(lua_State *L)
-{
-    const char *host = luaL_checkstring(L, 1);
-    lua_Integer port = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, port >= 1 && port <= 65535, 2, "port out of range");
-    double timeout = CONNECT_TIMEOUT;
-    if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
-            timeout = (double)luaL_checknumber(L, -1);
-            luaL_argcheck(L, timeout > 0, 3, "timeout must be > 0");
-        }
-        lua_pop(L, 1);
-    }
-    lsv_task_t *t = lsv_task_check(L, "luaserv.connect()");
-    lsv_server_t *srv = t->srv;
-    /* The conn's userdata first: it may raise (memory), and the task's
-     * stack keeps it while the task waits. */
-    lsv_lconn_t *u = lsv_lconn_new(L, NULL, 1);
-
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in4;
-        struct sockaddr_in6 in6;
-    } a;
-    memset(&a, 0, sizeof a);
-    if (inet_pton(AF_INET, host, &a.in4.sin_addr) == 1) {
-        a.in4.sin_family = AF_INET;
-        a.in4.sin_port = htons((uint16_t)port);
-        start_connect(t, u, &a.sa, sizeof a.in4, timeout);
-    } else if (inet_pton(AF_INET6, host, &a.in6.sin6_addr) == 1) {
-        a.in6.sin6_family = AF_INET6;
-        a.in6.sin6_port = htons((uint16_t)port);
-        start_connect(t, u, &a.sa, sizeof a.in6, timeout);
-    } else {
-        connect_req_t *req = lsv_calloc(1, sizeof *req);
-        req->t = t;
-        req->u = u;
-        req->deadline = ev_now(srv->loop) + timeout;
-        snprintf(req->host, sizeof req->host, "%s", host);
-        req->rq = lsv_resolve(srv->resolver, host, (int)port, SOCK_STREAM,
-                              resolved_cb, req);
-        lsv_task_wait(t, LSV_WAIT_RESOLVE, req, unwait_resolve, timeout);
-    }
-    /* start_connect may have woken t already (an immediate failure): the
-     * results are on L's stack and the yield hands them back. */
-    return lua_yield(L, 0);
 }
 
 /* conn:write(...) -> conn | nil, "closed" | "overflow" | "timeout".
@@ -738,7 +602,7 @@ static int conn_write(lua_State *L)
     lsv_lconn_t *u = lsv_lconn_check(L, 1);
     lsv_lconn_check_pieces(L, "conn:write");
     if (u->c == NULL) {
-        push_fail(L, "closed");
+        lsv_push_fail(L, "closed");
         return 2;
     }
     return lsv_stream_write(L, u->c);
@@ -758,7 +622,7 @@ const lsv_conn_type_t lsv_stream_type = {
     .drained = lsv_stream_output,
     .stalled = stream_stalled,
     .error = lsv_handler_on_error,
-    .connected = stream_connected,
+    .connected = lsv_stream_connected,
     .closing = lsv_stream_closing,
     .closed = stream_closed,
 };
@@ -775,10 +639,4 @@ void lsv_stream_open_methods(lua_State *L)
         { NULL, NULL }
     };
     lsv_lconn_add_methods(L, methods);
-}
-
-void lsv_stream_open_api(lua_State *L)
-{
-    lua_pushcfunction(L, api_connect);
-    lua_setfield(L, -2, "connect");
 }

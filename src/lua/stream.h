@@ -16,6 +16,10 @@ extern const lsv_conn_type_t lsv_stream_type;
  * room or for the flush goes on. */
 void lsv_stream_output(lsv_conn_t *c);
 
+/* type->connected of outbound conns: wakes the task waiting in
+ * luaserv.connect with the conn, or with nil, err. */
+void lsv_stream_connected(lsv_conn_t *c, int err);
+
 /* type->closing of both styles: c is closing (abort: dropping output
  * too): a waiting task gets nil, "closed" (readers always; writers only
  * on abort). */
@@ -31,9 +35,7 @@ void lsv_stream_closing(lsv_conn_t *c, int abort);
  * May raise (memory) and yield. [-0, +(1|2), e] */
 int lsv_stream_write(lua_State *L, lsv_conn_t *c);
 
-/* Adds conn:write and the stream methods to the conn metatable, and
- * luaserv.connect to the module table at the top of the stack. */
+/* Adds conn:write and the stream methods to the conn metatable. */
 void lsv_stream_open_methods(lua_State *L);
-void lsv_stream_open_api(lua_State *L);
 
 #endif
