@@ -446,6 +446,11 @@ int main(int argc, char **argv)
     outbound.opt.low_water = srv->opt.low_water;
     lsv_frame_spec_init(&outbound.framing, LSV_FRAME_LINE);
     srv->outbound_listener = &outbound;
+    static lsv_listener_t server_listener;   /* counts what has no listener */
+    snprintf(server_listener.name, sizeof server_listener.name, "server");
+    server_listener.srv = srv;
+    server_listener.fd = -1;
+    srv->server_listener = &server_listener;
     lsv_notify_take_fds(srv);
 
     if (lsv_config_load(srv, &flags, &plan) != LSV_OK) return 2;

@@ -41,11 +41,11 @@ typedef struct lsv_hooks {
     void (*notify)(lsv_server_t *srv, const char *state);
 } lsv_hooks_t;
 
-/* Counters the core keeps for the whole server. Traffic is counted per
- * listener only (lsv_lstats_t); luaserv.stats() sums the listeners. */
+/* Counters the core keeps for the whole server. Traffic and handler
+ * errors are counted per listener only (lsv_lstats_t); luaserv.stats(),
+ * admin stats and /metrics sum the listeners. */
 typedef struct lsv_stats {
     uint64_t datagrams;
-    uint64_t handler_errors;
     uint64_t tasks_active;
     uint64_t outbound_active;
     uint64_t preemptions;     /* task runs the slice hook cut short */
@@ -79,6 +79,8 @@ struct lsv_server {
     lsv_conn_t *conns;           /* open connections; doubly linked */
     lsv_conn_t *outbound;        /* luaserv.connect() conns; doubly linked */
     lsv_listener_t *outbound_listener;  /* what outbound conns point at */
+    lsv_listener_t *server_listener;    /* "server": counts what belongs to
+                                         * no listener (on_load, a timer) */
     lsv_resolver_t *resolver;
     lsv_conn_t *pending;         /* conns with output to flush this turn */
     lsv_conn_t *again;           /* conns with input work for this turn */

@@ -172,6 +172,14 @@ static void per_listener(luaL_Buffer *b, lsv_server_t *srv, const char *name,
                  l->name, (unsigned long long)v);
         luaL_addstring(b, line);
     }
+    if (offset == offsetof(lsv_lstats_t, handler_errors)) {
+        /* Errors that belong to no listener (on_load, a timer's task):
+         * the series sum to luaserv.stats().handler_errors. */
+        snprintf(line, sizeof line, "%s{listener=\"server\"} %llu\n", name,
+                 (unsigned long long)srv->server_listener->stats
+                     .handler_errors);
+        luaL_addstring(b, line);
+    }
 }
 
 /* core.metrics() -> the core's metrics in the Prometheus text format. */

@@ -125,14 +125,18 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
  * assignment takes effect at once. */
 static void callback_begin(lsv_conn_t *c)
 {
-    lua_State *L = lsv_conn_server(c)->vm->L;
+    lsv_server_t *srv = lsv_conn_server(c);
+    lua_State *L = srv->vm->L;
+    srv->vm->listener = lsv_conn_listener(c);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lsv_handler_ref(lsv_conn_listener(c)));
     lsv_lconn_push(L, c);
 }
 
 static void callback_end(lsv_conn_t *c)
 {
-    lua_pop(lsv_conn_server(c)->vm->L, 2);
+    lsv_server_t *srv = lsv_conn_server(c);
+    srv->vm->listener = NULL;
+    lua_pop(srv->vm->L, 2);
 }
 
 /* One frame: on_message(conn, frame), its return value queued. */
@@ -147,10 +151,8 @@ static void callback_frame(lsv_conn_t *c, const char *p, size_t n)
     }
     lua_pushvalue(L, conn);
     if (likely(lsv_vm_pcall_str(L, 1, p, n, LUA_MULTRET) == LUA_OK)) {
-        if (unlikely(write_result(c, L, conn) != LSV_OK)) {
-            srv->stats.handler_errors++;
+        if (unlikely(write_result(c, L, conn) != LSV_OK))
             lsv_handler_failed(c, "on_message");
-        }
         return;
     }
     lsv_handler_failed(c, "on_message");
@@ -201,8 +203,11 @@ static int accept_allowed(lsv_listener_t *l, const struct sockaddr *sa,
     lsv_net_format(sa, len, peer);
     lua_pushstring(L, peer);
     lua_pushstring(L, l->name);
-    if (lsv_vm_pcall(L, 2, 2) != LUA_OK) {
-        l->stats.handler_errors++;
+    l->srv->vm->listener = l;
+    int rc = lsv_vm_pcall(L, 2, 2);
+    l->srv->vm->listener = NULL;
+    if (rc != LUA_OK) {
+        lsv_vm_count_error(l->srv, l);
         lsv_error("handler error in on_accept (peer %s, %s): %s", peer,
                   l->name, lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -399,15 +404,13 @@ int lsv_dispatch_datagram(lsv_listener_t *l, lsv_dgram_t *d, const char *data,
     if (!lsv_vm_get_fn(L, lsv_handler_ref(l), "on_message")) return 0;
     lsv_ldgram_push(L, d);
     int ok = 0;
+    srv->vm->listener = l;
     if (likely(lsv_vm_pcall_str(L, 1, data, n, LUA_MULTRET) == LUA_OK)) {
         ok = add_reply(d, L, top) == LSV_OK;
-        if (unlikely(!ok)) {
-            srv->stats.handler_errors++;
-            l->stats.handler_errors++;
-        }
+        if (unlikely(!ok)) lsv_vm_count_error(srv, l);
     } else {
         char peer[LSV_ADDRSTRLEN];
-        l->stats.handler_errors++;
+        lsv_vm_count_error(srv, l);
         lsv_log_ctx_t ctx = { l->name, lsv_net_format((struct sockaddr *)
                               &d->peer, d->peer_len, peer), 0 };
         lsv_log_writec(LSV_LOG_ERROR, &ctx, "handler error in on_message "
@@ -416,11 +419,13 @@ int lsv_dispatch_datagram(lsv_listener_t *l, lsv_dgram_t *d, const char *data,
             lsv_ldgram_push(L, d);
             lua_pushvalue(L, -3);
             if (lsv_vm_pcall(L, 2, 0) != LUA_OK) {
+                lsv_vm_count_error(srv, l);
                 lsv_error("handler error in on_error (%s): %s", l->name,
                           lua_tostring(L, -1));
             }
         }
     }
+    srv->vm->listener = NULL;
     lua_settop(L, top);
     return ok;
 }
@@ -437,6 +442,7 @@ void lsv_dispatch_stopping(lsv_server_t *srv)
             if (lsv_handler_ref(p) == lsv_handler_ref(l)) seen = 1;
         if (seen || !lsv_vm_get_fn(L, lsv_handler_ref(l), "on_stop")) continue;
         if (lsv_vm_pcall(L, 0, 0) != LUA_OK) {
+            lsv_vm_count_error(srv, l);
             lsv_error("handler error in on_stop: %s", lua_tostring(L, -1));
             lua_pop(L, 1);
         }

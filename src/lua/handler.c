@@ -25,15 +25,21 @@ int lsv_handler_call(lsv_conn_t *c, const char *fn, int nargs, int nres)
     lua_insert(L, -nargs - 1);
     lsv_lconn_push(L, c);
     lua_insert(L, -nargs - 1);
-    if (likely(lsv_vm_pcall(L, nargs + 1, nres) == LUA_OK)) return LSV_OK;
+    lsv_vm_t *vm = lsv_conn_server(c)->vm;
+    lsv_listener_t *outer = vm->listener;
+    vm->listener = lsv_conn_listener(c);
+    int rc = lsv_vm_pcall(L, nargs + 1, nres);
+    vm->listener = outer;
+    if (likely(rc == LUA_OK)) return LSV_OK;
     lsv_handler_failed(c, fn);
     return LSV_ERR;
 }
 
 void lsv_handler_failed(lsv_conn_t *c, const char *fn)
 {
-    lua_State *L = lsv_conn_server(c)->vm->L;
-    lsv_conn_listener(c)->stats.handler_errors++;
+    lsv_server_t *srv = lsv_conn_server(c);
+    lua_State *L = srv->vm->L;
+    lsv_vm_count_error(srv, lsv_conn_listener(c));
     lsv_conn_log(LSV_LOG_ERROR, c, "handler error in %s: %s", fn,
                  lua_tostring(L, -1));
     if (strcmp(fn, "on_error") == 0 || strcmp(fn, "on_close") == 0 ||
@@ -93,7 +99,7 @@ void lsv_handler_task_end(lsv_task_t *t, lsv_conn_t *c, const char *err,
         lsv_conn_close(c, "closed");
         return;
     }
-    lsv_conn_listener(c)->stats.handler_errors++;
+    lsv_vm_count_error(lsv_conn_server(c), lsv_conn_listener(c));
     lsv_conn_log(LSV_LOG_ERROR, c, "handler error in handle: %s", err);
     lsv_conn_hold(c);
     lsv_handler_on_error(c, err);

@@ -84,7 +84,9 @@ static int api_stats(lua_State *L)
         sum.bytes_in += l->stats.bytes_in;
         sum.bytes_out += l->stats.bytes_out;
         sum.udp_drops += l->stats.udp_drops;
+        sum.handler_errors += l->stats.handler_errors;
     }
+    sum.handler_errors += srv->server_listener->stats.handler_errors;
     /* Outbound traffic counts in the bytes, not in the connections. */
     sum.bytes_in += srv->outbound_listener->stats.bytes_in;
     sum.bytes_out += srv->outbound_listener->stats.bytes_out;
@@ -97,7 +99,7 @@ static int api_stats(lua_State *L)
     FIELD("datagrams", s->datagrams);
     FIELD("bytes_received", sum.bytes_in);
     FIELD("bytes_sent", sum.bytes_out);
-    FIELD("handler_errors", s->handler_errors);
+    FIELD("handler_errors", sum.handler_errors);
     FIELD("tasks", s->tasks_active);
     FIELD("lua_memory", lsv_guard_memory());
     FIELD("outbound_active", s->outbound_active);

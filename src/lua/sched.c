@@ -1,6 +1,7 @@
 /* sched.c: tasks (coroutines the loop resumes), spawn, sleep, yield. */
 #include "lsv.h"
 #include "sched.h"
+#include "conn.h"
 #include "guard.h"
 #include "log.h"
 #include "server.h"
@@ -78,6 +79,9 @@ lsv_task_t *lsv_task_spawn(lsv_server_t *srv, lua_State *L, int nargs,
     t->nargs = nargs;
     t->conn = conn;
     t->on_end = on_end;
+    lsv_task_t *parent = lsv_task_current(L);
+    t->listener = conn ? lsv_conn_listener(conn)
+                : parent ? parent->listener : srv->vm->listener;
     ev_init(&t->timer, task_timer_cb);
     t->next = srv->vm->sched->tasks;
     if (srv->vm->sched->tasks) srv->vm->sched->tasks->prev = t;
@@ -172,7 +176,7 @@ static void task_done(lsv_task_t *t, int status)
     lsv_conn_t *c = t->conn;
     t->conn = NULL;          /* on_end may free the conn */
     if (status != LUA_OK) {
-        srv->stats.handler_errors++;
+        if (c == NULL) lsv_vm_count_error(srv, t->listener);
         /* The traceback is made under a pcall: out of memory, the bare
          * message (already a string on the task's stack) goes instead. */
         const char *err;

@@ -45,6 +45,8 @@ struct lsv_task {
     int cancelled;
     lsv_conn_t *conn;          /* the conn this handle() task serves */
     lsv_task_end_fn on_end;    /* told when it ends, if conn is set */
+    lsv_listener_t *listener;  /* whose errors it counts in (NULL: the
+                                * server's): its conn's, its spawner's */
     void *wait_obj;            /* what it waits on */
     lsv_unwait_fn unwait;
     lsv_task_t *next_ready;    /* srv->vm->sched->ready queue */

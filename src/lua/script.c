@@ -142,6 +142,7 @@ static int vet(lsv_script_t *s, int ref, char *err, size_t errlen)
     lua_State *L = s->srv->vm->L;
     if (lsv_vm_get_fn(L, ref, "on_load") &&
         lsv_vm_pcall_as(L, 0, 0, LSV_GUARD_ON_LOAD) != LUA_OK) {
+        lsv_vm_count_error(s->srv, NULL);
         snprintf(err, errlen, "on_load failed: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
         return LSV_ERR;
@@ -149,6 +150,7 @@ static int vet(lsv_script_t *s, int ref, char *err, size_t errlen)
     if (lsv_vm_get_fn(L, ref, "on_reload")) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, s->ref);
         if (lsv_vm_pcall_as(L, 1, 0, LSV_GUARD_HANDLER) != LUA_OK) {
+            lsv_vm_count_error(s->srv, NULL);
             snprintf(err, errlen, "on_reload failed: %s",
                      lua_tostring(L, -1));
             lua_pop(L, 1);
@@ -227,6 +229,7 @@ int lsv_script_on_load(lsv_script_t *s, char *err, size_t errlen)
     lua_State *L = s->srv->vm->L;
     if (!lsv_vm_get_fn(L, s->ref, "on_load")) return LSV_OK;
     if (lsv_vm_pcall_as(L, 0, 0, LSV_GUARD_ON_LOAD) == LUA_OK) return LSV_OK;
+    lsv_vm_count_error(s->srv, NULL);
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
     return LSV_ERR;

@@ -1,6 +1,7 @@
 /* vm.c: the Lua state: opening, loading handler scripts, calling handlers. */
 #include "lsv.h"
 #include "vm.h"
+#include "listener.h"
 #include "log.h"
 #include "guard.h"
 
@@ -35,6 +36,11 @@ static int panic(lua_State *L)
     return 0;
 }
 
+void lsv_vm_count_error(lsv_server_t *srv, lsv_listener_t *l)
+{
+    (l ? l : srv->server_listener)->stats.handler_errors++;
+}
+
 int lsv_vm_pcall(lua_State *L, int nargs, int nresults)
 {
     /* Slot LSV_VM_MSGH is relative to the running C function: at the
@@ -46,7 +52,6 @@ int lsv_vm_pcall(lua_State *L, int nargs, int nresults)
     lsv_guard_enter(L);
     int rc = lua_pcall(L, nargs, nresults, LSV_VM_MSGH);
     lsv_guard_leave(L);
-    if (unlikely(rc != LUA_OK)) lsv_vm_server(L)->stats.handler_errors++;
     return rc;
 }
 
@@ -60,7 +65,6 @@ int lsv_vm_pcall_as(lua_State *L, int nargs, int nresults, int kind)
     int rc = lua_pcall(L, nargs, nresults, base);
     lsv_guard_end(&sc);
     lua_remove(L, base);
-    if (unlikely(rc != LUA_OK)) lsv_vm_server(L)->stats.handler_errors++;
     return rc;
 }
 

@@ -10,13 +10,22 @@
 #include <time.h>
 
 /* What the handler layer (src/lua) keeps for a server: srv->vm. */
+typedef struct lsv_vm lsv_vm_t;
 struct lsv_vm {
     lua_State *L;
     struct lsv_sched *sched;     /* tasks (sched.h) */
     struct lsv_script *scripts;  /* loaded handler scripts (script.h) */
     ev_timer reload_timer;       /* --watch: settles bursts of changes */
     time_t ctime_sec;            /* luaserv.ctime(): its cached second */
+    lsv_listener_t *listener;    /* whose handler runs on the main thread
+                                  * now, or NULL: a spawned task's */
 };
+
+/* Counts one handler error against l, or, for code that serves no
+ * listener (a task spawned at load, a timer, on_load, on_reload), against
+ * the server's own "server". The one place handler errors are counted:
+ * luaserv.stats(), admin stats and /metrics all sum these. */
+void lsv_vm_count_error(lsv_server_t *srv, lsv_listener_t *l);
 
 /* Stack slot of the message handler that adds a traceback; it stays at the
  * bottom of the main state's stack for the life of the state. */
@@ -52,10 +61,9 @@ int lsv_vm_parse_framing(lua_State *L, int idx, lsv_frame_spec_t *spec,
  * function; otherwise pushes nothing and returns 0. [-0, +(0|1), -] */
 int lsv_vm_get_fn(lua_State *L, int ref, const char *name);
 
-/* lua_pcall through the traceback handler. On error returns the status,
- * counts it in stats.handler_errors and leaves the message (with
- * traceback) on the stack for the caller to log once, with its context,
- * and pop. */
+/* lua_pcall through the traceback handler. On error returns the status
+ * and leaves the message (with traceback) on the stack for the caller to
+ * log once, with its context, count (lsv_vm_count_error) and pop. */
 int lsv_vm_pcall(lua_State *L, int nargs, int nresults);
 
 /* lsv_vm_pcall with a time budget of its own, of LSV_GUARD_* kind (guard.h),
