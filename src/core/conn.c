@@ -6,6 +6,7 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
+#include "transport.h"
 
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -106,6 +107,7 @@ static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
 {
     c->srv = srv;
     c->listener = l;
+    c->transport = &lsv_transport_plain;
     c->fd = fd;
     c->id = ++srv->next_conn_id;
     if (salen > sizeof c->peer) salen = sizeof c->peer;
@@ -230,7 +232,7 @@ static void conn_finish(lsv_conn_t *c)
     ev_io_stop(srv->loop, &c->rio);  /* also clears a fed event */
     ev_io_stop(srv->loop, &c->wio);
     ev_timer_stop(srv->loop, &c->timer);
-    close(c->fd);
+    c->transport->close(c);
 
     if (c->flags & LSV_CONN_PENDING) {
         lsv_conn_t **pp = &srv->pending;
@@ -431,8 +433,8 @@ static int read_some(lsv_conn_t *c)
     }
     for (;;) {
         size_t avail = lsv_buf_avail(&c->in);
-        ssize_t n = read(c->fd, c->in.data + c->in.start + c->in.len,
-                         avail < room ? avail : room);
+        ssize_t n = c->transport->read(c, c->in.data + c->in.start +
+                                       c->in.len, avail < room ? avail : room);
         if (likely(n > 0)) {
             lsv_buf_commit(&c->in, (size_t)n);
             c->listener->stats.bytes_in += (uint64_t)n;

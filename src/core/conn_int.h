@@ -32,6 +32,7 @@ struct lsv_conn {
     lsv_server_t *srv;
     lsv_listener_t *listener;
     const struct lsv_conn_type *type;
+    const struct lsv_transport *transport;   /* how bytes reach fd */
     void *data;                   /* the user's (lsv_conn_data) */
     lsv_conn_t *prev, *next;      /* srv->conns or srv->outbound */
     lsv_conn_t *next_pending;     /* srv->pending */

@@ -7,6 +7,7 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
+#include "transport.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -141,8 +142,8 @@ static void conn_flush(lsv_conn_t *c)
 {
     lsv_server_t *srv = c->srv;
     while (c->out.len) {
-        ssize_t n = send(c->fd, lsv_buf_head(&c->out), c->out.len,
-                         MSG_NOSIGNAL);
+        ssize_t n = c->transport->write(c, lsv_buf_head(&c->out),
+                                        c->out.len);
         if (n > 0) {
             lsv_buf_consume(&c->out, (size_t)n);
             c->listener->stats.bytes_out += (uint64_t)n;
