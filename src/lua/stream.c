@@ -8,18 +8,14 @@
 #include "log.h"
 #include "lua_conn.h"
 #include "net.h"
-#include "resolve.h"
 #include "sched.h"
 #include "vm.h"
 
-#include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 
 
