@@ -31,7 +31,7 @@ CORE_SRC = core/log core/conn core/conn_out core/listener core/udp core/net \
            core/buf core/frame core/util core/resolve
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/udp_socket lua/script lua/core_module lua/guard
-OPS_SRC = ops/notify ops/config ops/procstat
+OPS_SRC = ops/notify ops/config ops/procstat ops/options
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli core/net core/buf core/util
 BENCH_SRC = tools/bench core/net core/buf core/util
