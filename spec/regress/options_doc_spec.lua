@@ -76,12 +76,12 @@ describe("the options table", function()
         local doc = table_of(README, "Running it")
         for _, r in ipairs(rows) do
             if r.flag then
-                assert.is_true(has_word(doc, r.flag),
-                               README .. " lacks " .. r.flag .. " (" .. r.line .. ")")
+                assert.is_true(has_word(doc, r.flag), README .. " lacks "
+                               .. r.flag .. " (" .. r.line .. ")")
             end
             if r.short then
-                assert.is_true(has_word(doc, r.short),
-                               README .. " lacks " .. r.short .. " (" .. r.line .. ")")
+                assert.is_true(has_word(doc, r.short), README .. " lacks "
+                               .. r.short .. " (" .. r.line .. ")")
             end
         end
     end)
@@ -101,8 +101,8 @@ describe("the options table", function()
         local doc = table_of(OPERATIONS, "Configuration file")
         for _, r in ipairs(rows) do
             if r.key then
-                assert.is_true(has_word(doc, r.key),
-                               OPERATIONS .. " lacks " .. r.key .. " (" .. r.line .. ")")
+                assert.is_true(has_word(doc, r.key), OPERATIONS .. " lacks "
+                               .. r.key .. " (" .. r.line .. ")")
                 local flag = r.flag and has_word(doc, r.flag) or
                              r.short and has_word(doc, r.short)
                 assert.is_true(not r.flag or flag,

@@ -362,7 +362,8 @@ static void show_value(lua_State *L, int idx, char *buf, size_t size)
             snprintf(buf, size, LUA_INTEGER_FMT, lua_tointeger(L, idx));
         else if (t == LUA_TNUMBER) {
             int w = snprintf(buf, size, LUA_NUMBER_FMT, lua_tonumber(L, idx));
-            if (w > 0 && (size_t)w + 3 < size && buf[strspn(buf, "-0123456789")] == '\0')
+            if (w > 0 && (size_t)w + 3 < size &&
+                buf[strspn(buf, "-0123456789")] == '\0')
                 memcpy(buf + w, ".0", 3);   /* as tostring() shows 2.0 */
         }
         else if (t == LUA_TBOOLEAN)
@@ -490,7 +491,8 @@ static void list_options(const lsv_option_t *o, const char *arg,
                                  r->max);
         }
         char shortf[4] = "-";
-        if (r->short_name) snprintf(shortf, sizeof shortf, "-%c", r->short_name);
+        if (r->short_name)
+            snprintf(shortf, sizeof shortf, "-%c", r->short_name);
         printf("%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r->name ? "--" : "-",
                r->name ? r->name : "", shortf, r->key ? r->key : "-",
                w[0] ? w : "-", type_names[r->type], range,
