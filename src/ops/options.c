@@ -95,7 +95,9 @@ const lsv_option_t lsv_option_table[] = {
       SRV(access_log) },
     { .name = "admin", .key = "admin", .where = CALL, .type = LSV_OPT_STRING,
       .prefix = "unix:", .want = "a unix:/path address (eval over the "
-      "network would give anyone the server)", .arg = "unix:PATH",
+      "network would give anyone the server)", .flag_want = "must be "
+      "unix:/path (eval over the network would give anyone the server)",
+      .arg = "unix:PATH",
       .help = "admin socket (mode 0600): stats, conns,\n"
               "reload, eval, log-level, shutdown",
       FLG(admin) },
@@ -554,6 +556,7 @@ static void take_flag(const lsv_option_t *o, const char *arg,
     } else {
         char w[256], label[64];
         want(o, w, sizeof w);
+        if (o->flag_want) bad_option("--%s %s", o->name, o->flag_want);
         if (o->type != LSV_OPT_ENUM) bad_option("--%s needs %s", o->name, w);
         snprintf(label, sizeof label, "%s", o->name);
         for (char *p = label; *p; p++) if (*p == '-') *p = ' ';

@@ -83,6 +83,7 @@ struct lsv_option {
     const char *word;        /* COUNT: a word accepted too ("auto") */
     const char *prefix;      /* STRING: what it must start with */
     const char *want;        /* overrides the generated "must be" text */
+    const char *flag_want;   /* the flag's message after "--name " */
     void (*action)(const lsv_option_t *o, const char *arg, lsv_flags_t *f);
 };
 
