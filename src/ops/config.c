@@ -1,9 +1,10 @@
-/* config.c: the flags, the configuration file and the script's `listen`,
+/* config.c: the configuration file, the flags and the script's `listen`,
  * merged into the plan of listeners main() opens. */
 #include "lsv.h"
 #include "config.h"
 #include "log.h"
 #include "notify.h"
+#include "options.h"
 #include "script.h"
 #include "vm.h"
 
@@ -33,79 +34,182 @@ static const char *cfg_string(lua_State *L, const lsv_plan_t *p,
     return s;
 }
 
+/* --- the file ------------------------------------------------------------
+ * The configuration file is a Lua chunk run in an environment of its own:
+ * an assignment is a setting, listen/admin/metrics are calls, and every
+ * name, key and value is checked against the options table as the chunk
+ * runs, so a mistake raises at its own line. The messages come from here
+ * and options.c only. */
+
+/* Raises err at the line of the chunk that called the running C function
+ * (level 1). [-0, +0, v] */
+static int raise_at_caller(lua_State *L, const char *err)
+{
+    return luaL_error(L, "%s", err);
+}
+
+/* env.__index(env, k): an API function, or a setting read back; anything
+ * else is a misspelt name. Upvalues: cfg, api. [-0, +1, v] */
+static int env_index(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        const char *k = lua_tostring(L, 2);
+        if (lua_getfield(L, lua_upvalueindex(2), k) != LUA_TNIL) return 1;
+        if (lsv_option_find(k, LSV_OPT_SETTING)) {
+            lua_getfield(L, lua_upvalueindex(1), k);
+            return 1;
+        }
+    }
+    return luaL_error(L, "unknown name %s in the configuration",
+                      luaL_tolstring(L, 2, NULL));
+}
+
+/* env.__newindex(env, k, v): a setting, checked, into cfg. Upvalue: cfg.
+ * [-0, +0, v] */
+static int env_newindex(lua_State *L)
+{
+    char err[1024];
+    const lsv_option_t *o = NULL;
+    if (lua_type(L, 2) == LUA_TSTRING)
+        o = lsv_option_find(lua_tostring(L, 2), LSV_OPT_SETTING);
+    if (o == NULL) {
+        lsv_option_known(LSV_OPT_SETTING, err, sizeof err);
+        return luaL_error(L, "unknown setting %s (known: %s)",
+                          luaL_tolstring(L, 2, NULL), err);
+    }
+    if (!lsv_option_check_lua(o, L, 3, "", err, sizeof err))
+        return raise_at_caller(L, err);
+    lua_settop(L, 3);
+    lua_setfield(L, lua_upvalueindex(1), o->key);
+    return 0;
+}
+
+/* admin "unix:/path", metrics "HOST:PORT": cfg[key] = the checked
+ * argument. Upvalues: cfg, the option's row. [-0, +0, v] */
+static int api_call(lua_State *L)
+{
+    char err[1024];
+    const lsv_option_t *o = lua_touserdata(L, lua_upvalueindex(2));
+    lua_settop(L, 1);
+    if (!lsv_option_check_lua(o, L, 1, "", err, sizeof err))
+        return raise_at_caller(L, err);
+    lua_setfield(L, lua_upvalueindex(1), o->key);
+    return 0;
+}
+
+/* listen { ADDR, key = value, ... } or listen "ADDR": appends
+ * { addr =, line =, key = value ... } to cfg.listen, each key checked.
+ * Upvalue: cfg. [-0, +0, v] */
+static int api_listen(lua_State *L)
+{
+    char err[1024];
+    lua_settop(L, 1);
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        lua_createtable(L, 1, 0);
+        lua_insert(L, 1);
+        lua_rawseti(L, 1, 1);
+    }
+    if (!lua_istable(L, 1) || lua_geti(L, 1, 1) != LUA_TSTRING)
+        return luaL_error(L, "listen needs a table starting with an "
+                          "address, as in listen { \"tcp://0.0.0.0:21567\", "
+                          "handler = \"x.lua\" }");
+    lua_Debug ar;
+    int line = lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar)
+               ? ar.currentline : 0;
+    lua_createtable(L, 0, 4);                     /* 3: the listener */
+    lua_pushvalue(L, 2);
+    lua_setfield(L, 3, "addr");
+    lua_pushinteger(L, line);
+    lua_setfield(L, 3, "line");
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        if (lua_isinteger(L, -2) && lua_tointeger(L, -2) == 1) {
+            lua_pop(L, 1);
+            continue;
+        }
+        const lsv_option_t *o = NULL;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            o = lsv_option_find(lua_tostring(L, -2), LSV_OPT_LISTEN);
+        if (o == NULL) {
+            lsv_option_known(LSV_OPT_LISTEN, err, sizeof err);
+            return luaL_error(L, "listen: unknown key %s (known: %s)",
+                              luaL_tolstring(L, -2, NULL), err);
+        }
+        if (!lsv_option_check_lua(o, L, -1, "listen.", err, sizeof err))
+            return raise_at_caller(L, err);
+        lua_setfield(L, 3, o->key);
+    }
+    lua_getfield(L, lua_upvalueindex(1), "listen");
+    lua_pushvalue(L, 3);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* Loads and runs the file at arg 1; returns its cfg table:
+ * { listen = { {addr =, line =, ...}, ... }, setting = value ... }.
+ * [-0, +1, e] */
+static int run_file(lua_State *L)
+{
+    if (luaL_loadfilex(L, lua_tostring(L, 1), "t") != LUA_OK)
+        return lua_error(L);
+    lua_createtable(L, 0, 8);                     /* 3: cfg */
+    lua_newtable(L);
+    lua_setfield(L, 3, "listen");
+    lua_newtable(L);                              /* 4: env */
+    lua_createtable(L, 0, 2);                     /* 5: its metatable */
+    lua_newtable(L);                              /* 6: api */
+    for (int i = 0; i < lsv_option_count; i++) {
+        const lsv_option_t *o = &lsv_option_table[i];
+        if (!(o->where & LSV_OPT_CALL)) continue;
+        lua_pushvalue(L, 3);
+        if (o->type == LSV_OPT_ACTION) {          /* listen */
+            lua_pushcclosure(L, api_listen, 1);
+        } else {
+            lua_pushlightuserdata(L, (void *)o);
+            lua_pushcclosure(L, api_call, 2);
+        }
+        lua_setfield(L, 6, o->key);
+    }
+    lua_pushvalue(L, 3);
+    lua_pushvalue(L, 6);
+    lua_pushcclosure(L, env_index, 2);
+    lua_setfield(L, 5, "__index");
+    lua_pushvalue(L, 3);
+    lua_pushcclosure(L, env_newindex, 1);
+    lua_setfield(L, 5, "__newindex");
+    lua_settop(L, 5);
+    lua_setmetatable(L, 4);
+    lua_setupvalue(L, 2, 1);                      /* the chunk's _ENV */
+    lua_pushvalue(L, 2);
+    lua_call(L, 0, 0);
+    lua_pushvalue(L, 3);
+    return 1;
+}
+
 int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
 {
     lua_State *L = srv->vm->L;
     p->cfg_ref = LUA_NOREF;
     if (f->config == NULL) return LSV_OK;
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "luaserv.config");
+    lua_pushcfunction(L, run_file);
+    lua_pushstring(L, f->config);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         fprintf(stderr, "luaserv: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
         return LSV_ERR;
     }
-    lua_getfield(L, -1, "load");
-    lua_pushstring(L, f->config);
-    if (lua_pcall(L, 1, 2, 0) != LUA_OK || lua_isnil(L, -2)) {
-        fprintf(stderr, "luaserv: %s\n", lua_tostring(L, -1));
-        return LSV_ERR;
-    }
-    lua_pop(L, 1);
     p->cfg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pop(L, 1);
 
-    lsv_options_t *o = &srv->opt;
-    const char *s;
-    if (f->log_level < 0 && (s = cfg_string(L, p, "log_level")))
-        lsv_log_level = lsv_log_parse_level(s);
-    if (f->log_format == NULL && (s = cfg_string(L, p, "log_format")))
-        lsv_log_format = strcmp(s, "json") == 0 ? LSV_LOG_JSON : LSV_LOG_TEXT;
-    if (cfg_get(L, p, "access_log") != LUA_TNIL) {
-        o->access_log = f->access_log || lua_toboolean(L, -1);
+    /* Each setting no flag gave, through the table. */
+    for (int i = 0; i < lsv_option_count; i++) {
+        const lsv_option_t *o = &lsv_option_table[i];
+        if (!(o->where & LSV_OPT_SETTING) || (f->given & lsv_option_bit(o)))
+            continue;
+        if (cfg_get(L, p, o->key) == LUA_TNIL) continue;
+        lsv_option_store_lua(o, L, -1, &srv->opt, NULL);
         lua_pop(L, 1);
     }
-    if (cfg_get(L, p, "watch") != LUA_TNIL) {
-        o->watch = f->watch || lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!f->set_idle && cfg_get(L, p, "idle_timeout") != LUA_TNIL) {
-        o->idle_timeout = lua_tonumber(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!f->set_shutdown && cfg_get(L, p, "shutdown_timeout") != LUA_TNIL) {
-        o->shutdown_timeout = lua_tonumber(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!f->set_high_water && cfg_get(L, p, "high_water") != LUA_TNIL) {
-        o->high_water = (size_t)lua_tointeger(L, -1);
-        o->low_water = o->high_water / 4;
-        lua_pop(L, 1);
-    }
-    if (!f->set_backlog && cfg_get(L, p, "backlog") != LUA_TNIL) {
-        o->backlog = (int)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!f->set_handler_timeout &&
-        cfg_get(L, p, "handler_timeout") != LUA_TNIL) {
-        o->handler_timeout = lua_tonumber(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!f->set_load_timeout && cfg_get(L, p, "load_timeout") != LUA_TNIL) {
-        o->load_timeout = lua_tonumber(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!f->set_max_output && cfg_get(L, p, "max_output") != LUA_TNIL) {
-        o->max_output = (size_t)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!f->set_task_slice && cfg_get(L, p, "task_slice") != LUA_TNIL) {
-        o->task_slice = (int)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!f->set_lua_memory && cfg_get(L, p, "lua_memory") != LUA_TNIL) {
-        o->lua_memory = (size_t)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-    }
+    srv->opt.low_water = srv->opt.high_water / 4;
     if (cfg_get(L, p, "workers") != LUA_TNIL) {
         if (!(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 1))
             lsv_info("workers = %s: this build runs one process",
@@ -263,12 +367,7 @@ int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
     }
 
     const char *admin = f->admin ? f->admin : cfg_string(L, p, "admin");
-    if (admin) {
-        if (strncmp(admin, "unix:", 5) != 0) {
-            fprintf(stderr, "luaserv: --admin must be unix:/path (eval over "
-                    "the network would give anyone the server)\n");
-            return LSV_ERR;
-        }
+    if (admin) {           /* unix: only: the table's prefix checked it */
         const char *file = module_file(L, "luaserv.admin");
         lsv_plan_entry_t *e = file ? add(p, admin, file, "--admin: ") : NULL;
         if (e == NULL) return LSV_ERR;
@@ -301,30 +400,22 @@ int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
     lua_getfield(L, -1, "listen");
     lua_rawgeti(L, -1, e->cfg_index);
     int t = lua_gettop(L), rc = LSV_OK;
-    if (lua_getfield(L, t, "idle_timeout") != LUA_TNIL)
-        l->opt.idle_timeout = lua_tonumber(L, -1);
-    if (lua_getfield(L, t, "high_water") != LUA_TNIL) {
-        l->opt.high_water = (size_t)lua_tointeger(L, -1);
-        l->opt.low_water = l->opt.high_water / 4;
-    }
-    if (lua_getfield(L, t, "max_frame") != LUA_TNIL)
-        l->opt.max_frame = (uint32_t)lua_tointeger(L, -1);
-    static const char *const bufs[2] = { "rcvbuf", "sndbuf" };
-    for (int i = 0; i < 2; i++) {
-        if (lua_getfield(L, t, bufs[i]) == LUA_TNIL) {
-            lua_pop(L, 1);
+    for (int i = 0; i < lsv_option_count; i++) {
+        const lsv_option_t *o = &lsv_option_table[i];
+        if (!o->lstore || lua_getfield(L, t, o->key) == LUA_TNIL) {
+            lua_settop(L, t);
             continue;
         }
-        if (!lsv_listener_is_dgram(l)) {
+        if ((o->where & LSV_OPT_DGRAM) && !lsv_listener_is_dgram(l)) {
             fprintf(stderr, "luaserv: %s: listen %s: %s applies to udp:// "
                     "and unixgram: listeners only\n", p->config, e->spec,
-                    bufs[i]);
+                    o->key);
             rc = LSV_ERR;
         }
-        *(i ? &l->opt.sndbuf : &l->opt.rcvbuf) =
-            (size_t)lua_tointeger(L, -1);
+        lsv_option_store_lua(o, L, -1, NULL, &l->opt);
         lua_pop(L, 1);
     }
+    l->opt.low_water = l->opt.high_water / 4;
     if (lua_getfield(L, t, "framing") != LUA_TNIL) {
         char err[LSV_ERRLEN];
         if (lsv_vm_parse_framing(L, -1, &l->opt.framing, err) != LSV_OK) {

@@ -6,9 +6,8 @@
 #include "lsv.h"
 #include "listener.h"
 #include "net.h"
+#include "options.h"
 #include "server.h"
-
-#define LSV_MAX_LISTEN 64
 
 /* One listener to open. */
 typedef struct lsv_plan_entry {
@@ -22,22 +21,6 @@ typedef struct lsv_plan_entry {
     int fd;                  /* a socket systemd passed for it, or -1 */
 } lsv_plan_entry_t;
 
-/* Flags given on the command line; a flag beats the config file. */
-typedef struct lsv_flags {
-    const char *listen[LSV_MAX_LISTEN];
-    int nlisten;
-    const char *config;
-    const char *script;
-    const char *admin;
-    const char *metrics;
-    const char *log_format;
-    int log_level;           /* -1: not given */
-    int set_idle, set_shutdown, set_high_water, set_backlog;
-    int set_handler_timeout, set_lua_memory;
-    int set_load_timeout, set_task_slice, set_max_output;
-    int access_log, watch, check;
-} lsv_flags_t;
-
 typedef struct lsv_plan {
     lsv_plan_entry_t e[LSV_MAX_LISTEN + 6];
     int n;
@@ -46,8 +29,10 @@ typedef struct lsv_plan {
     const char *config;      /* the configuration file, or NULL */
 } lsv_plan_t;
 
-/* Reads the configuration file into srv->opt (where no flag was given)
- * and keeps it for lsv_config_plan. Returns LSV_ERR after printing
+/* Runs the configuration file, checking each setting, call and listen{}
+ * key against the options table as it runs; then copies each setting no
+ * flag gave (f->given) into srv->opt and keeps the file's table for
+ * lsv_config_plan. Returns LSV_ERR after printing
  * "luaserv: FILE:LINE: message". */
 int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p);
 
@@ -56,8 +41,8 @@ int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p);
  * LSV_ERR after printing the problem. */
 int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p);
 
-/* Applies the config's per-listener settings (framing, idle_timeout,
- * max_frame, high_water) of entry e to l. Returns LSV_ERR after printing. */
+/* Applies the config's listen{} keys of entry e (the options table's
+ * LSV_OPT_LISTEN rows, and framing) to l. Returns LSV_ERR after printing. */
 int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
                      const lsv_plan_entry_t *e, lsv_listener_t *l);
 

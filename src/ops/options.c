@@ -1,0 +1,627 @@
+/* options.c: the options table, and the command line, --help and the
+ * configuration checks it drives. */
+#include "lsv.h"
+#include "options.h"
+#include "log.h"
+#include "net.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+static void add_listen(const lsv_option_t *o, const char *arg,
+                       lsv_flags_t *f);
+static void show_help(const lsv_option_t *o, const char *arg, lsv_flags_t *f);
+static void show_version(const lsv_option_t *o, const char *arg,
+                         lsv_flags_t *f);
+static void list_options(const lsv_option_t *o, const char *arg,
+                         lsv_flags_t *f);
+
+static const char *const levels[] = { "debug", "info", "warn", "error", NULL };
+static const char *const formats[] = { "text", "json", NULL };
+
+/* The field a row writes: in lsv_options_t, lsv_flags_t, lsv_lopts_t. */
+#define SRV(m) .dest = LSV_OPT_SERVER, .off = offsetof(lsv_options_t, m), \
+               .size = sizeof(((lsv_options_t *)0)->m)
+#define FLG(m) .dest = LSV_OPT_FLAGS, .off = offsetof(lsv_flags_t, m), \
+               .size = sizeof(((lsv_flags_t *)0)->m)
+#define LST(m) .lstore = 1, .loff = offsetof(lsv_lopts_t, m), \
+               .lsize = sizeof(((lsv_lopts_t *)0)->m)
+
+#define SETTING LSV_OPT_SETTING
+#define CALL LSV_OPT_CALL
+#define LISTEN LSV_OPT_LISTEN
+
+/* Every option, in --help order; configuration-only keys last. */
+const lsv_option_t lsv_option_table[] = {
+    { .name = "listen", .short_name = 'l', .key = "listen", .where = CALL,
+      .type = LSV_OPT_ACTION, .action = add_listen, .arg = "ADDR",
+      .help = "listen on ADDR (repeatable): tcp://HOST:PORT,\n"
+              "udp://HOST:PORT, unix:/PATH, unixgram:/PATH,\n"
+              "HOST:PORT or :PORT (TCP), [::1]:PORT (IPv6)" },
+    { .name = "idle-timeout", .key = "idle_timeout", .where = SETTING | LISTEN,
+      .type = LSV_OPT_SECONDS, .def = "0", .arg = "SEC",
+      .help = "close connections idle this long (0 = never)",
+      SRV(idle_timeout), LST(idle_timeout) },
+    { .name = "shutdown-timeout", .key = "shutdown_timeout", .where = SETTING,
+      .type = LSV_OPT_SECONDS, .def = "10", .arg = "SEC",
+      .help = "on SIGTERM/SIGINT, wait this long for\n"
+              "connections to finish (default %D)",
+      SRV(shutdown_timeout) },
+    { .name = "high-water", .key = "high_water", .where = SETTING | LISTEN,
+      .type = LSV_OPT_BYTES, .min = 1024, .max = 1LL << 30,
+      .def = "1048576", .arg = "BYTES",
+      .help = "queued output that pauses reading from a peer\n"
+              "(default %D; resumes below a quarter)",
+      SRV(high_water), LST(high_water) },
+    /* Output buffers count in uint32: at most 3 GiB. */
+    { .name = "max-output", .key = "max_output", .where = SETTING,
+      .type = LSV_OPT_BYTES, .min = 65536, .max = 3LL << 30,
+      .def = "268435456", .arg = "BYTES",
+      .help = "cap on output queued for one peer (default\n"
+              "%D, 256 MiB; at most 3 GiB): a reply\n"
+              "that would pass it fails that connection",
+      SRV(max_output) },
+    { .name = "backlog", .key = "backlog", .where = SETTING,
+      .type = LSV_OPT_COUNT, .min = 1, .max = 65535, .def = "511",
+      .arg = "N", .help = "listen backlog (default %D)", SRV(backlog) },
+    { .name = "rcvbuf", .key = "rcvbuf", .where = LISTEN | LSV_OPT_DGRAM,
+      .type = LSV_OPT_BYTES, .min = 1024, .max = 1LL << 30, .arg = "BYTES",
+      .help = "receive buffer of udp:// and unixgram:\n"
+              "listeners (default: the kernel's)",
+      SRV(rcvbuf), LST(rcvbuf) },
+    { .name = "sndbuf", .key = "sndbuf", .where = LISTEN | LSV_OPT_DGRAM,
+      .type = LSV_OPT_BYTES, .min = 1024, .max = 1LL << 30, .arg = "BYTES",
+      .help = "send buffer of udp:// and unixgram: listeners",
+      SRV(sndbuf), LST(sndbuf) },
+    { .name = "config", .short_name = 'c', .type = LSV_OPT_STRING,
+      .arg = "FILE", .help = "read listeners and settings from FILE (Lua);\n"
+                             "flags override it",
+      FLG(config) },
+    { .name = "log-level", .key = "log_level", .where = SETTING,
+      .type = LSV_OPT_ENUM, .choices = levels, .def = "info", .arg = "LEVEL",
+      .help = "debug, info, warn or error (default %D)",
+      .dest = LSV_OPT_GLOBAL, .global = &lsv_log_level },
+    { .name = "log-format", .key = "log_format", .where = SETTING,
+      .type = LSV_OPT_ENUM, .choices = formats, .def = "text",
+      .arg = "FORMAT", .help = "text (default) or json, one object a line",
+      .dest = LSV_OPT_GLOBAL, .global = &lsv_log_format },
+    { .name = "access-log", .key = "access_log", .where = SETTING,
+      .type = LSV_OPT_FLAG, .help = "log a line per closed connection",
+      SRV(access_log) },
+    { .name = "admin", .key = "admin", .where = CALL, .type = LSV_OPT_STRING,
+      .prefix = "unix:", .want = "a unix:/path address (eval over the "
+      "network would give anyone the server)", .flag_want = "must be "
+      "unix:/path (eval over the network would give anyone the server)",
+      .arg = "unix:PATH",
+      .help = "admin socket (mode 0600): stats, conns,\n"
+              "reload, eval, log-level, shutdown",
+      FLG(admin) },
+    { .name = "metrics", .key = "metrics", .where = CALL,
+      .type = LSV_OPT_STRING, .arg = "HOST:PORT",
+      .help = "serve Prometheus metrics at GET /metrics", FLG(metrics) },
+    { .name = "watch", .key = "watch", .where = SETTING, .type = LSV_OPT_FLAG,
+      .help = "reload when the script or its modules change", SRV(watch) },
+    { .name = "handler-timeout", .key = "handler_timeout", .where = SETTING,
+      .type = LSV_OPT_SECONDS, .def = "1", .arg = "SEC",
+      .help = "stop a handler call, or a script's load,\n"
+              "running longer (default %D; 0 = never): it\n"
+              "fails like a handler error",
+      SRV(handler_timeout) },
+    { .name = "load-timeout", .key = "load_timeout", .where = SETTING,
+      .type = LSV_OPT_SECONDS, .def = "30", .arg = "SEC",
+      .help = "the same for on_load (default %D; 0 = never)",
+      SRV(load_timeout) },
+    { .name = "task-slice", .key = "task_slice", .where = SETTING,
+      .type = LSV_OPT_COUNT, .min = 0, .max = 1LL << 30, .def = "10000",
+      .arg = "N", .help = "a task yields to the loop every N Lua\n"
+                          "instructions (default %D; 0 = never)",
+      SRV(task_slice) },
+    { .name = "lua-memory", .key = "lua_memory",
+      .where = SETTING | LSV_OPT_ZERO, .type = LSV_OPT_BYTES,
+      .min = 1LL << 20, .max = 1LL << 40, .arg = "BYTES",
+      .help = "cap on the Lua state's memory: an allocation\n"
+              "over it fails that call (default: no cap)",
+      SRV(lua_memory) },
+    { .name = "check", .type = LSV_OPT_FLAG,
+      .help = "load SCRIPT, report problems, and exit", FLG(check) },
+    { .name = "help", .short_name = 'h', .type = LSV_OPT_ACTION,
+      .action = show_help, .help = "show this help" },
+    { .name = "version", .short_name = 'V', .type = LSV_OPT_ACTION,
+      .action = show_version, .help = "show the version" },
+    /* Not in --help: for the docs spec and tools (docs/operations.md). */
+    { .name = "list-options", .type = LSV_OPT_ACTION, .action = list_options },
+    /* Configuration file only. */
+    { .key = "workers", .where = SETTING, .type = LSV_OPT_COUNT, .min = 1,
+      .word = "auto" },
+    { .key = "handler", .where = SETTING | LISTEN, .type = LSV_OPT_STRING },
+    { .key = "framing", .where = LISTEN, .type = LSV_OPT_FRAMING },
+    { .key = "max_frame", .where = LISTEN, .type = LSV_OPT_COUNT, .min = 1,
+      .max = UINT32_MAX, LST(max_frame) },
+};
+
+const int lsv_option_count =
+    (int)(sizeof lsv_option_table / sizeof *lsv_option_table);
+
+_Static_assert(sizeof lsv_option_table / sizeof *lsv_option_table <= 64,
+               "lsv_flags_t.given has a bit per row");
+
+/* A value read from a flag's argument or from the configuration. */
+typedef struct value {
+    double num;           /* SECONDS */
+    long long i;          /* BYTES, COUNT; ENUM: the choice; FLAG: 0 or 1 */
+    const char *s;        /* STRING */
+} value_t;
+
+/* --- checking ----------------------------------------------------------- */
+
+/* Fills buf with what a value of o must be: "a whole number >= 1". */
+static void want(const lsv_option_t *o, char *buf, size_t size)
+{
+    size_t n = 0;
+    if (o->want) {
+        snprintf(buf, size, "%s", o->want);
+        return;
+    }
+    buf[0] = '\0';
+    switch (o->type) {
+    case LSV_OPT_SECONDS:
+        snprintf(buf, size, "a number of seconds >= %lld", o->min);
+        break;
+    case LSV_OPT_BYTES:
+    case LSV_OPT_COUNT:
+        if (o->where & LSV_OPT_ZERO) n = (size_t)snprintf(buf, size, "0 or ");
+        else if (o->word)
+            n = (size_t)snprintf(buf, size, "\"%s\" or ", o->word);
+        n += (size_t)snprintf(buf + n, size - n, "a whole number%s >= %lld",
+                              o->type == LSV_OPT_BYTES ? " of bytes" : "",
+                              o->min);
+        if (o->max && n < size)
+            snprintf(buf + n, size - n, " and <= %lld", o->max);
+        break;
+    case LSV_OPT_FLAG:
+        snprintf(buf, size, "true or false");
+        break;
+    case LSV_OPT_STRING:
+        snprintf(buf, size, "a non-empty string");
+        break;
+    case LSV_OPT_ENUM:
+        for (int i = 0; o->choices[i] && n < size; i++)
+            n += (size_t)snprintf(buf + n, size - n, "%s\"%s\"",
+                                  i == 0 ? "" : o->choices[i + 1] ? ", "
+                                                                  : " or ",
+                                  o->choices[i]);
+        break;
+    case LSV_OPT_FRAMING:
+        snprintf(buf, size, "a framing spec (a string or a table)");
+        break;
+    case LSV_OPT_ACTION:
+        break;
+    }
+}
+
+/* Whether the whole number v is in o's range. */
+static int in_range(const lsv_option_t *o, long long v)
+{
+    if (v == 0 && (o->where & LSV_OPT_ZERO)) return 1;
+    return v >= o->min && (o->max == 0 || v <= o->max);
+}
+
+/* Whether the number of seconds v is in o's range (and not NaN). */
+static int seconds_ok(const lsv_option_t *o, double v)
+{
+    return v >= (double)o->min && v <= 1e9;
+}
+
+/* The index of s in o->choices, or -1. */
+static int choice(const lsv_option_t *o, const char *s)
+{
+    for (int i = 0; o->choices[i]; i++)
+        if (strcmp(o->choices[i], s) == 0) return i;
+    return -1;
+}
+
+/* Whether s is a string o accepts. */
+static int string_ok(const lsv_option_t *o, const char *s)
+{
+    return s[0] != '\0' &&
+           (o->prefix == NULL || strncmp(s, o->prefix, strlen(o->prefix)) == 0);
+}
+
+/* Parses a flag's argument s into v. Returns 1, or 0 when s does not fit. */
+static int from_arg(const lsv_option_t *o, const char *s, value_t *v)
+{
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case LSV_OPT_SECONDS:
+        v->num = strtod(s, &end);
+        return !errno && end != s && !*end && seconds_ok(o, v->num);
+    case LSV_OPT_BYTES:
+    case LSV_OPT_COUNT:
+        v->i = strtoll(s, &end, 10);
+        return !errno && end != s && !*end && in_range(o, v->i);
+    case LSV_OPT_STRING:
+        v->s = s;
+        return string_ok(o, s);
+    case LSV_OPT_ENUM:
+        v->i = choice(o, s);
+        return v->i >= 0;
+    case LSV_OPT_FLAG:
+        v->i = 1;
+        return 1;
+    case LSV_OPT_FRAMING:
+    case LSV_OPT_ACTION:
+        break;
+    }
+    return 0;
+}
+
+/* Copies the whole number v into a field of size bytes. */
+static void put_int(void *p, size_t size, long long v)
+{
+    if (size == sizeof(uint64_t)) {
+        uint64_t x = (uint64_t)v;
+        memcpy(p, &x, size);
+    } else {
+        uint32_t x = (uint32_t)v;   /* int and uint32_t, all >= 0 */
+        memcpy(p, &x, sizeof x);
+    }
+}
+
+/* Writes v into the field at p (size bytes) as o's type. */
+static void put(const lsv_option_t *o, void *p, size_t size, const value_t *v)
+{
+    switch (o->type) {
+    case LSV_OPT_SECONDS:
+        memcpy(p, &v->num, sizeof v->num);
+        break;
+    case LSV_OPT_STRING:
+        memcpy(p, &v->s, sizeof v->s);
+        break;
+    default:
+        put_int(p, size, v->i);
+    }
+}
+
+/* Stores v where o says: srv, f, the global, and lopts when given. */
+static void store(const lsv_option_t *o, const value_t *v, lsv_options_t *srv,
+                  lsv_flags_t *f, lsv_lopts_t *lopts)
+{
+    if (lopts) {
+        if (o->lstore) put(o, (char *)lopts + o->loff, o->lsize, v);
+        return;
+    }
+    if (o->dest == LSV_OPT_SERVER && srv)
+        put(o, (char *)srv + o->off, o->size, v);
+    else if (o->dest == LSV_OPT_FLAGS && f)
+        put(o, (char *)f + o->off, o->size, v);
+    else if (o->dest == LSV_OPT_GLOBAL)
+        *o->global = (int)v->i;
+}
+
+/* --- the configuration file's side ------------------------------------- */
+
+const lsv_option_t *lsv_option_find(const char *key, unsigned where)
+{
+    for (int i = 0; i < lsv_option_count; i++) {
+        const lsv_option_t *o = &lsv_option_table[i];
+        if (o->key && (o->where & where) && strcmp(o->key, key) == 0) return o;
+    }
+    return NULL;
+}
+
+void lsv_option_known(unsigned where, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < lsv_option_count && n < size; i++) {
+        const lsv_option_t *o = &lsv_option_table[i];
+        if (o->key && (o->where & where))
+            n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "",
+                                  o->key);
+    }
+}
+
+/* Whether the Lua value at idx fits o. */
+static int lua_fits(const lsv_option_t *o, lua_State *L, int idx)
+{
+    int t = lua_type(L, idx);
+    switch (o->type) {
+    case LSV_OPT_SECONDS:
+        return t == LUA_TNUMBER && seconds_ok(o, lua_tonumber(L, idx));
+    case LSV_OPT_BYTES:
+    case LSV_OPT_COUNT:
+        if (o->word && t == LUA_TSTRING)
+            return strcmp(lua_tostring(L, idx), o->word) == 0;
+        return lua_isinteger(L, idx) && in_range(o, lua_tointeger(L, idx));
+    case LSV_OPT_FLAG:
+        return t == LUA_TBOOLEAN;
+    case LSV_OPT_STRING:
+        return t == LUA_TSTRING && string_ok(o, lua_tostring(L, idx));
+    case LSV_OPT_ENUM:
+        return t == LUA_TSTRING && choice(o, lua_tostring(L, idx)) >= 0;
+    case LSV_OPT_FRAMING:
+        return t == LUA_TSTRING || t == LUA_TTABLE;
+    case LSV_OPT_ACTION:
+        break;
+    }
+    return 0;
+}
+
+/* Writes the Lua value at idx as string.format's %q would show a string,
+ * or as tostring() would show anything else. Never raises. */
+static void show_value(lua_State *L, int idx, char *buf, size_t size)
+{
+    size_t len, n = 0;
+    if (lua_type(L, idx) != LUA_TSTRING) {
+        int t = lua_type(L, idx);
+        if (t == LUA_TNUMBER && lua_isinteger(L, idx))
+            snprintf(buf, size, LUA_INTEGER_FMT, lua_tointeger(L, idx));
+        else if (t == LUA_TNUMBER) {
+            int w = snprintf(buf, size, LUA_NUMBER_FMT, lua_tonumber(L, idx));
+            if (w > 0 && (size_t)w + 3 < size &&
+                buf[strspn(buf, "-0123456789")] == '\0')
+                memcpy(buf + w, ".0", 3);   /* as tostring() shows 2.0 */
+        }
+        else if (t == LUA_TBOOLEAN)
+            snprintf(buf, size, "%s", lua_toboolean(L, idx) ? "true" : "false");
+        else if (t == LUA_TNIL)
+            snprintf(buf, size, "nil");
+        else
+            snprintf(buf, size, "%s: %p", lua_typename(L, t),
+                     lua_topointer(L, idx));
+        return;
+    }
+    const char *s = lua_tolstring(L, idx, &len);
+    buf[n++] = '"';
+    for (size_t i = 0; i < len && n + 6 < size; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\' || c == '\n') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c == '\r') {
+            n += (size_t)snprintf(buf + n, size - n, "\\r");
+        } else if (c < 32 || c == 127) {
+            n += (size_t)snprintf(buf + n, size - n, "\\%d", c);
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    buf[n++] = '"';
+    buf[n] = '\0';
+}
+
+int lsv_option_check_lua(const lsv_option_t *o, lua_State *L, int idx,
+                         const char *prefix, char *err, size_t size)
+{
+    if (lua_fits(o, L, idx)) return 1;
+    char w[256], v[128];
+    want(o, w, sizeof w);
+    show_value(L, idx, v, sizeof v);
+    snprintf(err, size, "%s%s must be %s, not %s", prefix, o->key, w, v);
+    return 0;
+}
+
+void lsv_option_store_lua(const lsv_option_t *o, lua_State *L, int idx,
+                          lsv_options_t *srv, lsv_lopts_t *lopts)
+{
+    value_t v = { 0, 0, NULL };
+    switch (o->type) {
+    case LSV_OPT_SECONDS: v.num = lua_tonumber(L, idx); break;
+    case LSV_OPT_FLAG: v.i = lua_toboolean(L, idx); break;
+    case LSV_OPT_STRING: v.s = lua_tostring(L, idx); break;
+    case LSV_OPT_ENUM: v.i = choice(o, lua_tostring(L, idx)); break;
+    default: v.i = (long long)lua_tointeger(L, idx);
+    }
+    store(o, &v, srv, NULL, lopts);
+}
+
+/* --- --help and --list-options ------------------------------------------ */
+
+/* Writes len bytes of a help line, with %D as o's default. */
+static void put_help(FILE *f, const lsv_option_t *o, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '%' && i + 1 < len && s[i + 1] == 'D') {
+            fputs(o->def ? o->def : "none", f);
+            i++;
+        } else {
+            fputc(s[i], f);
+        }
+    }
+    fputc('\n', f);
+}
+
+void lsv_options_usage(FILE *f)
+{
+    fprintf(f,
+"usage: luaserv [options] [SCRIPT]\n"
+"Serves the Lua handler SCRIPT (default " LSV_DEFAULT_SCRIPT ").\n"
+"With no -l it listens on TCP and UDP port %d, all interfaces.\n"
+"\n", LSV_DEFAULT_PORT);
+    for (int i = 0; i < lsv_option_count; i++) {
+        const lsv_option_t *o = &lsv_option_table[i];
+        if (o->name == NULL || o->help == NULL) continue;
+        char flag[64], lead[8] = "    ";
+        if (o->short_name) snprintf(lead, sizeof lead, "-%c, ", o->short_name);
+        snprintf(flag, sizeof flag, "--%s%s%s", o->name, o->arg ? " " : "",
+                 o->arg ? o->arg : "");
+        fprintf(f, "  %s%-22s ", lead, flag);
+        for (const char *s = o->help, *nl;; s = nl + 1) {
+            nl = strchr(s, '\n');
+            put_help(f, o, s, nl ? (size_t)(nl - s) : strlen(s));
+            if (nl == NULL) break;
+            fprintf(f, "%29s", "");
+        }
+    }
+    fputs(
+"\n"
+"SIGHUP reloads the handler scripts; SIGTERM and SIGINT stop gracefully.\n"
+"A ready line per listener goes to stdout once it accepts (JSON with\n"
+"--log-format json); the log goes to stderr.\n"
+"Exit status: 0 after a clean shutdown, 1 when a listener cannot be\n"
+"opened, 2 for bad options or a script that fails to load.\n", f);
+}
+
+static const char *const type_names[] = {
+    "seconds", "bytes", "count", "flag", "string", "enum", "framing", "action"
+};
+
+/* --list-options: a row a line, tab-separated: flag, short flag, config
+ * key, where the key goes, type, range, default ("-" for none). */
+static void list_options(const lsv_option_t *o, const char *arg,
+                         lsv_flags_t *f)
+{
+    (void)o; (void)arg; (void)f;
+    for (int i = 0; i < lsv_option_count; i++) {
+        const lsv_option_t *r = &lsv_option_table[i];
+        char w[64] = "", range[64] = "-";
+        static const char *const wheres[] = { "setting", "call", "listen" };
+        for (int b = 0; b < 3; b++)
+            if (r->where & (1u << b))
+                snprintf(w + strlen(w), sizeof w - strlen(w), "%s%s",
+                         w[0] ? "," : "", wheres[b]);
+        if (r->type == LSV_OPT_BYTES || r->type == LSV_OPT_COUNT) {
+            int n = snprintf(range, sizeof range, "%s%lld..",
+                             r->where & LSV_OPT_ZERO ? "0," : "", r->min);
+            if (r->max) snprintf(range + n, sizeof range - (size_t)n, "%lld",
+                                 r->max);
+        }
+        char shortf[4] = "-";
+        if (r->short_name)
+            snprintf(shortf, sizeof shortf, "-%c", r->short_name);
+        printf("%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r->name ? "--" : "-",
+               r->name ? r->name : "", shortf, r->key ? r->key : "-",
+               w[0] ? w : "-", type_names[r->type], range,
+               r->def ? r->def : "-");
+    }
+    exit(0);
+}
+
+static void show_help(const lsv_option_t *o, const char *arg, lsv_flags_t *f)
+{
+    (void)o; (void)arg; (void)f;
+    lsv_options_usage(stdout);
+    exit(0);
+}
+
+static void show_version(const lsv_option_t *o, const char *arg,
+                         lsv_flags_t *f)
+{
+    (void)o; (void)arg; (void)f;
+    printf("luaserv %s (%s, libev %d.%d)\n", LSV_VERSION, LUA_RELEASE,
+           ev_version_major(), ev_version_minor());
+    exit(0);
+}
+
+/* --- the command line --------------------------------------------------- */
+
+/* Prints "luaserv: " and the message, then the usage; exits 2. */
+static void bad_option(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+static void bad_option(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "luaserv: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    lsv_options_usage(stderr);
+    exit(2);
+}
+
+static void add_listen(const lsv_option_t *o, const char *arg, lsv_flags_t *f)
+{
+    (void)o;
+    if (f->nlisten == LSV_MAX_LISTEN)
+        bad_option("too many -l (max %d)", LSV_MAX_LISTEN);
+    f->listen[f->nlisten++] = arg;
+}
+
+/* Reads one flag of row o, with its argument (NULL for none). */
+static void take_flag(const lsv_option_t *o, const char *arg,
+                      lsv_options_t *srv, lsv_flags_t *f)
+{
+    value_t v = { 0, 0, NULL };
+    if (o->type == LSV_OPT_ACTION) {
+        o->action(o, arg, f);
+    } else if (from_arg(o, arg, &v)) {
+        store(o, &v, srv, f, NULL);
+    } else {
+        char w[256], label[64];
+        want(o, w, sizeof w);
+        if (o->flag_want) bad_option("--%s %s", o->name, o->flag_want);
+        if (o->type != LSV_OPT_ENUM) bad_option("--%s needs %s", o->name, w);
+        snprintf(label, sizeof label, "%s", o->name);
+        for (char *p = label; *p; p++) if (*p == '-') *p = ' ';
+        bad_option("unknown %s '%s' (--%s needs %s)", label, arg, o->name, w);
+    }
+    f->given |= lsv_option_bit(o);
+}
+
+/* Stores every row's default; the defaults go through the same parser as
+ * flags, so a default out of its own range fails at the first run. */
+static void set_defaults(lsv_options_t *srv, lsv_flags_t *f)
+{
+    for (int i = 0; i < lsv_option_count; i++) {
+        const lsv_option_t *o = &lsv_option_table[i];
+        value_t v = { 0, 0, NULL };
+        if (o->def == NULL) continue;
+        if (!from_arg(o, o->def, &v)) {
+            fprintf(stderr, "luaserv: bad default for --%s\n", o->name);
+            abort();
+        }
+        store(o, &v, srv, f, NULL);
+    }
+}
+
+void lsv_options_parse(lsv_options_t *srv, lsv_flags_t *f, int argc,
+                       char **argv)
+{
+    struct option longs[sizeof lsv_option_table / sizeof *lsv_option_table + 1];
+    char shorts[2 * (sizeof lsv_option_table / sizeof *lsv_option_table) + 1];
+    int nl = 0, ns = 0, c;
+
+    memset(f, 0, sizeof *f);
+    set_defaults(srv, f);
+    for (int i = 0; i < lsv_option_count; i++) {
+        const lsv_option_t *o = &lsv_option_table[i];
+        int has_arg = o->arg ? required_argument : no_argument;
+        if (o->name == NULL) continue;
+        longs[nl++] = (struct option){ o->name, has_arg, NULL, 256 + i };
+        if (o->short_name) {
+            shorts[ns++] = o->short_name;
+            if (has_arg) shorts[ns++] = ':';
+        }
+    }
+    longs[nl] = (struct option){ NULL, 0, NULL, 0 };
+    shorts[ns] = '\0';
+    while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+        const lsv_option_t *o = NULL;
+        if (c >= 256) o = &lsv_option_table[c - 256];
+        for (int i = 0; o == NULL && i < lsv_option_count && c != '?'; i++)
+            if (lsv_option_table[i].short_name == c) o = &lsv_option_table[i];
+        if (o == NULL) {
+            lsv_options_usage(stderr);
+            exit(2);
+        }
+        take_flag(o, optarg, srv, f);
+    }
+    if (argc - optind > 1)
+        bad_option("one script at most (got '%s' too)", argv[optind + 1]);
+    f->script = optind < argc ? argv[optind] : NULL;
+    /* Check addresses now, so a typo exits 2 before anything starts. */
+    for (int i = 0; i < f->nlisten; i++) {
+        lsv_addr_t a;
+        char err[LSV_ERRLEN];
+        if (lsv_net_parse(f->listen[i], &a, err) != LSV_OK)
+            bad_option("%s", err);
+    }
+    srv->low_water = srv->high_water / 4;
+}
