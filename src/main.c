@@ -166,90 +166,94 @@ static void remove_socket_files(void)
 }
 
 
-int main(int argc, char **argv)
+/* A listener that accepts nothing: what outbound conns point at, and
+ * "server", which counts handler errors that belong to no listener. */
+static void pseudo_listener(lsv_server_t *srv, lsv_listener_t *l,
+                            const char *name)
 {
-    lsv_server_t *srv = &server;
-    static lsv_plan_t plan;
-    lsv_flags_t flags;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->srv = srv;
+    l->fd = -1;
+    l->opt.high_water = srv->opt.high_water;
+    l->opt.low_water = srv->opt.low_water;
+    lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
+}
 
-    lsv_options_parse(&srv->opt, &flags, argc, argv);
-
+/* The loop, the hooks, the handler layer and the resolver. Exits 1 when
+ * libev cannot start. */
+static void init_server(lsv_server_t *srv, const lsv_flags_t *flags)
+{
+    static lsv_listener_t outbound, server_listener;
     signal(SIGPIPE, SIG_IGN);
     atexit(remove_socket_files);
     raise_fd_limit();
     setvbuf(stdout, NULL, _IOLBF, 0);   /* print() in handlers, promptly */
-    srv->loop = ev_default_loop(EVFLAG_AUTO);
-    if (srv->loop == NULL) {
+    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    if (loop == NULL) {
         fprintf(stderr, "luaserv: cannot initialise libev\n");
-        return 1;
+        exit(1);
     }
-    lsv_log_attach(srv->loop);
+    lsv_log_attach(loop);
     srv->hooks = &hooks;
-    lsv_loop_init(srv, srv->loop);
-    lsv_lua_open(srv, flags.script ? flags.script : DEFAULT_SCRIPT);
-    srv->resolver = lsv_resolver_new(srv->loop);
-    static lsv_listener_t outbound;   /* what outbound conns point at */
-    snprintf(outbound.name, sizeof outbound.name, "outbound");
-    outbound.srv = srv;
-    outbound.fd = -1;
-    outbound.opt.high_water = srv->opt.high_water;
-    outbound.opt.low_water = srv->opt.low_water;
-    lsv_frame_spec_init(&outbound.framing, LSV_FRAME_LINE);
+    lsv_loop_init(srv, loop);
+    lsv_lua_open(srv, flags->script ? flags->script : DEFAULT_SCRIPT);
+    srv->resolver = lsv_resolver_new(loop);
     srv->outbound_listener = &outbound;
-    static lsv_listener_t server_listener;   /* counts what has no listener */
-    snprintf(server_listener.name, sizeof server_listener.name, "server");
-    server_listener.srv = srv;
-    server_listener.fd = -1;
     srv->server_listener = &server_listener;
     lsv_notify_take_fds(srv);
+}
 
-    if (lsv_config_load(srv, &flags, &plan) != LSV_OK) return 2;
+/* Reads the config file and the flags into plan, names the main script,
+ * and loads every script (before anything opens). Returns LSV_OK, or
+ * LSV_ERR after saying why on stderr. */
+static int plan_scripts(lsv_server_t *srv, const lsv_flags_t *flags,
+                        lsv_plan_t *plan)
+{
+    if (lsv_config_load(srv, flags, plan) != LSV_OK) return LSV_ERR;
     /* Before any script runs: a script that loops at load is stopped. */
     lsv_guard_set_load_timeout(srv->opt.load_timeout);
     lsv_guard_init(srv->opt.handler_timeout, srv->opt.lua_memory);
-    outbound.opt.high_water = srv->opt.high_water;
-    outbound.opt.low_water = srv->opt.low_water;
-    plan.main_script = flags.script;
-    plan.config = flags.config;
-    if (plan.main_script == NULL && plan.cfg_ref != LUA_NOREF) {
-        lua_rawgeti(srv->vm->L, LUA_REGISTRYINDEX, plan.cfg_ref);
-        lua_getfield(srv->vm->L, -1, "handler");
-        plan.main_script = lua_tostring(srv->vm->L, -1);   /* cfg anchors it */
-        lua_pop(srv->vm->L, 2);
+    pseudo_listener(srv, srv->outbound_listener, "outbound");
+    pseudo_listener(srv, srv->server_listener, "server");
+    plan->main_script = flags->script;
+    plan->config = flags->config;
+    if (plan->main_script == NULL && plan->cfg_ref != LUA_NOREF) {
+        lua_State *L = srv->vm->L;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, plan->cfg_ref);
+        lua_getfield(L, -1, "handler");
+        plan->main_script = lua_tostring(L, -1);   /* cfg anchors it */
+        lua_pop(L, 2);
     }
-    if (plan.main_script == NULL) {
-        plan.main_script = default_script();
+    if (plan->main_script == NULL) {
+        plan->main_script = default_script();
         /* With -l, or with no config file, the default script serves. */
-        if (default_missing[0] && (flags.nlisten > 0 ||
-                                   plan.cfg_ref == LUA_NOREF)) {
+        if (default_missing[0] && (flags->nlisten > 0 ||
+                                   plan->cfg_ref == LUA_NOREF)) {
             fprintf(stderr, "luaserv: %s\n", default_missing);
-            return 2;
+            return LSV_ERR;
         }
     }
-    if (lsv_config_plan(srv, &flags, &plan) != LSV_OK) return 2;
-    /* Load every script (and run on_load) before opening anything. */
-    for (int i = 0; i < plan.n; i++) {
+    if (lsv_config_plan(srv, flags, plan) != LSV_OK) return LSV_ERR;
+    for (int i = 0; i < plan->n; i++) {
         char err[4096];
-        lsv_script_t *s = lsv_script_load(srv, plan.e[i].script, err,
+        lsv_script_t *s = lsv_script_load(srv, plan->e[i].script, err,
                                           sizeof err);
         if (s == NULL) {
             fprintf(stderr, "luaserv: %s\n", default_missing[0] &&
-                    plan.e[i].script == plan.main_script ? default_missing
-                                                         : err);
-            return 2;
+                    plan->e[i].script == plan->main_script ? default_missing
+                                                           : err);
+            return LSV_ERR;
         }
-        s->builtin = plan.e[i].builtin;
+        s->builtin = plan->e[i].builtin;
     }
-    if (flags.check) {
-        for (lsv_script_t *s = srv->vm->scripts; s; s = s->next)
-            if (!s->builtin)
-                printf("luaserv: %s is a valid handler script\n", s->path);
-        lsv_script_free_all(srv);
-        lsv_vm_close(srv);
-        return 0;
-    }
+    return LSV_OK;
+}
+
+/* on_load, the listeners, --watch, the signals; then the ready lines. */
+static void start_serving(lsv_server_t *srv, lsv_plan_t *plan)
+{
     run_on_load(srv);
-    open_listeners(srv, &plan);
+    open_listeners(srv, plan);
     lsv_notify_close_unused(srv);
     if (srv->opt.watch) lsv_reload_watch(srv);
 
@@ -268,11 +272,14 @@ int main(int argc, char **argv)
         lsv_log_ready(lsv_net_kind_name(l->addr.kind),
                       sep ? sep + 3 : strchr(n, ':') + 1);
     }
-    lsv_info("serving %s (pid %d)", plan.main_script, (int)getpid());
+    lsv_info("serving %s (pid %d)", plan->main_script, (int)getpid());
     lsv_notify(srv, "READY=1");
+}
 
-    ev_run(srv->loop, 0);
-
+/* After the loop ended: frees everything, in the order that keeps every
+ * pointer valid until its last use. */
+static void free_server(lsv_server_t *srv)
+{
     lsv_loop_close(srv);
     ev_signal_stop(srv->loop, &sigterm_watcher);
     ev_signal_stop(srv->loop, &sigint_watcher);
@@ -285,6 +292,28 @@ int main(int argc, char **argv)
     lsv_server_free_bufs(srv);
     lsv_log_detach();
     ev_loop_destroy(srv->loop);
+}
+
+int main(int argc, char **argv)
+{
+    lsv_server_t *srv = &server;
+    static lsv_plan_t plan;
+    lsv_flags_t flags;
+
+    lsv_options_parse(&srv->opt, &flags, argc, argv);
+    init_server(srv, &flags);
+    if (plan_scripts(srv, &flags, &plan) != LSV_OK) return 2;
+    if (flags.check) {
+        for (lsv_script_t *s = srv->vm->scripts; s; s = s->next)
+            if (!s->builtin)
+                printf("luaserv: %s is a valid handler script\n", s->path);
+        lsv_script_free_all(srv);
+        lsv_vm_close(srv);
+        return 0;
+    }
+    start_serving(srv, &plan);
+    ev_run(srv->loop, 0);
+    free_server(srv);
     lsv_info("stopped");
     return 0;
 }

@@ -302,70 +302,66 @@ static int script_listen(lsv_server_t *srv, lsv_plan_t *p)
     return rc;
 }
 
-int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
+/* The config file's listen{} entries, each with its own handler and a
+ * framing checked now, before anything starts. */
+static int config_listen(lua_State *L, lsv_plan_t *p)
 {
-    lua_State *L = srv->vm->L;
-    for (int i = 0; i < f->nlisten; i++)
-        if (!add(p, f->listen[i], p->main_script, "")) return LSV_ERR;
-
-    if (p->n == 0 && cfg_get(L, p, "listen") == LUA_TTABLE) {
-        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, -1, i);
-            lua_getfield(L, -1, "addr");
-            lua_getfield(L, -2, "handler");
-            lua_getfield(L, -3, "line");
-            char where[LSV_ERRLEN + 64];
-            snprintf(where, sizeof where, "%s:%d: listen: ", p->config,
-                     (int)lua_tointeger(L, -1));
-            const char *script = lua_tostring(L, -2);
-            lsv_plan_entry_t *e = add(p, lua_tostring(L, -3),
-                                      script ? script : p->main_script,
-                                      where);
-            /* Check a framing now, before anything starts. */
-            if (lua_getfield(L, -4, "framing") != LUA_TNIL && e != NULL) {
-                char err[LSV_ERRLEN];
-                lsv_frame_spec_t spec;
-                if (lsv_vm_parse_framing(L, -1, &spec, err) != LSV_OK) {
-                    fprintf(stderr, "luaserv: %s%s\n", where, err);
-                    e = NULL;
-                }
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        lua_getfield(L, -1, "addr");
+        lua_getfield(L, -2, "handler");
+        lua_getfield(L, -3, "line");
+        char where[LSV_ERRLEN + 64];
+        snprintf(where, sizeof where, "%s:%d: listen: ", p->config,
+                 (int)lua_tointeger(L, -1));
+        const char *script = lua_tostring(L, -2);
+        lsv_plan_entry_t *e = add(p, lua_tostring(L, -3),
+                                  script ? script : p->main_script, where);
+        if (lua_getfield(L, -4, "framing") != LUA_TNIL && e != NULL) {
+            char err[LSV_ERRLEN];
+            lsv_frame_spec_t spec;
+            if (lsv_vm_parse_framing(L, -1, &spec, err) != LSV_OK) {
+                fprintf(stderr, "luaserv: %s%s\n", where, err);
+                e = NULL;
             }
-            lua_pop(L, 5);
-            if (e == NULL) return LSV_ERR;
-            e->cfg_index = (int)i;
         }
-        lua_pop(L, 1);
-    } else if (p->cfg_ref != LUA_NOREF && p->n == 0) {
-        lua_pop(L, cfg_get(L, p, "listen") != LUA_TNIL);
+        lua_pop(L, 5);
+        if (e == NULL) return LSV_ERR;
+        e->cfg_index = (int)i;
     }
+    return LSV_OK;
+}
 
-    if (p->n == 0 && script_listen(srv, p) != LSV_OK) return LSV_ERR;
-
-    if (p->n == 0) {       /* socket activation with no addresses named */
-        lsv_addr_t a;
-        int fd;
-        while (p->n < LSV_MAX_LISTEN && (fd = lsv_notify_next_fd(srv, &a)) >= 0) {
-            lsv_plan_entry_t *e = &p->e[p->n++];
-            memset(e, 0, sizeof *e);
-            e->addr = a;
-            e->fd = fd;
-            e->spec = "(from systemd)";
-            e->script = p->main_script;
-        }
+/* With no address named anywhere: the sockets systemd passed, else the
+ * defaults (TCP and UDP port 21567, IPv4 and IPv6). */
+static void default_listen(lsv_server_t *srv, lsv_plan_t *p)
+{
+    lsv_addr_t a;
+    int fd;
+    while (p->n < LSV_MAX_LISTEN && (fd = lsv_notify_next_fd(srv, &a)) >= 0) {
+        lsv_plan_entry_t *e = &p->e[p->n++];
+        memset(e, 0, sizeof *e);
+        e->addr = a;
+        e->fd = fd;
+        e->spec = "(from systemd)";
+        e->script = p->main_script;
     }
-
-    if (p->n == 0) {
-        static const char *const defaults[] = {
-            "tcp://0.0.0.0:21567", "tcp://[::]:21567",
-            "udp://0.0.0.0:21567", "udp://[::]:21567"
-        };
-        for (int i = 0; i < 4; i++) {
-            lsv_plan_entry_t *e = add(p, defaults[i], p->main_script, "");
-            e->optional = i % 2;     /* IPv6 may be off on this host */
-        }
+    if (p->n > 0) return;
+    static const char *const defaults[] = {
+        "tcp://0.0.0.0:21567", "tcp://[::]:21567",
+        "udp://0.0.0.0:21567", "udp://[::]:21567"
+    };
+    for (int i = 0; i < 4; i++) {
+        lsv_plan_entry_t *e = add(p, defaults[i], p->main_script, "");
+        e->optional = i % 2;     /* IPv6 may be off on this host */
     }
+}
 
+/* The admin socket and the metrics endpoint, served by luaserv's own
+ * scripts. */
+static int builtin_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
+{
     const char *admin = f->admin ? f->admin : cfg_string(L, p, "admin");
     if (admin) {           /* unix: only: the table's prefix checked it */
         const char *file = module_file(L, "luaserv.admin");
@@ -386,8 +382,28 @@ int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
         }
         e->builtin = 1;
     }
+    return LSV_OK;
+}
+
+int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
+{
+    lua_State *L = srv->vm->L;
+    for (int i = 0; i < f->nlisten; i++)
+        if (!add(p, f->listen[i], p->main_script, "")) return LSV_ERR;
+
+    if (p->n == 0 && cfg_get(L, p, "listen") == LUA_TTABLE) {
+        int rc = config_listen(L, p);
+        lua_pop(L, 1);
+        if (rc != LSV_OK) return LSV_ERR;
+    } else if (p->cfg_ref != LUA_NOREF && p->n == 0) {
+        lua_pop(L, cfg_get(L, p, "listen") != LUA_TNIL);
+    }
+    if (p->n == 0 && script_listen(srv, p) != LSV_OK) return LSV_ERR;
+    if (p->n == 0) default_listen(srv, p);
+    if (builtin_listen(L, f, p) != LSV_OK) return LSV_ERR;
     for (int i = 0; i < p->n; i++)
-        if (p->e[i].fd < 0) p->e[i].fd = lsv_notify_match_fd(srv, &p->e[i].addr);
+        if (p->e[i].fd < 0)
+            p->e[i].fd = lsv_notify_match_fd(srv, &p->e[i].addr);
     return LSV_OK;
 }
 
