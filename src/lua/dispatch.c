@@ -170,14 +170,6 @@ static int callback_timeout(lsv_conn_t *c)
     return keep;
 }
 
-/* A task may wait on a callback-style conn's output too (luaserv.spawn
- * is how its handlers stream): closing wakes it as in the stream style. */
-static void callback_closed(lsv_conn_t *c, const char *reason)
-{
-    lsv_stream_closing(c, 1);
-    lsv_handler_closed(c, reason);
-}
-
 const lsv_conn_type_t lsv_callback_type = {
     .style = "callback",
     .begin = callback_begin,
@@ -187,7 +179,7 @@ const lsv_conn_type_t lsv_callback_type = {
     .timeout = callback_timeout,
     .error = lsv_handler_on_error,
     .closing = lsv_stream_closing,
-    .closed = callback_closed,
+    .closed = lsv_stream_closed,      /* a task may write to it too */
 };
 
 /* --- accepting ---------------------------------------------------------- */

@@ -604,8 +604,7 @@ static int conn_write(lua_State *L)
     return lsv_stream_write(L, u->c);
 }
 
-/* type->closed: a reader or writer still waiting gets nil, "closed". */
-static void stream_closed(lsv_conn_t *c, const char *reason)
+void lsv_stream_closed(lsv_conn_t *c, const char *reason)
 {
     lsv_stream_closing(c, 1);
     lsv_handler_closed(c, reason);
@@ -620,7 +619,7 @@ const lsv_conn_type_t lsv_stream_type = {
     .error = lsv_handler_on_error,
     .connected = lsv_stream_connected,
     .closing = lsv_stream_closing,
-    .closed = stream_closed,
+    .closed = lsv_stream_closed,
 };
 
 void lsv_stream_open_methods(lua_State *L)

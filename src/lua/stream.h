@@ -25,6 +25,10 @@ void lsv_stream_connected(lsv_conn_t *c, int err);
  * on abort). */
 void lsv_stream_closing(lsv_conn_t *c, int abort);
 
+/* type->closed of both styles: a reader or writer still waiting gets
+ * nil, "closed"; then on_close and the userdata cut off (handler.c). */
+void lsv_stream_closed(lsv_conn_t *c, const char *reason);
+
 /* conn:write's work, after its arguments (slots 2..top: strings, numbers
  * or tables of them) were checked: queues them on c. In a task that may
  * wait, a reply of any size streams out, queued up to the high-water mark
