@@ -1,5 +1,5 @@
 /* conn.c: stream connections: lifecycle, buffered input and the framing
- * loop, timeouts; conn_out.c has the output half. */
+ * loop, writing queued output, timeouts; conn_out.c queues output. */
 #include "lsv.h"
 #include "conn.h"
 #include "conn_int.h"
@@ -24,6 +24,8 @@
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void write_timer(lsv_conn_t *c);
 static void conn_finish(lsv_conn_t *c);
 static void conn_settle(lsv_conn_t *c);
 static void conn_input(lsv_conn_t *c);
@@ -115,7 +117,7 @@ static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
     c->peer_len = salen;
     c->last_active = c->started = ev_now(srv->loop);
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, lsv_conn_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     ev_init(&c->timer, conn_timer_cb);
     l->stats.conns_total++;
     l->stats.conns_active++;
@@ -513,7 +515,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (c->flags & LSV_CONN_WATCH) {
         /* Pull mode: reads time out in their user; this timer watches a
          * write waiting on output. */
-        lsv_conn_write_timer(c);
+        write_timer(c);
         return;
     }
     if (c->flags & LSV_CONN_PULL) return;
@@ -623,94 +625,115 @@ void lsv_conn_end_input(lsv_conn_t *c)
     lsv_conn_pause(c);
 }
 
-/* --- state, for the conn's users ---------------------------------------- */
+/* --- writing -------------------------------------------------------------- */
 
-lsv_server_t *lsv_conn_server(const lsv_conn_t *c) { return c->srv; }
-lsv_listener_t *lsv_conn_listener(const lsv_conn_t *c) { return c->listener; }
-uint64_t lsv_conn_id(const lsv_conn_t *c) { return c->id; }
-const lsv_conn_type_t *lsv_conn_type(const lsv_conn_t *c) { return c->type; }
-void *lsv_conn_data(const lsv_conn_t *c) { return c->data; }
-void lsv_conn_set_data(lsv_conn_t *c, void *data) { c->data = data; }
-int lsv_conn_fd(const lsv_conn_t *c) { return c->fd; }
-double lsv_conn_timeout(const lsv_conn_t *c) { return c->timeout; }
-size_t lsv_conn_buffered(const lsv_conn_t *c) { return c->in.len; }
-size_t lsv_conn_pending(const lsv_conn_t *c) { return c->out.len; }
-
-const lsv_frame_spec_t *lsv_conn_framing(const lsv_conn_t *c)
+/* Writes as much queued output as the socket takes, in one send per call
+ * unless the kernel took everything and more could fit. */
+static void conn_flush(lsv_conn_t *c)
 {
-    return &c->framing;
+    lsv_server_t *srv = c->srv;
+    while (c->out.len) {
+        ssize_t n = c->transport->write(c, lsv_buf_head(&c->out),
+                                        c->out.len);
+        if (n > 0) {
+            lsv_buf_consume(&c->out, (size_t)n);
+            c->listener->stats.bytes_out += (uint64_t)n;
+            c->nout += (uint64_t)n;
+            c->last_active = c->out_since = ev_now(srv->loop);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!(c->flags & LSV_CONN_WRITING)) {
+                ev_io_start(srv->loop, &c->wio);
+                c->flags |= LSV_CONN_WRITING;
+            }
+            break;
+        }
+        lsv_debug("conn %llu: send: %s", (unsigned long long)c->id,
+                  strerror(errno));
+        lsv_conn_abort(c, "reset");
+        return;
+    }
+    if (c->type->drained) c->type->drained(c);
+    if (c->out.len == 0) {
+        if (c->flags & LSV_CONN_WRITING) {
+            ev_io_stop(srv->loop, &c->wio);
+            c->flags &= ~LSV_CONN_WRITING;
+        }
+        release_buf(srv, &c->out);
+        if (c->flags & LSV_CONN_CLOSING) {
+            conn_finish(c);
+            return;
+        }
+    }
+    if ((c->flags & LSV_CONN_BLOCKED) &&
+        c->out.len <= c->listener->opt.low_water) {
+        c->flags &= ~LSV_CONN_BLOCKED;
+        start_reading(c);
+        if (c->in.len || (c->flags & LSV_CONN_EOF)) schedule_read(c);
+    }
 }
 
-const struct sockaddr *lsv_conn_peer(const lsv_conn_t *c, socklen_t *len)
+void lsv_conn_flush_pending(lsv_server_t *srv)
 {
-    *len = c->peer_len;
-    return &c->peer.sa;
+    lsv_conn_t *c;
+    while ((c = srv->pending) != NULL) {
+        srv->pending = c->next_pending;
+        c->flags &= ~LSV_CONN_PENDING;
+        if (!(c->flags & LSV_CONN_WRITING)) conn_flush(c);
+    }
 }
 
-int lsv_conn_is_closing(const lsv_conn_t *c)
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    return (c->flags & LSV_CONN_CLOSING) != 0;
+    (void)revents;
+    lsv_conn_t *c = container_of(w, lsv_conn_t, wio);
+    if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        ev_io_stop(loop, &c->wio);
+        c->flags &= ~(LSV_CONN_WRITING | LSV_CONN_CONNECTING);
+        if (err == 0) {
+            int one = 1;
+            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            start_reading(c);
+            if (c->out.len) conn_flush(c);
+        }
+        c->busy++;
+        c->type->connected(c, err);
+        c->busy--;
+        if (err) lsv_conn_abort(c, "refused");
+        return;
+    }
+    conn_flush(c);
 }
 
-int lsv_conn_at_eof(const lsv_conn_t *c)
+/* c's timer fired while it watches a waiting write: reports a write that
+ * has made no progress for the idle timeout, or re-arms for the rest. */
+static void write_timer(lsv_conn_t *c)
 {
-    return (c->flags & (LSV_CONN_EOF | LSV_CONN_CLOSING)) != 0;
-}
-
-int lsv_conn_is_draining(const lsv_conn_t *c)
-{
-    return (c->flags & LSV_CONN_DRAIN) != 0;
-}
-
-int lsv_conn_is_outbound(const lsv_conn_t *c)
-{
-    return (c->flags & LSV_CONN_OUTBOUND) != 0;
-}
-
-void lsv_conn_info(const lsv_conn_t *c, lsv_conn_info_t *info)
-{
-    info->age = ev_now(c->srv->loop) - c->started;
-    info->bytes_in = c->nin;
-    info->bytes_out = c->nout;
-    info->messages = c->nmsg;
-}
-
-void lsv_conn_count_message(lsv_conn_t *c)
-{
-    c->nmsg++;
-    c->listener->stats.messages++;
-}
-
-lsv_conn_t *lsv_conn_first(const lsv_server_t *srv) { return srv->conns; }
-lsv_conn_t *lsv_conn_next(const lsv_conn_t *c) { return c->next; }
-
-void lsv_conn_log(int level, const lsv_conn_t *c, const char *fmt, ...)
-{
-    if (level < lsv_log_level) return;
-    char peer[LSV_ADDRSTRLEN];
-    lsv_log_ctx_t ctx = { c->listener->name,
-                          lsv_net_format(&c->peer.sa, c->peer_len, peer),
-                          c->id };
-    va_list ap;
-    va_start(ap, fmt);
-    lsv_log_vwritec(level, &ctx, fmt, ap);
-    va_end(ap);
+    if (c->out.len == 0) {
+        c->flags &= ~LSV_CONN_WATCH;
+        return;
+    }
+    ev_tstamp stalled = ev_now(c->srv->loop) - c->out_since;
+    if (stalled < c->timeout - 0.001) {
+        arm_timer(c, c->timeout - stalled);
+        return;
+    }
+    c->flags &= ~LSV_CONN_WATCH;
+    if (c->type->stalled) c->type->stalled(c, stalled);
 }
 
 /* --- for conn_out.c (conn_int.h) ---------------------------------------- */
 
-void lsv_conn_start_reading(lsv_conn_t *c) { start_reading(c); }
 void lsv_conn_stop_reading(lsv_conn_t *c) { stop_reading(c); }
-void lsv_conn_schedule_read(lsv_conn_t *c) { schedule_read(c); }
 void lsv_conn_arm_timer(lsv_conn_t *c, double after) { arm_timer(c, after); }
-void lsv_conn_finish(lsv_conn_t *c) { conn_finish(c); }
 
 void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 {
     ensure_buf(srv, b);
-}
-
-void lsv_conn_release_buf(lsv_server_t *srv, lsv_buf_t *b)
-{
-    release_buf(srv, b);
 }

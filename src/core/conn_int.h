@@ -65,22 +65,10 @@ struct lsv_conn {
 };
 
 /* conn.c's watchers, buffers and lifecycle, for conn_out.c. */
-void lsv_conn_start_reading(lsv_conn_t *c);
 void lsv_conn_stop_reading(lsv_conn_t *c);
-void lsv_conn_schedule_read(lsv_conn_t *c);
 void lsv_conn_arm_timer(lsv_conn_t *c, double after);
 void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b);
-void lsv_conn_release_buf(lsv_server_t *srv, lsv_buf_t *b);
-/* Frees c once nothing holds it (type->closed first). */
-void lsv_conn_finish(lsv_conn_t *c);
 /* Tells c's user of a failure (type->error), with c held. */
 void lsv_conn_report(lsv_conn_t *c, const char *msg);
-
-/* conn_out.c, for conn.c. */
-/* libev write readiness (and an outbound connect finishing) on c->wio. */
-void lsv_conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
-/* c's timer fired while it watches a waiting write: reports a write that
- * has made no progress for the idle timeout, or re-arms for the rest. */
-void lsv_conn_write_timer(lsv_conn_t *c);
 
 #endif

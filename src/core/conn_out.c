@@ -1,19 +1,16 @@
-/* conn_out.c: a stream connection's output: queueing replies under the
- * output cap, writing them, and failing a conn whose output cannot be
- * queued (the cap, a peer that does not read, memory). */
+/* conn_out.c: queueing a stream connection's output under the output cap,
+ * and failing a conn whose output cannot be queued (the cap, a peer that
+ * does not read, memory). Its functions are declared in conn.h; conn.c
+ * writes the queue out. */
 #include "lsv.h"
 #include "conn.h"
 #include "conn_int.h"
 #include "listener.h"
 #include "log.h"
 #include "net.h"
-#include "transport.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <netinet/tcp.h>
 
 /* Queued output, in high-water marks, past which a conn whose peer has
  * read nothing for a while (LSV_OUTPUT_STALL) is dropped: writes from other
@@ -134,103 +131,4 @@ void lsv_conn_watch_write(lsv_conn_t *c)
     if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
     ev_tstamp left = c->out_since + c->timeout - ev_now(c->srv->loop);
     lsv_conn_arm_timer(c, left > 0.001 ? left : 0.001);
-}
-
-/* Writes as much queued output as the socket takes, in one send per call
- * unless the kernel took everything and more could fit. */
-static void conn_flush(lsv_conn_t *c)
-{
-    lsv_server_t *srv = c->srv;
-    while (c->out.len) {
-        ssize_t n = c->transport->write(c, lsv_buf_head(&c->out),
-                                        c->out.len);
-        if (n > 0) {
-            lsv_buf_consume(&c->out, (size_t)n);
-            c->listener->stats.bytes_out += (uint64_t)n;
-            c->nout += (uint64_t)n;
-            c->last_active = c->out_since = ev_now(srv->loop);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!(c->flags & LSV_CONN_WRITING)) {
-                ev_io_start(srv->loop, &c->wio);
-                c->flags |= LSV_CONN_WRITING;
-            }
-            break;
-        }
-        lsv_debug("conn %llu: send: %s", (unsigned long long)c->id,
-                  strerror(errno));
-        lsv_conn_abort(c, "reset");
-        return;
-    }
-    if (c->type->drained) c->type->drained(c);
-    if (c->out.len == 0) {
-        if (c->flags & LSV_CONN_WRITING) {
-            ev_io_stop(srv->loop, &c->wio);
-            c->flags &= ~LSV_CONN_WRITING;
-        }
-        lsv_conn_release_buf(srv, &c->out);
-        if (c->flags & LSV_CONN_CLOSING) {
-            lsv_conn_finish(c);
-            return;
-        }
-    }
-    if ((c->flags & LSV_CONN_BLOCKED) &&
-        c->out.len <= c->listener->opt.low_water) {
-        c->flags &= ~LSV_CONN_BLOCKED;
-        lsv_conn_start_reading(c);
-        if (c->in.len || (c->flags & LSV_CONN_EOF)) lsv_conn_schedule_read(c);
-    }
-}
-
-void lsv_conn_flush_pending(lsv_server_t *srv)
-{
-    lsv_conn_t *c;
-    while ((c = srv->pending) != NULL) {
-        srv->pending = c->next_pending;
-        c->flags &= ~LSV_CONN_PENDING;
-        if (!(c->flags & LSV_CONN_WRITING)) conn_flush(c);
-    }
-}
-
-void lsv_conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)revents;
-    lsv_conn_t *c = container_of(w, lsv_conn_t, wio);
-    if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        ev_io_stop(loop, &c->wio);
-        c->flags &= ~(LSV_CONN_WRITING | LSV_CONN_CONNECTING);
-        if (err == 0) {
-            int one = 1;
-            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            lsv_conn_start_reading(c);
-            if (c->out.len) conn_flush(c);
-        }
-        c->busy++;
-        c->type->connected(c, err);
-        c->busy--;
-        if (err) lsv_conn_abort(c, "refused");
-        return;
-    }
-    conn_flush(c);
-}
-
-void lsv_conn_write_timer(lsv_conn_t *c)
-{
-    if (c->out.len == 0) {
-        c->flags &= ~LSV_CONN_WATCH;
-        return;
-    }
-    ev_tstamp stalled = ev_now(c->srv->loop) - c->out_since;
-    if (stalled < c->timeout - 0.001) {
-        lsv_conn_arm_timer(c, c->timeout - stalled);
-        return;
-    }
-    c->flags &= ~LSV_CONN_WATCH;
-    if (c->type->stalled) c->type->stalled(c, stalled);
 }
