@@ -388,7 +388,7 @@ function helpers.command(c, line)
 end
 
 -- The counters of a fixture that answers "stats" with key=value pairs
--- (h_basic, h_errors), as a table of numbers.
+-- (handler_commands, failing_handler), as a table of numbers.
 function helpers.stats(c)
     local t = {}
     for k, v in helpers.command(c, "stats"):gmatch("(%S+)=(%S+)") do
@@ -398,8 +398,8 @@ function helpers.stats(c)
 end
 
 -- The close reason of conn id, asked on c of a fixture that answers
--- "reason ID" with the reason or "none" (h_basic, h_errors). Asks again
--- until on_close has run, for 10 s at most. Takes ownership of c and
+-- "reason ID" with the reason or "none" (handler_commands,
+-- failing_handler). Asks again until on_close has run, for 10 s at most. Takes ownership of c and
 -- closes it. Returns the reason, or nil when none came.
 function helpers.reason_of(c, id)
     local r = helpers.wait_for(function()

@@ -4,7 +4,7 @@
 -- string.pack(">s4", payload), so frame boundaries are checked exactly.
 local helpers = require "helpers"
 
-local ECHO = "spec/fixtures/fw_echo.lua"
+local ECHO = "spec/fixtures/framing_echo.lua"
 local BYTE_GAP = 0.005   -- between sends, so the server sees separate reads
 
 local read_to_close = helpers.read_to_close
@@ -322,7 +322,7 @@ describe("conn:set_framing", function()
     local srv
 
     lazy_setup(function()
-        srv = helpers.start_server{ script = "spec/fixtures/fw_switch.lua" }
+        srv = helpers.start_server{ script = "spec/fixtures/framing_switch.lua" }
     end)
 
     lazy_teardown(function()
@@ -355,7 +355,7 @@ end)
 describe("handler.framing", function()
     it("is read again when a new connection opens", function()
         local srv = helpers.start_server{
-            script = "spec/fixtures/fw_reframe.lua" }
+            script = "spec/fixtures/framing_reassign.lua" }
         local old = connect(srv.port)
         assert(old:send("fixed\n"))
         local frames = decode(assert(old:receive(4 + #"fixed")))
