@@ -94,9 +94,12 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
                 "--shutdown-timeout", tostring(5 * SLOWDOWN) } }, TIMEOUT)
             assert(c:send("half a"))
-            helpers.sleep(0.2)
+            helpers.wait_read(srv.port)     -- "half a" is in its buffer
             signal(srv, sig)
-            helpers.sleep(0.3)
+            -- the rest of the line comes after the stop began
+            helpers.wait_until(function()
+                return srv:log():find("stopping: no new connections", 1, true)
+            end, 5, "the graceful stop to begin")
             assert(c:send(" line\n"))
             local reply = assert(c:receive("*l"))
             assert.matches("^" .. CTIME .. "half a line$", reply)
@@ -124,7 +127,7 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
                 "--shutdown-timeout", "1" } }, TIMEOUT)
             assert(c:send("a line that never ends"))
-            helpers.sleep(0.2)
+            helpers.wait_read(srv.port)
             local start = socket.gettime()
             signal(srv, sig)
             helpers.sleep(0.5)
@@ -140,7 +143,7 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
                 "--shutdown-timeout", tostring(3 * SLOWDOWN) } }, TIMEOUT)
             assert(c:send("unfinished"))
-            helpers.sleep(0.2)
+            helpers.wait_read(srv.port)
             signal(srv, sig)
             local port = srv.port
             assert.truthy(helpers.wait_for(function()
