@@ -64,16 +64,25 @@ local function bytes_of(s)
     return out
 end
 
+-- How many connections the server logged on_connect and on_close for.
+local function opens_and_closes(srv)
+    local log = srv:log()
+    local _, opened = log:gsub("fw open %d+", "")
+    local _, closed = log:gsub("fw close %d+ ", "")
+    return opened, closed
+end
+
 -- Waits until the server logged on_close for every connection it logged
--- on_connect for, then stops it and checks no connection was left.
-local function stop_clean(srv)
+-- on_connect for, and for at least `opened` (default 0) of them, then
+-- stops it and checks no connection was left.
+local function stop_clean(srv, opened)
     local counts = helpers.wait_for(function()
-        local log = srv:log()
-        local _, opened = log:gsub("fw open %d+", "")
-        local _, closed = log:gsub("fw close %d+ ", "")
-        if opened == closed then return { opened, closed } end
+        local o, c = opens_and_closes(srv)
+        if o == c and o >= (opened or 0) then return { o, c } end
     end, 10)
-    assert.is_truthy(counts, "on_close was not called for every connection")
+    local o, c = opens_and_closes(srv)
+    assert.is_truthy(counts, ("on_close was not called for every connection:"
+        .. " %d opened (%d expected at least), %d closed"):format(o, opened or 0, c))
     assert.equal(0, srv:stop())
     assert.matches("fw stop active=0\n", srv:log())
 end
@@ -175,7 +184,18 @@ for _, mode in ipairs(MODES) do
         end)
 
         it("closes every connection it opened", function()
-            stop_clean(srv)
+            -- its own three, so that it checks something when run alone:
+            -- a whole exchange, a hang-up inside a frame, and a reset
+            local opened = opens_and_closes(srv)
+            check(exchange(srv.port, { mode.input }))
+            local cut = connect(srv.port)
+            assert(cut:send(mode.input:sub(1, 1)))
+            cut:close()
+            local reset = connect(srv.port)
+            assert(reset:send(mode.input:sub(1, 2)))
+            assert(reset:setoption("linger", { on = true, timeout = 0 }))
+            reset:close()
+            stop_clean(srv, opened + 3)
         end)
     end)
 end
