@@ -43,7 +43,7 @@ describe("make fuzz", function()
     it("catches a framer that reads one byte past its input", function()
         local tmp = helpers.tmpname(".fuzz")
         helpers.defer(function() os.execute("rm -rf " .. q(tmp)) end)
-        assert(os.execute("mkdir -p " .. q(tmp .. "/fuzz") .. " " .. q(tmp .. "/src")))
+        assert(os.execute("mkdir -p " .. q(tmp .. "/fuzz") .. " " .. q(tmp .. "/src/core")))
         local src = helpers.read_file("src/core/frame.c")
         local bad, n = src:gsub("memchr%(data %+ %*hint, '\\n', len %- %*hint%)",
                                 "memchr(data + *hint, '\\n', len - *hint + 1)")
