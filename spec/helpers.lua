@@ -55,6 +55,49 @@ function helpers.wait_for(fn, timeout)
     return nil
 end
 
+-- Like wait_for, for a condition a test cannot go on without: returns
+-- fn()'s true value, or raises "timed out after N s waiting for <what>"
+-- at the caller. A timing-dependent check waits for its condition with a
+-- bound like this, never a fixed sleep followed by a count.
+function helpers.wait_until(fn, timeout, what)
+    timeout = timeout or 5
+    local v = helpers.wait_for(fn, timeout)
+    if not v then
+        error(("timed out after %g s waiting for %s")
+              :format(timeout, what or "a condition"), 2)
+    end
+    return v
+end
+
+-- The bytes the kernel holds unread on the server's side of local port,
+-- from /proc/net: for proto "tcp" (the default) the established
+-- connections to it, accepted or still in the backlog; for "udp" the
+-- sockets bound to it. 0 once the server has read everything sent to it.
+-- A test that needs the server to have its input in hand (before a
+-- signal, a hang-up, more input) waits for this instead of sleeping.
+function helpers.unread(port, proto)
+    proto = proto or "tcp"
+    local total = 0
+    for _, path in ipairs({ "/proc/net/" .. proto, "/proc/net/" .. proto .. "6" }) do
+        local text = read_file(path) or ""
+        for lport, st, rx in text:gmatch(
+                "\n%s*%d+: %x+:(%x+) %x+:%x+ (%x+) %x+:(%x+)") do
+            if tonumber(lport, 16) == port and (proto == "udp" or st == "01") then
+                total = total + tonumber(rx, 16)
+            end
+        end
+    end
+    return total
+end
+
+-- Waits until the server on port has read all its input (see unread),
+-- for timeout seconds at most (default 5); raises if it has not.
+function helpers.wait_read(port, timeout, proto)
+    return helpers.wait_until(function()
+        return helpers.unread(port, proto) == 0
+    end, timeout, "the server to read its input")
+end
+
 local Server = {}
 Server.__index = Server
 
@@ -388,7 +431,7 @@ function helpers.command(c, line)
 end
 
 -- The counters of a fixture that answers "stats" with key=value pairs
--- (h_basic, h_errors), as a table of numbers.
+-- (handler_commands, failing_handler), as a table of numbers.
 function helpers.stats(c)
     local t = {}
     for k, v in helpers.command(c, "stats"):gmatch("(%S+)=(%S+)") do
@@ -398,8 +441,8 @@ function helpers.stats(c)
 end
 
 -- The close reason of conn id, asked on c of a fixture that answers
--- "reason ID" with the reason or "none" (h_basic, h_errors). Asks again
--- until on_close has run, for 10 s at most. Takes ownership of c and
+-- "reason ID" with the reason or "none" (handler_commands,
+-- failing_handler). Asks again until on_close has run, for 10 s at most. Takes ownership of c and
 -- closes it. Returns the reason, or nil when none came.
 function helpers.reason_of(c, id)
     local r = helpers.wait_for(function()

@@ -1,26 +1,16 @@
 /* bench.c: luaserv-bench, the load generator for luaserv servers. */
-#include "lsv.h"
-#include "buf.h"
-#include "net.h"
+#include "bench.h"
 
 #include <errno.h>
 #include <ev.h>
-#include <getopt.h>
 #include <math.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
-
-#define PROG "luaserv-bench"
-#define DEFAULT_HOST "127.0.0.1"
-#define DEFAULT_PORT 21567
-#define DEFAULT_CONNS 50
-#define DEFAULT_SHORT_CONNS 32
 
 /* Past the end of the run (warmup + duration) this much, SIGALRM ends the
  * process whatever it was waiting for: a resolver, a full stdout pipe. */
@@ -51,317 +41,15 @@
 #define BACKOFF_MIN_NS 50000000LL
 #define BACKOFF_MAX_NS 1000000000LL
 
-/* Datagrams per sendmmsg / recvmmsg. */
-#define UDP_BATCH 64
-
 /* A request line ends with its number in this many hex digits (fewer when
  * the payload is shorter), so a reply can be matched to its request. */
 #define SEQ_DIGITS 8
-
-/* "[" + ctime (24 chars) + "] " before the echoed line. */
-#define CTIME_LEN 24
-#define STAMP_LEN (CTIME_LEN + 3)
-
-/* Latency histogram, log-linear like HdrHistogram: exact below 128 ns,
- * then 64 buckets per power of two (each under 1.6% wide), up to 10 s. */
-#define HIST_SUB_BITS 6
-#define HIST_SUB (1 << HIST_SUB_BITS)
-#define HIST_LINEAR (2 * HIST_SUB)
-#define HIST_MAX_NS 10000000000ULL  /* 10 s: 2^33.2, msb 33 */
-#define HIST_BUCKETS (HIST_LINEAR + (33 - HIST_SUB_BITS) * HIST_SUB)
-
-#define NAMELEN 300
-
-enum { MODE_PERSISTENT, MODE_SHORT, MODE_UDP, MODE_IDLE };
-enum { CHECK_TIMESTAMP, CHECK_ECHO, CHECK_LINE };
-static const char *const mode_names[] = {
-    "persistent", "short", "udp", "idle", NULL };
-static const char *const check_names[] = { "timestamp", "echo", "line", NULL };
-
-enum { ST_OFF, ST_CONNECTING, ST_OPEN };
-enum { SLOT_QUEUED, SLOT_INFLIGHT };
-
-/* One request: when it went out and its number. */
-typedef struct slot {
-    int64_t sent;
-    uint32_t seq;
-    uint32_t state;     /* udp: SLOT_* */
-} slot_t;
-
-/* A connection (a datagram socket in udp mode). Stream modes keep slots
- * as a ring, oldest at head, since replies come in order; udp keeps them
- * as a set, each slot queued or in flight. */
-typedef struct bconn {
-    ev_io rio, wio;
-    int fd;
-    int state;              /* ST_* */
-    int64_t since;          /* connect started; short: the exchange */
-    int64_t retry_at;       /* ST_OFF: next try; 0 = never tried */
-    int64_t backoff;
-    uint32_t seq;           /* number of the next request */
-    uint32_t head, inflight;
-    slot_t *slots;          /* pipeline of them */
-    uint32_t *queued;       /* udp: slot indices waiting to be sent */
-    uint32_t nqueued;
-    lsv_buf_t in;           /* a reply split between reads */
-    lsv_buf_t out;          /* requests the kernel did not take yet */
-} bconn_t;
-
-/* What a measured window counted. */
-typedef struct stats {
-    uint64_t requests;      /* good replies */
-    uint64_t bad;           /* replies that failed the check */
-    uint64_t closed;        /* connections the server closed or reset */
-    uint64_t connect;       /* failed connects (udp: refused sends) */
-    uint64_t timeout;       /* requests unanswered within the timeout */
-    uint64_t late;          /* udp: replies after their timeout */
-    uint64_t sum_ns, max_ns;
-    uint64_t hist[HIST_BUCKETS];
-} stats_t;
-
-typedef struct bench {
-    /* options */
-    int mode, check, nconns, json;
-    uint32_t pipeline;
-    size_t size;            /* line length without CRLF */
-    double duration, warmup, timeout;
-    lsv_addr_t addr;
-    char name[NAMELEN];
-    /* the server, as the probe connection found it */
-    struct sockaddr_storage sa;
-    socklen_t salen;
-    /* the run */
-    struct ev_loop *loop;
-    ev_timer phase, sweep;
-    ev_signal sigint, sigterm;
-    bconn_t *conns;
-    int cursor;             /* next never-opened connection */
-    int connecting, open, ready, interrupted, measuring;
-    double t_start, t_begin, measured, ready_after;
-    struct rusage ru0, ru1;
-    char *line;             /* request template: x...x, digits, CRLF */
-    size_t line_len;
-    int digits;
-    uint32_t seq_mask;
-    char *rbuf;
-    size_t rbuf_size, dgram_cap;
-    char *tbuf;             /* udp: datagrams of one sendmmsg */
-    struct mmsghdr rmsg[UDP_BATCH];
-    struct iovec riov[UDP_BATCH];
-    stats_t st, final;
-    uint64_t requests_total;    /* good replies, warmup included */
-    char last_err[128];
-    char bad_sample[80];
-} bench_t;
-
-#define USAGE \
-"usage: " PROG " [-m MODE] [-H HOST] [-p PORT | --unix PATH] [-c N] [-P N]\n" \
-"       " "              [-s BYTES] [-d SECS] [--warmup SECS] [-t SECS]\n" \
-"       " "              [--check timestamp|echo|line] [--json]\n"
-
-static void help(void)
-{
-    printf(USAGE
-"Loads a luaserv server with line requests and reports requests/s, latency\n"
-"percentiles, errors, and its own CPU time, to tell whether the generator\n"
-"was the limit. A request is \"x...x<hex number>\\r\\n\".\n"
-"Modes:\n"
-"  persistent  N connections, each keeping P requests in flight (default)\n"
-"  short       a new TCP connection per request, N exchanges at a time;\n"
-"              latency counts from connect to reply\n"
-"  udp         N sockets, each keeping P datagrams in flight\n"
-"  idle        opens N connections and sends nothing; prints \"ready N\"\n"
-"              once all are open, holds them until the duration ends and\n"
-"              reports how many are open\n"
-"Options:\n"
-"  -m, --mode MODE        persistent, short, udp or idle\n"
-"  -H, --host HOST        server host (default " DEFAULT_HOST ")\n"
-"  -p, --port PORT        server port (default %d)\n"
-"      --unix PATH        a unix stream socket instead of TCP (not udp)\n"
-"  -c, --connections N    connections or sockets (default %d; short %d)\n"
-"  -P, --pipeline N       requests in flight per connection, for\n"
-"                         persistent and udp (default 1)\n"
-"  -s, --size BYTES       line length without CRLF (default 16)\n"
-"  -d, --duration SECS    measured time (default 5); idle: from the start\n"
-"      --warmup SECS      unmeasured load before it (default 1; not idle)\n"
-"  -t, --timeout SECS     a connect, request or datagram unanswered this\n"
-"                         long is an error (default 1)\n"
-"      --check KIND       how a reply is checked: timestamp, \"[\" ctime \"] \"\n"
-"                         and the request line (default); echo, the request\n"
-"                         line; line, any line\n"
-"      --json             print one JSON object instead of the report\n"
-"  -V, --version          print the version and exit\n"
-"  -h, --help             print this help and exit\n"
-"The run stops at warmup + duration, and hard at 5 s past that.\n"
-"Exit status: 0 when requests succeeded (or, idle, all connections\n"
-"opened), errors or not; 1 when the server cannot be reached, nothing\n"
-"succeeded or the hard stop hit; 2 on a bad option.\n",
-           DEFAULT_PORT, DEFAULT_CONNS, DEFAULT_SHORT_CONNS);
-}
-
-static void usage_error(void)
-{
-    fputs(USAGE "Try '" PROG " --help' for more.\n", stderr);
-    exit(2);
-}
-
-/* Prints "luaserv-bench: " and the message, then the usage; exits 2. */
-static void bad_option(const char *fmt, const char *arg)
-{
-    fprintf(stderr, PROG ": ");
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    usage_error();
-}
-
-/* Parses a number in [min, max] (whole when whole), or exits 2 naming the
- * option. */
-static double number(const char *s, double min, double max, int whole,
-                     const char *what)
-{
-    char *end, msg[96];
-    double v;
-
-    errno = 0;
-    v = whole ? (double)strtol(s, &end, 10) : strtod(s, &end);
-    if (errno || end == s || *end || !(v >= min && v <= max)) {
-        snprintf(msg, sizeof msg, "bad %s '%%s': expected %s%.15g..%.15g", what,
-                 whole ? "" : "seconds ", min, max);
-        bad_option(msg, s);
-    }
-    return v;
-}
-
-/* Index of s in the NULL-ended names, or exits 2. */
-static int pick(const char *const *names, const char *s, const char *what)
-{
-    char msg[96];
-
-    for (int i = 0; names[i] != NULL; i++)
-        if (strcmp(names[i], s) == 0) return i;
-    snprintf(msg, sizeof msg, "unknown %s '%%s'", what);
-    bad_option(msg, s);
-    return -1;
-}
-
-static void parse_args(bench_t *b, int argc, char **argv)
-{
-    enum { OPT_UNIX = 256, OPT_CHECK, OPT_WARMUP, OPT_JSON };
-    static const struct option longopts[] = {
-        { "mode", 1, NULL, 'm' }, { "host", 1, NULL, 'H' },
-        { "port", 1, NULL, 'p' }, { "unix", 1, NULL, OPT_UNIX },
-        { "connections", 1, NULL, 'c' }, { "pipeline", 1, NULL, 'P' },
-        { "size", 1, NULL, 's' }, { "duration", 1, NULL, 'd' },
-        { "warmup", 1, NULL, OPT_WARMUP }, { "timeout", 1, NULL, 't' },
-        { "check", 1, NULL, OPT_CHECK }, { "json", 0, NULL, OPT_JSON },
-        { "version", 0, NULL, 'V' }, { "help", 0, NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
-    const char *host = DEFAULT_HOST, *path = NULL;
-    int opt, port = DEFAULT_PORT, inet_opts = 0;
-    char spec[sizeof b->addr.host + sizeof b->addr.path + 16];
-    char err[LSV_ERRLEN];
-
-    b->pipeline = 1;
-    b->size = 16;
-    b->duration = 5;
-    b->warmup = 1;
-    b->timeout = 1;
-    while ((opt = getopt_long(argc, argv, "m:H:p:c:P:s:d:t:Vh", longopts,
-                              NULL)) != -1) {
-        switch (opt) {
-        case 'm': b->mode = pick(mode_names, optarg, "mode"); break;
-        case 'H': host = optarg; inet_opts = 1; break;
-        case 'p':
-            port = (int)number(optarg, 1, 65535, 1, "port");
-            inet_opts = 1;
-            break;
-        case OPT_UNIX: path = optarg; break;
-        case 'c': b->nconns = (int)number(optarg, 1, 1e6, 1, "-c"); break;
-        case 'P': b->pipeline = (uint32_t)number(optarg, 1, 65536, 1, "-P");
-                  break;
-        case 's': b->size = (size_t)number(optarg, 0, 1 << 20, 1, "size");
-                  break;
-        case 'd': b->duration = number(optarg, 1e-3, 1e6, 0, "duration");
-                  break;
-        case OPT_WARMUP: b->warmup = number(optarg, 0, 1e6, 0, "warmup");
-                         break;
-        case 't': b->timeout = number(optarg, 1e-3, 1e6, 0, "timeout"); break;
-        case OPT_CHECK: b->check = pick(check_names, optarg, "check"); break;
-        case OPT_JSON: b->json = 1; break;
-        case 'V': printf(PROG " %s\n", LSV_VERSION); exit(0);
-        case 'h': help(); exit(0);
-        default: usage_error();
-        }
-    }
-    if (optind < argc)
-        bad_option("unexpected argument '%s'", argv[optind]);
-    if (b->nconns == 0)
-        b->nconns = b->mode == MODE_SHORT ? DEFAULT_SHORT_CONNS
-                                          : DEFAULT_CONNS;
-    if (b->pipeline > 1 && (b->mode == MODE_SHORT || b->mode == MODE_IDLE))
-        bad_option("-P applies to persistent and udp, not %s",
-                   mode_names[b->mode]);
-    if ((uint64_t)b->pipeline * (b->size + STAMP_LEN + 2) > (64u << 20))
-        bad_option("%s", "pipeline x size over 64 MiB in flight");
-    if (b->mode == MODE_IDLE) b->warmup = 0;
-    if (path != NULL && (inet_opts || b->mode == MODE_UDP))
-        bad_option("%s", "--unix takes no --host or --port, nor udp");
-
-    /* lsv_net_parse checks the syntax; "::1" gets its brackets here. */
-    if (path != NULL)
-        snprintf(spec, sizeof spec, "unix:%s", path);
-    else
-        snprintf(spec, sizeof spec,
-                 strchr(host, ':') && host[0] != '[' ? "%s://[%s]:%d"
-                                                     : "%s://%s:%d",
-                 b->mode == MODE_UDP ? "udp" : "tcp", host, port);
-    if (lsv_net_parse(spec, &b->addr, err) != LSV_OK)
-        bad_option("%s", err);
-    snprintf(b->name, sizeof b->name, "%s",
-             path != NULL ? path : strstr(spec, "//") + 2);
-}
 
 static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* ---- the histogram ---- */
-
-static int hist_bucket(uint64_t v)
-{
-    if (v >= HIST_MAX_NS) v = HIST_MAX_NS - 1;
-    if (v < HIST_LINEAR) return (int)v;
-    int msb = 63 - __builtin_clzll(v);
-    int shift = msb - HIST_SUB_BITS;
-    return HIST_LINEAR + (shift - 1) * HIST_SUB
-           + (int)((v >> shift) - HIST_SUB);
-}
-
-/* The middle of bucket i, in ns. */
-static double hist_value(int i)
-{
-    if (i < HIST_LINEAR) return i;
-    int k = i - HIST_LINEAR, shift = k / HIST_SUB + 1;
-    uint64_t low = (uint64_t)(HIST_SUB + k % HIST_SUB) << shift;
-    return (double)low + (double)(1ULL << (shift - 1));
-}
-
-/* The q-quantile in µs (0 when nothing was counted). */
-static double hist_quantile(const stats_t *s, double q)
-{
-    uint64_t rank = (uint64_t)ceil(q * (double)s->requests), seen = 0;
-
-    if (s->requests == 0) return 0;
-    if (rank < 1) rank = 1;
-    for (int i = 0; i < HIST_BUCKETS; i++) {
-        seen += s->hist[i];
-        if (seen >= rank) return hist_value(i) / 1000.0;
-    }
-    return (double)s->max_ns / 1000.0;
 }
 
 /* ---- requests and replies ---- */
@@ -409,9 +97,7 @@ static inline void record(bench_t *b, bconn_t *c, int64_t ns)
     uint64_t v = ns > 0 ? (uint64_t)ns : 0;
     b->st.requests++;
     b->requests_total++;
-    b->st.sum_ns += v;
-    if (v > b->st.max_ns) b->st.max_ns = v;
-    b->st.hist[hist_bucket(v)]++;
+    lsv_hist_record(&b->st.lat, v);
     c->backoff = 0;
 }
 
@@ -1032,119 +718,12 @@ static void run(bench_t *b)
     ev_run(b->loop, 0);
 }
 
-/* ---- the report ---- */
-
-static double tv_diff(const struct timeval *a, const struct timeval *z)
-{
-    return (double)(z->tv_sec - a->tv_sec)
-           + (double)(z->tv_usec - a->tv_usec) * 1e-6;
-}
-
-/* A duration in µs as "812.3 us", "1.94 ms" or "1.20 s". */
-static const char *fmt_us(double us, char out[32])
-{
-    if (us < 1000)
-        snprintf(out, 32, "%.1f us", us);
-    else if (us < 1e6)
-        snprintf(out, 32, "%.2f ms", us / 1e3);
-    else
-        snprintf(out, 32, "%.2f s", us / 1e6);
-    return out;
-}
-
-typedef unsigned long long ull;
-
-/* Prints the result and returns the exit status. */
-static int report(bench_t *b)
-{
-    const stats_t *s = &b->final;
-    double d = b->measured;
-    double user = tv_diff(&b->ru0.ru_utime, &b->ru1.ru_utime);
-    double cpu = user + tv_diff(&b->ru0.ru_stime, &b->ru1.ru_stime);
-    double rps = d > 0 ? (double)s->requests / d : 0;
-    double per_cpu = cpu > 0 ? (double)s->requests / cpu : 0;
-    double p50 = hist_quantile(s, 0.5), p99 = hist_quantile(s, 0.99);
-    double p999 = hist_quantile(s, 0.999), max = (double)s->max_ns / 1e3;
-    double mean = s->requests ? (double)s->sum_ns / (double)s->requests / 1e3
-                              : 0;
-    ull errors = s->bad + s->closed + s->connect + s->timeout;
-    int idle = b->mode == MODE_IDLE;
-    int status = idle ? !b->ready : s->requests == 0;
-    const char *why = b->last_err[0] ? "; last error: " : "";
-    char t[5][32];
-
-    if (b->json) {
-        printf("{\"mode\":\"%s\",\"connections\":%d,\"pipeline\":%u,"
-               "\"duration\":%.3f,\"requests\":%llu,\"rps\":%.1f,"
-               "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
-               "\"errors\":%llu,\"bench_cpu_s\":%.3f,\"bench_user_s\":%.3f,"
-               "\"requests_per_cpu_s\":%.0f,\"mean_us\":%.1f,"
-               "\"max_us\":%.1f,\"size\":%zu,\"check\":\"%s\",\"open\":%d,"
-               "\"bad\":%llu,\"closed\":%llu,\"connect\":%llu,"
-               "\"timeout\":%llu,\"requests_total\":%llu}\n",
-               mode_names[b->mode], b->nconns, b->pipeline, d,
-               (ull)s->requests, rps, p50, p99, p999, errors, cpu, user,
-               per_cpu, mean, max, b->size, check_names[b->check], b->open,
-               (ull)s->bad, (ull)s->closed, (ull)s->connect,
-               (ull)s->timeout, (ull)b->requests_total);
-    } else if (idle) {
-        printf("idle %s: %d connections for %.2f s%s\n", b->name, b->nconns,
-               d, b->interrupted ? " (interrupted)" : "");
-        printf("  open        %d of %d (%s%s)\n", b->open, b->nconns,
-               b->ready ? "all open after " : "never all open",
-               b->ready ? fmt_us(b->ready_after * 1e6, t[0]) : "");
-    } else {
-        printf("%s %s: %d connections", mode_names[b->mode], b->name,
-               b->nconns);
-        if (b->mode != MODE_SHORT) printf(" x %u in flight", b->pipeline);
-        printf(", %zu-byte lines, check %s\n", b->size,
-               check_names[b->check]);
-        printf("  measured    %.2f s after %.2f s warmup%s\n", d, b->warmup,
-               b->interrupted ? " (interrupted)" : "");
-        printf("  requests    %llu (%.0f/s)\n", (ull)s->requests, rps);
-        printf("  latency     p50 %s  p99 %s  p99.9 %s  mean %s  max %s\n",
-               fmt_us(p50, t[0]), fmt_us(p99, t[1]), fmt_us(p999, t[2]),
-               fmt_us(mean, t[3]), fmt_us(max, t[4]));
-        if (b->open < b->nconns && b->mode != MODE_SHORT)
-            printf("  open        %d of %d at the end\n", b->open,
-                   b->nconns);
-    }
-    if (!b->json) {
-        printf("  errors      %llu", errors);
-        if (errors > 0)
-            printf(" (bad reply %llu, closed %llu, connect %llu, timeout "
-                   "%llu)", (ull)s->bad, (ull)s->closed, (ull)s->connect,
-                   (ull)s->timeout);
-        if (s->late > 0) printf(", %llu late", (ull)s->late);
-        printf("\n");
-        if (b->bad_sample[0] != '\0')
-            printf("  first bad   %s\n", b->bad_sample);
-        if (b->last_err[0] != '\0' && s->bad < errors)
-            printf("  last error  %s\n", b->last_err);
-        printf("  bench cpu   %.2f s, %.2f user (%.0f%% of one core)", cpu,
-               user, d > 0 ? 100 * cpu / d : 0);
-        if (!idle) printf(", %.0f requests per cpu-second", per_cpu);
-        printf("\n");
-        if (!idle && d > 0 && cpu / d > 0.9)
-            printf("  note        the generator was busy over 90%% of the "
-                   "time: it may be the limit\n");
-    }
-    fflush(stdout);
-    if (status && !idle)
-        fprintf(stderr, PROG ": no request to %s succeeded%s%s\n", b->name,
-                why, b->last_err);
-    else if (status)
-        fprintf(stderr, PROG ": only %d of %d connections to %s opened%s%s\n",
-                b->open, b->nconns, b->name, why, b->last_err);
-    return status;
-}
-
 int main(int argc, char **argv)
 {
     bench_t *b = lsv_calloc(1, sizeof *b);
     struct sigaction sa;
 
-    parse_args(b, argc, argv);
+    bench_parse_args(b, argc, argv);
     signal(SIGPIPE, SIG_IGN);
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = hard_stop;
@@ -1154,5 +733,5 @@ int main(int argc, char **argv)
     if (raise_nofile(b) != LSV_OK || probe(b) != LSV_OK) return 1;
     setup(b);
     run(b);
-    return report(b);
+    return bench_report(b);
 }

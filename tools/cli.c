@@ -97,6 +97,126 @@ static void bad_option(const char *fmt, const char *arg)
     usage_error();
 }
 
+/* What the options say about the server's address, for set_address. */
+typedef struct addr_opts {
+    const char *host, *path;
+    int inet, udp, nunix;       /* --host/--port, --udp, unix sockets given */
+} addr_opts_t;
+
+/* Takes one option from getopt_long into c and o; exits 2 on a bad value,
+ * 0 after --help or --version. */
+static void take_option(cli_t *c, addr_opts_t *o, int opt, char *arg)
+{
+    char *end;
+
+    switch (opt) {
+    case 'H':
+        o->host = arg;
+        o->inet = 1;
+        break;
+    case 'p': {
+        long v;
+        errno = 0;
+        v = strtol(arg, &end, 10);
+        if (errno || end == arg || *end || v < 1 || v > 65535)
+            bad_option("bad port '%s': expected 1..65535", arg);
+        c->addr.port = (int)v;
+        o->inet = 1;
+        break;
+    }
+    case 'u':
+        o->udp = 1;
+        break;
+    case 'k':
+        c->keep = 1;
+        break;
+    case 't':
+        errno = 0;
+        c->timeout = strtod(arg, &end);
+        if (errno || end == arg || *end || !(c->timeout > 0)
+            || c->timeout > 1e6)
+            bad_option("bad timeout '%s': expected seconds > 0", arg);
+        break;
+    case 'e':
+        c->exec = arg;
+        break;
+    case 'A':
+        c->admin = 1;
+        /* The server's spelling, unix:/path, is accepted too; the admin
+         * socket is never on the network. */
+        if (strncmp(arg, "unix:", 5) == 0) arg += 5;
+        else if (strstr(arg, "://") != NULL)
+            bad_option("--admin takes the path of a unix socket, not "
+                       "'%s'", arg);
+        __attribute__((fallthrough));  /* a unix stream socket */
+    case 'U':
+    case 'G':
+        c->addr.kind = opt == 'G' ? LSV_NET_UNIXGRAM : LSV_NET_UNIX;
+        o->path = arg;
+        o->nunix++;
+        break;
+    case 'V':
+        printf(PROG " %s\n", LSV_VERSION);
+        exit(0);
+    case 'h':
+        help();
+        exit(0);
+    default:        /* getopt has said what was wrong */
+        usage_error();
+    }
+}
+
+/* Fills c->addr and c->name from the options, or exits 2 when they do not
+ * make one address. */
+static void set_address(cli_t *c, const addr_opts_t *o)
+{
+    const char *host = o->host;
+
+    if (o->nunix > 1)
+        bad_option("%s", "give one of --unix and --unixgram");
+    if (o->nunix && (o->udp || o->inet))
+        bad_option("%s", "--unix and --unixgram take no --host, --port or "
+                   "--udp");
+
+    if (o->path != NULL) {
+        if (*o->path == '\0' || strlen(o->path) >= sizeof c->addr.path)
+            bad_option("bad socket path '%s'", o->path);
+        strcpy(c->addr.path, o->path);
+        snprintf(c->name, sizeof c->name, "%s", o->path);
+        return;
+    }
+    c->addr.kind = o->udp ? LSV_NET_UDP : LSV_NET_TCP;
+    /* Take "[::1]" as well as "::1". */
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        host++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof c->addr.host)
+        bad_option("bad host '%s'", host);
+    memcpy(c->addr.host, host, n);
+    c->addr.host[n] = '\0';
+    snprintf(c->name, sizeof c->name,
+             strchr(c->addr.host, ':') ? "[%s]:%d" : "%s:%d",
+             c->addr.host, c->addr.port);
+}
+
+/* argv[from..argc) joined by spaces. Returns new; caller frees. */
+static char *join_args(int argc, char **argv, int from)
+{
+    lsv_buf_t cmd = { 0 };
+    char *joined;
+
+    for (int i = from; i < argc; i++) {
+        if (i > from) lsv_buf_append(&cmd, " ", 1);
+        lsv_buf_append(&cmd, argv[i], strlen(argv[i]));
+    }
+    lsv_buf_append(&cmd, "", 1);
+    joined = lsv_strdup(lsv_buf_head(&cmd));
+    lsv_buf_free(&cmd);
+    return joined;
+}
+
 static void parse_args(cli_t *c, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -113,108 +233,18 @@ static void parse_args(cli_t *c, int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    const char *host = DEFAULT_HOST, *path = NULL;
-    int opt, inet_opts = 0, udp = 0, nunix = 0;
-    char *end;
+    addr_opts_t o = { .host = DEFAULT_HOST };
+    int opt;
 
     c->addr.port = DEFAULT_PORT;
     while ((opt = getopt_long(argc, argv, "H:p:ukt:e:Vh", longopts, NULL))
-           != -1) {
-        switch (opt) {
-        case 'H':
-            host = optarg;
-            inet_opts = 1;
-            break;
-        case 'p': {
-            long v;
-            errno = 0;
-            v = strtol(optarg, &end, 10);
-            if (errno || end == optarg || *end || v < 1 || v > 65535)
-                bad_option("bad port '%s': expected 1..65535", optarg);
-            c->addr.port = (int)v;
-            inet_opts = 1;
-            break;
-        }
-        case 'u':
-            udp = 1;
-            break;
-        case 'k':
-            c->keep = 1;
-            break;
-        case 't':
-            errno = 0;
-            c->timeout = strtod(optarg, &end);
-            if (errno || end == optarg || *end || !(c->timeout > 0)
-                || c->timeout > 1e6)
-                bad_option("bad timeout '%s': expected seconds > 0", optarg);
-            break;
-        case 'e':
-            c->exec = optarg;
-            break;
-        case 'A':
-            c->admin = 1;
-            /* The server's spelling, unix:/path, is accepted too; the admin
-             * socket is never on the network. */
-            if (strncmp(optarg, "unix:", 5) == 0) optarg += 5;
-            else if (strstr(optarg, "://") != NULL)
-                bad_option("--admin takes the path of a unix socket, not "
-                           "'%s'", optarg);
-            __attribute__((fallthrough));  /* a unix stream socket */
-        case 'U':
-        case 'G':
-            c->addr.kind = opt == 'G' ? LSV_NET_UNIXGRAM : LSV_NET_UNIX;
-            path = optarg;
-            nunix++;
-            break;
-        case 'V':
-            printf(PROG " %s\n", LSV_VERSION);
-            exit(0);
-        case 'h':
-            help();
-            exit(0);
-        default:        /* getopt has said what was wrong */
-            usage_error();
-        }
-    }
+           != -1)
+        take_option(c, &o, opt, optarg);
     if (optind < argc && !c->admin)
         bad_option("unexpected argument '%s'", argv[optind]);
-    if (optind < argc) {      /* --admin PATH CMD ARGS...: one command */
-        lsv_buf_t cmd = { 0 };
-        for (int i = optind; i < argc; i++) {
-            if (i > optind) lsv_buf_append(&cmd, " ", 1);
-            lsv_buf_append(&cmd, argv[i], strlen(argv[i]));
-        }
-        lsv_buf_append(&cmd, "", 1);
-        c->admin_cmd = lsv_strdup(lsv_buf_head(&cmd));
-        lsv_buf_free(&cmd);
-    }
-    if (nunix > 1)
-        bad_option("%s", "give one of --unix and --unixgram");
-    if (nunix && (udp || inet_opts))
-        bad_option("%s", "--unix and --unixgram take no --host, --port or "
-                   "--udp");
-
-    if (path != NULL) {
-        if (*path == '\0' || strlen(path) >= sizeof c->addr.path)
-            bad_option("bad socket path '%s'", path);
-        strcpy(c->addr.path, path);
-        snprintf(c->name, sizeof c->name, "%s", path);
-        return;
-    }
-    c->addr.kind = udp ? LSV_NET_UDP : LSV_NET_TCP;
-    /* Take "[::1]" as well as "::1". */
-    size_t n = strlen(host);
-    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-        host++;
-        n -= 2;
-    }
-    if (n == 0 || n >= sizeof c->addr.host)
-        bad_option("bad host '%s'", host);
-    memcpy(c->addr.host, host, n);
-    c->addr.host[n] = '\0';
-    snprintf(c->name, sizeof c->name,
-             strchr(c->addr.host, ':') ? "[%s]:%d" : "%s:%d",
-             c->addr.host, c->addr.port);
+    if (optind < argc)      /* --admin PATH CMD ARGS...: one command */
+        c->admin_cmd = join_args(argc, argv, optind);
+    set_address(c, &o);
 }
 
 static int is_dgram(const cli_t *c)

@@ -1,6 +1,6 @@
 -- examples/chat.lua, the line-based chat room, over real TCP sockets.
 local helpers = require "helpers"
-local util = require "fixtures.ex1_util"
+local util = require "fixtures.example_util"
 
 local WELCOME = "* welcome! your nickname?\r\n"
 

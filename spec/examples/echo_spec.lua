@@ -1,6 +1,6 @@
 -- examples/echo.lua, the stream-style line echo, over real TCP sockets.
 local helpers = require "helpers"
-local util = require "fixtures.ex1_util"
+local util = require "fixtures.example_util"
 
 describe("examples/echo.lua", function()
     local srv

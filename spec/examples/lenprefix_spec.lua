@@ -1,6 +1,6 @@
 -- examples/lenprefix.lua, the length-prefixed binary RPC, over real TCP.
 local helpers = require "helpers"
-local util = require "fixtures.ex1_util"
+local util = require "fixtures.example_util"
 
 local MAX = 64 * 1024
 

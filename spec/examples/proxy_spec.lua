@@ -1,8 +1,8 @@
 -- examples/proxy.lua in front of real luaserv upstreams: the timestamp
--- server (scripts/handle.lua) and spec/fixtures/ex3_upstream.lua (echo,
--- gen, flood, sink, hold). The proxy runs under spec/fixtures/ex3_stats.lua
--- where a test needs its counters; the environment goes in through the
--- start_server shell option.
+-- server (scripts/handle.lua) and spec/fixtures/proxy_upstream.lua (echo,
+-- gen, flood, sink, hold). The proxy runs under
+-- spec/fixtures/example_dgram_stats.lua where a test needs its counters;
+-- the environment goes in through the start_server shell option.
 local helpers = require "helpers"
 local socket = require "socket"
 
@@ -18,7 +18,7 @@ local function pump(c, data, want, timeout)
     return helpers.pump(c, data, want, timeout, TIMEOUT)
 end
 
--- Block k of a test stream, as ex3_upstream.lua makes and checks them.
+-- Block k of a test stream, as proxy_upstream.lua makes and checks them.
 local function block(k)
     return string.pack(">I4", k) .. FILL
 end
@@ -30,7 +30,7 @@ local function blocks(n)
 end
 
 local function upstream()
-    return serve{ script = "spec/fixtures/ex3_upstream.lua",
+    return serve{ script = "spec/fixtures/proxy_upstream.lua",
                   listen = { "127.0.0.1:0", "udp://127.0.0.1:0" } }
 end
 
@@ -38,9 +38,9 @@ end
 -- env: more "NAME=value " text for the shell.
 local function proxy(port, env)
     return serve{
-        script = "spec/fixtures/ex3_stats.lua",
+        script = "spec/fixtures/example_dgram_stats.lua",
         listen = { "127.0.0.1:0", "udp://127.0.0.1:0" },
-        shell = "EX3_EXAMPLE=examples/proxy.lua UPSTREAM_PORT=" .. port ..
+        shell = "EXAMPLE_SCRIPT=examples/proxy.lua UPSTREAM_PORT=" .. port ..
                 " UPSTREAM_LINGER=0.3 " .. (env or ""),
     }
 end

@@ -1,14 +1,14 @@
 -- examples/tsTservSS.lua, Python's socketserver timestamp server ported
 -- line by line: one line a connection, answered "[ctime] line", then the
 -- connection closes. Talked to by the reference client (luaserv-cli) and by
--- a Python 3 port of the original client (spec/fixtures/t_tsTclnt.py).
--- It runs under spec/fixtures/ex3_stats.lua, whose UDP listener reports
--- the counters; -l keeps it off port 21567.
+-- a Python 3 port of the original client (spec/fixtures/tsTclnt.py).
+-- It runs under spec/fixtures/example_dgram_stats.lua, whose UDP listener
+-- reports the counters; -l keeps it off port 21567.
 local helpers = require "helpers"
 
 local CTIME = helpers.CTIME
 local TIMEOUT = helpers.sanitize and 20 or 10
-local CLIENT = "spec/fixtures/t_tsTclnt.py"
+local CLIENT = "spec/fixtures/tsTclnt.py"
 
 local function python3()
     return os.execute("python3 -c 'import sys; sys.exit(sys.version_info[0] != 3)'" ..
@@ -34,9 +34,9 @@ describe("examples/tsTservSS.lua", function()
 
     lazy_setup(function()
         srv = helpers.start_server{
-            script = "spec/fixtures/ex3_stats.lua",
+            script = "spec/fixtures/example_dgram_stats.lua",
             listen = { "127.0.0.1:0", "udp://127.0.0.1:0" },
-            shell = "EX3_EXAMPLE=examples/tsTservSS.lua ",
+            shell = "EXAMPLE_SCRIPT=examples/tsTservSS.lua ",
             no_finally = true,
         }
     end)

@@ -1,6 +1,6 @@
 -- examples/udp_time.lua, the UDP time service, with luasocket datagrams.
 local helpers = require "helpers"
-local util = require "fixtures.ex1_util"
+local util = require "fixtures.example_util"
 
 local socket = require "socket"
 

@@ -3,9 +3,9 @@
 -- stats and conns describe the live server, eval runs Lua inside it,
 -- log-level and shutdown steer it; luaserv-cli --admin speaks it.
 local helpers = require "helpers"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 
-local SCRIPT = "spec/fixtures/op_handler.lua"
+local SCRIPT = "spec/fixtures/operations_handler.lua"
 local SLOW = op.SLOW
 
 -- Starts the fixture on TCP with an admin socket; returns the server, the
@@ -48,7 +48,7 @@ describe("admin socket", function()
         assert.equal(3, per[tcp].total)
         assert.equal(3, per[tcp].messages)
         assert.equal(0, per[tcp].errors)
-        assert.truthy(per[tcp].script:find("op_handler.lua", 1, true))
+        assert.truthy(per[tcp].script:find("operations_handler.lua", 1, true))
         -- the admin connection asking is the fourth open one
         assert.equal(4, global.connections_active)
         assert.equal(1, per["unix:" .. path].active)

@@ -5,9 +5,9 @@ local socket = require "socket"
 
 local CTIME = helpers.CTIME
 local SCRIPT = "scripts/handle.lua"
-local WHOAMI = "spec/fixtures/t_whoami.lua"
-local SILENT = "spec/fixtures/t_silent.lua"
-local TSTCLNT = "spec/fixtures/t_tsTclnt.py"
+local WHOAMI = "spec/fixtures/whoami.lua"
+local SILENT = "spec/fixtures/never_answers.lua"
+local TSTCLNT = "spec/fixtures/tsTclnt.py"
 
 local q = helpers.shell_quote
 
@@ -39,7 +39,7 @@ local function lines_of(text)
     return lines
 end
 
--- The "id=N" a t_whoami reply starts with.
+-- The "id=N" a whoami reply starts with.
 local function id_of(line)
     return tonumber(line:match("^id=(%d+) "))
 end

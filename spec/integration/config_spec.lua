@@ -3,9 +3,9 @@
 -- mistakes stop luaserv with exit status 2 and a message naming FILE:LINE.
 -- The shipped examples/luaserv.conf.lua is run too, moved to free ports.
 local helpers = require "helpers"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 
-local OP = "spec/fixtures/op_handler.lua"
+local OP = "spec/fixtures/operations_handler.lua"
 local EXAMPLE = "examples/luaserv.conf.lua"
 local SLOW = op.SLOW
 local CTIME = helpers.CTIME

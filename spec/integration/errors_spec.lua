@@ -1,10 +1,10 @@
 -- Errors: a failing handler hurts only its own connection; scripts that
 -- fail to load and bad command lines exit 2 before listening; a busy port
--- exits 1. The handler fixture is spec/fixtures/h_errors.lua.
+-- exits 1. The handler fixture is spec/fixtures/failing_handler.lua.
 local helpers = require "helpers"
 local socket = require "socket"
 
-local SCRIPT = "spec/fixtures/h_errors.lua"
+local SCRIPT = "spec/fixtures/failing_handler.lua"
 local RUN_LIMIT = 30   -- seconds a luaserv that should exit may run
 
 local read_to_close = helpers.read_to_close

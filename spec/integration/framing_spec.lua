@@ -4,7 +4,7 @@
 -- string.pack(">s4", payload), so frame boundaries are checked exactly.
 local helpers = require "helpers"
 
-local ECHO = "spec/fixtures/fw_echo.lua"
+local ECHO = "spec/fixtures/framing_echo.lua"
 local BYTE_GAP = 0.005   -- between sends, so the server sees separate reads
 
 local read_to_close = helpers.read_to_close
@@ -64,16 +64,25 @@ local function bytes_of(s)
     return out
 end
 
+-- How many connections the server logged on_connect and on_close for.
+local function opens_and_closes(srv)
+    local log = srv:log()
+    local _, opened = log:gsub("fw open %d+", "")
+    local _, closed = log:gsub("fw close %d+ ", "")
+    return opened, closed
+end
+
 -- Waits until the server logged on_close for every connection it logged
--- on_connect for, then stops it and checks no connection was left.
-local function stop_clean(srv)
+-- on_connect for, and for at least `opened` (default 0) of them, then
+-- stops it and checks no connection was left.
+local function stop_clean(srv, opened)
     local counts = helpers.wait_for(function()
-        local log = srv:log()
-        local _, opened = log:gsub("fw open %d+", "")
-        local _, closed = log:gsub("fw close %d+ ", "")
-        if opened == closed then return { opened, closed } end
+        local o, c = opens_and_closes(srv)
+        if o == c and o >= (opened or 0) then return { o, c } end
     end, 10)
-    assert.is_truthy(counts, "on_close was not called for every connection")
+    local o, c = opens_and_closes(srv)
+    assert.is_truthy(counts, ("on_close was not called for every connection:"
+        .. " %d opened (%d expected at least), %d closed"):format(o, opened or 0, c))
     assert.equal(0, srv:stop())
     assert.matches("fw stop active=0\n", srv:log())
 end
@@ -175,7 +184,18 @@ for _, mode in ipairs(MODES) do
         end)
 
         it("closes every connection it opened", function()
-            stop_clean(srv)
+            -- its own three, so that it checks something when run alone:
+            -- a whole exchange, a hang-up inside a frame, and a reset
+            local opened = opens_and_closes(srv)
+            check(exchange(srv.port, { mode.input }))
+            local cut = connect(srv.port)
+            assert(cut:send(mode.input:sub(1, 1)))
+            cut:close()
+            local reset = connect(srv.port)
+            assert(reset:send(mode.input:sub(1, 2)))
+            assert(reset:setoption("linger", { on = true, timeout = 0 }))
+            reset:close()
+            stop_clean(srv, opened + 3)
         end)
     end)
 end
@@ -322,7 +342,7 @@ describe("conn:set_framing", function()
     local srv
 
     lazy_setup(function()
-        srv = helpers.start_server{ script = "spec/fixtures/fw_switch.lua" }
+        srv = helpers.start_server{ script = "spec/fixtures/framing_switch.lua" }
     end)
 
     lazy_teardown(function()
@@ -355,7 +375,7 @@ end)
 describe("handler.framing", function()
     it("is read again when a new connection opens", function()
         local srv = helpers.start_server{
-            script = "spec/fixtures/fw_reframe.lua" }
+            script = "spec/fixtures/framing_reassign.lua" }
         local old = connect(srv.port)
         assert(old:send("fixed\n"))
         local frames = decode(assert(old:receive(4 + #"fixed")))

@@ -1,9 +1,10 @@
 -- The handler API over real sockets: on_accept, on_connect, on_close
 -- reasons, conn fields and methods, replies, timeouts, pause/resume,
--- luaserv.stats() and luaserv.log. The fixture is spec/fixtures/h_basic.lua.
+-- luaserv.stats() and luaserv.log. The fixture is
+-- spec/fixtures/handler_commands.lua.
 local helpers = require "helpers"
 
-local SCRIPT = "spec/fixtures/h_basic.lua"
+local SCRIPT = "spec/fixtures/handler_commands.lua"
 
 local defer = helpers.defer
 local read_to_close = helpers.read_to_close

@@ -5,9 +5,9 @@ local socket = require "socket"
 
 local CTIME = helpers.CTIME
 local SCRIPT = "scripts/handle.lua"
-local STATS = "spec/fixtures/t_stats.lua"
-local SLOW = "spec/fixtures/t_slow.lua"
-local BIG = "spec/fixtures/t_big.lua"
+local STATS = "spec/fixtures/timestamp_stats.lua"
+local SLOW = "spec/fixtures/slow_timestamp.lua"
+local BIG = "spec/fixtures/big_replies.lua"
 local SLOWDOWN = helpers.sanitize and 3 or 1
 local TIMEOUT = 10 * SLOWDOWN
 -- how long a reply may take while another peer keeps the server busy
@@ -22,7 +22,7 @@ local function fd_limit()
     return s == "unlimited" and math.huge or tonumber(s) or 0
 end
 
--- Asks a t_stats server for its counters: active, total.
+-- Asks a timestamp_stats server for its counters: active, total.
 local function server_stats(port)
     local c = helpers.connect(port, TIMEOUT)
     assert(c:send("stats\n"))
@@ -161,7 +161,7 @@ describe("a pipelining client", function()
 
     it("gets every reply when they are bigger than the socket buffers",
        function()
-        -- t_big answers each line with 64 KiB: 200 lines make 13 MB
+        -- big_replies answers each line with 64 KiB: 200 lines make 13 MB
         local N = 200
         local srv, c = helpers.start_and_connect({ script = BIG }, TIMEOUT)
         assert(c:send(helpers.numbered_lines("big %d\n", N)))
@@ -174,7 +174,8 @@ describe("a pipelining client", function()
     end)
 
     it("does not hold up the replies of another client", function()
-        -- t_slow spends 0.5 ms a line: 10,000 lines keep it busy for 5 s
+        -- slow_timestamp spends 0.5 ms a line: 10,000 lines keep it busy
+        -- for 5 s
         local N = 10000
         local srv, busy = helpers.start_and_connect({ script = SLOW },
                                                     30 * SLOWDOWN)

@@ -4,9 +4,9 @@
 -- and close reason; --log-level hides the levels below it.
 local helpers = require "helpers"
 local json = require "dkjson"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 
-local SCRIPT = "spec/fixtures/op_handler.lua"
+local SCRIPT = "spec/fixtures/operations_handler.lua"
 local SLOW = op.SLOW
 
 local TS = "^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%dZ$"
@@ -234,7 +234,8 @@ describe("--log-format json", function()
         local e = errors[1]
         assert.equal("error", e.level)
         assert.truthy(e.msg:find("^handler error in on_message: "), e.msg)
-        assert.truthy(e.msg:find("op_handler.lua:%d+: boom requested\nstack traceback:\n"), e.msg)
+        assert.truthy(e.msg:find("operations_handler.lua:%d+: boom requested\n"
+                                 .. "stack traceback:\n"), e.msg)
         assert.equal("tcp://127.0.0.1:" .. srv.port, e.listener)
         assert.equal("127.0.0.1:" .. cport, e.peer)
         assert.equal("integer", math.type(e.conn))

@@ -4,9 +4,9 @@
 -- line is checked against the format's grammar, and by promtool when the
 -- Debian package prometheus is installed.
 local helpers = require "helpers"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 
-local SCRIPT = "spec/fixtures/op_handler.lua"
+local SCRIPT = "spec/fixtures/operations_handler.lua"
 local SLOW = op.SLOW
 
 local sample = op.sample

@@ -342,7 +342,7 @@ end }
         local driver = start_driver()
         local c = helpers.connect(driver.port)
         assert(c:send("hold 127.0.0.1 " .. port .. " 0.5\n"))
-        helpers.sleep(0.1)
+        helpers.wait_read(driver.port)      -- the connect has begun
         c:close()
         assert.matches("EV hold: timeout; write ", held(driver))
         settled(driver)

@@ -2,7 +2,7 @@
 -- --watch): under load nothing is lost, a broken version keeps the old
 -- handler, and what a reload keeps (on_reload, conn.state, running stream
 -- tasks, luaserv's modules) and replaces (the script's own modules).
--- Scripts are copied from spec/fixtures/rl_* to a temp dir and rewritten
+-- Scripts are copied from spec/fixtures/reload_* to a temp dir and rewritten
 -- there, always atomically (a temp file, then os.rename).
 local helpers = require "helpers"
 local socket = require "socket"
@@ -13,7 +13,7 @@ local TIMEOUT = 10 * SLOWDOWN
 -- how soon --watch must notice a change (it settles for 0.1 s)
 local WATCH_WITHIN = 2 * SLOWDOWN
 local FIXTURES = "spec/fixtures/"
-local LOAD_DRIVER = FIXTURES .. "rl_load.py"
+local LOAD_DRIVER = FIXTURES .. "reload_traffic.py"
 local RELOADS = 20
 local INTERVAL = 0.05      -- seconds between reloads under load
 local CONNS = 50
@@ -76,14 +76,14 @@ local function set_string(src, name, v)
     return replace_line(src, name .. " = ", ("%s = %q"):format(name, v))
 end
 
--- rl_echo.lua answering "<fmt>:<line>".
-local ECHO = fixture("rl_echo.lua")
+-- reload_echo.lua answering "<fmt>:<line>".
+local ECHO = fixture("reload_echo.lua")
 local FORMAT_LINE = "local FORMAT = "
 local function echo_version(fmt)
     return set_string(ECHO, "local FORMAT", fmt)
 end
 
--- Broken versions of rl_echo.lua, each with the line its error names.
+-- Broken versions of reload_echo.lua, each with the line its error names.
 local BROKEN = {
     { kind = "a syntax error",
       src = replace_line(ECHO, FORMAT_LINE, 'local FORMAT = = "X"'),
@@ -210,7 +210,7 @@ local function median(list)
     return (s[#s // 2] + s[#s // 2 + 1]) / 2
 end
 
--- --- the load driver (rl_load.py) ------------------------------------------
+-- --- the load driver (reload_traffic.py) --------------------------------
 
 -- Starts CONNS pipelining clients on port; returns once each got a reply.
 local function start_load(dir, port, final)
@@ -279,7 +279,7 @@ end)
 describe("hot reload under load", function()
     it("answers every request once, in either format, through 20 reloads",
        function()
-        local srv, script, dir = serve_new("rl_echo.lua", echo_version("A"))
+        local srv, script, dir = serve_new("reload_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local probe = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("A:probe", ask(probe, "probe"))
@@ -334,7 +334,7 @@ describe("hot reload under load", function()
     end)
 
     it("keeps the old handler through 10 broken reloads out of 20", function()
-        local srv, script, dir = serve_new("rl_echo.lua", echo_version("A"))
+        local srv, script, dir = serve_new("reload_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local probe = track(helpers.connect(srv.tcp, TIMEOUT))
         local load = start_load(dir, srv.tcp, "A")
@@ -404,8 +404,8 @@ end)
 describe("a reload", function()
     it("runs the new table's on_reload with the old table, to carry state",
        function()
-        local src = fixture("rl_state.lua")
-        local srv, script = serve_new("rl_state.lua", src)
+        local src = fixture("reload_state.lua")
+        local srv, script = serve_new("reload_state.lua", src)
         local ctl = admin_connect(srv)
         for i = 1, 3 do
             local c = track(helpers.connect(srv.tcp, TIMEOUT))
@@ -423,8 +423,8 @@ describe("a reload", function()
     end)
 
     it("keeps conn.state of an open callback-style connection", function()
-        local src = fixture("rl_state.lua")
-        local srv, script = serve_new("rl_state.lua", src)
+        local src = fixture("reload_state.lua")
+        local srv, script = serve_new("reload_state.lua", src)
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("v1 count=1 conn=1 from=none", ask(c, "a"))
@@ -439,8 +439,8 @@ describe("a reload", function()
 
     it("lets a running stream task go on with the old code, new connections "
        .. "get the new", function()
-        local src = fixture("rl_stream.lua")
-        local srv, script = serve_new("rl_stream.lua", src)
+        local src = fixture("reload_stream.lua")
+        local srv, script = serve_new("reload_stream.lua", src)
         local ctl = admin_connect(srv)
         local old = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("1:x", ask(old, "x"))
@@ -462,17 +462,17 @@ describe("a reload", function()
 
     it("loads the script's own modules afresh, and not luaserv's", function()
         local dir = new_dir()
-        local mod = fixture("rl_mod.lua")
-        write_atomic(dir .. "/rl_mod.lua", mod)
-        local script = write_atomic(dir .. "/rl_modmain.lua",
-                                    fixture("rl_modmain.lua"))
+        local mod = fixture("reload_module.lua")
+        write_atomic(dir .. "/reload_module.lua", mod)
+        local script = write_atomic(dir .. "/reload_requires_module.lua",
+                                    fixture("reload_requires_module.lua"))
         local srv = serve(dir, script)
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("mod=1", ask(c, "mod"))
         local ss = ask(c, "ss")
         assert.matches("^ss=table: ", ss)
-        write_atomic(dir .. "/rl_mod.lua",
+        write_atomic(dir .. "/reload_module.lua",
                      set_string(mod, "_M.VERSION", "2"))
         assert.same({ true, { "ok" } }, { admin(ctl, "reload") })
         assert.equal("mod=2", ask(c, "mod"))
@@ -483,22 +483,22 @@ describe("a reload", function()
     it("loads a module afresh that only a failed reload had required",
        function()
         local dir = new_dir()
-        local mod = fixture("rl_mod.lua")
-        write_atomic(dir .. "/rl_mod.lua", mod)
-        local script = write_atomic(dir .. "/rl_echo.lua", ECHO)
+        local mod = fixture("reload_module.lua")
+        write_atomic(dir .. "/reload_module.lua", mod)
+        local script = write_atomic(dir .. "/reload_echo.lua", ECHO)
         local srv = serve(dir, script)
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("A:x", ask(c, "x"))
-        -- requires rl_mod (version 1), then fails
+        -- requires reload_module (version 1), then fails
         write_atomic(script, replace_line(ECHO, FORMAT_LINE,
-            'local FORMAT = require("rl_mod").VERSION .. error("broken")'))
+            'local FORMAT = require("reload_module").VERSION .. error("broken")'))
         assert.is_false(admin(ctl, "reload"))
         assert.equal("A:x", ask(c, "x"))
-        write_atomic(dir .. "/rl_mod.lua",
+        write_atomic(dir .. "/reload_module.lua",
                      set_string(mod, "_M.VERSION", "2"))
         write_atomic(script, replace_line(ECHO, FORMAT_LINE,
-            'local FORMAT = require("rl_mod").VERSION'))
+            'local FORMAT = require("reload_module").VERSION'))
         assert.same({ true, { "ok" } }, { admin(ctl, "reload") })
         assert.equal("2:x", ask(c, "x"))
     end)
@@ -506,7 +506,7 @@ end)
 
 describe("reload triggers", function()
     it("reloads on SIGHUP", function()
-        local srv, script = serve_new("rl_echo.lua", echo_version("A"))
+        local srv, script = serve_new("reload_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("A:x", ask(c, "x"))
@@ -522,7 +522,7 @@ describe("reload triggers", function()
 
     it("reloads with --watch soon after the script changes, each time",
        function()
-        local srv, script = serve_new("rl_echo.lua", echo_version("A"),
+        local srv, script = serve_new("reload_echo.lua", echo_version("A"),
                                       { "--watch" })
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
@@ -549,16 +549,16 @@ describe("reload triggers", function()
 
     it("reloads with --watch after a module of the script changes", function()
         local dir = new_dir()
-        local mod = fixture("rl_mod.lua")
-        write_atomic(dir .. "/rl_mod.lua", mod)
-        local script = write_atomic(dir .. "/rl_modmain.lua",
-                                    fixture("rl_modmain.lua"))
+        local mod = fixture("reload_module.lua")
+        write_atomic(dir .. "/reload_module.lua", mod)
+        local script = write_atomic(dir .. "/reload_requires_module.lua",
+                                    fixture("reload_requires_module.lua"))
         local srv = serve(dir, script, { "--watch" })
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         assert.equal("mod=1", ask(c, "mod"))
         for v = 2, 3 do
             socket.sleep(0.3)
-            write_atomic(dir .. "/rl_mod.lua",
+            write_atomic(dir .. "/reload_module.lua",
                          set_string(mod, "_M.VERSION", tostring(v)))
             assert.truthy(helpers.wait_for(function()
                 return ask(c, "mod") == "mod=" .. v
@@ -569,7 +569,7 @@ describe("reload triggers", function()
 
     it("answers luaserv-cli --admin PATH reload: exit 0, or 1 and the error",
        function()
-        local srv, script = serve_new("rl_echo.lua", echo_version("A"))
+        local srv, script = serve_new("reload_echo.lua", echo_version("A"))
         admin_connect(srv):close()      -- the admin socket is up
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         write_atomic(script, echo_version("B"))
@@ -591,7 +591,7 @@ end)
 
 describe("a failed reload", function()
     it("logs the error with file:line and keeps the old handler", function()
-        local srv, script = serve_new("rl_echo.lua", echo_version("A"))
+        local srv, script = serve_new("reload_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local c = track(helpers.connect(srv.tcp, TIMEOUT))
         for i, broken in ipairs(BROKEN) do
@@ -616,7 +616,7 @@ describe("a failed reload", function()
 
     it("names the line of the return for a script that returns no table",
        function()
-        local srv, script = serve_new("rl_echo.lua", echo_version("A"))
+        local srv, script = serve_new("reload_echo.lua", echo_version("A"))
         local ctl = admin_connect(srv)
         local broken = BROKEN[3]
         write_atomic(script, broken.src)

@@ -6,9 +6,9 @@ local socket = require "socket"
 
 local CTIME = helpers.CTIME
 local SCRIPT = "scripts/handle.lua"
-local SLOW = "spec/fixtures/t_slow.lua"
-local LIFECYCLE = "spec/fixtures/t_lifecycle.lua"
-local BIG = "spec/fixtures/t_big.lua"
+local SLOW = "spec/fixtures/slow_timestamp.lua"
+local LIFECYCLE = "spec/fixtures/lifecycle_log.lua"
+local BIG = "spec/fixtures/big_replies.lua"
 local SLOWDOWN = helpers.sanitize and 3 or 1
 local TIMEOUT = 10 * SLOWDOWN
 
@@ -38,7 +38,7 @@ for _, sig in ipairs({ "TERM", "INT" }) do
     describe("SIG" .. sig, function()
         it("lets a client get every reply to lines it sent before the signal",
            function()
-            -- t_slow spends 0.5 ms a line, so most lines are still
+            -- slow_timestamp spends 0.5 ms a line, so most lines are still
             -- unanswered when the signal arrives
             local N = 2000
             local srv, c = helpers.start_and_connect({ script = SLOW },
@@ -64,7 +64,7 @@ for _, sig in ipairs({ "TERM", "INT" }) do
         end)
 
         it("answers lines that wait behind a full output queue", function()
-            -- t_big answers each line with 64 KiB, so the client, reading
+            -- big_replies answers each line with 64 KiB, so the client, reading
             -- nothing until after the signal, leaves the server with a full
             -- output queue, reading paused and lines not yet read; lines
             -- of 1 KiB fill the 16 KiB reads exactly, with nothing left over
@@ -94,9 +94,12 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
                 "--shutdown-timeout", tostring(5 * SLOWDOWN) } }, TIMEOUT)
             assert(c:send("half a"))
-            helpers.sleep(0.2)
+            helpers.wait_read(srv.port)     -- "half a" is in its buffer
             signal(srv, sig)
-            helpers.sleep(0.3)
+            -- the rest of the line comes after the stop began
+            helpers.wait_until(function()
+                return srv:log():find("stopping: no new connections", 1, true)
+            end, 5, "the graceful stop to begin")
             assert(c:send(" line\n"))
             local reply = assert(c:receive("*l"))
             assert.matches("^" .. CTIME .. "half a line$", reply)
@@ -124,7 +127,7 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
                 "--shutdown-timeout", "1" } }, TIMEOUT)
             assert(c:send("a line that never ends"))
-            helpers.sleep(0.2)
+            helpers.wait_read(srv.port)
             local start = socket.gettime()
             signal(srv, sig)
             helpers.sleep(0.5)
@@ -140,7 +143,7 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             local srv, c = helpers.start_and_connect({ script = SCRIPT, args = {
                 "--shutdown-timeout", tostring(3 * SLOWDOWN) } }, TIMEOUT)
             assert(c:send("unfinished"))
-            helpers.sleep(0.2)
+            helpers.wait_read(srv.port)
             signal(srv, sig)
             local port = srv.port
             assert.truthy(helpers.wait_for(function()
@@ -163,7 +166,7 @@ for _, sig in ipairs({ "TERM", "INT" }) do
             signal(srv, sig)
             assert.equal(0, srv:wait(TIMEOUT))
             local log = srv:log()
-            assert.equal(1, helpers.count(log, "t_lifecycle: on_stop"), log)
+            assert.equal(1, helpers.count(log, "lifecycle_log: on_stop"), log)
             assert.equal(1, helpers.count(log, "reason shutdown"), log)
         end)
     end)

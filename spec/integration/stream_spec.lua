@@ -1,12 +1,12 @@
 -- Stream style: handle(conn) as the connection's task, with readline,
 -- read, read_until, read_frame, write waiting on backpressure, flush,
 -- timeouts, errors and the task count. The server is
--- spec/fixtures/st_stream.lua: a connection's first line picks a mode.
+-- spec/fixtures/stream_modes.lua: a connection's first line picks a mode.
 local helpers = require "helpers"
 local socket = require "socket"
 
 local TIMEOUT = helpers.sanitize and 30 or 10
-local SCRIPT = "spec/fixtures/st_stream.lua"
+local SCRIPT = "spec/fixtures/stream_modes.lua"
 local MIB = 1024 * 1024
 local serve, probe = helpers.serve, helpers.probe
 
@@ -334,10 +334,10 @@ describe("stream style tasks", function()
         assert.equal("END closed\n", finish(other))
 
         local log = srv:log()
-        assert.matches("handler error in handle[^\n]*st_stream%.lua:%d+: " ..
+        assert.matches("handler error in handle[^\n]*stream_modes%.lua:%d+: " ..
                        "attempt to index a nil value", log)
-        assert.matches("stack traceback:\n[^\n]*st_stream%.lua:%d+", log)
-        assert.matches("EV on_error %d+ [^\n]*st_stream%.lua:%d+: attempt", log)
+        assert.matches("stack traceback:\n[^\n]*stream_modes%.lua:%d+", log)
+        assert.matches("EV on_error %d+ [^\n]*stream_modes%.lua:%d+: attempt", log)
         assert.matches("EV close %d+ error", log)
         assert.equal(1, stats(srv).errors)
         settled(srv)

@@ -1,13 +1,13 @@
 -- systemd: sd_notify datagrams to $NOTIFY_SOCKET (READY=1 once serving,
 -- RELOADING=1 with MONOTONIC_USEC then READY=1 around a reload, STOPPING=1
 -- on the way out), and socket activation (LISTEN_PID, LISTEN_FDS, sockets
--- from fd 3), with spec/fixtures/op_activate.py playing systemd's part.
+-- from fd 3), with spec/fixtures/systemd_activate.py playing systemd's part.
 local helpers = require "helpers"
 local unix = require "socket.unix"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 
 local SCRIPT = "scripts/handle.lua"
-local ACTIVATE = "python3 spec/fixtures/op_activate.py "
+local ACTIVATE = "python3 spec/fixtures/systemd_activate.py "
 local SLOW = op.SLOW
 local CTIME = helpers.CTIME
 local q = helpers.shell_quote
@@ -156,7 +156,7 @@ describe("sd_notify", function()
 end)
 
 describe("socket activation", function()
-    -- Starts luaserv under op_activate.py with the given -l addresses
+    -- Starts luaserv under systemd_activate.py with the given -l addresses
     -- ("{PORT}" for the activated port) and options; returns the server,
     -- the activated port and what luaserv announced.
     local function activate(listen, opts)
@@ -168,7 +168,7 @@ describe("socket activation", function()
         local port = tonumber(helpers.wait_for(function()
             return srv:log():match("activated (%d+)\n")
         end, 10 * SLOW))
-        assert(port, "op_activate.py did not start:\n" .. srv:log())
+        assert(port, "systemd_activate.py did not start:\n" .. srv:log())
         local l = op.wait_listening(srv, opts.announce or math.max(#listen, 1))
         return srv, port, l
     end

@@ -6,7 +6,7 @@ local unix = require "socket.unix"
 
 local CTIME = helpers.CTIME
 local SCRIPT = "scripts/handle.lua"
-local WHOAMI = "spec/fixtures/t_whoami.lua"
+local WHOAMI = "spec/fixtures/whoami.lua"
 local TIMEOUT = helpers.sanitize and 15 or 5
 
 -- Whether path is a socket file (io.open cannot open one).

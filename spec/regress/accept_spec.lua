@@ -2,11 +2,11 @@
 -- Accept=yes) is refused at start with a message saying so, instead of
 -- "listening" and then `accept: Invalid argument` in a tight loop; and a
 -- listener whose every accept fails backs off and logs rarely, whatever
--- the error. spec/fixtures/net_accept.py plays systemd's part.
+-- the error. spec/fixtures/unacceptable_socket.py plays systemd's part.
 local helpers = require "helpers"
 
 local q = helpers.shell_quote
-local FIXTURE = "python3 spec/fixtures/net_accept.py "
+local FIXTURE = "python3 spec/fixtures/unacceptable_socket.py "
 
 -- Runs cmd with a time limit; returns its exit status and output.
 local function run(cmd, limit)

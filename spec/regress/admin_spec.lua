@@ -3,7 +3,7 @@
 -- the client; os.exit() from eval leaves no socket file behind; a regular
 -- file at the admin path is refused, not removed; reload prints "ok".
 local helpers = require "helpers"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 
 local SLOW = op.SLOW
 local q = helpers.shell_quote

@@ -4,7 +4,7 @@
 -- missing; a counter without _total and counter:inc(labels, n) (which
 -- counted 1) were accepted silently.
 local helpers = require "helpers"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 
 local SLOW = op.SLOW
 

@@ -5,7 +5,7 @@
 -- of a reload's hooks: on_load runs for every newly loaded script, then
 -- on_reload(old); if either raises, nothing switches.
 local helpers = require "helpers"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 
 local SLOW = op.SLOW
 

@@ -80,7 +80,8 @@ describe("name lookups", function()
         for i = 1, 5 do
             hung[i] = ask(srv, ("hang%d.example 80 30"):format(i))
         end
-        helpers.sleep(0.3)     -- all five are inside getaddrinfo now
+        -- all five lines read, so all five lookups have started
+        helpers.wait_read(srv.port)
         local t0 = helpers.now()
         local reply = answer(ask(srv, "localhost " .. srv.port .. " 5"))
         local took = helpers.now() - t0
@@ -116,7 +117,7 @@ describe("name lookups", function()
         for i = 1, 5 do
             hung[i] = ask(srv, ("exit%d.example 80 30"):format(i))
         end
-        helpers.sleep(0.3)
+        helpers.wait_read(srv.port)
         for i = 1, 5 do hung[i]:close() end
         local t0 = helpers.now()
         assert.equal(0, srv:stop("TERM", 5))

@@ -111,7 +111,7 @@ return handler
             spinners[i] = helpers.connect(srv.port, 5)
             assert(spinners[i]:send("spin\n"))
         end
-        helpers.sleep(0.2)
+        helpers.wait_read(srv.port)     -- both tasks have their line: spinning
         for i = 1, 3 do
             local reply, err, took = ask(srv.port, "c" .. i, 5)
             assert.equal("ok c" .. i, reply, err)

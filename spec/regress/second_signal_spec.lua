@@ -10,8 +10,13 @@ describe("a second signal", function()
         -- A connection with half a line keeps the graceful stop waiting.
         local c = helpers.connect(srv.port)
         assert(c:send("half a line"))
-        helpers.sleep(0.2)
+        helpers.wait_read(srv.port)         -- the half line is in hand
         os.execute("kill -TERM " .. srv.pid)
+        -- the second signal must come after the first was handled (two
+        -- pending ones are one), and the stop must then keep waiting
+        helpers.wait_until(function()
+            return srv:log():find("stopping: no new connections", 1, true)
+        end, 5, "the graceful stop to begin")
         helpers.sleep(0.3)
         assert.is_true(srv:alive(), "stopped before the second signal")
         local t0 = helpers.now()

@@ -4,10 +4,10 @@
 -- task that does not read does not spin; over-long and cut-off frames are
 -- logged; stream reads count as messages.
 local helpers = require "helpers"
-local op = require "fixtures.op_util"
+local op = require "fixtures.operations_util"
 local socket = require "socket"
 
-local SCRIPT = "spec/fixtures/sr_reads.lua"
+local SCRIPT = "spec/fixtures/stream_reads.lua"
 local SLOW = op.SLOW
 
 -- Sends data on c while reading replies, until done(received) is true,

@@ -70,7 +70,7 @@ describe("datagram listeners", function()
         local srv = start{}
         local c = client()
         assert(c:sendto("block", "127.0.0.1", srv.port))
-        helpers.sleep(0.1)
+        helpers.wait_read(srv.port, nil, "udp")   -- the loop is blocked
         for i = 1, 200 do assert(c:sendto("d" .. i, "127.0.0.1", srv.port)) end
         os.execute("kill -TERM " .. srv.pid)   -- while the loop is busy
         local got, n = replies(c, 3)
@@ -90,7 +90,7 @@ describe("datagram listeners", function()
         local srv = start{}
         local c = client()
         assert(c:sendto("block", "127.0.0.1", srv.port))
-        helpers.sleep(0.1)
+        helpers.wait_read(srv.port, nil, "udp")   -- the loop is blocked
         for i = 1, 16 do
             local msg = i == 6 and "stop" or "d" .. i
             assert(c:sendto(msg, "127.0.0.1", srv.port))
@@ -106,7 +106,7 @@ describe("datagram listeners", function()
         local srv = start{ args = { "--rcvbuf", "4096" } }
         local c = client()
         assert(c:sendto("block", "127.0.0.1", srv.port))
-        helpers.sleep(0.1)
+        helpers.wait_read(srv.port, nil, "udp")   -- the loop is blocked
         for i = 1, 300 do assert(c:sendto("d" .. i, "127.0.0.1", srv.port)) end
         local _, n = replies(c, 3)
         assert.is_true(n < 200, n .. " answered")
@@ -139,7 +139,7 @@ describe("datagram listeners", function()
         local port = tonumber(srv:log():match("listening on udp [%d.]+:(%d+)"))
         local c = client()
         assert(c:sendto("block", "127.0.0.1", port))
-        helpers.sleep(0.1)
+        helpers.wait_read(port, nil, "udp")       -- the loop is blocked
         -- unanswered, so that the client's own buffer cannot overflow
         for i = 1, 3000 do assert(c:sendto("q" .. i, "127.0.0.1", port)) end
         assert.equal("blocked", c:receive())

@@ -1,0 +1,127 @@
+/* bench.h: luaserv-bench's shared state, for bench.c (the run),
+ * bench_args.c (the command line) and bench_report.c (the result).
+ *
+ * One bench_t holds everything: bench_parse_args() fills its options,
+ * bench.c allocates the rest before the run and runs it, and
+ * bench_report() prints what the measured window counted. Nothing here
+ * is shared between threads; there is one loop. */
+#ifndef LSV_BENCH_H
+#define LSV_BENCH_H
+
+#include "lsv.h"
+#include "buf.h"
+#include "net.h"
+#include "hist.h"
+
+#include <ev.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#define PROG "luaserv-bench"
+#define DEFAULT_HOST "127.0.0.1"
+#define DEFAULT_PORT 21567
+#define DEFAULT_CONNS 50
+#define DEFAULT_SHORT_CONNS 32
+
+/* Datagrams per sendmmsg / recvmmsg. */
+#define UDP_BATCH 64
+
+/* "[" + ctime (24 chars) + "] " before the echoed line. */
+#define CTIME_LEN 24
+#define STAMP_LEN (CTIME_LEN + 3)
+
+#define NAMELEN 300
+
+enum { MODE_PERSISTENT, MODE_SHORT, MODE_UDP, MODE_IDLE };
+enum { CHECK_TIMESTAMP, CHECK_ECHO, CHECK_LINE };
+
+/* NULL-ended, indexed by MODE_* and CHECK_* (bench_args.c). */
+extern const char *const bench_mode_names[];
+extern const char *const bench_check_names[];
+
+enum { ST_OFF, ST_CONNECTING, ST_OPEN };
+enum { SLOT_QUEUED, SLOT_INFLIGHT };
+
+/* One request: when it went out and its number. */
+typedef struct slot {
+    int64_t sent;
+    uint32_t seq;
+    uint32_t state;     /* udp: SLOT_* */
+} slot_t;
+
+/* A connection (a datagram socket in udp mode). Stream modes keep slots
+ * as a ring, oldest at head, since replies come in order; udp keeps them
+ * as a set, each slot queued or in flight. */
+typedef struct bconn {
+    ev_io rio, wio;
+    int fd;
+    int state;              /* ST_* */
+    int64_t since;          /* connect started; short: the exchange */
+    int64_t retry_at;       /* ST_OFF: next try; 0 = never tried */
+    int64_t backoff;
+    uint32_t seq;           /* number of the next request */
+    uint32_t head, inflight;
+    slot_t *slots;          /* pipeline of them */
+    uint32_t *queued;       /* udp: slot indices waiting to be sent */
+    uint32_t nqueued;
+    lsv_buf_t in;           /* a reply split between reads */
+    lsv_buf_t out;          /* requests the kernel did not take yet */
+} bconn_t;
+
+/* What a measured window counted. */
+typedef struct stats {
+    uint64_t requests;      /* good replies */
+    uint64_t bad;           /* replies that failed the check */
+    uint64_t closed;        /* connections the server closed or reset */
+    uint64_t connect;       /* failed connects (udp: refused sends) */
+    uint64_t timeout;       /* requests unanswered within the timeout */
+    uint64_t late;          /* udp: replies after their timeout */
+    lsv_hist_t lat;         /* latency of the good replies */
+} stats_t;
+
+typedef struct bench {
+    /* options */
+    int mode, check, nconns, json;
+    uint32_t pipeline;
+    size_t size;            /* line length without CRLF */
+    double duration, warmup, timeout;
+    lsv_addr_t addr;
+    char name[NAMELEN];
+    /* the server, as the probe connection found it */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    /* the run */
+    struct ev_loop *loop;
+    ev_timer phase, sweep;
+    ev_signal sigint, sigterm;
+    bconn_t *conns;
+    int cursor;             /* next never-opened connection */
+    int connecting, open, ready, interrupted, measuring;
+    double t_start, t_begin, measured, ready_after;
+    struct rusage ru0, ru1;
+    char *line;             /* request template: x...x, digits, CRLF */
+    size_t line_len;
+    int digits;
+    uint32_t seq_mask;
+    char *rbuf;
+    size_t rbuf_size, dgram_cap;
+    char *tbuf;             /* udp: datagrams of one sendmmsg */
+    struct mmsghdr rmsg[UDP_BATCH];
+    struct iovec riov[UDP_BATCH];
+    stats_t st, final;
+    uint64_t requests_total;    /* good replies, warmup included */
+    char last_err[128];
+    char bad_sample[80];
+} bench_t;
+
+/* Fills b's options from argv (b zeroed before). On a bad option prints
+ * why and the usage and exits 2; --help and --version print and exit 0. */
+void bench_parse_args(bench_t *b, int argc, char **argv);
+
+/* Prints b->final as text or JSON (--json) and returns the exit status:
+ * 0 when a request succeeded (idle: all connections opened), else 1 after
+ * one line on stderr saying why. */
+int bench_report(bench_t *b);
+
+#endif

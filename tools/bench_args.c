@@ -1,0 +1,180 @@
+/* bench_args.c: luaserv-bench's command line: --help, options, checks. */
+#include "bench.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const bench_mode_names[] = {
+    "persistent", "short", "udp", "idle", NULL };
+const char *const bench_check_names[] = { "timestamp", "echo", "line", NULL };
+
+#define USAGE \
+"usage: " PROG " [-m MODE] [-H HOST] [-p PORT | --unix PATH] [-c N] [-P N]\n" \
+"       " "              [-s BYTES] [-d SECS] [--warmup SECS] [-t SECS]\n" \
+"       " "              [--check timestamp|echo|line] [--json]\n"
+
+static void help(void)
+{
+    printf(USAGE
+"Loads a luaserv server with line requests and reports requests/s, latency\n"
+"percentiles, errors, and its own CPU time, to tell whether the generator\n"
+"was the limit. A request is \"x...x<hex number>\\r\\n\".\n"
+"Modes:\n"
+"  persistent  N connections, each keeping P requests in flight (default)\n"
+"  short       a new TCP connection per request, N exchanges at a time;\n"
+"              latency counts from connect to reply\n"
+"  udp         N sockets, each keeping P datagrams in flight\n"
+"  idle        opens N connections and sends nothing; prints \"ready N\"\n"
+"              once all are open, holds them until the duration ends and\n"
+"              reports how many are open\n"
+"Options:\n"
+"  -m, --mode MODE        persistent, short, udp or idle\n"
+"  -H, --host HOST        server host (default " DEFAULT_HOST ")\n"
+"  -p, --port PORT        server port (default %d)\n"
+"      --unix PATH        a unix stream socket instead of TCP (not udp)\n"
+"  -c, --connections N    connections or sockets (default %d; short %d)\n"
+"  -P, --pipeline N       requests in flight per connection, for\n"
+"                         persistent and udp (default 1)\n"
+"  -s, --size BYTES       line length without CRLF (default 16)\n"
+"  -d, --duration SECS    measured time (default 5); idle: from the start\n"
+"      --warmup SECS      unmeasured load before it (default 1; not idle)\n"
+"  -t, --timeout SECS     a connect, request or datagram unanswered this\n"
+"                         long is an error (default 1)\n"
+"      --check KIND       how a reply is checked: timestamp, \"[\" ctime \"] \"\n"
+"                         and the request line (default); echo, the request\n"
+"                         line; line, any line\n"
+"      --json             print one JSON object instead of the report\n"
+"  -V, --version          print the version and exit\n"
+"  -h, --help             print this help and exit\n"
+"The run stops at warmup + duration, and hard at 5 s past that.\n"
+"Exit status: 0 when requests succeeded (or, idle, all connections\n"
+"opened), errors or not; 1 when the server cannot be reached, nothing\n"
+"succeeded or the hard stop hit; 2 on a bad option.\n",
+           DEFAULT_PORT, DEFAULT_CONNS, DEFAULT_SHORT_CONNS);
+}
+
+static void usage_error(void)
+{
+    fputs(USAGE "Try '" PROG " --help' for more.\n", stderr);
+    exit(2);
+}
+
+/* Prints "luaserv-bench: " and the message, then the usage; exits 2. */
+static void bad_option(const char *fmt, const char *arg)
+{
+    fprintf(stderr, PROG ": ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    usage_error();
+}
+
+/* Parses a number in [min, max] (whole when whole), or exits 2 naming the
+ * option. */
+static double number(const char *s, double min, double max, int whole,
+                     const char *what)
+{
+    char *end, msg[96];
+    double v;
+
+    errno = 0;
+    v = whole ? (double)strtol(s, &end, 10) : strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max)) {
+        snprintf(msg, sizeof msg, "bad %s '%%s': expected %s%.15g..%.15g", what,
+                 whole ? "" : "seconds ", min, max);
+        bad_option(msg, s);
+    }
+    return v;
+}
+
+/* Index of s in the NULL-ended names, or exits 2. */
+static int pick(const char *const *names, const char *s, const char *what)
+{
+    char msg[96];
+
+    for (int i = 0; names[i] != NULL; i++)
+        if (strcmp(names[i], s) == 0) return i;
+    snprintf(msg, sizeof msg, "unknown %s '%%s'", what);
+    bad_option(msg, s);
+    return -1;
+}
+
+void bench_parse_args(bench_t *b, int argc, char **argv)
+{
+    enum { OPT_UNIX = 256, OPT_CHECK, OPT_WARMUP, OPT_JSON };
+    static const struct option longopts[] = {
+        { "mode", 1, NULL, 'm' }, { "host", 1, NULL, 'H' },
+        { "port", 1, NULL, 'p' }, { "unix", 1, NULL, OPT_UNIX },
+        { "connections", 1, NULL, 'c' }, { "pipeline", 1, NULL, 'P' },
+        { "size", 1, NULL, 's' }, { "duration", 1, NULL, 'd' },
+        { "warmup", 1, NULL, OPT_WARMUP }, { "timeout", 1, NULL, 't' },
+        { "check", 1, NULL, OPT_CHECK }, { "json", 0, NULL, OPT_JSON },
+        { "version", 0, NULL, 'V' }, { "help", 0, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+    const char *host = DEFAULT_HOST, *path = NULL;
+    int opt, port = DEFAULT_PORT, inet_opts = 0;
+    char spec[sizeof b->addr.host + sizeof b->addr.path + 16];
+    char err[LSV_ERRLEN];
+
+    b->pipeline = 1;
+    b->size = 16;
+    b->duration = 5;
+    b->warmup = 1;
+    b->timeout = 1;
+    while ((opt = getopt_long(argc, argv, "m:H:p:c:P:s:d:t:Vh", longopts,
+                              NULL)) != -1) {
+        switch (opt) {
+        case 'm': b->mode = pick(bench_mode_names, optarg, "mode"); break;
+        case 'H': host = optarg; inet_opts = 1; break;
+        case 'p':
+            port = (int)number(optarg, 1, 65535, 1, "port");
+            inet_opts = 1;
+            break;
+        case OPT_UNIX: path = optarg; break;
+        case 'c': b->nconns = (int)number(optarg, 1, 1e6, 1, "-c"); break;
+        case 'P': b->pipeline = (uint32_t)number(optarg, 1, 65536, 1, "-P");
+                  break;
+        case 's': b->size = (size_t)number(optarg, 0, 1 << 20, 1, "size");
+                  break;
+        case 'd': b->duration = number(optarg, 1e-3, 1e6, 0, "duration");
+                  break;
+        case OPT_WARMUP: b->warmup = number(optarg, 0, 1e6, 0, "warmup");
+                         break;
+        case 't': b->timeout = number(optarg, 1e-3, 1e6, 0, "timeout"); break;
+        case OPT_CHECK: b->check = pick(bench_check_names, optarg, "check"); break;
+        case OPT_JSON: b->json = 1; break;
+        case 'V': printf(PROG " %s\n", LSV_VERSION); exit(0);
+        case 'h': help(); exit(0);
+        default: usage_error();
+        }
+    }
+    if (optind < argc)
+        bad_option("unexpected argument '%s'", argv[optind]);
+    if (b->nconns == 0)
+        b->nconns = b->mode == MODE_SHORT ? DEFAULT_SHORT_CONNS
+                                          : DEFAULT_CONNS;
+    if (b->pipeline > 1 && (b->mode == MODE_SHORT || b->mode == MODE_IDLE))
+        bad_option("-P applies to persistent and udp, not %s",
+                   bench_mode_names[b->mode]);
+    if ((uint64_t)b->pipeline * (b->size + STAMP_LEN + 2) > (64u << 20))
+        bad_option("%s", "pipeline x size over 64 MiB in flight");
+    if (b->mode == MODE_IDLE) b->warmup = 0;
+    if (path != NULL && (inet_opts || b->mode == MODE_UDP))
+        bad_option("%s", "--unix takes no --host or --port, nor udp");
+
+    /* lsv_net_parse checks the syntax; "::1" gets its brackets here. */
+    if (path != NULL)
+        snprintf(spec, sizeof spec, "unix:%s", path);
+    else
+        snprintf(spec, sizeof spec,
+                 strchr(host, ':') && host[0] != '[' ? "%s://[%s]:%d"
+                                                     : "%s://%s:%d",
+                 b->mode == MODE_UDP ? "udp" : "tcp", host, port);
+    if (lsv_net_parse(spec, &b->addr, err) != LSV_OK)
+        bad_option("%s", err);
+    snprintf(b->name, sizeof b->name, "%s",
+             path != NULL ? path : strstr(spec, "//") + 2);
+}
