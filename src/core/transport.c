@@ -1,0 +1,30 @@
+/* transport.c: the plain transport: a conn's bytes straight to its
+ * socket. */
+#include "lsv.h"
+#include "transport.h"
+#include "conn_int.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+static ssize_t plain_read(lsv_conn_t *c, char *p, size_t n)
+{
+    return read(c->fd, p, n);
+}
+
+static ssize_t plain_write(lsv_conn_t *c, const char *p, size_t n)
+{
+    return send(c->fd, p, n, MSG_NOSIGNAL);
+}
+
+static void plain_close(lsv_conn_t *c)
+{
+    close(c->fd);
+}
+
+const lsv_transport_t lsv_transport_plain = {
+    .name = "plain",
+    .read = plain_read,
+    .write = plain_write,
+    .close = plain_close,
+};

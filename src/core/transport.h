@@ -1,0 +1,29 @@
+/* transport.h: how a conn's bytes reach its socket: a small table of
+ * read, write and close functions. Plain TCP (and unix sockets) is the
+ * one today; TLS and a PROXY-protocol header stage slot in here, under
+ * the conn, without touching the callback or stream styles. */
+#ifndef LSV_TRANSPORT_H
+#define LSV_TRANSPORT_H
+
+#include "lsv.h"
+#include "server.h"
+
+#include <sys/types.h>
+
+typedef struct lsv_transport {
+    const char *name;
+    /* Reads up to n bytes into p, as read(2): > 0 bytes, 0 at the end
+     * of the stream, -1 with errno (EAGAIN: nothing now). */
+    ssize_t (*read)(lsv_conn_t *c, char *p, size_t n);
+    /* Writes up to n bytes of p, as send(2) without SIGPIPE: bytes taken,
+     * or -1 with errno (EAGAIN: the socket is full). */
+    ssize_t (*write)(lsv_conn_t *c, const char *p, size_t n);
+    /* The conn is being freed: ends the transport's session and closes
+     * the socket. */
+    void (*close)(lsv_conn_t *c);
+} lsv_transport_t;
+
+/* Bytes as they are: the socket's own read, send and close. */
+extern const lsv_transport_t lsv_transport_plain;
+
+#endif
