@@ -181,6 +181,23 @@ describe("output", function()
     end)
     end
 
+    it("drops what on_message returns after its conn failed, with no "
+       .. "handler error", function()
+        local srv = serve{ source = [[
+return { on_message = function(conn)
+    conn:write(string.rep("y", 70000))   -- over the cap: conn fails
+    return true                          -- not a reply, and not counted
+end }]], args = { "--max-output", "65536" } }
+        local c = helpers.connect(srv.port)
+        assert(c:send("x\n"))
+        local _, err = helpers.read_to_close(c)
+        assert.equal("closed", err)
+        assert.truthy(helpers.wait_for(function()
+            return srv:log():find("exceeds the output cap", 1, true)
+        end, 5))
+        assert.is_nil(srv:log():find("handler error", 1, true), srv:log())
+    end)
+
     it("fails 2.1 GB of reply pieces without aborting, even with "
        .. "--lua-memory", function()
         -- Under a 2 GB address-space limit, as the issue ran it; ASan

@@ -166,6 +166,9 @@ int lsv_conn_is_closing(const lsv_conn_t *c);
 int lsv_conn_at_eof(const lsv_conn_t *c);
 int lsv_conn_is_draining(const lsv_conn_t *c);
 int lsv_conn_is_outbound(const lsv_conn_t *c);
+/* c failed (its output could not be queued, or it was aborted): what its
+ * user still queues is dropped. */
+int lsv_conn_has_failed(const lsv_conn_t *c);
 
 /* What core.conns() lists about c. */
 typedef struct lsv_conn_info {

@@ -51,6 +51,11 @@ int lsv_conn_is_outbound(const lsv_conn_t *c)
     return (c->flags & LSV_CONN_OUTBOUND) != 0;
 }
 
+int lsv_conn_has_failed(const lsv_conn_t *c)
+{
+    return (c->flags & LSV_CONN_ABORT) != 0;
+}
+
 void lsv_conn_info(const lsv_conn_t *c, lsv_conn_info_t *info)
 {
     info->age = ev_now(c->srv->loop) - c->started;

@@ -75,6 +75,10 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
 {
     int top = lua_gettop(L);
     if (top == base) return LSV_OK;
+    if (unlikely(lsv_conn_has_failed(c))) {
+        lua_settop(L, base);
+        return LSV_OK;
+    }
     size_t total = 0, n;
     for (int i = base + 1; i <= top; i++) {
         if (likely(lua_tolstring(L, i, &n) != NULL)) {
