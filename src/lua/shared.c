@@ -49,8 +49,8 @@ static int scratch_grow(size_t n)
 int lsv_shared_name_ok(const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n > LSV_SHARED_NAME_MAX || (name[0] >= '0' && name[0] <= '9'))
-        return 0;
+    if (n == 0 || n > LSV_SHARED_NAME_MAX) return 0;
+    if (name[0] >= '0' && name[0] <= '9') return 0;
     return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                         "0123456789_") == n;
 }
