@@ -30,17 +30,19 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/udp core/net \
            core/server core/loop core/transport \
-           core/buf core/frame core/util core/resolve
+           core/buf core/frame core/util core/resolve \
+           core/shdict core/shdict_heap
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
-          lua/udp_socket lua/script lua/core_module lua/guard lua/procstat
+          lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
+          lua/shared
 OPS_SRC = ops/notify ops/config ops/options
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli core/net core/buf core/util
 BENCH_SRC = tools/bench tools/bench_args tools/bench_report tools/hist \
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
-UNIT_TESTS = frame_test buf_test net_test
+UNIT_TESTS = frame_test buf_test net_test shdict_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
@@ -92,6 +94,9 @@ $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/co
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/net_test: $(BUILD)/unit/net_test.o $(BUILD)/core/net.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+$(BUILD)/unit/shdict_test: $(BUILD)/unit/shdict_test.o $(BUILD)/core/shdict.o \
+                           $(BUILD)/core/shdict_heap.o
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) -lpthread
 
 units: $(UNIT_TESTS:%=$(BUILD)/unit/%)
 

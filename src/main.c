@@ -210,6 +210,7 @@ static int plan_scripts(lsv_server_t *srv, const lsv_flags_t *flags,
                         lsv_plan_t *plan)
 {
     if (lsv_config_load(srv, flags, plan) != LSV_OK) return LSV_ERR;
+    if (lsv_config_shared(srv, flags, plan) != LSV_OK) return LSV_ERR;
     /* Before any script runs: a script that loops at load is stopped. */
     lsv_guard_set_load_timeout(srv->opt.load_timeout);
     lsv_guard_init(srv->opt.handler_timeout, srv->opt.lua_memory);

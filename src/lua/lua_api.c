@@ -5,6 +5,7 @@
 #include "core_module.h"
 #include "guard.h"
 #include "lua_conn.h"
+#include "shared.h"
 #include "timer.h"
 #include "udp_socket.h"
 #include "listener.h"
@@ -149,6 +150,7 @@ int luaopen_luaserv(lua_State *L)
     lsv_timer_open(L);
     lsv_connect_open_api(L);
     lsv_udp_open_api(L);
+    lsv_shared_open(L);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, api_index);
     lua_setfield(L, -2, "__index");

@@ -6,6 +6,7 @@
 #include "notify.h"
 #include "options.h"
 #include "script.h"
+#include "shared.h"
 #include "vm.h"
 
 #include <lauxlib.h>
@@ -217,6 +218,47 @@ int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
         lua_pop(L, 1);
     }
     return LSV_OK;
+}
+
+/* Whether a --shared flag declared name. */
+static int flag_declared(const lsv_flags_t *f, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < f->nshared; i++)
+        if (strncmp(f->shared[i], name, n) == 0 && f->shared[i][n] == '=')
+            return 1;
+    return 0;
+}
+
+int lsv_config_shared(lsv_server_t *srv, const lsv_flags_t *f,
+                      const lsv_plan_t *p)
+{
+    lua_State *L = srv->vm->L;
+    char name[LSV_SHARED_NAME_MAX + 1], err[LSV_ERRLEN];
+    uint64_t size;
+    for (int i = 0; i < f->nshared; i++) {
+        lsv_option_shared(f->shared[i], name, sizeof name, &size);
+        if (lsv_shared_create(name, (size_t)size, err) != LSV_OK) {
+            fprintf(stderr, "luaserv: --shared: %s\n", err);
+            return LSV_ERR;
+        }
+    }
+    if (cfg_get(L, p, "shared") == LUA_TNIL) return LSV_OK;
+    int rc = LSV_OK;
+    lua_pushnil(L);                   /* the table's pairs, checked as read */
+    while (rc == LSV_OK && lua_next(L, -2)) {
+        const char *k = lua_tostring(L, -2);
+        if (lua_isinteger(L, -1)) size = (uint64_t)lua_tointeger(L, -1);
+        else lsv_option_parse_size(lua_tostring(L, -1), &size);
+        if (!flag_declared(f, k) &&
+            lsv_shared_create(k, (size_t)size, err) != LSV_OK) {
+            fprintf(stderr, "luaserv: %s: %s\n", p->config, err);
+            rc = LSV_ERR;
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, lua_gettop(L) - (rc == LSV_OK ? 1 : 2));
+    return rc;
 }
 
 /* Adds an entry; returns it, or NULL (printed) when the spec is bad. */

@@ -36,6 +36,13 @@ typedef struct lsv_plan {
  * "luaserv: FILE:LINE: message". */
 int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p);
 
+/* Declares the shared dicts: each --shared NAME=SIZE, then each of the
+ * config's shared = { NAME = SIZE } that no flag named. Their regions are
+ * mapped now, so call it before any script runs or any fork. Returns
+ * LSV_ERR after printing the problem. */
+int lsv_config_shared(lsv_server_t *srv, const lsv_flags_t *f,
+                      const lsv_plan_t *p);
+
 /* Fills p with the listeners to open. Scripts are not loaded yet, except
  * to read a script's `listen` when nothing else names addresses. Returns
  * LSV_ERR after printing the problem. */

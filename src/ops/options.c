@@ -4,6 +4,8 @@
 #include "options.h"
 #include "log.h"
 #include "net.h"
+#include "shared.h"
+#include "shdict.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -14,6 +16,8 @@
 #include <string.h>
 
 static void add_listen(const lsv_option_t *o, const char *arg,
+                       lsv_flags_t *f);
+static void add_shared(const lsv_option_t *o, const char *arg,
                        lsv_flags_t *f);
 static void show_help(const lsv_option_t *o, const char *arg, lsv_flags_t *f);
 static void show_version(const lsv_option_t *o, const char *arg,
@@ -127,6 +131,13 @@ const lsv_option_t lsv_option_table[] = {
       .help = "cap on the Lua state's memory: an allocation\n"
               "over it fails that call (default: no cap)",
       SRV(lua_memory) },
+    { .name = "shared", .key = "shared", .where = SETTING,
+      .type = LSV_OPT_DICTS, .action = add_shared, .arg = "NAME=SIZE",
+      .want = "a table of NAME = SIZE, as in { cache = \"64m\" } (a size "
+              "is bytes, or a number and k, m or g; at least 16k)",
+      .help = "a dict of SIZE bytes (64k, 64m, 1g) that every\n"
+              "worker shares as luaserv.shared.NAME\n"
+              "(repeatable); it survives a reload" },
     { .name = "check", .type = LSV_OPT_FLAG,
       .help = "load SCRIPT, report problems, and exit", FLG(check) },
     { .name = "help", .short_name = 'h', .type = LSV_OPT_ACTION,
@@ -200,6 +211,7 @@ static void want(const lsv_option_t *o, char *buf, size_t size)
         snprintf(buf, size, "a framing spec (a string or a table)");
         break;
     case LSV_OPT_ACTION:
+    case LSV_OPT_DICTS:
         break;
     }
 }
@@ -256,6 +268,7 @@ static int from_arg(const lsv_option_t *o, const char *s, value_t *v)
         return 1;
     case LSV_OPT_FRAMING:
     case LSV_OPT_ACTION:
+    case LSV_OPT_DICTS:
         break;
     }
     return 0;
@@ -327,6 +340,34 @@ void lsv_option_known(unsigned where, char *buf, size_t size)
     }
 }
 
+/* Whether the size a dict asks for is one: a size string or a whole
+ * number, at least the smallest dict and at most 1 TiB. */
+static int dict_size_ok(uint64_t n)
+{
+    return n >= LSV_SHDICT_MIN_SIZE && n <= (1ull << 40);
+}
+
+/* Whether the table at idx is NAME = SIZE pairs. Never raises. */
+static int dicts_fit(lua_State *L, int idx)
+{
+    int ok = 1;
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        uint64_t n = 0;
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            !lsv_shared_name_ok(lua_tostring(L, -2)))
+            ok = 0;
+        else if (lua_isinteger(L, -1))
+            n = lua_tointeger(L, -1) > 0 ? (uint64_t)lua_tointeger(L, -1) : 0;
+        else if (lua_type(L, -1) == LUA_TSTRING)
+            lsv_option_parse_size(lua_tostring(L, -1), &n);
+        if (!dict_size_ok(n)) ok = 0;
+        lua_pop(L, 1);
+    }
+    return ok;
+}
+
 /* Whether the Lua value at idx fits o. */
 static int lua_fits(const lsv_option_t *o, lua_State *L, int idx)
 {
@@ -347,6 +388,8 @@ static int lua_fits(const lsv_option_t *o, lua_State *L, int idx)
         return t == LUA_TSTRING && choice(o, lua_tostring(L, idx)) >= 0;
     case LSV_OPT_FRAMING:
         return t == LUA_TSTRING || t == LUA_TTABLE;
+    case LSV_OPT_DICTS:
+        return t == LUA_TTABLE && dicts_fit(L, idx);
     case LSV_OPT_ACTION:
         break;
     }
@@ -469,7 +512,8 @@ void lsv_options_usage(FILE *f)
 }
 
 static const char *const type_names[] = {
-    "seconds", "bytes", "count", "flag", "string", "enum", "framing", "action"
+    "seconds", "bytes", "count", "flag", "string", "enum", "framing", "action",
+    "dicts"
 };
 
 /* --list-options: a row a line, tab-separated: flag, short flag, config
@@ -544,12 +588,55 @@ static void add_listen(const lsv_option_t *o, const char *arg, lsv_flags_t *f)
     f->listen[f->nlisten++] = arg;
 }
 
+int lsv_option_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    if (*s < '0' || *s > '9') return 0;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    }
+    if (errno || *end || n > (UINT64_MAX >> shift)) return 0;
+    *out = (uint64_t)n << shift;
+    return 1;
+}
+
+int lsv_option_shared(const char *arg, char *name, size_t size,
+                      uint64_t *bytes)
+{
+    const char *eq = strchr(arg, '=');
+    if (eq == NULL || (size_t)(eq - arg) >= size) return 0;
+    memcpy(name, arg, (size_t)(eq - arg));
+    name[eq - arg] = '\0';
+    return lsv_shared_name_ok(name) && lsv_option_parse_size(eq + 1, bytes) &&
+           dict_size_ok(*bytes);
+}
+
+static void add_shared(const lsv_option_t *o, const char *arg,
+                       lsv_flags_t *f)
+{
+    char name[LSV_SHARED_NAME_MAX + 1];
+    uint64_t bytes;
+    (void)o;
+    if (!lsv_option_shared(arg, name, sizeof name, &bytes))
+        bad_option("--shared needs NAME=SIZE, a name of letters, digits and "
+                   "_ and a size such as 64k, 64m or 1g (at least 16k), not "
+                   "'%s'", arg);
+    if (f->nshared == LSV_MAX_SHARED)
+        bad_option("too many --shared (max %d)", LSV_MAX_SHARED);
+    f->shared[f->nshared++] = arg;
+}
+
 /* Reads one flag of row o, with its argument (NULL for none). */
 static void take_flag(const lsv_option_t *o, const char *arg,
                       lsv_options_t *srv, lsv_flags_t *f)
 {
     value_t v = { 0, 0, NULL };
-    if (o->type == LSV_OPT_ACTION) {
+    if (o->action) {
         o->action(o, arg, f);
     } else if (from_arg(o, arg, &v)) {
         store(o, &v, srv, f, NULL);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #define LSV_MAX_LISTEN 64
+#define LSV_MAX_SHARED 32
 #define LSV_DEFAULT_SCRIPT "scripts/handle.lua"
 #define LSV_DEFAULT_PORT 21567
 
@@ -32,6 +33,8 @@ typedef struct lsv_flags {
     const char *script;
     const char *admin;
     const char *metrics;
+    const char *shared[LSV_MAX_SHARED];   /* --shared NAME=SIZE, checked */
+    int nshared;
     int check;
     uint64_t given;
 } lsv_flags_t;
@@ -45,7 +48,8 @@ typedef enum lsv_opt_type {
     LSV_OPT_STRING,    /* a non-empty string, starting with prefix if set */
     LSV_OPT_ENUM,      /* one of choices; the index is stored */
     LSV_OPT_FRAMING,   /* a framing spec (checked in depth by the vm) */
-    LSV_OPT_ACTION     /* the command line runs action (-l, -h, -V) */
+    LSV_OPT_ACTION,    /* the command line runs action (-l, -h, -V) */
+    LSV_OPT_DICTS      /* a table of NAME = SIZE; the flag runs action */
 } lsv_opt_type_t;
 
 /* Where a key may appear in the configuration file. */
@@ -84,6 +88,7 @@ struct lsv_option {
     const char *prefix;      /* STRING: what it must start with */
     const char *want;        /* overrides the generated "must be" text */
     const char *flag_want;   /* the flag's message after "--name " */
+    /* ACTION, DICTS: what the flag does */
     void (*action)(const lsv_option_t *o, const char *arg, lsv_flags_t *f);
 };
 
@@ -118,6 +123,16 @@ int lsv_option_check_lua(const lsv_option_t *o, lua_State *L, int idx,
  * (or the global) when lopts is NULL, else of lopts. */
 void lsv_option_store_lua(const lsv_option_t *o, lua_State *L, int idx,
                           lsv_options_t *srv, lsv_lopts_t *lopts);
+
+/* Parses a size: digits, then k, m or g (KiB, MiB, GiB; either case).
+ * Returns 1 with *out set, or 0 when s is not one or overflows. */
+int lsv_option_parse_size(const char *s, uint64_t *out);
+
+/* Splits a --shared argument "NAME=SIZE" (checked when the flag was
+ * read) into name (a buffer of size bytes) and *bytes. Returns 1, or 0
+ * when it is not one. */
+int lsv_option_shared(const char *arg, char *name, size_t size,
+                      uint64_t *bytes);
 
 /* Bit for the row o in lsv_flags_t.given. */
 static inline uint64_t lsv_option_bit(const lsv_option_t *o)

@@ -1,0 +1,393 @@
+/* shdict_test.c: unit tests of the shared dict (shdict.c), printed as
+ * TAP: every operation, TTLs, eviction, lists, random use against the
+ * region's invariants, and two forked processes sharing one dict,
+ * including one killed while it holds the lock. */
+#include "lsv.h"
+#include "shdict.h"
+#include "tap.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define K(s) (s), strlen(s)
+
+static char buf[1 << 20];
+
+static lsv_shdict_val_t str(const char *s)
+{
+    return (lsv_shdict_val_t){ .type = LSV_SHDICT_STR, .s = s,
+                               .len = strlen(s) };
+}
+
+static lsv_shdict_val_t num_i(int64_t i)
+{
+    return (lsv_shdict_val_t){ .type = LSV_SHDICT_INT, .i = i };
+}
+
+static lsv_shdict_t *make(size_t size)
+{
+    char err[LSV_ERRLEN];
+    lsv_shdict_t *d = lsv_shdict_new(size, err);
+    if (d == NULL) {
+        printf("Bail out! %s\n", err);
+        exit(1);
+    }
+    return d;
+}
+
+static int healthy(lsv_shdict_t *d)
+{
+    char err[LSV_ERRLEN];
+    if (lsv_shdict_check(d, err) == LSV_OK) return 1;
+    printf("#   check: %s\n", err);
+    return 0;
+}
+
+/* get's status, with the value in *v. */
+static int get(lsv_shdict_t *d, const char *key, lsv_shdict_val_t *v)
+{
+    size_t need;
+    return lsv_shdict_get(d, K(key), v, buf, sizeof buf, &need);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+static void test_store_get(void)
+{
+    lsv_shdict_t *d = make(64 * 1024);
+    lsv_shdict_val_t v = str("hello"), out;
+    int forcible;
+    v.flags = 7;
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K("a"), &v, 0, &forcible) == 0);
+    CHECK(get(d, "a", &out) == 0 && out.type == LSV_SHDICT_STR &&
+          out.len == 5 && memcmp(out.s, "hello", 5) == 0 && out.flags == 7);
+    CHECK(get(d, "b", &out) == LSV_SHDICT_NOT_FOUND);
+    v = str("other");
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_ADD, K("a"), &v, 0, &forcible) ==
+          LSV_SHDICT_EXISTS);
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_REPLACE, K("b"), &v, 0,
+                           &forcible) == LSV_SHDICT_NOT_FOUND);
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_REPLACE, K("a"), &v, 0,
+                           &forcible) == 0);
+    CHECK(get(d, "a", &out) == 0 && memcmp(out.s, "other", 5) == 0 &&
+          out.flags == 0);
+    lsv_shdict_val_t f = { .type = LSV_SHDICT_NUM, .n = 2.5 };
+    lsv_shdict_val_t b = { .type = LSV_SHDICT_BOOL, .i = 1 };
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_ADD, K("f"), &f, 0, &forcible) == 0);
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K("b"), &b, 0, &forcible) == 0);
+    CHECK(get(d, "f", &out) == 0 && out.type == LSV_SHDICT_NUM &&
+          out.n == 2.5);
+    CHECK(get(d, "b", &out) == 0 && out.type == LSV_SHDICT_BOOL && out.i);
+    lsv_shdict_val_t nil = { .type = LSV_SHDICT_NIL };
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K("b"), &nil, 0, &forcible)
+          == 0 && get(d, "b", &out) == LSV_SHDICT_NOT_FOUND);
+    /* A longer value moves the entry; a key of 64 KiB fits, 1 more not. */
+    static char big[LSV_SHDICT_KEY_MAX + 1];
+    memset(big, 'k', sizeof big);
+    v = str("a longer value than before, so it needs a new block");
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K("a"), &v, 0, &forcible) == 0);
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, big, LSV_SHDICT_KEY_MAX, &v, 0,
+                           &forcible) == LSV_SHDICT_NO_MEMORY);
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, big, sizeof big, &v, 0,
+                           &forcible) == LSV_SHDICT_BAD_KEY);
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, "", 0, &v, 0, &forcible) ==
+          LSV_SHDICT_BAD_KEY);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    d = make(256 * 1024);
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, big, LSV_SHDICT_KEY_MAX, &v, 0,
+                           &forcible) == 0);
+    CHECK(lsv_shdict_get(d, big, LSV_SHDICT_KEY_MAX, &out, buf, sizeof buf,
+                         &(size_t){ 0 }) == 0);
+    size_t need = 0;
+    CHECK(lsv_shdict_get(d, big, LSV_SHDICT_KEY_MAX, &out, buf, 3, &need) ==
+          LSV_SHDICT_TOO_BIG && need == v.len);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("set, add, replace, get, delete; typed values and flags");
+}
+
+static void test_incr(void)
+{
+    lsv_shdict_t *d = make(64 * 1024);
+    lsv_shdict_val_t one = num_i(1), ten = num_i(10), out, s = str("x");
+    lsv_shdict_val_t half = { .type = LSV_SHDICT_NUM, .n = 0.5 };
+    int forcible;
+    CHECK(lsv_shdict_incr(d, K("n"), &one, NULL, 0, &out, &forcible) ==
+          LSV_SHDICT_NOT_FOUND);
+    CHECK(lsv_shdict_incr(d, K("n"), &one, &ten, 0, &out, &forcible) == 0 &&
+          out.type == LSV_SHDICT_INT && out.i == 11);
+    CHECK(lsv_shdict_incr(d, K("n"), &one, &ten, 0, &out, &forcible) == 0 &&
+          out.i == 12);
+    CHECK(lsv_shdict_incr(d, K("n"), &half, NULL, 0, &out, &forcible) == 0 &&
+          out.type == LSV_SHDICT_NUM && out.n == 12.5);
+    lsv_shdict_store(d, LSV_SHDICT_SET, K("s"), &s, 0, &forcible);
+    CHECK(lsv_shdict_incr(d, K("s"), &one, &ten, 0, &out, &forcible) ==
+          LSV_SHDICT_NOT_NUMBER);
+    lsv_shdict_val_t max = num_i(INT64_MAX);
+    CHECK(lsv_shdict_incr(d, K("w"), &one, &max, 0, &out, &forcible) == 0 &&
+          out.i == INT64_MIN);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("incr: not found, init, integers, floats, not a number");
+}
+
+static void test_ttl(void)
+{
+    lsv_shdict_t *d = make(64 * 1024);
+    lsv_shdict_val_t v = str("v"), out;
+    int forcible;
+    double ttl = -1;
+    lsv_shdict_store(d, LSV_SHDICT_SET, K("t"), &v, 0.05, &forcible);
+    lsv_shdict_store(d, LSV_SHDICT_SET, K("forever"), &v, 0, &forcible);
+    CHECK(lsv_shdict_ttl(d, K("t"), &ttl) == 0 && ttl > 0 && ttl <= 0.05);
+    CHECK(lsv_shdict_ttl(d, K("forever"), &ttl) == 0 && ttl == 0);
+    CHECK(get(d, "t", &out) == 0);
+    int waited = 0;
+    while (get(d, "t", &out) == 0 && waited < 2000) {
+        sleep_ms(5);
+        waited += 5;
+    }
+    CHECK(get(d, "t", &out) == LSV_SHDICT_NOT_FOUND);
+    CHECK(lsv_shdict_ttl(d, K("t"), &ttl) == LSV_SHDICT_NOT_FOUND);
+    CHECK(lsv_shdict_expire(d, K("t"), 1) == LSV_SHDICT_NOT_FOUND);
+    CHECK(lsv_shdict_expire(d, K("forever"), 100) == 0 &&
+          lsv_shdict_ttl(d, K("forever"), &ttl) == 0 && ttl > 99);
+    CHECK(lsv_shdict_expire(d, K("forever"), 0) == 0 &&
+          lsv_shdict_ttl(d, K("forever"), &ttl) == 0 && ttl == 0);
+    for (int i = 0; i < 10; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "e%d", i);
+        lsv_shdict_store(d, LSV_SHDICT_SET, K(k), &v, 0.01, &forcible);
+    }
+    size_t count, need;
+    waited = 0;
+    do {
+        sleep_ms(5);
+        waited += 5;
+        lsv_shdict_keys(d, 0, buf, sizeof buf, &need, &count);
+    } while (count > 1 && waited < 2000);
+    CHECK(count == 1);
+    CHECK(lsv_shdict_flush_expired(d, 3) == 3);
+    CHECK(lsv_shdict_flush_expired(d, 0) == 7);
+    CHECK(lsv_shdict_flush_expired(d, 0) == 0);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("TTLs: expiry, ttl, expire, flush_expired");
+}
+
+/* Fills a 32 KiB dict with 1000-byte values until set evicts. */
+static void test_eviction(void)
+{
+    lsv_shdict_t *d = make(32 * 1024);
+    size_t empty = lsv_shdict_free_space(d);
+    static char val[1000];
+    memset(val, 'v', sizeof val);
+    lsv_shdict_val_t v = { .type = LSV_SHDICT_STR, .s = val,
+                           .len = sizeof val }, out;
+    int forcible = 0, i;
+    char k[16];
+    for (i = 0; i < 100 && !forcible; i++) {
+        snprintf(k, sizeof k, "k%d", i);
+        CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K(k), &v, 0, &forcible)
+              == 0);
+    }
+    CHECK(forcible);
+    CHECK(i > 10 && i < 40);
+    CHECK(get(d, "k0", &out) == LSV_SHDICT_NOT_FOUND);
+    CHECK(get(d, k, &out) == 0);
+    size_t before = lsv_shdict_free_space(d), count, need;
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SAFE_SET, K("safe"), &v, 0,
+                           &forcible) == LSV_SHDICT_NO_MEMORY && !forcible);
+    CHECK(lsv_shdict_free_space(d) == before);
+    lsv_shdict_keys(d, 0, buf, sizeof buf, &need, &count);
+    static char huge[40 * 1024];
+    lsv_shdict_val_t h = { .type = LSV_SHDICT_STR, .s = huge,
+                           .len = sizeof huge };
+    size_t count2;
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K("huge"), &h, 0, &forcible)
+          == LSV_SHDICT_NO_MEMORY && !forcible);
+    lsv_shdict_keys(d, 0, buf, sizeof buf, &need, &count2);
+    CHECK(count2 == count);
+    CHECK(lsv_shdict_capacity(d) == 32 * 1024);
+    CHECK(healthy(d));
+    lsv_shdict_flush_all(d);
+    lsv_shdict_keys(d, 0, buf, sizeof buf, &need, &count);
+    CHECK(count == 0 && healthy(d));
+    CHECK(lsv_shdict_free_space(d) == empty && empty > 28 * 1024);
+    lsv_shdict_free(d);
+    test_done("eviction: LRU when full (forcible), safe_set, no memory");
+}
+
+static void test_lists(void)
+{
+    lsv_shdict_t *d = make(64 * 1024);
+    lsv_shdict_val_t a = str("a"), b = str("bb"), n = num_i(3), out;
+    size_t len, need;
+    int forcible;
+    CHECK(lsv_shdict_push(d, K("l"), 1, &a, &len) == 0 && len == 1);
+    CHECK(lsv_shdict_push(d, K("l"), 0, &b, &len) == 0 && len == 2);
+    CHECK(lsv_shdict_push(d, K("l"), 1, &n, &len) == 0 && len == 3);
+    CHECK(lsv_shdict_llen(d, K("l"), &len) == 0 && len == 3);
+    CHECK(get(d, "l", &out) == LSV_SHDICT_IS_LIST);
+    CHECK(lsv_shdict_pop(d, K("l"), 0, &out, buf, 1, &need) ==
+          LSV_SHDICT_TOO_BIG && need == 2);
+    CHECK(lsv_shdict_pop(d, K("l"), 0, &out, buf, sizeof buf, &need) == 0 &&
+          out.len == 2 && memcmp(out.s, "bb", 2) == 0);
+    CHECK(lsv_shdict_pop(d, K("l"), 1, &out, buf, sizeof buf, &need) == 0 &&
+          out.type == LSV_SHDICT_INT && out.i == 3);
+    CHECK(lsv_shdict_pop(d, K("l"), 1, &out, buf, sizeof buf, &need) == 0 &&
+          out.len == 1);
+    CHECK(lsv_shdict_pop(d, K("l"), 1, &out, buf, sizeof buf, &need) ==
+          LSV_SHDICT_NOT_FOUND);
+    CHECK(lsv_shdict_llen(d, K("l"), &len) == 0 && len == 0);
+    lsv_shdict_store(d, LSV_SHDICT_SET, K("s"), &a, 0, &forcible);
+    CHECK(lsv_shdict_push(d, K("s"), 1, &a, &len) == LSV_SHDICT_NOT_LIST);
+    CHECK(lsv_shdict_llen(d, K("s"), &len) == LSV_SHDICT_NOT_LIST);
+    for (int i = 0; i < 100000; i++)
+        if (lsv_shdict_push(d, K("full"), 0, &a, &len) != 0) break;
+    CHECK(len > 100 && len < 100000);
+    CHECK(lsv_shdict_push(d, K("full"), 0, &a, &len) == LSV_SHDICT_NO_MEMORY);
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K("full"), &a, 0, &forcible)
+          == 0 && get(d, "full", &out) == 0);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("lists: push, pop, llen, not a list, full");
+}
+
+/* Random stores, deletes, pushes and pops of random sizes in a small
+ * dict, checking the region's invariants as it churns. */
+static void test_random(void)
+{
+    lsv_shdict_t *d = make(64 * 1024);
+    size_t empty = lsv_shdict_free_space(d);
+    static char val[3000];
+    memset(val, 'r', sizeof val);
+    rng_seed(42);
+    int ok = 1;
+    for (int i = 0; i < 50000 && ok; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", (int)(rng() % 200));
+        lsv_shdict_val_t v = { .type = LSV_SHDICT_STR, .s = val,
+                               .len = rng() % sizeof val }, out;
+        size_t len, need;
+        int forcible;
+        switch (rng() % 6) {
+        case 0: case 1:
+            lsv_shdict_store(d, (int)(rng() % 4), K(k), &v,
+                             rng() % 8 ? 0 : 0.001, &forcible);
+            break;
+        case 2: v.type = LSV_SHDICT_NIL;
+            lsv_shdict_store(d, LSV_SHDICT_SET, K(k), &v, 0, &forcible);
+            break;
+        case 3: lsv_shdict_push(d, K(k), (int)(rng() % 2), &v, &len); break;
+        case 4: lsv_shdict_pop(d, K(k), (int)(rng() % 2), &out, buf,
+                               sizeof buf, &need); break;
+        case 5: get(d, k, &out); break;
+        }
+        if (i % 1000 == 0) ok = healthy(d);
+    }
+    CHECK(ok && healthy(d));
+    lsv_shdict_flush_all(d);
+    CHECK(lsv_shdict_free_space(d) == empty);
+    lsv_shdict_free(d);
+    test_done("random use keeps the region's invariants");
+}
+
+/* Two processes each incr the same key 100,000 times. */
+static void test_fork_incr(void)
+{
+    lsv_shdict_t *d = make(1024 * 1024);
+    lsv_shdict_val_t one = num_i(1), zero = num_i(0), out;
+    int forcible;
+    pid_t kids[2];
+    for (int k = 0; k < 2; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            for (int i = 0; i < 100000; i++)
+                if (lsv_shdict_incr(d, K("n"), &one, &zero, 0, &out,
+                                    &forcible) != 0)
+                    _exit(1);
+            _exit(0);
+        }
+    }
+    int status, good = 1;
+    for (int k = 0; k < 2; k++)
+        if (waitpid(kids[k], &status, 0) != kids[k] || status != 0) good = 0;
+    CHECK(good);
+    CHECK(get(d, "n", &out) == 0 && out.type == LSV_SHDICT_INT);
+    CHECKF(out.i == 200000, "n = %lld", (long long)out.i);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("two processes, 100,000 incr each: exactly 200,000");
+}
+
+/* A child takes the lock and is killed with it held; the parent's next
+ * operation gets it, the dict kept (the child changed nothing). Then a
+ * child incrs in a loop and is killed wherever it is: the parent goes on
+ * with a healthy dict. alarm() fails the test if anything hangs. */
+static void test_kill_holder(void)
+{
+    lsv_shdict_t *d = make(1024 * 1024);
+    lsv_shdict_val_t one = num_i(1), out;
+    int forcible, fds[2];
+    lsv_shdict_incr(d, K("n"), &one, &one, 0, &out, &forcible);
+    if (pipe(fds) != 0) exit(1);
+    pid_t kid = fork();
+    if (kid == 0) {
+        lsv_shdict_lock(d);
+        if (write(fds[1], "x", 1) != 1) _exit(1);
+        for (;;) pause();
+    }
+    char c;
+    CHECK(read(fds[0], &c, 1) == 1);
+    kill(kid, SIGKILL);
+    waitpid(kid, NULL, 0);
+    alarm(10);
+    unsigned resets = 9;
+    CHECK(lsv_shdict_incr(d, K("n"), &one, NULL, 0, &out, &forcible) == 0 &&
+          out.i == 3);
+    CHECK(lsv_shdict_recoveries(d, &resets) == 1 && resets == 0);
+    for (int round = 0; round < 5; round++) {
+        kid = fork();
+        if (kid == 0) {
+            for (;;) lsv_shdict_incr(d, K("n"), &one, &one, 0, &out,
+                                     &forcible);
+        }
+        sleep_ms(20 + round * 7);
+        kill(kid, SIGKILL);
+        waitpid(kid, NULL, 0);
+        CHECK(lsv_shdict_incr(d, K("n"), &one, &one, 0, &out, &forcible)
+              == 0);
+        CHECK(healthy(d));
+    }
+    alarm(0);
+    unsigned n = lsv_shdict_recoveries(d, &resets);
+    printf("# %u recoveries, %u of them emptied the dict\n", n, resets);
+    CHECK(n >= 1);
+    close(fds[0]);
+    close(fds[1]);
+    lsv_shdict_free(d);
+    test_done("a process killed holding the lock does not wedge the rest");
+}
+
+int main(void)
+{
+    test_store_get();
+    test_incr();
+    test_ttl();
+    test_eviction();
+    test_lists();
+    test_random();
+    test_fork_incr();
+    test_kill_holder();
+    return tap_end();
+}

@@ -1,0 +1,102 @@
+/* shdict_int.h: the layout of a shared dict's region, for shdict.c and
+ * its allocator, shdict_heap.c. Nothing else includes it. */
+#ifndef LSV_SHDICT_INT_H
+#define LSV_SHDICT_INT_H
+
+#include "lsv.h"
+
+#include <pthread.h>
+#include <stdint.h>
+
+typedef struct lsv_shdict lsv_shdict_t;
+
+/* Everything in the region is named by its offset from the region's
+ * start, never by a pointer, so the layout does not depend on where the
+ * region is mapped; 0 is "none" (the header lives there). */
+typedef uint64_t off_t64;
+
+#define MAGIC 0x6c7376736864637aull
+#define ALIGN 16u
+#define MIN_BLOCK 32u
+#define USED 1ull
+#define NBINS 64
+#define REAP_PER_STORE 2    /* expired LRU-tail entries reaped per store */
+
+/* A block: header, then payload. size counts the header and is a
+ * multiple of ALIGN; its low bit says used. prev is the size of the block
+ * just before it in memory, so a freed block can merge with both. */
+typedef struct blk {
+    uint64_t size;
+    uint64_t prev;
+} blk_t;
+
+/* A free block's payload: its links in its size class's list. */
+typedef struct fnode {
+    off_t64 next, prev;
+} fnode_t;
+
+/* An entry's payload: the key, then a string's bytes. */
+typedef struct entry {
+    off_t64 hnext;           /* next in its hash bucket */
+    off_t64 lprev, lnext;    /* LRU list, most recent at the head */
+    uint64_t expires;        /* CLOCK_MONOTONIC ms; 0 = never */
+    uint32_t hash, klen;
+    uint32_t flags;
+    uint32_t type;           /* LSV_SHDICT_*, or T_LIST */
+    uint64_t vlen;           /* STR: bytes; T_LIST: items */
+    union {
+        int64_t i;
+        double n;
+        struct { off_t64 head, tail; } list;
+    } u;
+    char data[];
+} entry_t;
+
+/* An item of a list value. */
+typedef struct lnode {
+    off_t64 next, prev;
+    uint64_t vlen;
+    uint32_t type, pad;
+    union { int64_t i; double n; } u;
+    char data[];
+} lnode_t;
+
+#define T_LIST 9
+
+struct lsv_shdict {
+    uint64_t magic;
+    uint64_t size;               /* the whole region */
+    pthread_mutex_t lock;
+    uint32_t dirty;              /* an operation is changing the links */
+    uint32_t recoveries, resets;
+    uint64_t nbuckets;           /* a power of two */
+    off_t64 buckets;             /* off_t64[nbuckets] */
+    off_t64 heap, heap_end;      /* [heap, heap_end): the blocks */
+    uint64_t max_block;          /* the biggest block the heap can hold */
+    uint64_t free_bytes;
+    uint64_t binmap;             /* bit b: bins[b] is not empty */
+    off_t64 bins[NBINS];         /* free blocks of [2^b, 2^(b+1)) bytes */
+    off_t64 lru_head, lru_tail;
+    uint64_t count;
+};
+
+#define AT(d, off) ((void *)((char *)(d) + (off)))
+#define BLK(d, off) ((blk_t *)AT(d, off))
+#define ENT(d, off) ((entry_t *)AT(d, off))
+#define NODE(d, off) ((lnode_t *)AT(d, off))
+#define BSIZE(b) ((b)->size & ~USED)
+#define HDR ((uint64_t)sizeof(blk_t))
+
+/* The allocator (shdict_heap.c); the caller holds the lock and has
+ * called writing(). */
+
+/* Allocates n payload bytes; returns the payload's offset, or 0. */
+off_t64 lsv_shdict_heap_alloc(lsv_shdict_t *d, uint64_t n);
+/* Frees the payload at p, merging the block with free neighbours. */
+void lsv_shdict_heap_free(lsv_shdict_t *d, off_t64 p);
+/* The bytes the payload at p may hold. */
+uint64_t lsv_shdict_heap_room(lsv_shdict_t *d, off_t64 p);
+/* Empties the heap, the LRU and (when clear_buckets) the hash table. */
+void lsv_shdict_heap_reset(lsv_shdict_t *d, int clear_buckets);
+
+#endif
