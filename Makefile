@@ -34,7 +34,7 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat
-OPS_SRC = ops/notify ops/config ops/options
+OPS_SRC = ops/notify ops/config ops/options ops/workers
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli core/net core/buf core/util
 BENCH_SRC = tools/bench tools/bench_args tools/bench_report tools/hist \
