@@ -55,6 +55,10 @@ static struct {
     ev_timer kill_timer;
 } m;
 
+/* Where each entry's TCP or UDP sockets are bound (a port 0 resolved):
+ * where a worker's socket closed during its backoff is bound again. */
+static lsv_addr_t bound[LSV_MAX_LISTEN + 6];
+
 static int self;             /* this worker's id; 0 in the master */
 static int self_ready_fd = -1;
 
@@ -97,18 +101,18 @@ static int open_entry(lsv_plan_entry_t *e, int *fds, int backlog)
         return LSV_ERR;
     }
     fds[0] = fd;
-    lsv_addr_t bound = e->addr;
+    lsv_addr_t *b = &bound[e - m.plan->e];
+    *b = e->addr;
     if (flags) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         char ip[LSV_ADDRSTRLEN];
         getsockname(fd, (struct sockaddr *)&ss, &len);
-        lsv_net_split((struct sockaddr *)&ss, len, ip, &bound.port);
-        snprintf(bound.host, sizeof bound.host, "%s", ip);
+        lsv_net_split((struct sockaddr *)&ss, len, ip, &b->port);
+        snprintf(b->host, sizeof b->host, "%s", ip);
     }
     for (int k = 1; k < m.n; k++) {
-        fds[k] = flags ? lsv_net_listen_flags(&bound, backlog, flags, err)
-                       : fd;
+        fds[k] = flags ? lsv_net_listen_flags(b, backlog, flags, err) : fd;
         if (fds[k] < 0) {
             fprintf(stderr, "luaserv: %s\n", err);
             return LSV_ERR;
@@ -133,6 +137,39 @@ static void open_sockets(void)
             i--;
         }
     }
+}
+
+/* A worker waiting out a backoff: its own TCP and UDP sockets close, so
+ * the kernel sends what arrives to the workers that run (what was queued
+ * on them is reset). A worker restarted at once keeps them, queue and
+ * all. */
+static void close_own_sockets(int k)
+{
+    for (int i = 0; i < m.plan->n; i++) {
+        int *fd = &m.fds[i * m.n + k - 1];
+        if (per_worker(&m.plan->e[i]) && *fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
+    }
+}
+
+/* Binds again the sockets close_own_sockets closed, before worker k
+ * starts. Returns LSV_OK, or LSV_ERR after logging why. */
+static int reopen_own_sockets(int k)
+{
+    char err[LSV_ERRLEN];
+    for (int i = 0; i < m.plan->n; i++) {
+        int *fd = &m.fds[i * m.n + k - 1];
+        if (*fd >= 0) continue;
+        *fd = lsv_net_listen_flags(&bound[i], m.srv->opt.backlog,
+                                   LSV_NET_REUSEPORT, err);
+        if (*fd < 0) {
+            lsv_error("worker %d: %s", k, err);
+            return LSV_ERR;
+        }
+    }
+    return LSV_OK;
 }
 
 /* Removes the unix socket files the master bound (at its exit). */
@@ -194,7 +231,8 @@ static void become_worker(int k, int ready_fd, pid_t master)
     for (int i = 0; i < m.plan->n; i++) {
         int *row = &m.fds[i * m.n];
         for (int j = 0; j < m.n; j++)
-            if (j != k - 1 && row[j] != row[k - 1]) close(row[j]);
+            if (j != k - 1 && row[j] >= 0 && row[j] != row[k - 1])
+                close(row[j]);
         m.plan->e[i].fd = row[k - 1];
     }
     signal(SIGHUP, SIG_IGN);   /* until its own watcher: it loads anew */
@@ -217,7 +255,8 @@ static void spawn(slot_t *s)
     int p[2];
     pid_t master = getpid(), pid = -1;
     fflush(NULL);   /* nothing buffered is written twice */
-    if (pipe2(p, O_CLOEXEC) == 0 && (pid = fork()) < 0) {
+    if (reopen_own_sockets(s->id) == LSV_OK && pipe2(p, O_CLOEXEC) == 0 &&
+        (pid = fork()) < 0) {
         close(p[0]);
         close(p[1]);
     }
@@ -365,6 +404,7 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
         return;
     }
     double delay = backoff(s->fails);
+    if (delay > 0) close_own_sockets(s->id);
     lsv_warn("worker %d (pid %d) %s after %.1f s; restarting it in %.1f s",
              s->id, w->rpid, how, lived, delay);
     ev_timer_set(&s->restart, delay, 0.);
