@@ -234,10 +234,12 @@ static int plan_scripts(lsv_server_t *srv, const lsv_flags_t *flags,
             return LSV_ERR;
         }
     }
+    /* --workers N: the master (worker 0) stays in lsv_workers_run; each
+     * worker goes on from there. */
+    int workers = flags->check ? 1 : lsv_workers_count(&srv->opt);
+    if (workers > 1) lsv_lua_set_worker(srv, 0, workers);
     if (lsv_config_plan(srv, flags, plan) != LSV_OK) return LSV_ERR;
-    /* --workers N: the master stays in there; each worker goes on. */
-    int workers = lsv_workers_count(&srv->opt);
-    if (workers > 1 && !flags->check) lsv_workers_run(srv, plan, workers);
+    if (workers > 1) lsv_workers_run(srv, plan, workers);
     for (int i = 0; i < plan->n; i++) {
         char err[4096];
         lsv_script_t *s = lsv_script_load(srv, plan->e[i].script, err,

@@ -125,6 +125,30 @@ describe("--workers", function()
         assert.equal(0, srv:stop())
     end)
 
+    it("loads anew in each worker a script the master read for its listen",
+       function()
+        local srv = helpers.start_server({
+            listen = {}, args = { "--workers", "2" }, source = [[
+local luaserv = require "luaserv"
+luaserv.log.info("chunk in worker " .. luaserv.worker.id)
+return { listen = "127.0.0.1:0",
+         on_message = function(c, l) return luaserv.worker.id .. " " .. l .. "\n" end }
+]] })
+        helpers.wait_until(function() return #helpers.ready(srv:log()) == 1 end,
+                           5 * SLOWDOWN, "the ready line")
+        -- the master reads handler.listen (its chunk runs as worker 0),
+        -- then each worker loads the script itself
+        for id = 0, 2 do
+            assert.equal(1, count_in_log(srv, "chunk in worker " .. id))
+        end
+        local port = tonumber(helpers.ready(srv:log())[1].addr:match(":(%d+)$"))
+        local c = helpers.connect(port)
+        helpers.close_at_end({ c })
+        assert(c:send("x\n"))
+        assert.truthy(c:receive("*l"):match("^[12] x$"))
+        assert.equal(0, srv:stop())
+    end)
+
     it("stays one process with --workers 1, as worker 1 of 1", function()
         local srv = start(1)
         assert.same({}, children(srv.pid))

@@ -6,6 +6,10 @@
 #include "lua_api.h"
 #include "net.h"
 #include "notify.h"
+#include "script.h"
+#include "vm.h"
+
+#include <lauxlib.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -219,6 +223,19 @@ static void stop_master_watchers(struct ev_loop *loop)
     }
 }
 
+/* Drops the scripts the master loaded (only to read a script's own
+ * `listen`, when nothing else named addresses), so the worker loads each
+ * anew, with luaserv.worker set, as it does every other. */
+static void forget_scripts(lsv_server_t *srv)
+{
+    lua_State *L = srv->vm->L;
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
+        luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, s->mods_ref);
+    }
+    lsv_script_free_all(srv);
+}
+
 /* In the child just forked for worker k: keeps its own sockets in the
  * plan and closes the other workers', and leaves the master behind: its
  * own process group (a terminal's ^C reaches the master, which passes it
@@ -241,6 +258,7 @@ static void become_worker(int k, int ready_fd, pid_t master)
     if (getppid() != master) raise(SIGTERM);
     unsetenv("NOTIFY_SOCKET");
     lsv_guard_after_fork();
+    forget_scripts(m.srv);
     lsv_lua_set_worker(m.srv, k, m.n);
     self = k;
     self_ready_fd = ready_fd;
@@ -493,7 +511,6 @@ int lsv_workers_run(lsv_server_t *srv, lsv_plan_t *plan, int n)
     open_sockets();
     lsv_notify_close_unused(srv);
     init_master(srv->loop);
-    lsv_lua_set_worker(srv, 0, n);
     for (int k = 0; k < n && self == 0; k++) spawn(&m.slots[k]);
     if (self == 0) ev_run(srv->loop, 0);
     if (self) return self;   /* a child, forked before or in the loop */
