@@ -300,6 +300,19 @@ return { listen = "127.0.0.1:0",
         assert.is_nil(out:find("listening on", 1, true), out)
     end)
 
+    it("exits 1 for a port in use, even by another server with workers",
+       function()
+        local first = start(2)
+        local status, out = helpers.run(helpers.luaserv,
+            "--workers 2 -l 127.0.0.1:" .. first.port .. " " .. FIXTURE)
+        assert.equal(1, status, out)
+        assert.truthy(out:find("Address already in use", 1, true), out)
+        -- and the first one still takes every connection
+        local _, by = spread(first.port, 16)
+        assert.equal(16, #(by[1] or {}) + #(by[2] or {}))
+        assert.equal(0, first:stop())
+    end)
+
     it("refuses --admin with workers, for now", function()
         local status, out = helpers.run(helpers.luaserv,
             "--workers 2 --admin unix:" .. helpers.tmpname(".sock")

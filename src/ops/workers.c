@@ -94,8 +94,17 @@ static int open_entry(lsv_plan_entry_t *e, int *fds, int backlog)
 {
     char err[LSV_ERRLEN];
     int flags = per_worker(e) ? LSV_NET_REUSEPORT : 0;
-    int fd = e->fd >= 0 ? e->fd : lsv_net_listen_flags(&e->addr, backlog,
-                                                       flags, err);
+    int fd = e->fd, free_port = 1;
+    /* SO_REUSEPORT would let us share a port another server of ours
+     * holds the same way: bind it plainly first, so a port in use fails
+     * the start as it does for the single process. */
+    if (flags && e->addr.port != 0) {
+        int probe = lsv_net_listen_flags(&e->addr, backlog, 0, err);
+        free_port = probe >= 0;
+        if (free_port) close(probe);
+    }
+    if (fd < 0 && free_port)
+        fd = lsv_net_listen_flags(&e->addr, backlog, flags, err);
     if (fd < 0) {
         if (e->optional && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
             lsv_info("%s (skipped)", err);
