@@ -17,6 +17,7 @@
 #include "sched.h"
 #include "server.h"
 #include "vm.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -234,7 +235,12 @@ static int plan_scripts(lsv_server_t *srv, const lsv_flags_t *flags,
             return LSV_ERR;
         }
     }
+    /* --workers N: the master (worker 0) stays in lsv_workers_run; each
+     * worker goes on from there. */
+    int workers = flags->check ? 1 : lsv_workers_count(&srv->opt);
+    if (workers > 1) lsv_lua_set_worker(srv, 0, workers);
     if (lsv_config_plan(srv, flags, plan) != LSV_OK) return LSV_ERR;
+    if (workers > 1) lsv_workers_run(srv, plan, workers);
     for (int i = 0; i < plan->n; i++) {
         char err[4096];
         lsv_script_t *s = lsv_script_load(srv, plan->e[i].script, err,
@@ -267,6 +273,7 @@ static void start_serving(lsv_server_t *srv, lsv_plan_t *plan)
     ev_signal_start(srv->loop, &sighup_watcher);
 
     lsv_listener_start_all(srv);
+    if (lsv_workers_tell_ready(srv)) return;   /* the master says ready */
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         const char *n = l->name;
         const char *sep = strstr(n, "://");

@@ -211,7 +211,8 @@ static const char *resolve_error(int rc)
     return gai_strerror(rc);
 }
 
-static int listen_inet(const lsv_addr_t *a, int backlog, char err[LSV_ERRLEN])
+static int listen_inet(const lsv_addr_t *a, int backlog, int flags,
+                       char err[LSV_ERRLEN])
 {
     struct addrinfo hints, *res, *ai;
     char port[8];
@@ -238,6 +239,9 @@ static int listen_inet(const lsv_addr_t *a, int backlog, char err[LSV_ERRLEN])
             continue;
         }
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0
+            && (!(flags & LSV_NET_REUSEPORT)
+                || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one,
+                              sizeof one) == 0)
             && (ai->ai_family != AF_INET6
                 || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
                               sizeof one) == 0)
@@ -320,9 +324,17 @@ static int listen_unix(const lsv_addr_t *a, int backlog, char err[LSV_ERRLEN])
  * IPV6_V6ONLY lets sit beside it. */
 int lsv_net_listen(const lsv_addr_t *a, int backlog, char err[LSV_ERRLEN])
 {
+    return lsv_net_listen_flags(a, backlog, 0, err);
+}
+
+/* As lsv_net_listen; LSV_NET_REUSEPORT applies to TCP and UDP only (a
+ * unix path cannot be bound twice). */
+int lsv_net_listen_flags(const lsv_addr_t *a, int backlog, int flags,
+                         char err[LSV_ERRLEN])
+{
     if (a->kind == LSV_NET_UNIX || a->kind == LSV_NET_UNIXGRAM)
         return listen_unix(a, backlog, err);
-    return listen_inet(a, backlog, err);
+    return listen_inet(a, backlog, flags, err);
 }
 
 /* Milliseconds on the monotonic clock. */

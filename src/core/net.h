@@ -40,6 +40,13 @@ const char *lsv_net_kind_name(int kind);
  * -1 with errno set and a message in err. */
 int lsv_net_listen(const lsv_addr_t *a, int backlog, char err[LSV_ERRLEN]);
 
+/* lsv_net_listen with flags: LSV_NET_REUSEPORT sets SO_REUSEPORT on a TCP
+ * or UDP socket, so each worker process binds its own socket to the same
+ * address and the kernel spreads connections and datagrams among them. */
+#define LSV_NET_REUSEPORT 1
+int lsv_net_listen_flags(const lsv_addr_t *a, int backlog, int flags,
+                         char err[LSV_ERRLEN]);
+
 /* Connects a blocking socket to host:port (TCP or UDP) or a unix path,
  * giving up after timeout seconds. Returns the fd, or -1 with errno set
  * (ETIMEDOUT on timeout) and a message in err. */

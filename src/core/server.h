@@ -66,6 +66,8 @@ typedef struct lsv_options {
     int task_slice;           /* Lua instructions a task runs before it
                                * yields to the loop, 0 = never */
     size_t max_output;        /* bytes queued for one peer, 0 = any */
+    int workers;              /* worker processes (src/ops/workers.c),
+                               * 0 = one per online CPU ("auto") */
 } lsv_options_t;
 
 struct lsv_server {

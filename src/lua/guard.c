@@ -145,6 +145,12 @@ void lsv_guard_init(double handler_timeout, size_t lua_memory)
     start_timer();
 }
 
+void lsv_guard_after_fork(void)
+{
+    timer_on = 0;   /* a child does not inherit the interval timer */
+    start_timer();
+}
+
 size_t lsv_guard_memory(void)
 {
     return mem_used;

@@ -29,6 +29,10 @@ void lsv_guard_set_load_timeout(double load_timeout);
  * Call once, before any script loads: loading is guarded too. */
 void lsv_guard_init(double handler_timeout, size_t lua_memory);
 
+/* In a process just forked (a worker): starts the watchdog again, since
+ * a child does not inherit its parent's interval timer. */
+void lsv_guard_after_fork(void);
+
 /* Bytes the Lua state holds now. */
 size_t lsv_guard_memory(void);
 

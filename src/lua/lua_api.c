@@ -130,6 +130,33 @@ static int api_index(lua_State *L)
     return 1;
 }
 
+/* Which worker process this is, and how many there are: 1 of 1 for the
+ * single-process server; set by src/ops/workers.c after each fork. */
+static int worker_id = 1, worker_count = 1;
+
+/* Sets luaserv.worker's fields in the table at the top of the stack.
+ * [-0, +0, m] */
+static void set_worker_fields(lua_State *L)
+{
+    lua_pushinteger(L, worker_id);
+    lua_setfield(L, -2, "id");
+    lua_pushinteger(L, worker_count);
+    lua_setfield(L, -2, "count");
+}
+
+void lsv_lua_set_worker(lsv_server_t *srv, int id, int count)
+{
+    lua_State *L = srv->vm->L;
+    worker_id = id;
+    worker_count = count;
+    int top = lua_gettop(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "luaserv") == LUA_TTABLE &&
+        lua_getfield(L, -1, "worker") == LUA_TTABLE)
+        set_worker_fields(L);   /* a module required before the fork */
+    lua_settop(L, top);
+}
+
 int luaopen_luaserv(lua_State *L)
 {
     static const char *const levels[] = { "debug", "info", "warn", "error" };
@@ -146,6 +173,9 @@ int luaopen_luaserv(lua_State *L)
     lua_setfield(L, -2, "log");
     lua_pushliteral(L, LSV_VERSION);
     lua_setfield(L, -2, "version");
+    lua_createtable(L, 0, 2);
+    set_worker_fields(L);
+    lua_setfield(L, -2, "worker");
     lsv_sched_open(L);
     lsv_timer_open(L);
     lsv_connect_open_api(L);

@@ -16,4 +16,9 @@ int luaopen_luaserv(lua_State *L);
  * metatables, and `luaserv` and `luaserv.core` in package.preload. */
 void lsv_lua_open(lsv_server_t *srv, const char *script);
 
+/* Sets luaserv.worker.id and .count (1 and 1 unless set): the worker
+ * process this is, 1..count, or 0 in a master, and how many there are.
+ * Updates the module too if a script required it already. */
+void lsv_lua_set_worker(lsv_server_t *srv, int id, int count);
+
 #endif

@@ -211,12 +211,6 @@ int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
         lua_pop(L, 1);
     }
     srv->opt.low_water = srv->opt.high_water / 4;
-    if (cfg_get(L, p, "workers") != LUA_TNIL) {
-        if (!(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 1))
-            lsv_info("workers = %s: this build runs one process",
-                     lua_tostring(L, -1));
-        lua_pop(L, 1);
-    }
     return LSV_OK;
 }
 

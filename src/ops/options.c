@@ -138,6 +138,13 @@ const lsv_option_t lsv_option_table[] = {
       .help = "a dict of SIZE bytes (64k, 64m, 1g) that every\n"
               "worker shares as luaserv.shared.NAME\n"
               "(repeatable); it survives a reload" },
+    { .name = "workers", .key = "workers", .where = SETTING,
+      .type = LSV_OPT_COUNT, .min = 1, .max = 1024, .word = "auto",
+      .def = "1", .arg = "N|auto",
+      .help = "worker processes, each with its own loop and\n"
+              "Lua state, under a master (default %D: one\n"
+              "process; auto = one per online CPU)",
+      SRV(workers) },
     { .name = "check", .type = LSV_OPT_FLAG,
       .help = "load SCRIPT, report problems, and exit", FLG(check) },
     { .name = "help", .short_name = 'h', .type = LSV_OPT_ACTION,
@@ -147,8 +154,6 @@ const lsv_option_t lsv_option_table[] = {
     /* Not in --help: for the docs spec and tools (docs/operations.md). */
     { .name = "list-options", .type = LSV_OPT_ACTION, .action = list_options },
     /* Configuration file only. */
-    { .key = "workers", .where = SETTING, .type = LSV_OPT_COUNT, .min = 1,
-      .word = "auto" },
     { .key = "handler", .where = SETTING | LISTEN, .type = LSV_OPT_STRING },
     { .key = "framing", .where = LISTEN, .type = LSV_OPT_FRAMING },
     { .key = "max_frame", .where = LISTEN, .type = LSV_OPT_COUNT, .min = 1,
@@ -255,6 +260,10 @@ static int from_arg(const lsv_option_t *o, const char *s, value_t *v)
         return !errno && end != s && !*end && seconds_ok(o, v->num);
     case LSV_OPT_BYTES:
     case LSV_OPT_COUNT:
+        if (o->word && strcmp(s, o->word) == 0) {
+            v->i = 0;   /* the word's value: the reader decides (auto) */
+            return 1;
+        }
         v->i = strtoll(s, &end, 10);
         return !errno && end != s && !*end && in_range(o, v->i);
     case LSV_OPT_STRING:

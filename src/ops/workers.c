@@ -1,0 +1,530 @@
+/* workers.c: the master and its worker processes (--workers N). */
+#include "lsv.h"
+#include "workers.h"
+#include "guard.h"
+#include "log.h"
+#include "lua_api.h"
+#include "net.h"
+#include "notify.h"
+#include "script.h"
+#include "vm.h"
+
+#include <lauxlib.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* A worker that dies sooner than this after it started is crash-looping:
+ * its restarts back off from BACKOFF_FIRST, doubling up to BACKOFF_MAX. */
+#define QUICK_DEATH 1.0
+#define BACKOFF_FIRST 0.5
+#define BACKOFF_MAX 30.0
+/* The master gives up when every worker has died this many times in a
+ * row within QUICK_DEATH and none is running. */
+#define GIVE_UP 4
+/* After a stop, how much longer than --shutdown-timeout the workers get
+ * before the master kills them. */
+#define KILL_GRACE 5.0
+
+/* One worker process the master keeps running. */
+typedef struct slot {
+    int id;                  /* 1..n */
+    pid_t pid;               /* 0 while not running */
+    int ready;               /* has said it serves */
+    int fails;               /* quick deaths in a row */
+    ev_tstamp started;
+    int ready_fd;            /* the ready pipe's read end, or -1 */
+    ev_child child;
+    ev_io ready_io;
+    ev_timer restart;
+} slot_t;
+
+static struct {
+    lsv_server_t *srv;
+    lsv_plan_t *plan;
+    int n;
+    slot_t *slots;
+    int *fds;                /* fds[i * n + k - 1]: entry i's, worker k's */
+    int all_ready;           /* the ready lines are out */
+    int stopping;            /* a stop signal came: no more restarts */
+    int status;              /* the master's exit status */
+    ev_signal sigterm, sigint, sighup;
+    ev_timer kill_timer;
+} m;
+
+/* Where each entry's TCP or UDP sockets are bound (a port 0 resolved):
+ * where a worker's socket closed during its backoff is bound again. */
+static lsv_addr_t bound[LSV_MAX_LISTEN + 6];
+
+static int self;             /* this worker's id; 0 in the master */
+static int self_ready_fd = -1;
+
+static void spawn(slot_t *s);
+
+int lsv_workers_count(const lsv_options_t *o)
+{
+    if (o->workers > 0) return o->workers;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    return cpus < 1 ? 1 : cpus > 1024 ? 1024 : (int)cpus;
+}
+
+/* --- the sockets -------------------------------------------------------- */
+
+/* Whether entry e gets one socket per worker (TCP, UDP) rather than one
+ * shared (a unix path cannot be bound twice; systemd passed one). */
+static int per_worker(const lsv_plan_entry_t *e)
+{
+    return e->fd < 0 && (e->addr.kind == LSV_NET_TCP ||
+                         e->addr.kind == LSV_NET_UDP);
+}
+
+/* Opens entry i's sockets for every worker. The first binds as asked
+ * (port 0 picks one); the rest bind to the address it got, so every
+ * worker listens on the same port. Returns LSV_OK, LSV_AGAIN for an
+ * optional entry the host cannot have (no IPv6), or LSV_ERR after
+ * printing why. */
+static int open_entry(lsv_plan_entry_t *e, int *fds, int backlog)
+{
+    char err[LSV_ERRLEN];
+    int flags = per_worker(e) ? LSV_NET_REUSEPORT : 0;
+    int fd = e->fd, free_port = 1;
+    /* SO_REUSEPORT would let us share a port another server of ours
+     * holds the same way: bind it plainly first, so a port in use fails
+     * the start as it does for the single process. */
+    if (flags && e->addr.port != 0) {
+        int probe = lsv_net_listen_flags(&e->addr, backlog, 0, err);
+        free_port = probe >= 0;
+        if (free_port) close(probe);
+    }
+    if (fd < 0 && free_port)
+        fd = lsv_net_listen_flags(&e->addr, backlog, flags, err);
+    if (fd < 0) {
+        if (e->optional && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
+            lsv_info("%s (skipped)", err);
+            return LSV_AGAIN;
+        }
+        fprintf(stderr, "luaserv: %s\n", err);
+        return LSV_ERR;
+    }
+    fds[0] = fd;
+    lsv_addr_t *b = &bound[e - m.plan->e];
+    *b = e->addr;
+    if (flags) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        char ip[LSV_ADDRSTRLEN];
+        getsockname(fd, (struct sockaddr *)&ss, &len);
+        lsv_net_split((struct sockaddr *)&ss, len, ip, &b->port);
+        snprintf(b->host, sizeof b->host, "%s", ip);
+    }
+    for (int k = 1; k < m.n; k++) {
+        fds[k] = flags ? lsv_net_listen_flags(b, backlog, flags, err) : fd;
+        if (fds[k] < 0) {
+            fprintf(stderr, "luaserv: %s\n", err);
+            return LSV_ERR;
+        }
+    }
+    return LSV_OK;
+}
+
+/* Opens every entry's sockets into m.fds, dropping the optional entries
+ * the host cannot have. Exits 1 when one cannot be opened. */
+static void open_sockets(void)
+{
+    lsv_plan_t *p = m.plan;
+    m.fds = lsv_calloc((size_t)(m.n * p->n) + 1, sizeof *m.fds);
+    for (int i = 0; i < p->n; i++) {
+        int rc = open_entry(&p->e[i], &m.fds[i * m.n], m.srv->opt.backlog);
+        if (rc == LSV_ERR) exit(1);
+        if (rc == LSV_AGAIN) {   /* drop it: the workers never see it */
+            memmove(&p->e[i], &p->e[i + 1], (size_t)(p->n - i - 1) *
+                    sizeof p->e[0]);
+            p->n--;
+            i--;
+        }
+    }
+}
+
+/* A worker waiting out a backoff: its own TCP and UDP sockets close, so
+ * the kernel sends what arrives to the workers that run (what was queued
+ * on them is reset). A worker restarted at once keeps them, queue and
+ * all. */
+static void close_own_sockets(int k)
+{
+    for (int i = 0; i < m.plan->n; i++) {
+        int *fd = &m.fds[i * m.n + k - 1];
+        if (per_worker(&m.plan->e[i]) && *fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
+    }
+}
+
+/* Binds again the sockets close_own_sockets closed, before worker k
+ * starts. Returns LSV_OK, or LSV_ERR after logging why. */
+static int reopen_own_sockets(int k)
+{
+    char err[LSV_ERRLEN];
+    for (int i = 0; i < m.plan->n; i++) {
+        int *fd = &m.fds[i * m.n + k - 1];
+        if (*fd >= 0) continue;
+        *fd = lsv_net_listen_flags(&bound[i], m.srv->opt.backlog,
+                                   LSV_NET_REUSEPORT, err);
+        if (*fd < 0) {
+            lsv_error("worker %d: %s", k, err);
+            return LSV_ERR;
+        }
+    }
+    return LSV_OK;
+}
+
+/* Removes the unix socket files the master bound (at its exit). */
+static void remove_socket_files(void)
+{
+    for (int i = 0; i < m.plan->n; i++) {
+        const lsv_plan_entry_t *e = &m.plan->e[i];
+        if (e->fd < 0 && (e->addr.kind == LSV_NET_UNIX ||
+                          e->addr.kind == LSV_NET_UNIXGRAM))
+            unlink(e->addr.path);
+    }
+}
+
+/* The master's ready lines, one per listener, in the plan's order. */
+static void print_ready(void)
+{
+    for (int i = 0; i < m.plan->n; i++) {
+        const lsv_plan_entry_t *e = &m.plan->e[i];
+        char local[LSV_ADDRSTRLEN];
+        const char *addr = e->addr.path;
+        if (e->addr.kind == LSV_NET_TCP || e->addr.kind == LSV_NET_UDP)
+            addr = lsv_net_local(m.fds[i * m.n], local);
+        lsv_log_ready(lsv_net_kind_name(e->addr.kind), addr);
+    }
+    lsv_info("serving %s with %d workers (master pid %d)",
+             m.plan->main_script, m.n, (int)getpid());
+    lsv_notify(m.srv, "READY=1");
+}
+
+/* --- becoming a worker -------------------------------------------------- */
+
+/* Stops every watcher the master set on the loop (also clearing what is
+ * pending, so nothing of the master's runs in the child). */
+static void stop_master_watchers(struct ev_loop *loop)
+{
+    ev_signal_stop(loop, &m.sigterm);
+    ev_signal_stop(loop, &m.sigint);
+    ev_signal_stop(loop, &m.sighup);
+    ev_timer_stop(loop, &m.kill_timer);
+    for (int k = 0; k < m.n; k++) {
+        slot_t *s = &m.slots[k];
+        ev_child_stop(loop, &s->child);
+        ev_io_stop(loop, &s->ready_io);
+        ev_timer_stop(loop, &s->restart);
+        if (s->ready_fd >= 0) close(s->ready_fd);
+        s->ready_fd = -1;
+    }
+}
+
+/* Drops the scripts the master loaded (only to read a script's own
+ * `listen`, when nothing else named addresses), so the worker loads each
+ * anew, with luaserv.worker set, as it does every other. */
+static void forget_scripts(lsv_server_t *srv)
+{
+    lua_State *L = srv->vm->L;
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
+        luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, s->mods_ref);
+    }
+    lsv_script_free_all(srv);
+}
+
+/* In the child just forked for worker k: keeps its own sockets in the
+ * plan and closes the other workers', and leaves the master behind: its
+ * own process group (a terminal's ^C reaches the master, which passes it
+ * on), SIGTERM when the master dies, no systemd notifications. */
+static void become_worker(int k, int ready_fd, pid_t master)
+{
+    struct ev_loop *loop = m.srv->loop;
+    ev_loop_fork(loop);
+    stop_master_watchers(loop);
+    for (int i = 0; i < m.plan->n; i++) {
+        int *row = &m.fds[i * m.n];
+        for (int j = 0; j < m.n; j++)
+            if (j != k - 1 && row[j] >= 0 && row[j] != row[k - 1])
+                close(row[j]);
+        m.plan->e[i].fd = row[k - 1];
+    }
+    signal(SIGHUP, SIG_IGN);   /* until its own watcher: it loads anew */
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != master) raise(SIGTERM);
+    unsetenv("NOTIFY_SOCKET");
+    lsv_guard_after_fork();
+    forget_scripts(m.srv);
+    lsv_lua_set_worker(m.srv, k, m.n);
+    self = k;
+    self_ready_fd = ready_fd;
+}
+
+/* Forks worker s. In the master it returns with the child watched; in
+ * the child it returns after become_worker, with self set. A failed fork
+ * is retried like a quick death. */
+static void spawn(slot_t *s)
+{
+    struct ev_loop *loop = m.srv->loop;
+    int p[2];
+    pid_t master = getpid(), pid = -1;
+    fflush(NULL);   /* nothing buffered is written twice */
+    if (reopen_own_sockets(s->id) == LSV_OK && pipe2(p, O_CLOEXEC) == 0 &&
+        (pid = fork()) < 0) {
+        close(p[0]);
+        close(p[1]);
+    }
+    if (pid < 0) {
+        double delay = BACKOFF_FIRST;
+        lsv_error("cannot start worker %d: %s; trying again in %.1f s",
+                  s->id, strerror(errno), delay);
+        ev_timer_set(&s->restart, delay, 0.);
+        ev_timer_start(loop, &s->restart);
+        return;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        become_worker(s->id, p[1], master);
+        return;
+    }
+    close(p[1]);
+    s->pid = pid;
+    s->ready = 0;
+    s->started = ev_now(loop);
+    s->ready_fd = p[0];
+    ev_child_set(&s->child, pid, 0);
+    ev_child_start(loop, &s->child);
+    ev_io_set(&s->ready_io, p[0], EV_READ);
+    ev_io_start(loop, &s->ready_io);
+}
+
+int lsv_workers_tell_ready(lsv_server_t *srv)
+{
+    (void)srv;
+    if (self == 0) return 0;
+    lsv_debug("worker %d serving (pid %d)", self, (int)getpid());
+    ssize_t w;
+    do w = write(self_ready_fd, "R", 1); while (w < 0 && errno == EINTR);
+    close(self_ready_fd);
+    self_ready_fd = -1;
+    return 1;
+}
+
+/* --- the master --------------------------------------------------------- */
+
+/* Formats how a worker ended: "exited with status 3", "killed by signal 9
+ * (Killed)". */
+static void describe_status(int status, char *buf, size_t size)
+{
+    if (WIFSIGNALED(status))
+        snprintf(buf, size, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, size, "exited with status %d", WEXITSTATUS(status));
+}
+
+/* How many workers are running. */
+static int alive(void)
+{
+    int n = 0;
+    for (int k = 0; k < m.n; k++) n += m.slots[k].pid > 0;
+    return n;
+}
+
+/* Sends sig to every running worker. */
+static void signal_all(int sig)
+{
+    for (int k = 0; k < m.n; k++)
+        if (m.slots[k].pid > 0) kill(m.slots[k].pid, sig);
+}
+
+/* A worker's ready byte, or the end of its pipe (it died first; its
+ * child watcher says how). The first time every worker is ready the
+ * ready lines go out. */
+static void ready_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    slot_t *s = container_of(w, slot_t, ready_io);
+    char c;
+    ssize_t r = read(s->ready_fd, &c, 1);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) return;
+    ev_io_stop(loop, w);
+    close(s->ready_fd);
+    s->ready_fd = -1;
+    if (r != 1) return;
+    s->ready = 1;
+    if (m.all_ready) {
+        lsv_info("worker %d serving again (pid %d)", s->id, (int)s->pid);
+        return;
+    }
+    for (int k = 0; k < m.n; k++)
+        if (!m.slots[k].ready) return;
+    m.all_ready = 1;
+    print_ready();
+}
+
+/* When a worker that died with n quick deaths in a row starts again. */
+static double backoff(int fails)
+{
+    if (fails == 0) return 0;
+    double d = BACKOFF_FIRST;
+    for (int i = 1; i < fails && d < BACKOFF_MAX; i++) d *= 2;
+    return d < BACKOFF_MAX ? d : BACKOFF_MAX;
+}
+
+/* Whether every worker is down after GIVE_UP quick deaths in a row. */
+static int hopeless(void)
+{
+    for (int k = 0; k < m.n; k++)
+        if (m.slots[k].pid > 0 || m.slots[k].fails < GIVE_UP) return 0;
+    return 1;
+}
+
+/* A worker ended: logged with how, then restarted (at once, or after a
+ * backoff when it died within QUICK_DEATH of starting). Before the ready
+ * lines a death fails the start; during a stop it is what we wait for. */
+static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)revents;
+    slot_t *s = container_of(w, slot_t, child);
+    char how[96];
+    double lived = ev_now(loop) - s->started;
+    describe_status(w->rstatus, how, sizeof how);
+    ev_child_stop(loop, w);
+    s->pid = 0;
+    s->ready = 0;
+    if (m.stopping) {
+        lsv_info("worker %d (pid %d) %s", s->id, w->rpid, how);
+        if (alive() == 0) ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    if (!m.all_ready) {
+        fprintf(stderr, "luaserv: worker %d (pid %d) %s before it was "
+                "serving\n", s->id, w->rpid, how);
+        m.status = WIFEXITED(w->rstatus) && WEXITSTATUS(w->rstatus) == 2
+                   ? 2 : 1;
+        m.stopping = 1;
+        signal_all(SIGKILL);
+        if (alive() == 0) ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    s->fails = lived < QUICK_DEATH ? s->fails + 1 : 0;
+    if (hopeless()) {
+        lsv_error("cannot keep any worker alive: each of the %d died within "
+                  "%.0f s of starting %d times in a row (the last %s); "
+                  "exiting", m.n, QUICK_DEATH, GIVE_UP, how);
+        m.status = 1;
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    double delay = backoff(s->fails);
+    if (delay > 0) close_own_sockets(s->id);
+    lsv_warn("worker %d (pid %d) %s after %.1f s; restarting it in %.1f s",
+             s->id, w->rpid, how, lived, delay);
+    ev_timer_set(&s->restart, delay, 0.);
+    ev_timer_start(loop, &s->restart);
+}
+
+/* A worker's restart is due. In the new child, leaves the master's loop
+ * (lsv_workers_run goes on as the worker). */
+static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    spawn(container_of(w, slot_t, restart));
+    if (self) ev_break(loop, EVBREAK_ALL);
+}
+
+/* SIGTERM or SIGINT: every worker drains as the single process would;
+ * a second signal passes on a second SIGTERM, which stops them at once.
+ * Workers left after --shutdown-timeout and KILL_GRACE are killed. */
+static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    if (m.stopping) {
+        lsv_warn("signal %d again: stopping the workers now", w->signum);
+        signal_all(SIGTERM);
+        return;
+    }
+    lsv_info("signal %d: stopping %d workers", w->signum, alive());
+    lsv_notify(m.srv, "STOPPING=1");
+    m.stopping = 1;
+    for (int k = 0; k < m.n; k++) ev_timer_stop(loop, &m.slots[k].restart);
+    signal_all(SIGTERM);
+    ev_timer_set(&m.kill_timer, m.srv->opt.shutdown_timeout + KILL_GRACE, 0.);
+    ev_timer_start(loop, &m.kill_timer);
+    if (alive() == 0) ev_break(loop, EVBREAK_ALL);
+}
+
+static void kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)w; (void)revents;
+    lsv_warn("%d workers still running after the shutdown timeout: "
+             "killing them", alive());
+    signal_all(SIGKILL);
+}
+
+/* SIGHUP: each worker reloads its scripts, as the single process does. */
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop; (void)w; (void)revents;
+    lsv_info("SIGHUP: reloading %d workers", alive());
+    signal_all(SIGHUP);
+}
+
+/* The master's watchers: its signals, and per worker its child, ready
+ * pipe and restart timer (not started). */
+static void init_master(struct ev_loop *loop)
+{
+    m.slots = lsv_calloc((size_t)m.n, sizeof *m.slots);
+    for (int k = 0; k < m.n; k++) {
+        slot_t *s = &m.slots[k];
+        s->id = k + 1;
+        s->ready_fd = -1;
+        ev_child_init(&s->child, child_cb, 0, 0);
+        ev_io_init(&s->ready_io, ready_cb, -1, EV_READ);
+        ev_timer_init(&s->restart, restart_cb, 0., 0.);
+    }
+    ev_signal_init(&m.sigterm, stop_cb, SIGTERM);
+    ev_signal_init(&m.sigint, stop_cb, SIGINT);
+    ev_signal_init(&m.sighup, hup_cb, SIGHUP);
+    ev_timer_init(&m.kill_timer, kill_cb, 0., 0.);
+    ev_signal_start(loop, &m.sigterm);
+    ev_signal_start(loop, &m.sigint);
+    ev_signal_start(loop, &m.sighup);
+}
+
+int lsv_workers_run(lsv_server_t *srv, lsv_plan_t *plan, int n)
+{
+    m.srv = srv;
+    m.plan = plan;
+    m.n = n;
+    for (int i = 0; i < plan->n; i++)
+        if (plan->e[i].builtin) {
+            fprintf(stderr, "luaserv: --admin and --metrics are not served "
+                    "with --workers %d yet; use --workers 1 for them\n", n);
+            exit(2);
+        }
+    open_sockets();
+    lsv_notify_close_unused(srv);
+    init_master(srv->loop);
+    for (int k = 0; k < n && self == 0; k++) spawn(&m.slots[k]);
+    if (self == 0) ev_run(srv->loop, 0);
+    if (self) return self;   /* a child, forked before or in the loop */
+    stop_master_watchers(srv->loop);
+    remove_socket_files();
+    if (m.status == 0) lsv_info("stopped");
+    exit(m.status);
+}
