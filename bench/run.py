@@ -23,6 +23,10 @@ SERVERS = {
     "luaserv": [os.path.join(ROOT, BUILD, "luaserv"), "scripts/handle.lua"],
     "luaserv stream": [os.path.join(ROOT, BUILD, "luaserv"),
                        "bench/stream_handle.lua"],
+    # a master and two workers, all on the server's core: its CPU per
+    # request against one worker's is the cost of the workers
+    "luaserv, --workers 2": [os.path.join(ROOT, BUILD, "luaserv"),
+                             "--workers", "2", "scripts/handle.lua"],
     # the same without preemption: the difference is --task-slice's cost
     "luaserv stream, no slice": [os.path.join(ROOT, BUILD, "luaserv"),
                                  "--task-slice", "0",
@@ -37,10 +41,10 @@ D = 2 if QUICK else 5
 # server CPU per request rather than requests/s)
 SCENARIOS = [
     ("persistent P=1, 50 conns", ["-m", "persistent", "-c", "50", "-P", "1"],
-     ["bare C (libev)", "luaserv", "luaserv stream",
+     ["bare C (libev)", "luaserv", "luaserv, --workers 2", "luaserv stream",
       "luaserv stream, no slice", "Python socketserver", "Python asyncio"], True),
     ("pipelined P=16, 50 conns", ["-m", "persistent", "-c", "50", "-P", "16"],
-     ["bare C (libev)", "luaserv", "luaserv stream",
+     ["bare C (libev)", "luaserv", "luaserv, --workers 2", "luaserv stream",
       "luaserv stream, no slice", "Python socketserver", "Python asyncio"], False),
     ("short connections, 32 at a time", ["-m", "short", "-c", "32"],
      ["bare C (libev)", "luaserv", "Python socketserver", "Python asyncio"],
@@ -54,10 +58,32 @@ IDLE_SERVERS = ["bare C (libev)", "luaserv", "luaserv stream"]
 REPEATS = 1 if QUICK else 3
 
 
+def tree(pid):
+    """pid and its descendants (a master's workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
 def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """CPU time of pid and its descendants."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
 
 
 def rss_bytes(pid):
@@ -170,6 +196,37 @@ def idle_run(server):
             "per_conn": (after - before) / ready}
 
 
+SHDICT_OPS = 200000 if QUICK else 1000000
+
+
+def shdict_run(workers):
+    """bench/shdict.lua in `workers` workers at once (both cores): each
+    prints "ID OP TABLE_OPS SHARED_OPS" for get, set and incr."""
+    cmd = [os.path.join(ROOT, BUILD, "luaserv"), "--shared", "bench=64m",
+           "-l", "127.0.0.1:0", "bench/shdict.lua"]
+    if workers > 1:
+        cmd[1:1] = ["--workers", str(workers)]
+    env = dict(os.environ, SHDICT_OPS=str(SHDICT_OPS))
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    rows, deadline = {}, time.time() + 120
+    try:
+        while len(rows) < 3 * workers and time.time() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            f = line.split()
+            if len(f) >= 4 and f[0].isdigit():
+                rows[(int(f[0]), f[1])] = (float(f[2]), float(f[3]))
+    finally:
+        if p.poll() is None:
+            p.terminate()
+        p.wait(30)
+    if len(rows) < 3 * workers:
+        raise RuntimeError(f"shdict: {workers} worker(s) printed {len(rows)} rows")
+    return rows
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -198,14 +255,42 @@ def main():
             idle[server] = idle_run(server)
         except Exception as e:
             print(f"#   failed: {e}", file=sys.stderr)
-    report(results, idle)
+    shd = {}
+    for workers in (1, 2):
+        print(f"# shared dict, {workers} worker(s)", file=sys.stderr,
+              flush=True)
+        try:
+            shd[workers] = shdict_run(workers)
+        except Exception as e:
+            print(f"#   failed: {e}", file=sys.stderr)
+    report(results, idle, shd)
 
 
 def fmt(x, spec):
     return "-" if x is None or x != x else format(x, spec)
 
 
-def report(results, idle):
+def shdict_lines(shd):
+    if 1 not in shd:
+        return []
+    lines = ["", f"Shared dict (`--shared`), operations per second from Lua "
+             f"({SHDICT_OPS:,} a row, 1000 keys; bench/shdict.lua), against "
+             "a plain Lua table as the limit; \"2 workers\" run at once on "
+             "the two cores, each figure per worker:", "",
+             "| op | Lua table | 1 worker | 2 workers, each | 2 workers, sum "
+             "| 2 workers sum vs 1 |", "|---|---|---|---|---|---|"]
+    for op in ("get", "set", "incr"):
+        one = shd[1][(1, op)]
+        two = [shd[2][(w, op)][1] for w in (1, 2)] if 2 in shd else []
+        each = "/".join(f"{x:,.0f}" for x in two) if two else "-"
+        total = sum(two) if two else None
+        lines.append(f"| {op} | {one[0]:,.0f} | {one[1]:,.0f} | {each} | "
+                     f"{fmt(total, ',.0f')} | "
+                     f"{fmt(total / one[1] if total else None, '.2f')}x |")
+    return lines
+
+
+def report(results, idle, shd=None):
     rows = []
     for sc in SCENARIOS:
         name, _, servers, gen_limited = sc
@@ -261,6 +346,7 @@ def report(results, idle):
     for server, r in idle.items():
         lines.append(f"| {server} | {r['conns']} | {r['before'] // 1024} KiB "
                      f"| {r['after'] // 1024} KiB | {r['per_conn']:.0f} |")
+    lines += shdict_lines(shd or {})
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
@@ -269,7 +355,11 @@ def report(results, idle):
     with open(os.path.join(ROOT, "bench", "results", "latest.json"), "w") as f:
         json.dump({"results": {f"{k[0]} | {k[1]}": v
                                for k, v in results.items()},
-                   "idle": idle}, f, indent=1)
+                   "idle": idle,
+                   "shdict": {str(w): {f"{k[0]} {k[1]}": v
+                                       for k, v in rows.items()}
+                              for w, rows in (shd or {}).items()}},
+                  f, indent=1)
     plot(rows)
 
 
