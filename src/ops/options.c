@@ -145,6 +145,10 @@ const lsv_option_t lsv_option_table[] = {
               "Lua state, under a master (default %D: one\n"
               "process; auto = one per online CPU)",
       SRV(workers) },
+    { .name = "pid-file", .type = LSV_OPT_STRING, .arg = "PATH",
+      .help = "write the server's pid (the master's) to PATH\n"
+              "once it serves; removed at a clean exit",
+      FLG(pid_file) },
     { .name = "check", .type = LSV_OPT_FLAG,
       .help = "load SCRIPT, report problems, and exit", FLG(check) },
     { .name = "help", .short_name = 'h', .type = LSV_OPT_ACTION,

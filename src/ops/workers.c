@@ -7,6 +7,7 @@
 #include "net.h"
 #include "notify.h"
 #include "script.h"
+#include "upgrade.h"
 #include "vm.h"
 
 #include <lauxlib.h>
@@ -188,10 +189,12 @@ static int reopen_own_sockets(int k)
 /* Removes the unix socket files the master bound (at its exit). */
 static void remove_socket_files(void)
 {
+    if (lsv_upgrade_handed_over()) return;   /* the new master's now */
     for (int i = 0; i < m.plan->n; i++) {
         const lsv_plan_entry_t *e = &m.plan->e[i];
-        if (e->fd < 0 && (e->addr.kind == LSV_NET_UNIX ||
-                          e->addr.kind == LSV_NET_UNIXGRAM))
+        if ((e->fd < 0 || lsv_upgrade_passed(e->fd)) &&
+            (e->addr.kind == LSV_NET_UNIX ||
+             e->addr.kind == LSV_NET_UNIXGRAM))
             unlink(e->addr.path);
     }
 }
@@ -209,6 +212,7 @@ static void print_ready(void)
     }
     lsv_info("serving %s with %d workers (master pid %d)",
              m.plan->main_script, m.n, (int)getpid());
+    lsv_upgrade_ready(m.srv);   /* the pid file; an old master stops */
     lsv_notify(m.srv, "READY=1");
 }
 
@@ -254,6 +258,7 @@ static void become_worker(int k, int ready_fd, pid_t master)
     struct ev_loop *loop = m.srv->loop;
     ev_loop_fork(loop);
     stop_master_watchers(loop);
+    lsv_upgrade_forget(loop);
     for (int i = 0; i < m.plan->n; i++) {
         int *row = &m.fds[i * m.n];
         for (int j = 0; j < m.n; j++)

@@ -1,0 +1,195 @@
+-- SIGUSR2: a zero-downtime binary upgrade. The server execs its binary
+-- again with the same arguments, passing its listening sockets by fd; the
+-- new generation loads the script and says it is ready, and only then
+-- does the old one stop accepting, drain and exit 0. Clients connecting
+-- in a loop through it see no refused or reset connection. A new
+-- generation that fails to start leaves the old one serving.
+local helpers = require "helpers"
+
+local FIXTURE = "spec/fixtures/workers_echo.lua"
+local SLOWDOWN = helpers.sanitize and 3 or 1
+
+-- Clients in threads, each connecting in a loop, one line per
+-- connection, until the stop file appears (or the bounds: 20000
+-- connections each, 60 s). Prints one line per outcome:
+-- "ok PID", or "fail WHAT" for a refused, reset or wrong answer. The
+-- file OUT.going appears once 20 connections were answered.
+local CLIENT = [[
+import os, socket, sys, threading, time
+port, out, stop, threads = int(sys.argv[1]), sys.argv[2], sys.argv[3], 4
+lines, lock = [], threading.Lock()
+def run(t):
+    deadline = time.time() + 60
+    for i in range(20000):
+        if os.path.exists(stop) or time.time() > deadline:
+            break
+        msg = "t%d-%d" % (t, i)
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall((msg + "\n").encode())
+            got = b""
+            while not got.endswith(b"\n"):
+                b = s.recv(4096)
+                if not b:
+                    break
+                got += b
+            s.close()
+            parts = got.decode().split()
+            if len(parts) == 3 and parts[2] == msg:
+                r = "ok " + parts[1]
+            else:
+                r = "fail wrong answer %r" % got
+        except Exception as e:
+            r = "fail %s: %s" % (type(e).__name__, e)
+        with lock:
+            lines.append(r)
+            if len(lines) == 20:
+                open(out + ".going", "w").close()
+ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+for t in ts: t.start()
+for t in ts: t.join()
+with open(out + ".tmp", "w") as f:
+    f.write("\n".join(lines) + "\n")
+os.rename(out + ".tmp", out)
+]]
+
+-- Whether process pid runs (a zombie, or no such process, does not).
+local function running(pid)
+    local stat = helpers.read_file("/proc/" .. pid .. "/stat")
+    return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+-- The pid the pid file at path holds, or nil.
+local function pid_in(path)
+    local s = helpers.read_file(path)
+    return s and tonumber(s:match("^(%d+)\n$"))
+end
+
+-- Stops pid (a generation this test started) by TERM, then KILL.
+local function stop_pid(pid)
+    if not pid or not running(pid) then return end
+    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
+    if not helpers.wait_for(function() return not running(pid) end,
+                            10 * SLOWDOWN) then
+        os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+    end
+end
+
+-- Starts the fixture with a pid file and extra args, in a copy of the
+-- script a test may break. Returns the server and the pid file's path.
+local function start(args)
+    local script = helpers.write_file(helpers.tmpname(".lua"),
+                                      assert(helpers.read_file(FIXTURE)))
+    local pid_file = helpers.tmpname(".pid")
+    local a = { "--pid-file", pid_file, "--shutdown-timeout", "5" }
+    for _, x in ipairs(args or {}) do a[#a + 1] = x end
+    local srv = helpers.start_server({ script = script, args = a })
+    helpers.defer(function() stop_pid(pid_in(pid_file)) end)
+    helpers.defer(function() os.remove(script) end)
+    return srv, pid_file
+end
+
+-- Runs the client loop on port in the background and waits for its first
+-- answers; returns a function that stops it and returns
+-- { ok = n, by = { [pid] = n }, fails = { line, ... } }.
+local function clients(port)
+    local py = helpers.write_file(helpers.tmpname(".py"), CLIENT)
+    local out, stop = helpers.tmpname(".out"), helpers.tmpname(".stop")
+    os.execute(("python3 %s %d %s %s >/dev/null 2>&1 &"):format(
+        helpers.shell_quote(py), port, helpers.shell_quote(out),
+        helpers.shell_quote(stop)))
+    local function finish()
+        helpers.write_file(stop, "")
+        local text = helpers.wait_until(function()
+            return helpers.read_file(out)
+        end, 30 * SLOWDOWN, "the clients to finish")
+        os.remove(py); os.remove(out); os.remove(stop)
+        os.remove(out .. ".going")
+        local r = { ok = 0, by = {}, fails = {} }
+        for line in text:gmatch("[^\n]+") do
+            local pid = line:match("^ok (%d+)$")
+            if pid then
+                r.ok = r.ok + 1
+                r.by[tonumber(pid)] = (r.by[tonumber(pid)] or 0) + 1
+            else
+                r.fails[#r.fails + 1] = line
+            end
+        end
+        return r
+    end
+    helpers.wait_until(function() return helpers.read_file(out .. ".going")
+                       end, 10 * SLOWDOWN, "the clients' first answers")
+    return finish
+end
+
+describe("SIGUSR2", function()
+    it("writes the pid file at start and removes it at a clean exit",
+       function()
+        local srv, pid_file = start()
+        assert.equal(srv.pid, helpers.wait_until(function()
+            return pid_in(pid_file)
+        end, 5, "the pid file"))
+        assert.equal(0, srv:stop())
+        assert.is_nil(helpers.read_file(pid_file))
+    end)
+
+    it("upgrades with no refused or reset connection", function()
+        local srv, pid_file = start({ "-l", "unix:" ..
+                                      helpers.tmpname(".sock") })
+        helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                           "the pid file")
+        local finish = clients(srv.port)   -- answered by the old one
+        os.execute("kill -USR2 " .. srv.pid)
+        assert.equal(0, srv:wait(20 * SLOWDOWN))
+        local new = pid_in(pid_file)
+        assert.is_number(new)
+        assert.are_not.equal(srv.pid, new)
+        assert.is_true(running(new))
+        helpers.sleep(0.3 * SLOWDOWN)   -- and on against the new one
+        local r = finish()
+        assert.same({}, r.fails)
+        assert.is_true((r.by[srv.pid] or 0) > 0, "the old one answered none")
+        assert.is_true((r.by[new] or 0) > 0, "the new one answered none")
+        local log = srv:log()
+        assert.truthy(log:find("upgrade: the new generation (pid " .. new ..
+                               ") serves", 1, true), log)
+        -- The new generation serves the unix socket too, and removes its
+        -- file and the pid file when it stops.
+        local sock = srv.addrs[2].addr
+        local function is_socket()
+            return os.execute("test -S " .. helpers.shell_quote(sock)) == true
+        end
+        assert.is_true(is_socket(), sock)
+        local u = assert(require("socket.unix")())
+        u:settimeout(5)
+        assert(u:connect(sock))
+        assert(u:send("unix\n"))
+        assert.equal("1/1 " .. new .. " unix", u:receive("*l"))
+        u:close()
+        stop_pid(new)
+        assert.is_false(is_socket(), sock)
+        assert.is_nil(helpers.read_file(pid_file))
+    end)
+
+    it("keeps the old one serving when the new one cannot load", function()
+        local srv, pid_file = start()
+        helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                           "the pid file")
+        helpers.write_file(srv.script, "error('broken on purpose')\n")
+        os.execute("kill -USR2 " .. srv.pid)
+        local log = helpers.wait_until(function()
+            local l = srv:log()
+            return l:find("upgrade failed", 1, true) and l
+        end, 10 * SLOWDOWN, "the failure to be logged")
+        assert.truthy(log:find("broken on purpose", 1, true), log)
+        assert.truthy(log:find("exited with status 2 before it was serving",
+                               1, true), log)
+        assert.equal(srv.pid, pid_in(pid_file))
+        assert.is_true(srv:alive())
+        local c = helpers.connect(srv.port)
+        assert(c:send("still\n"))
+        assert.equal("1/1 " .. srv.pid .. " still", c:receive("*l"))
+        c:close()
+        assert.equal(0, srv:stop())
+    end)
+end)

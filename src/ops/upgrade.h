@@ -1,0 +1,56 @@
+/* upgrade.h: the pid file and the zero-downtime binary upgrade (SIGUSR2).
+ *
+ * On SIGUSR2 the running server (the single process, or the master of
+ * --workers N) forks a child that execs the installed binary with the
+ * same arguments. The listening sockets pass by fd: their numbers go in
+ * LUASERV_UPGRADE_FDS (comma-separated; FD_CLOEXEC is cleared on those
+ * alone), and the new process matches them to its listeners by address
+ * as it does systemd's (notify.c). LUASERV_UPGRADE_READY names the write
+ * end of a pipe: once the new generation serves (its ready lines out) it
+ * writes one byte there, and only then does the old one stop accepting,
+ * drain as on SIGTERM and exit 0. If the child cannot exec, or exits
+ * before that byte, the old one logs why and serves on. */
+#ifndef LSV_UPGRADE_H
+#define LSV_UPGRADE_H
+
+#include "lsv.h"
+#include "server.h"
+
+/* Fills fds (room for max) with the listening sockets an upgrade passes
+ * on; returns how many. */
+typedef int (*lsv_upgrade_fds_fn)(lsv_server_t *srv, int *fds, int max);
+
+/* Remembers argv (the arguments the new generation gets) and pid_file
+ * (may be NULL). Removes the pid file at exit if it still holds our pid. */
+void lsv_upgrade_init(int argc, char **argv, const char *pid_file);
+
+/* In a new generation: adds the sockets the old one passed to the pool
+ * lsv_notify_match_fd draws from, keeps the ready pipe, and clears the
+ * variables. Returns how many sockets; 0 when not started by an upgrade. */
+int lsv_upgrade_take_fds(lsv_server_t *srv);
+
+/* Whether fd is a socket the old generation passed. */
+int lsv_upgrade_passed(int fd);
+
+/* After the listeners opened: those on a passed socket are ours to
+ * unlink at exit (a unix socket file), unlike systemd's. */
+void lsv_upgrade_own(lsv_server_t *srv);
+
+/* Once serving (after the ready lines): writes the pid file, then tells
+ * the old generation, if any, that it may stop. Exits 1 when the pid
+ * file cannot be written. */
+void lsv_upgrade_ready(lsv_server_t *srv);
+
+/* Starts the SIGUSR2 watcher on srv's loop; fds lists what to pass on
+ * (NULL: srv's listeners). When the new generation serves, this process
+ * gets SIGTERM, so its own stop path drains it. */
+void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds);
+
+/* In a forked worker: stops the watchers (the master upgrades, not it). */
+void lsv_upgrade_forget(struct ev_loop *loop);
+
+/* Whether this process handed its sockets to a new generation: then it
+ * must not unlink its unix socket files. */
+int lsv_upgrade_handed_over(void);
+
+#endif
