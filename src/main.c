@@ -243,7 +243,7 @@ static int plan_scripts(lsv_server_t *srv, const lsv_flags_t *flags,
     if (workers > 1) lsv_lua_set_worker(srv, 0, workers);
     if (lsv_config_plan(srv, flags, plan) != LSV_OK) return LSV_ERR;
     if (workers > 1) lsv_workers_run(srv, plan, workers);
-    else if (!flags->check) lsv_upgrade_watch(srv, NULL);
+    else if (!flags->check) lsv_upgrade_watch(srv, NULL, NULL);
     for (int i = 0; i < plan->n; i++) {
         char err[4096];
         lsv_script_t *s = lsv_script_load(srv, plan->e[i].script, err,

@@ -133,63 +133,104 @@ describe("SIGUSR2", function()
         assert.is_nil(helpers.read_file(pid_file))
     end)
 
-    it("upgrades with no refused or reset connection", function()
-        local srv, pid_file = start({ "-l", "unix:" ..
-                                      helpers.tmpname(".sock") })
-        helpers.wait_until(function() return pid_in(pid_file) end, 5,
-                           "the pid file")
-        local finish = clients(srv.port)   -- answered by the old one
-        os.execute("kill -USR2 " .. srv.pid)
-        assert.equal(0, srv:wait(20 * SLOWDOWN))
-        local new = pid_in(pid_file)
-        assert.is_number(new)
-        assert.are_not.equal(srv.pid, new)
-        assert.is_true(running(new))
-        helpers.sleep(0.3 * SLOWDOWN)   -- and on against the new one
-        local r = finish()
-        assert.same({}, r.fails)
-        assert.is_true((r.by[srv.pid] or 0) > 0, "the old one answered none")
-        assert.is_true((r.by[new] or 0) > 0, "the new one answered none")
-        local log = srv:log()
-        assert.truthy(log:find("upgrade: the new generation (pid " .. new ..
-                               ") serves", 1, true), log)
-        -- The new generation serves the unix socket too, and removes its
-        -- file and the pid file when it stops.
-        local sock = srv.addrs[2].addr
-        local function is_socket()
-            return os.execute("test -S " .. helpers.shell_quote(sock)) == true
+    -- The pids of the processes that ran on_load (the workers, or the
+    -- single process) in log, before its first SIGUSR2 and after.
+    local function handler_pids(log)
+        local cut = log:find("SIGUSR2", 1, true) or #log + 1
+        local old, new = {}, {}
+        for at, pid in log:gmatch("()on_load in worker %d+ %(pid (%d+)%)") do
+            table.insert(at < cut and old or new, tonumber(pid))
         end
-        assert.is_true(is_socket(), sock)
-        local u = assert(require("socket.unix")())
-        u:settimeout(5)
-        assert(u:connect(sock))
-        assert(u:send("unix\n"))
-        assert.equal("1/1 " .. new .. " unix", u:receive("*l"))
-        u:close()
-        stop_pid(new)
-        assert.is_false(is_socket(), sock)
-        assert.is_nil(helpers.read_file(pid_file))
-    end)
+        return old, new
+    end
 
-    it("keeps the old one serving when the new one cannot load", function()
-        local srv, pid_file = start()
-        helpers.wait_until(function() return pid_in(pid_file) end, 5,
-                           "the pid file")
-        helpers.write_file(srv.script, "error('broken on purpose')\n")
-        os.execute("kill -USR2 " .. srv.pid)
-        local log = helpers.wait_until(function()
-            local l = srv:log()
-            return l:find("upgrade failed", 1, true) and l
-        end, 10 * SLOWDOWN, "the failure to be logged")
-        assert.truthy(log:find("broken on purpose", 1, true), log)
-        assert.truthy(log:find("exited with status 2 before it was serving",
-                               1, true), log)
-        assert.equal(srv.pid, pid_in(pid_file))
-        assert.is_true(srv:alive())
-        local c = helpers.connect(srv.port)
-        assert(c:send("still\n"))
-        assert.equal("1/1 " .. srv.pid .. " still", c:receive("*l"))
-        c:close()
-        assert.equal(0, srv:stop())
-    end)
+    -- How many of the answers in r came from the pids in list.
+    local function answered_by(r, list)
+        local n = 0
+        for _, pid in ipairs(list) do n = n + (r.by[pid] or 0) end
+        return n
+    end
+
+    for _, workers in ipairs({ 1, 2 }) do
+        local mode = workers == 1 and "the single process" or
+                     "a master of " .. workers .. " workers"
+        local args = { "--workers", tostring(workers) }
+
+        it("upgrades " .. mode .. " with no refused or reset connection",
+           function()
+            local sock = helpers.tmpname(".sock")
+            local srv, pid_file = start({ "-l", "unix:" .. sock,
+                                          table.unpack(args) })
+            helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                               "the pid file")
+            local finish = clients(srv.port)   -- answered by the old one
+            os.execute("kill -USR2 " .. srv.pid)
+            assert.equal(0, srv:wait(20 * SLOWDOWN))
+            local new = pid_in(pid_file)
+            assert.is_number(new)
+            assert.are_not.equal(srv.pid, new)
+            assert.is_true(running(new))
+            local log = srv:log()
+            local old_pids, new_pids = handler_pids(log)
+            assert.equal(workers, #old_pids, log)
+            assert.equal(workers, #new_pids, log)
+            helpers.sleep(0.3 * SLOWDOWN)   -- and on against the new one
+            local r = finish()
+            assert.same({}, r.fails)
+            assert.is_true(answered_by(r, old_pids) > 0, "the old answered none")
+            assert.is_true(answered_by(r, new_pids) > 0, "the new answered none")
+            assert.equal(r.ok, answered_by(r, old_pids) +
+                               answered_by(r, new_pids))
+            assert.truthy(log:find("upgrade: the new generation (pid " ..
+                                   new .. ") serves", 1, true), log)
+            -- The new generation serves the unix socket too, and removes
+            -- its file and the pid file when it stops.
+            local function is_socket()
+                return os.execute("test -S " .. helpers.shell_quote(sock))
+                       == true
+            end
+            assert.is_true(is_socket(), sock)
+            local u = assert(require("socket.unix")())
+            u:settimeout(5)
+            assert(u:connect(sock))
+            assert(u:send("unix\n"))
+            local reply = assert(u:receive("*l"))
+            u:close()
+            local pid = tonumber(reply:match("^%d+/%d+ (%d+) unix$"))
+            assert.is_true(answered_by({ by = { [pid or 0] = 1 } }, new_pids)
+                           == 1, reply)
+            stop_pid(new)
+            assert.is_false(is_socket(), sock)
+            assert.is_nil(helpers.read_file(pid_file))
+        end)
+
+        it("keeps " .. mode .. " serving when the new one cannot load",
+           function()
+            local srv, pid_file = start(args)
+            helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                               "the pid file")
+            helpers.write_file(srv.script, "error('broken on purpose')\n")
+            os.execute("kill -USR2 " .. srv.pid)
+            local log = helpers.wait_until(function()
+                local l = srv:log()
+                return l:find("upgrade failed", 1, true) and l
+            end, 10 * SLOWDOWN, "the failure to be logged")
+            assert.truthy(log:find("broken on purpose", 1, true), log)
+            assert.truthy(log:find("exited with status 2 before it was " ..
+                                   "serving", 1, true), log)
+            assert.equal(srv.pid, pid_in(pid_file))
+            assert.is_true(srv:alive())
+            local old_pids = handler_pids(log)
+            for i = 1, 4 do
+                local c = helpers.connect(srv.port)
+                assert(c:send("still " .. i .. "\n"))
+                local reply = assert(c:receive("*l"))
+                c:close()
+                local pid = tonumber(reply:match("^%d+/%d+ (%d+) still"))
+                assert.equal(1, answered_by({ by = { [pid or 0] = 1 } },
+                                            old_pids), reply)
+            end
+            assert.equal(0, srv:stop())
+        end)
+    end
 end)

@@ -16,6 +16,8 @@
 #define ENV_FDS "LUASERV_UPGRADE_FDS"
 #define ENV_READY "LUASERV_UPGRADE_READY"
 #define MAX_FDS 256
+/* Seconds between the hand-over (no more accepting) and the drain. */
+#define HANDOVER_GRACE 1.0
 
 extern char **environ;
 
@@ -30,12 +32,14 @@ static int npassed;
 static struct {
     lsv_server_t *srv;
     lsv_upgrade_fds_fn fds;
+    lsv_upgrade_quiet_fn quiet;
     pid_t pid;               /* the new generation; 0 when none */
     int pipe_fd;             /* its ready pipe's read end */
     int exec_errno;          /* what execve said, when it failed */
     ev_signal usr2;
     ev_io ready_io;
     ev_child child;
+    ev_timer grace;
 } up = { .pipe_fd = -1 };
 
 /* --- the pid file ------------------------------------------------------- */
@@ -215,17 +219,37 @@ static void finish(struct ev_loop *loop)
     up.exec_errno = 0;
 }
 
-/* The new generation serves: hand over. Our unix socket files are its
- * now; SIGTERM runs this process's own stop (drain, exit 0). */
+/* Stops srv's listeners accepting (they stay the new generation's: no
+ * unix socket file is unlinked); its connections go on as before. */
+static void stop_accepting(lsv_server_t *srv)
+{
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+        l->inherited = 1;
+    lsv_listener_close_all(srv);
+}
+
+/* The grace after the hand-over is over: SIGTERM runs this process's own
+ * stop (drain, exit 0). */
+static void grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop; (void)w; (void)revents;
+    kill(getpid(), SIGTERM);
+}
+
+/* The new generation serves: hand over. This one stops accepting at
+ * once, and drains only HANDOVER_GRACE later, so a connection it took
+ * just before gets its first request in and answered (a drain closes a
+ * connection that has sent nothing yet). */
 static void hand_over(struct ev_loop *loop)
 {
     lsv_info("upgrade: the new generation (pid %d) serves; this one (pid "
              "%d) stops accepting and drains", (int)up.pid, (int)getpid());
     handed_over = 1;
-    for (lsv_listener_t *l = up.srv->listeners; l; l = l->next)
-        l->inherited = 1;
+    if (up.quiet) up.quiet(up.srv);
+    else stop_accepting(up.srv);
     finish(loop);
-    kill(getpid(), SIGTERM);
+    ev_timer_set(&up.grace, HANDOVER_GRACE, 0.);
+    ev_timer_start(loop, &up.grace);
 }
 
 /* A byte on the ready pipe: 'R' (the new generation serves) or 'E' and
@@ -325,23 +349,41 @@ static void usr2_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_child_start(loop, &up.child);
 }
 
-void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds)
+void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds,
+                       lsv_upgrade_quiet_fn quiet)
 {
     up.srv = srv;
     up.fds = fds;
+    up.quiet = quiet;
     ev_signal_init(&up.usr2, usr2_cb, SIGUSR2);
     ev_io_init(&up.ready_io, ready_cb, -1, EV_READ);
     ev_child_init(&up.child, child_cb, 0, 0);
+    ev_timer_init(&up.grace, grace_cb, 0., 0.);
     ev_signal_start(srv->loop, &up.usr2);
 }
 
-void lsv_upgrade_forget(struct ev_loop *loop)
+/* SIGUSR2 in a worker: its master handed over to a new generation. */
+static void worker_usr2_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
+    (void)loop; (void)w; (void)revents;
+    lsv_debug("upgrade: the master handed over; no more accepting");
+    stop_accepting(up.srv);
+}
+
+void lsv_upgrade_worker(lsv_server_t *srv)
+{
+    struct ev_loop *loop = srv->loop;
     ev_signal_stop(loop, &up.usr2);
     ev_io_stop(loop, &up.ready_io);
     ev_child_stop(loop, &up.child);
+    ev_timer_stop(loop, &up.grace);
     if (up.pipe_fd >= 0) close(up.pipe_fd);
     up.pipe_fd = -1;
+    if (ready_fd >= 0) close(ready_fd);   /* the master tells, not it */
+    ready_fd = -1;
+    up.srv = srv;
+    ev_signal_init(&up.usr2, worker_usr2_cb, SIGUSR2);
+    ev_signal_start(loop, &up.usr2);
 }
 
 int lsv_upgrade_handed_over(void)

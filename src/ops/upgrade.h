@@ -8,7 +8,7 @@
  * as it does systemd's (notify.c). LUASERV_UPGRADE_READY names the write
  * end of a pipe: once the new generation serves (its ready lines out) it
  * writes one byte there, and only then does the old one stop accepting,
- * drain as on SIGTERM and exit 0. If the child cannot exec, or exits
+ * and a second later drain as on SIGTERM and exit 0. If the child cannot exec, or exits
  * before that byte, the old one logs why and serves on. */
 #ifndef LSV_UPGRADE_H
 #define LSV_UPGRADE_H
@@ -41,13 +41,20 @@ void lsv_upgrade_own(lsv_server_t *srv);
  * file cannot be written. */
 void lsv_upgrade_ready(lsv_server_t *srv);
 
-/* Starts the SIGUSR2 watcher on srv's loop; fds lists what to pass on
- * (NULL: srv's listeners). When the new generation serves, this process
- * gets SIGTERM, so its own stop path drains it. */
-void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds);
+/* Stops the accepting of every process serving (a master's workers). */
+typedef void (*lsv_upgrade_quiet_fn)(lsv_server_t *srv);
 
-/* In a forked worker: stops the watchers (the master upgrades, not it). */
-void lsv_upgrade_forget(struct ev_loop *loop);
+/* Starts the SIGUSR2 watcher on srv's loop; fds lists what to pass on
+ * (NULL: srv's listeners), quiet stops the accepting at the hand-over
+ * (NULL: srv's listeners close). A second later this process gets
+ * SIGTERM, so its own stop path drains it and exits. */
+void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds,
+                       lsv_upgrade_quiet_fn quiet);
+
+/* In a forked worker: stops the master's upgrade watchers; SIGUSR2 now
+ * means the master handed over: srv's listeners stop accepting (its
+ * connections go on until the SIGTERM that follows drains them). */
+void lsv_upgrade_worker(lsv_server_t *srv);
 
 /* Whether this process handed its sockets to a new generation: then it
  * must not unlink its unix socket files. */
