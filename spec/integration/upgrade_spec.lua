@@ -76,14 +76,15 @@ local function stop_pid(pid)
 end
 
 -- Starts the fixture with a pid file and extra args, in a copy of the
--- script a test may break. Returns the server and the pid file's path.
-local function start(args)
+-- script a test may break (opts.bin: the binary to run). Returns the server and the pid file's path.
+local function start(args, opts)
     local script = helpers.write_file(helpers.tmpname(".lua"),
                                       assert(helpers.read_file(FIXTURE)))
     local pid_file = helpers.tmpname(".pid")
     local a = { "--pid-file", pid_file, "--shutdown-timeout", "5" }
     for _, x in ipairs(args or {}) do a[#a + 1] = x end
-    local srv = helpers.start_server({ script = script, args = a })
+    local srv = helpers.start_server({ script = script, args = a,
+                                       bin = opts and opts.bin })
     helpers.defer(function() stop_pid(pid_in(pid_file)) end)
     helpers.defer(function() os.remove(script) end)
     return srv, pid_file
@@ -233,4 +234,62 @@ describe("SIGUSR2", function()
             assert.equal(0, srv:stop())
         end)
     end
+
+    -- A copy of the binary at a path of its own, so a test can replace it
+    -- (a new install) or remove it; returns the path.
+    local function own_binary()
+        local bin = helpers.tmpname(".bin")
+        assert(os.execute(("cp %s %s && chmod +x %s"):format(
+            helpers.shell_quote(helpers.luaserv), helpers.shell_quote(bin),
+            helpers.shell_quote(bin))))
+        helpers.defer(function() os.remove(bin) end)
+        return bin
+    end
+
+    it("execs the build installed at its path at the time of the signal",
+       function()
+        local bin = own_binary()
+        local srv, pid_file = start(nil, { bin = bin })
+        helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                           "the pid file")
+        -- "Install" a new build by rename: a script that says so and runs
+        -- the real binary with the arguments it was given.
+        local new_bin = helpers.write_file(bin .. ".new", ("#!/bin/sh\n" ..
+            "echo 'the newly installed build runs' >&2\nexec %s \"$@\"\n")
+            :format(helpers.shell_quote(helpers.luaserv)))
+        assert(os.execute("chmod +x " .. helpers.shell_quote(new_bin)))
+        assert(os.rename(new_bin, bin))
+        os.execute("kill -USR2 " .. srv.pid)
+        assert.equal(0, srv:wait(20 * SLOWDOWN))
+        local log = srv:log()
+        assert.truthy(log:find("the newly installed build runs", 1, true),
+                      log)
+        local new = pid_in(pid_file)
+        assert.is_true(new ~= nil and new ~= srv.pid and running(new), log)
+        local c = helpers.connect(srv.port)
+        assert(c:send("new\n"))
+        assert.equal("1/1 " .. new .. " new", c:receive("*l"))
+        c:close()
+    end)
+
+    it("keeps serving when the binary cannot be executed", function()
+        local bin = own_binary()
+        local srv, pid_file = start(nil, { bin = bin })
+        helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                           "the pid file")
+        os.remove(bin)
+        os.execute("kill -USR2 " .. srv.pid)
+        local log = helpers.wait_until(function()
+            local l = srv:log()
+            return l:find("upgrade failed", 1, true) and l
+        end, 10 * SLOWDOWN, "the failure to be logged")
+        assert.truthy(log:find("upgrade failed: cannot exec " .. bin ..
+                               ": No such file or directory", 1, true), log)
+        assert.equal(srv.pid, pid_in(pid_file))
+        local c = helpers.connect(srv.port)
+        assert(c:send("old\n"))
+        assert.equal("1/1 " .. srv.pid .. " old", c:receive("*l"))
+        c:close()
+        assert.equal(0, srv:stop())
+    end)
 end)
