@@ -292,4 +292,46 @@ describe("SIGUSR2", function()
         c:close()
         assert.equal(0, srv:stop())
     end)
+
+    describe("the admin command upgrade", function()
+        local op = require "fixtures.operations_util"
+
+        it("replies once the new generation serves, then the old drains",
+           function()
+            local path = op.sock_path()
+            local srv, pid_file = start({ "--admin", "unix:" .. path })
+            helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                               "the pid file")
+            local status, body = op.admin_cmd(path, "upgrade")
+            assert.equal("ok", status, body)
+            assert.equal(0, srv:wait(20 * SLOWDOWN))
+            local new = pid_in(pid_file)
+            assert.is_true(new ~= nil and new ~= srv.pid and running(new))
+            assert.equal("the new generation (pid " .. new .. ") serves",
+                         body)
+            -- The new generation answers on the admin socket too.
+            local s2, b2 = op.admin_cmd(path, "eval return " ..
+                                        "io.open('/proc/self/stat'):read('n')")
+            assert.equal("ok", s2, b2)
+            assert.equal(tostring(new), b2)
+        end)
+
+        it("replies with why when the new generation cannot start",
+           function()
+            local path = op.sock_path()
+            local srv, pid_file = start({ "--admin", "unix:" .. path })
+            helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                               "the pid file")
+            helpers.write_file(srv.script, "error('broken on purpose')\n")
+            local status, body = op.admin_cmd(path, "upgrade")
+            assert.truthy(status:find("^error: the new generation %(pid %d+%) "
+                                      .. "exited with status 2 before it was "
+                                      .. "serving"), status)
+            assert.equal("", body)
+            assert.truthy(srv:log():find("broken on purpose", 1, true))
+            assert.equal(srv.pid, pid_in(pid_file))
+            assert.equal("ok", (op.admin_cmd(path, "stats")))
+            assert.equal(0, srv:stop())
+        end)
+    end)
 end)

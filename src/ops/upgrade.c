@@ -1,6 +1,7 @@
 /* upgrade.c: the pid file and the zero-downtime binary upgrade (SIGUSR2). */
 #include "lsv.h"
 #include "upgrade.h"
+#include "core_module.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
@@ -8,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -40,6 +42,8 @@ static struct {
     ev_io ready_io;
     ev_child child;
     ev_timer grace;
+    int state;               /* the last one: LSV_UPGRADE_* (upgrade.h) */
+    char outcome[1024];      /* and how it ended */
 } up = { .pipe_fd = -1 };
 
 /* --- the pid file ------------------------------------------------------- */
@@ -245,6 +249,9 @@ static void hand_over(struct ev_loop *loop)
     lsv_info("upgrade: the new generation (pid %d) serves; this one (pid "
              "%d) stops accepting and drains", (int)up.pid, (int)getpid());
     handed_over = 1;
+    up.state = LSV_UPGRADE_DONE;
+    snprintf(up.outcome, sizeof up.outcome, "the new generation (pid %d) "
+             "serves", (int)up.pid);
     if (up.quiet) up.quiet(up.srv);
     else stop_accepting(up.srv);
     finish(loop);
@@ -269,6 +276,20 @@ static void ready_cb(struct ev_loop *loop, ev_io *w, int revents)
     ev_io_stop(loop, w);   /* its exit says the rest */
 }
 
+/* Ends the upgrade in flight as failed: logs why (fmt) and keeps it for
+ * the admin client. */
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(up.outcome, sizeof up.outcome, fmt, ap);
+    va_end(ap);
+    up.state = LSV_UPGRADE_FAILED;
+    lsv_error("upgrade failed: %s; still serving (pid %d)", up.outcome,
+              (int)getpid());
+}
+
 /* The new generation exited before it served: the upgrade failed, and
  * this generation serves on. */
 static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
@@ -277,19 +298,16 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
     char exe[4096];
     int st = w->rstatus;
     if (up.exec_errno)
-        lsv_error("upgrade failed: cannot exec %s: %s; still serving (pid "
-                  "%d)", installed_path(exe, sizeof exe) == LSV_OK ? exe
-                  : "the binary", strerror(up.exec_errno), (int)getpid());
+        fail("cannot exec %s: %s", installed_path(exe, sizeof exe) == LSV_OK
+             ? exe : "the binary", strerror(up.exec_errno));
     else if (WIFSIGNALED(st))
-        lsv_error("upgrade failed: the new generation (pid %d) was killed "
-                  "by signal %d (%s) before it was serving; still serving "
-                  "(pid %d)", w->rpid, WTERMSIG(st), strsignal(WTERMSIG(st)),
-                  (int)getpid());
+        fail("the new generation (pid %d) was killed by signal %d (%s) "
+             "before it was serving", w->rpid, WTERMSIG(st),
+             strsignal(WTERMSIG(st)));
     else
-        lsv_error("upgrade failed: the new generation (pid %d) exited with "
-                  "status %d before it was serving (its own message above "
-                  "says why); still serving (pid %d)", w->rpid,
-                  WEXITSTATUS(st), (int)getpid());
+        fail("the new generation (pid %d) exited with status %d before it "
+             "was serving (its own message in the log says why)", w->rpid,
+             WEXITSTATUS(st));
     finish(loop);
 }
 
@@ -301,7 +319,7 @@ static int start_child(lsv_server_t *srv, const char *exe)
     int n = up.fds ? up.fds(srv, fds, MAX_FDS)
                    : listener_fds(srv, fds, MAX_FDS);
     if (pipe2(p, O_CLOEXEC) != 0) {
-        lsv_error("upgrade failed: pipe: %s", strerror(errno));
+        fail("pipe: %s", strerror(errno));
         return LSV_ERR;
     }
     char **env = child_env(fds, n, p[1]);
@@ -313,7 +331,7 @@ static int start_child(lsv_server_t *srv, const char *exe)
     close(p[1]);
     if (pid < 0) {
         close(p[0]);
-        lsv_error("upgrade failed: fork: %s", strerror(e));
+        fail("fork: %s", strerror(e));
         return LSV_ERR;
     }
     up.pid = pid;
@@ -323,31 +341,56 @@ static int start_child(lsv_server_t *srv, const char *exe)
     return LSV_OK;
 }
 
+int lsv_upgrade_start(lsv_server_t *srv, char *err, size_t size)
+{
+    char exe[4096];
+    if (up.pid) {
+        snprintf(err, size, "an upgrade is already under way (pid %d)",
+                 (int)up.pid);
+        return LSV_AGAIN;
+    }
+    if (srv->stopping || handed_over) {
+        snprintf(err, size, "stopping: no upgrade");
+        return LSV_AGAIN;
+    }
+    up.state = LSV_UPGRADE_RUNNING;
+    if (installed_path(exe, sizeof exe) != LSV_OK) {
+        fail("/proc/self/exe: %s", strerror(errno));
+    } else {
+        lsv_info("upgrading to %s", exe);
+        if (start_child(srv, exe) == LSV_OK) {
+            ev_io_set(&up.ready_io, up.pipe_fd, EV_READ);
+            ev_io_start(srv->loop, &up.ready_io);
+            ev_child_set(&up.child, up.pid, 0);
+            ev_child_start(srv->loop, &up.child);
+            return LSV_OK;
+        }
+    }
+    snprintf(err, size, "%s", up.outcome);
+    return LSV_ERR;
+}
+
+int lsv_upgrade_status(char *msg, size_t size)
+{
+    snprintf(msg, size, "%s", up.state == LSV_UPGRADE_RUNNING ? "" :
+             up.outcome);
+    return up.state;
+}
+
 /* SIGUSR2: starts an upgrade, unless one is in flight or we stop. */
 static void usr2_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
-    (void)w; (void)revents;
-    char exe[4096];
-    if (up.pid) {
-        lsv_warn("SIGUSR2: an upgrade is already under way (pid %d)",
-                 (int)up.pid);
-        return;
-    }
-    if (up.srv->stopping || handed_over) {
-        lsv_warn("SIGUSR2: stopping; no upgrade");
-        return;
-    }
-    if (installed_path(exe, sizeof exe) != LSV_OK) {
-        lsv_error("upgrade failed: /proc/self/exe: %s", strerror(errno));
-        return;
-    }
-    lsv_info("SIGUSR2: upgrading to %s", exe);
-    if (start_child(up.srv, exe) != LSV_OK) return;
-    ev_io_set(&up.ready_io, up.pipe_fd, EV_READ);
-    ev_io_start(loop, &up.ready_io);
-    ev_child_set(&up.child, up.pid, 0);
-    ev_child_start(loop, &up.child);
+    (void)loop; (void)w; (void)revents;
+    char err[1024];
+    lsv_info("SIGUSR2: upgrading");
+    if (lsv_upgrade_start(up.srv, err, sizeof err) == LSV_AGAIN)
+        lsv_warn("SIGUSR2: %s", err);   /* refused (a failure is logged) */
 }
+
+static const lsv_core_upgrade_t core_upgrade = {
+    .start = lsv_upgrade_start,
+    .status = lsv_upgrade_status,
+};
 
 void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds,
                        lsv_upgrade_quiet_fn quiet)
@@ -360,6 +403,7 @@ void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds,
     ev_child_init(&up.child, child_cb, 0, 0);
     ev_timer_init(&up.grace, grace_cb, 0., 0.);
     ev_signal_start(srv->loop, &up.usr2);
+    lsv_core_set_upgrade(&core_upgrade);   /* admin `upgrade` */
 }
 
 /* SIGUSR2 in a worker: its master handed over to a new generation. */

@@ -51,6 +51,23 @@ typedef void (*lsv_upgrade_quiet_fn)(lsv_server_t *srv);
 void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds,
                        lsv_upgrade_quiet_fn quiet);
 
+/* The last upgrade's state, as lsv_upgrade_status returns it. */
+#define LSV_UPGRADE_NONE 0
+#define LSV_UPGRADE_RUNNING 1
+#define LSV_UPGRADE_DONE 2      /* the new generation serves */
+#define LSV_UPGRADE_FAILED 3    /* this one serves on */
+
+/* Starts an upgrade (what SIGUSR2 and the admin `upgrade` do). Returns
+ * LSV_OK once the new generation runs (it may still fail: see
+ * lsv_upgrade_status); LSV_AGAIN when refused (one under way, or this
+ * process stopping), LSV_ERR when the set-up failed (logged), with why
+ * in err. */
+int lsv_upgrade_start(lsv_server_t *srv, char *err, size_t size);
+
+/* The last upgrade's state (LSV_UPGRADE_*), with how it ended in msg:
+ * the new pid, or why it failed. */
+int lsv_upgrade_status(char *msg, size_t size);
+
 /* In a forked worker: stops the master's upgrade watchers; SIGUSR2 now
  * means the master handed over: srv's listeners stop accepting (its
  * connections go on until the SIGTERM that follows drains them). */
