@@ -36,7 +36,7 @@ LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
           lua/shared
-OPS_SRC = ops/notify ops/config ops/options ops/workers
+OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli core/net core/buf core/util
 BENCH_SRC = tools/bench tools/bench_args tools/bench_report tools/hist \

@@ -15,6 +15,7 @@
 #include "script.h"
 #include "resolve.h"
 #include "sched.h"
+#include "upgrade.h"
 #include "server.h"
 #include "vm.h"
 #include "workers.h"
@@ -202,6 +203,7 @@ static void init_server(lsv_server_t *srv, const lsv_flags_t *flags)
     srv->outbound_listener = &outbound;
     srv->server_listener = &server_listener;
     lsv_notify_take_fds(srv);
+    lsv_upgrade_take_fds(srv);   /* a binary upgrade's, the same way */
 }
 
 /* Reads the config file and the flags into plan, names the main script,
@@ -241,6 +243,7 @@ static int plan_scripts(lsv_server_t *srv, const lsv_flags_t *flags,
     if (workers > 1) lsv_lua_set_worker(srv, 0, workers);
     if (lsv_config_plan(srv, flags, plan) != LSV_OK) return LSV_ERR;
     if (workers > 1) lsv_workers_run(srv, plan, workers);
+    else if (!flags->check) lsv_upgrade_watch(srv, NULL, NULL);
     for (int i = 0; i < plan->n; i++) {
         char err[4096];
         lsv_script_t *s = lsv_script_load(srv, plan->e[i].script, err,
@@ -261,6 +264,7 @@ static void start_serving(lsv_server_t *srv, lsv_plan_t *plan)
 {
     run_on_load(srv);
     open_listeners(srv, plan);
+    lsv_upgrade_own(srv);
     lsv_notify_close_unused(srv);
     if (srv->opt.watch) lsv_reload_watch(srv);
 
@@ -281,6 +285,7 @@ static void start_serving(lsv_server_t *srv, lsv_plan_t *plan)
                       sep ? sep + 3 : strchr(n, ':') + 1);
     }
     lsv_info("serving %s (pid %d)", plan->main_script, (int)getpid());
+    lsv_upgrade_ready(srv);   /* the pid file; an old generation stops */
     lsv_notify(srv, "READY=1");
 }
 
@@ -309,6 +314,7 @@ int main(int argc, char **argv)
     lsv_flags_t flags;
 
     lsv_options_parse(&srv->opt, &flags, argc, argv);
+    lsv_upgrade_init(argc, argv, flags.check ? NULL : flags.pid_file);
     init_server(srv, &flags);
     if (plan_scripts(srv, &flags, &plan) != LSV_OK) return 2;
     if (flags.check) {

@@ -100,9 +100,20 @@ local commands = {
         luaserv.timer.after(0, core.shutdown)
         return true, "shutting down"
     end,
+    -- Waits for the new generation to serve (this process then drains,
+    -- after this reply) or to fail (this one serves on).
+    upgrade = function()
+        local ok, err = core.upgrade()
+        if not ok then return false, err end
+        while true do
+            luaserv.sleep(0.02)
+            local state, msg = core.upgrade_status()
+            if state ~= "running" then return state == "done", msg end
+        end
+    end,
     help = function()
         return true, "stats\nconns\nreload\neval LUA\nlog-level [LEVEL]\n"
-            .. "workers\nshutdown\nquit"
+            .. "workers\nupgrade\nshutdown\nquit"
     end,
 }
 

@@ -151,6 +151,42 @@ static int core_shutdown(lua_State *L)
     return 0;
 }
 
+static const lsv_core_upgrade_t *upgrade_ops;
+
+void lsv_core_set_upgrade(const lsv_core_upgrade_t *u)
+{
+    upgrade_ops = u;
+}
+
+/* core.upgrade() -> true | nil, why. Starts a binary upgrade; its end
+ * is core.upgrade_status()'s. */
+static int core_upgrade(lua_State *L)
+{
+    char err[1024];
+    if (upgrade_ops == NULL)
+        return luaL_error(L, "no binary upgrade in this process");
+    if (upgrade_ops->start(lsv_vm_server(L), err, sizeof err) == LSV_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+/* core.upgrade_status() -> "running" | "done", message | nil, why |
+ * "none" for the last binary upgrade. */
+static int core_upgrade_status(lua_State *L)
+{
+    static const char *const names[] = { "none", "running", "done" };
+    char msg[1024];
+    int st = upgrade_ops ? upgrade_ops->status(msg, sizeof msg) : 0;
+    if (st == 3) luaL_pushfail(L);
+    else lua_pushstring(L, names[st >= 0 && st <= 2 ? st : 0]);
+    lua_pushstring(L, upgrade_ops ? msg : "");
+    return 2;
+}
+
 /* Appends one metric family's HELP and TYPE lines. */
 static void family(luaL_Buffer *b, const char *name, const char *type,
                    const char *help)
@@ -268,6 +304,8 @@ int luaopen_luaserv_core(lua_State *L)
         { "eval", core_eval },
         { "log_level", core_log_level },
         { "shutdown", core_shutdown },
+        { "upgrade", core_upgrade },
+        { "upgrade_status", core_upgrade_status },
         { "metrics", core_metrics },
         { "process_metrics", lsv_procstat_metrics },
         { NULL, NULL }

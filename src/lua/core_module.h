@@ -5,7 +5,21 @@
 #ifndef LSV_CORE_MODULE_H
 #define LSV_CORE_MODULE_H
 
+#include "server.h"
+
 #include <lua.h>
+
+/* The binary upgrade, which src/ops runs (this layer cannot call it, so
+ * ops registers it): start begins one (LSV_OK, or else with why in
+ * err); status returns the last one's state, 1 under way, 2 done (the
+ * new generation serves), 3 failed, 0 none, with how it ended in msg. */
+typedef struct lsv_core_upgrade {
+    int (*start)(lsv_server_t *srv, char *err, size_t size);
+    int (*status)(char *msg, size_t size);
+} lsv_core_upgrade_t;
+
+/* Registers u (static) for core.upgrade and core.upgrade_status. */
+void lsv_core_set_upgrade(const lsv_core_upgrade_t *u);
 
 /* The module loader, for package.preload["luaserv.core"]. [-0, +1, m] */
 int luaopen_luaserv_core(lua_State *L);

@@ -72,6 +72,15 @@ int lsv_notify_take_fds(lsv_server_t *srv)
     return n;
 }
 
+int lsv_notify_add_fd(lsv_server_t *srv, int fd)
+{
+    (void)srv;
+    if (ninherited == MAX_INHERITED) return LSV_ERR;
+    lsv_net_nonblock(fd, 1);
+    inherited[ninherited++] = fd;
+    return LSV_OK;
+}
+
 /* Describes fd as an address: kind and host/port or path. */
 static int describe(int fd, lsv_addr_t *a)
 {

@@ -16,6 +16,11 @@ void lsv_notify(lsv_server_t *srv, const char *state);
  * the variables. Returns how many. */
 int lsv_notify_take_fds(lsv_server_t *srv);
 
+/* Adds fd (a listening socket passed some other way: a binary upgrade)
+ * to the pool the two below draw from. Returns LSV_OK, or LSV_ERR when
+ * the pool is full. */
+int lsv_notify_add_fd(lsv_server_t *srv, int fd);
+
 /* Returns an inherited socket matching a (kind and address; port 0 or a
  * wildcard host in a match any), taking it out of the pool, or -1. */
 int lsv_notify_match_fd(lsv_server_t *srv, const lsv_addr_t *a);

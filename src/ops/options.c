@@ -103,7 +103,7 @@ const lsv_option_t lsv_option_table[] = {
       "unix:/path (eval over the network would give anyone the server)",
       .arg = "unix:PATH",
       .help = "admin socket (mode 0600): stats, conns,\n"
-              "reload, eval, log-level, shutdown",
+              "reload, eval, log-level, upgrade, shutdown",
       FLG(admin) },
     { .name = "metrics", .key = "metrics", .where = CALL,
       .type = LSV_OPT_STRING, .arg = "HOST:PORT",
@@ -145,6 +145,10 @@ const lsv_option_t lsv_option_table[] = {
               "Lua state, under a master (default %D: one\n"
               "process; auto = one per online CPU)",
       SRV(workers) },
+    { .name = "pid-file", .type = LSV_OPT_STRING, .arg = "PATH",
+      .help = "write the server's pid (the master's) to PATH\n"
+              "once it serves; removed at a clean exit",
+      FLG(pid_file) },
     { .name = "check", .type = LSV_OPT_FLAG,
       .help = "load SCRIPT, report problems, and exit", FLG(check) },
     { .name = "help", .short_name = 'h', .type = LSV_OPT_ACTION,

@@ -36,6 +36,7 @@ typedef struct lsv_flags {
     const char *shared[LSV_MAX_SHARED];   /* --shared NAME=SIZE, checked */
     int nshared;
     int check;
+    const char *pid_file;                 /* --pid-file PATH */
     uint64_t given;
 } lsv_flags_t;
 

@@ -7,6 +7,7 @@
 #include "net.h"
 #include "notify.h"
 #include "script.h"
+#include "upgrade.h"
 #include "vm.h"
 
 #include <lauxlib.h>
@@ -62,6 +63,8 @@ static struct {
 /* Where each entry's TCP or UDP sockets are bound (a port 0 resolved):
  * where a worker's socket closed during its backoff is bound again. */
 static lsv_addr_t bound[LSV_MAX_LISTEN + 6];
+/* Which entries took an old master's per-worker sockets in an upgrade. */
+static char upgraded[LSV_MAX_LISTEN + 6];
 
 static int self;             /* this worker's id; 0 in the master */
 static int self_ready_fd = -1;
@@ -81,8 +84,28 @@ int lsv_workers_count(const lsv_options_t *o)
  * shared (a unix path cannot be bound twice; systemd passed one). */
 static int per_worker(const lsv_plan_entry_t *e)
 {
-    return e->fd < 0 && (e->addr.kind == LSV_NET_TCP ||
-                         e->addr.kind == LSV_NET_UDP);
+    return (e->fd < 0 || upgraded[e - m.plan->e]) &&
+           (e->addr.kind == LSV_NET_TCP || e->addr.kind == LSV_NET_UDP);
+}
+
+/* Whether fd is a SO_REUSEPORT socket an old master passed in a binary
+ * upgrade: one of its workers' sockets, which ours take over. */
+static int passed_per_worker(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    return lsv_upgrade_passed(fd) &&
+           getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) == 0 && on;
+}
+
+/* Worker k's socket for entry e bound at b: another the old master
+ * passed with that address, else a new one. Returns the fd or -1. */
+static int worker_socket(const lsv_plan_entry_t *e, const lsv_addr_t *b,
+                         int backlog, char *err)
+{
+    int fd = upgraded[e - m.plan->e] ? lsv_notify_match_fd(m.srv, b) : -1;
+    if (fd >= 0) return fd;
+    return lsv_net_listen_flags(b, backlog, LSV_NET_REUSEPORT, err);
 }
 
 /* Opens entry i's sockets for every worker. The first binds as asked
@@ -98,7 +121,7 @@ static int open_entry(lsv_plan_entry_t *e, int *fds, int backlog)
     /* SO_REUSEPORT would let us share a port another server of ours
      * holds the same way: bind it plainly first, so a port in use fails
      * the start as it does for the single process. */
-    if (flags && e->addr.port != 0) {
+    if (flags && fd < 0 && e->addr.port != 0) {
         int probe = lsv_net_listen_flags(&e->addr, backlog, 0, err);
         free_port = probe >= 0;
         if (free_port) close(probe);
@@ -125,7 +148,7 @@ static int open_entry(lsv_plan_entry_t *e, int *fds, int backlog)
         snprintf(b->host, sizeof b->host, "%s", ip);
     }
     for (int k = 1; k < m.n; k++) {
-        fds[k] = flags ? lsv_net_listen_flags(b, backlog, flags, err) : fd;
+        fds[k] = flags ? worker_socket(e, b, backlog, err) : fd;
         if (fds[k] < 0) {
             fprintf(stderr, "luaserv: %s\n", err);
             return LSV_ERR;
@@ -141,6 +164,7 @@ static void open_sockets(void)
     lsv_plan_t *p = m.plan;
     m.fds = lsv_calloc((size_t)(m.n * p->n) + 1, sizeof *m.fds);
     for (int i = 0; i < p->n; i++) {
+        upgraded[i] = p->e[i].fd >= 0 && passed_per_worker(p->e[i].fd);
         int rc = open_entry(&p->e[i], &m.fds[i * m.n], m.srv->opt.backlog);
         if (rc == LSV_ERR) exit(1);
         if (rc == LSV_AGAIN) {   /* drop it: the workers never see it */
@@ -188,10 +212,12 @@ static int reopen_own_sockets(int k)
 /* Removes the unix socket files the master bound (at its exit). */
 static void remove_socket_files(void)
 {
+    if (lsv_upgrade_handed_over()) return;   /* the new master's now */
     for (int i = 0; i < m.plan->n; i++) {
         const lsv_plan_entry_t *e = &m.plan->e[i];
-        if (e->fd < 0 && (e->addr.kind == LSV_NET_UNIX ||
-                          e->addr.kind == LSV_NET_UNIXGRAM))
+        if ((e->fd < 0 || lsv_upgrade_passed(e->fd)) &&
+            (e->addr.kind == LSV_NET_UNIX ||
+             e->addr.kind == LSV_NET_UNIXGRAM))
             unlink(e->addr.path);
     }
 }
@@ -209,6 +235,7 @@ static void print_ready(void)
     }
     lsv_info("serving %s with %d workers (master pid %d)",
              m.plan->main_script, m.n, (int)getpid());
+    lsv_upgrade_ready(m.srv);   /* the pid file; an old master stops */
     lsv_notify(m.srv, "READY=1");
 }
 
@@ -254,6 +281,7 @@ static void become_worker(int k, int ready_fd, pid_t master)
     struct ev_loop *loop = m.srv->loop;
     ev_loop_fork(loop);
     stop_master_watchers(loop);
+    lsv_upgrade_worker(m.srv);
     for (int i = 0; i < m.plan->n; i++) {
         int *row = &m.fds[i * m.n];
         for (int j = 0; j < m.n; j++)
@@ -484,6 +512,28 @@ static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     signal_all(SIGHUP);
 }
 
+/* What a binary upgrade passes on: every socket the master holds, each
+ * once (a shared one is in every worker's column). */
+static int master_fds(lsv_server_t *srv, int *fds, int max)
+{
+    (void)srv;
+    int n = 0;
+    for (int i = 0; i < m.plan->n * m.n && n < max; i++) {
+        int fd = m.fds[i], seen = fd < 0;
+        for (int j = 0; j < n && !seen; j++) seen = fds[j] == fd;
+        if (!seen) fds[n++] = fd;
+    }
+    return n;
+}
+
+/* At an upgrade's hand-over: every worker stops accepting (SIGUSR2 in a
+ * worker; see lsv_upgrade_worker). */
+static void master_quiet(lsv_server_t *srv)
+{
+    (void)srv;
+    signal_all(SIGUSR2);
+}
+
 /* The master's watchers: its signals, and per worker its child, ready
  * pipe and restart timer (not started). */
 static void init_master(struct ev_loop *loop)
@@ -504,6 +554,7 @@ static void init_master(struct ev_loop *loop)
     ev_signal_start(loop, &m.sigterm);
     ev_signal_start(loop, &m.sigint);
     ev_signal_start(loop, &m.sighup);
+    lsv_upgrade_watch(m.srv, master_fds, master_quiet);   /* SIGUSR2 */
 }
 
 int lsv_workers_run(lsv_server_t *srv, lsv_plan_t *plan, int n)
