@@ -648,3 +648,11 @@ int lsv_shdict_llen(lsv_shdict_t *d, const char *key, size_t klen,
     lsv_shdict_unlock(d);
     return rc;
 }
+
+int lsv_shdict_check(lsv_shdict_t *d, char err[LSV_ERRLEN])
+{
+    lsv_shdict_lock(d);
+    int rc = lsv_shdict_heap_check(d, err);
+    lsv_shdict_unlock(d);
+    return rc;
+}

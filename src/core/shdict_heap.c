@@ -2,7 +2,6 @@
  * tags, merging on free, free lists by power-of-two size class), and the
  * check of the region's invariants that the unit tests run. */
 #include "lsv.h"
-#include "shdict.h"
 #include "shdict_int.h"
 
 #include <stdio.h>
@@ -164,9 +163,8 @@ static int check_heap(lsv_shdict_t *d, char err[LSV_ERRLEN])
     return LSV_OK;
 }
 
-int lsv_shdict_check(lsv_shdict_t *d, char err[LSV_ERRLEN])
+int lsv_shdict_heap_check(lsv_shdict_t *d, char err[LSV_ERRLEN])
 {
-    lsv_shdict_lock(d);
     int rc = check_heap(d, err);
     uint64_t in_lru = 0, in_buckets = 0;
     for (off_t64 off = d->lru_head; off; off = ENT(d, off)->lnext) in_lru++;
@@ -180,6 +178,5 @@ int lsv_shdict_check(lsv_shdict_t *d, char err[LSV_ERRLEN])
                  (unsigned long long)in_lru, (unsigned long long)in_buckets);
         rc = LSV_ERR;
     }
-    lsv_shdict_unlock(d);
     return rc;
 }

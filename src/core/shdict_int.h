@@ -98,5 +98,9 @@ void lsv_shdict_heap_free(lsv_shdict_t *d, off_t64 p);
 uint64_t lsv_shdict_heap_room(lsv_shdict_t *d, off_t64 p);
 /* Empties the heap, the LRU and (when clear_buckets) the hash table. */
 void lsv_shdict_heap_reset(lsv_shdict_t *d, int clear_buckets);
+/* Walks the heap, the LRU and the buckets, with the lock held by the
+ * caller (lsv_shdict_check). Returns LSV_OK, or LSV_ERR with what is
+ * wrong in err. */
+int lsv_shdict_heap_check(lsv_shdict_t *d, char err[LSV_ERRLEN]);
 
 #endif
