@@ -7,6 +7,7 @@
 #include "notify.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -297,6 +298,14 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
     (void)revents;
     char exe[4096];
     int st = w->rstatus;
+    /* Its exit may come before the pipe's watcher read why exec failed:
+     * the message is in the pipe already, so read it now. */
+    struct pollfd pf = { up.pipe_fd, POLLIN, 0 };
+    char msg[1 + sizeof(int)];
+    if (up.exec_errno == 0 && up.pipe_fd >= 0 && poll(&pf, 1, 0) > 0 &&
+        read(up.pipe_fd, msg, sizeof msg) == (ssize_t)sizeof msg &&
+        msg[0] == 'E')
+        memcpy(&up.exec_errno, msg + 1, sizeof up.exec_errno);
     if (up.exec_errno)
         fail("cannot exec %s: %s", installed_path(exe, sizeof exe) == LSV_OK
              ? exe : "the binary", strerror(up.exec_errno));
