@@ -32,6 +32,9 @@
 #define DEFAULT_SCRIPT LSV_DEFAULT_SCRIPT
 
 static lsv_server_t server;
+/* A --workers master: it serves only luaserv's own handlers (the admin
+ * socket, /metrics); the workers serve the rest. */
+static int master;
 
 /* --- the server's hooks ------------------------------------------------- */
 
@@ -106,13 +109,15 @@ static void raise_fd_limit(void)
     }
 }
 
-/* Opens the plan's listeners, each with its script's handler. Exits 1 when
- * an address cannot be opened, 2 when a script fails to load. */
+/* Opens the plan's listeners (a master's: the builtin ones), each with
+ * its script's handler. Exits 1 when an address cannot be opened, 2 when
+ * a script fails to load. */
 static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
 {
     char err[4096];
     for (int i = 0; i < p->n; i++) {
         lsv_plan_entry_t *e = &p->e[i];
+        if (master && !e->builtin) continue;
         lsv_script_t *s = lsv_script_load(srv, e->script, err, sizeof err);
         if (s == NULL) {
             fprintf(stderr, "luaserv: %s\n", err);
@@ -136,6 +141,7 @@ static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
             exit(1);
         }
         if (lsv_listener_is_dgram(l)) lsv_udp_attach(l);
+        l->internal = e->internal;
         l->script = s;
         l->framing = s->framing;
         if (lsv_config_apply(srv, p, e, l) != LSV_OK) exit(2);
@@ -206,6 +212,15 @@ static void init_server(lsv_server_t *srv, const lsv_flags_t *flags)
     lsv_upgrade_take_fds(srv);   /* a binary upgrade's, the same way */
 }
 
+/* A master's own serving (lsv_workers_run calls it): the admin socket
+ * and /metrics, on the sockets it opened. */
+static void serve_builtin(lsv_server_t *srv, lsv_plan_t *plan)
+{
+    master = 1;
+    open_listeners(srv, plan);
+    lsv_listener_start_all(srv);
+}
+
 /* Reads the config file and the flags into plan, names the main script,
  * and loads every script (before anything opens). Returns LSV_OK, or
  * LSV_ERR after saying why on stderr. */
@@ -242,7 +257,10 @@ static int plan_scripts(lsv_server_t *srv, const lsv_flags_t *flags,
     int workers = flags->check ? 1 : lsv_workers_count(&srv->opt);
     if (workers > 1) lsv_lua_set_worker(srv, 0, workers);
     if (lsv_config_plan(srv, flags, plan) != LSV_OK) return LSV_ERR;
-    if (workers > 1) lsv_workers_run(srv, plan, workers);
+    if (workers > 1) {   /* returns in a worker only */
+        lsv_workers_run(srv, plan, workers, serve_builtin);
+        master = 0;      /* a restarted worker is forked from the master */
+    }
     else if (!flags->check) lsv_upgrade_watch(srv, NULL, NULL);
     for (int i = 0; i < plan->n; i++) {
         char err[4096];

@@ -237,7 +237,7 @@ static void parse_args(cli_t *c, int argc, char **argv)
     int opt;
 
     c->addr.port = DEFAULT_PORT;
-    while ((opt = getopt_long(argc, argv, "H:p:ukt:e:Vh", longopts, NULL))
+    while ((opt = getopt_long(argc, argv, "+H:p:ukt:e:Vh", longopts, NULL))
            != -1)
         take_option(c, &o, opt, optarg);
     if (optind < argc && !c->admin)

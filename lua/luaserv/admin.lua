@@ -4,8 +4,15 @@
 -- lines starting with "." get one more ".". `luaserv-cli --admin PATH CMD`
 -- speaks it. eval is exactly as powerful as editing the script, which is
 -- why the admin socket is only ever a unix socket with mode 0600.
+--
+-- With --workers N the master serves it and asks every worker (each
+-- serves this same handler on its own channel; see luaserv.control):
+-- stats and metrics are summed, conns and eval listed per worker, and a
+-- reload switches every worker or none.
 local core = require "luaserv.core"
 local luaserv = require "luaserv"
+local control = luaserv.worker.id == 0 and core.control()
+                and require "luaserv.control"
 
 local concat = table.concat
 local format = string.format
@@ -81,21 +88,42 @@ local function eval(code)
     return true, concat(out, "\t")
 end
 
+-- The metrics text /metrics serves (a master's: every worker's merged).
+local function metrics()
+    if control then return true, control.metrics() end
+    return true, core.metrics() .. core.process_metrics()
+                 .. require("luaserv.metrics").render()
+end
+
+-- reload: every script, as SIGHUP. A master's workers also take it in
+-- phases (see luaserv.control.reload): "reload prepare|commit|abort WHY".
+local function reload(arg)
+    if control then return control.reload() end
+    local phase, why = arg:match("^(%S*)%s*(.-)$")
+    local ok, err = core.reload(phase ~= "" and phase or nil, why)
+    if ok then return true, "ok" end
+    return false, err
+end
+
+local function log_level(arg)
+    if arg == "" then return true, core.log_level() end
+    local ok, err = pcall(core.log_level, arg)
+    if not ok then return false, "unknown level (debug, info, warn, error)" end
+    if control then
+        local bad = control.failures(control.each("log-level " .. arg))
+        if bad ~= "" then return false, bad end
+    end
+    return true, err
+end
+
 local commands = {
-    stats = stats,
-    conns = conns,
-    reload = function()
-        local ok, err = core.reload()
-        if ok then return true, "ok" end
-        return false, err
-    end,
-    eval = eval,
-    ["log-level"] = function(arg)
-        if arg == "" then return true, core.log_level() end
-        local ok, err = pcall(core.log_level, arg)
-        return ok, ok and err or "unknown level (debug, info, warn, error)"
-    end,
-    workers = function() return true, "1" end,
+    stats = control and control.stats or stats,
+    conns = control and control.conns or conns,
+    reload = reload,
+    eval = control and control.eval or eval,
+    metrics = metrics,
+    ["log-level"] = log_level,
+    workers = function() return true, tostring(luaserv.worker.count) end,
     shutdown = function()
         luaserv.timer.after(0, core.shutdown)
         return true, "shutting down"
@@ -112,8 +140,8 @@ local commands = {
         end
     end,
     help = function()
-        return true, "stats\nconns\nreload\neval LUA\nlog-level [LEVEL]\n"
-            .. "workers\nupgrade\nshutdown\nquit"
+        return true, "stats\nconns\nreload\neval LUA\neval --worker K LUA\n"
+            .. "metrics\nlog-level [LEVEL]\nworkers\nupgrade\nshutdown\nquit"
     end,
 }
 

@@ -218,6 +218,15 @@ function _M.http_handler()
     local luaserv = require "luaserv"
     local handler = {}
 
+    -- The exposition: this process's, or a --workers master's: every
+    -- worker's merged (luaserv.control).
+    local function text()
+        if luaserv.worker.id == 0 and core.control() then
+            return require("luaserv.control").metrics()
+        end
+        return core.metrics() .. core.process_metrics() .. _M.render()
+    end
+
     -- Sends the status line and headers, and the body unless head (a HEAD
     -- request gets the GET's headers, Content-Length included, and no
     -- body, as RFC 9110 9.3.2 says).
@@ -261,8 +270,7 @@ function _M.http_handler()
             elseif method ~= "GET" and not head then
                 respond(conn, "405 Method Not Allowed", "GET /metrics\n")
             elseif target == "/metrics" or target:match("^/metrics%?") then
-                respond(conn, "200 OK", core.metrics() .. core.process_metrics()
-                        .. _M.render(), head,
+                respond(conn, "200 OK", text(), head,
                         "text/plain; version=0.0.4; charset=utf-8")
             else
                 respond(conn, "404 Not Found", "try /metrics\n", head)

@@ -270,6 +270,19 @@ describe("luaserv.connect", function()
         finish(driver, target)
     end)
 
+    it("connects to a unix socket given as unix:PATH", function()
+        local path = helpers.tmpname(".sock")
+        local target = serve{ script = "scripts/handle.lua",
+                              listen = { "unix:" .. path } }
+        local driver = start_driver()
+        local reply = ask(driver, "tcp unix:" .. path .. " 0 over-unix")
+        assert.matches("^OK %S+ outbound " .. CTIME .. "over%-unix$", reply)
+        os.remove(path .. ".gone")
+        assert.equal("ERR no such file or directory",
+                     ask(driver, "tcp unix:" .. path .. ".gone 0 x"))
+        finish(driver, target)
+    end)
+
     it("returns nil, 'connection refused' when nothing listens", function()
         local driver = start_driver()
         local port = dead_port()

@@ -167,11 +167,9 @@ return { listen = "127.0.0.1:0",
         local _, _, victim = ask(by[1][1], "pid")
         -- load: every connection has 200 lines in flight
         local N = 200
-        local all = {}
         for id = 1, 2 do
             for _, c in ipairs(by[id]) do
                 assert(c:send(helpers.numbered_lines("load %d\n", N)))
-                all[#all + 1] = c
             end
         end
         os.execute("kill -KILL " .. victim)
@@ -313,11 +311,4 @@ return { listen = "127.0.0.1:0",
         assert.equal(0, first:stop())
     end)
 
-    it("refuses --admin with workers, for now", function()
-        local status, out = helpers.run(helpers.luaserv,
-            "--workers 2 --admin unix:" .. helpers.tmpname(".sock")
-            .. " -l 127.0.0.1:0 " .. FIXTURE)
-        assert.equal(2, status, out)
-        assert.truthy(out:find("not served with --workers 2", 1, true), out)
-    end)
 end)

@@ -5,7 +5,6 @@
 -- logged; stream reads count as messages.
 local helpers = require "helpers"
 local op = require "fixtures.operations_util"
-local socket = require "socket"
 
 local SCRIPT = "spec/fixtures/stream_reads.lua"
 local SLOW = op.SLOW

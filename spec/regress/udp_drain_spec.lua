@@ -8,7 +8,8 @@ local socket = require "socket"
 
 -- "block" keeps the loop busy for 0.5 s of CPU, so whatever arrives
 -- meanwhile queues in the socket (the servers here get a long
--- --handler-timeout: on a loaded machine that CPU can take over a second); "stats" answers the drop counters; "q..." gets no
+-- --handler-timeout: on a loaded machine that CPU can take over a
+-- second); "stats" answers the drop counters; "q..." gets no
 -- answer; anything else is echoed.
 local SCRIPT = [==[
 local luaserv = require "luaserv"

@@ -60,6 +60,9 @@ struct lsv_listener {
     lsv_lopts_t opt;
     lsv_lstats_t stats;
     int inherited;              /* fd came from systemd: do not unlink */
+    int internal;               /* luaserv's own channel (a worker's, to
+                                 * its master): left out of the stats,
+                                 * the metrics and the conns lists */
     lsv_frame_spec_t framing;   /* the handler's default framing */
     char name[LSV_ADDRSTRLEN + 16];  /* "tcp://127.0.0.1:21567" */
     ev_io io;

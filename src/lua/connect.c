@@ -13,6 +13,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
+#include <sys/un.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,14 +87,19 @@ static void resolved_cb(void *data, const struct addrinfo *res, int err)
     free(req);
 }
 
-/* luaserv.connect(host, port[, { timeout = s }]) -> conn | nil, err.
- * Names are looked up on the resolver thread; the task waits for the
- * lookup and the connect, at most timeout seconds (default 10). */
+/* luaserv.connect(host, port[, { timeout = s }]) -> conn | nil, err;
+ * or luaserv.connect("unix:/path"[, nil, { timeout = s }]), a unix
+ * socket. Names are looked up on the resolver thread; the task waits
+ * for the lookup and the connect, at most timeout seconds (default
+ * 10). */
 static int api_connect(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
-    lua_Integer port = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, port >= 1 && port <= 65535, 2, "port out of range");
+    int local = strncmp(host, "unix:", 5) == 0;
+    lua_Integer port = local ? luaL_optinteger(L, 2, 0)
+                             : luaL_checkinteger(L, 2);
+    luaL_argcheck(L, local || (port >= 1 && port <= 65535), 2,
+                  "port out of range");
     double timeout = CONNECT_TIMEOUT;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -112,9 +119,20 @@ static int api_connect(lua_State *L)
         struct sockaddr sa;
         struct sockaddr_in in4;
         struct sockaddr_in6 in6;
+        struct sockaddr_un un;
     } a;
     memset(&a, 0, sizeof a);
-    if (inet_pton(AF_INET, host, &a.in4.sin_addr) == 1) {
+    if (local) {
+        size_t n = strlen(host + 5);
+        if (n == 0 || n >= sizeof a.un.sun_path) {
+            lsv_push_fail(L, "unix socket path empty or too long");
+            return 2;
+        }
+        a.un.sun_family = AF_UNIX;
+        memcpy(a.un.sun_path, host + 5, n);
+        start_connect(t, u, &a.sa, (socklen_t)(offsetof(struct sockaddr_un,
+                      sun_path) + n + 1), timeout);
+    } else if (inet_pton(AF_INET, host, &a.in4.sin_addr) == 1) {
         a.in4.sin_family = AF_INET;
         a.in4.sin_port = htons((uint16_t)port);
         start_connect(t, u, &a.sa, sizeof a.in4, timeout);

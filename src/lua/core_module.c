@@ -9,12 +9,14 @@
 #include "listener.h"
 #include "log.h"
 #include "procstat.h"
+#include "sched.h"
 #include "script.h"
 #include "server.h"
 #include "vm.h"
 
 #include <lauxlib.h>
 #include <stdio.h>
+#include <signal.h>
 #include <string.h>
 
 /* core.conns() -> { { id=, peer=, listener=, age=, bytes_in=, bytes_out=,
@@ -26,6 +28,7 @@ static int core_conns(lua_State *L)
     lua_Integer i = 0;
     for (lsv_conn_t *c = lsv_conn_first(srv); c; c = lsv_conn_next(c)) {
         char peer[LSV_ADDRSTRLEN];
+        if (lsv_conn_listener(c)->internal) continue;
         socklen_t len;
         const struct sockaddr *sa = lsv_conn_peer(c, &len);
         lsv_conn_info_t info;
@@ -60,6 +63,7 @@ static int core_listeners(lua_State *L)
     lua_Integer i = 0;
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         const lsv_lstats_t *s = &l->stats;
+        if (l->internal) continue;
         lua_createtable(L, 0, 10);
         lua_pushstring(L, l->name);
         lua_setfield(L, -2, "name");
@@ -99,11 +103,22 @@ static int core_handlers(lua_State *L)
     return 2;
 }
 
-/* core.reload() -> true | nil, errors. Reloads every script. */
+/* core.reload([phase]) -> true | nil, errors. Reloads every script; or,
+ * for a master reloading its workers all or none, one phase of it:
+ * "prepare" loads the new scripts without switching, "commit" switches
+ * to them, "abort" drops them. */
 static int core_reload(lua_State *L)
 {
-    char err[4096];
-    if (lsv_reload_all(lsv_vm_server(L), err, sizeof err) == LSV_OK) {
+    static const char *const phases[] = { "all", "prepare", "commit",
+                                          "abort", NULL };
+    int phase = luaL_checkoption(L, 1, "all", phases);
+    lsv_server_t *srv = lsv_vm_server(L);
+    char err[4096] = "no reload is prepared";
+    int rc = phase == 0 ? lsv_reload_all(srv, err, sizeof err)
+           : phase == 1 ? lsv_reload_prepare(srv, err, sizeof err)
+           : phase == 2 ? lsv_reload_commit(srv)
+                        : lsv_reload_abort(srv, luaL_optstring(L, 2, ""));
+    if (rc == LSV_OK) {
         lua_pushboolean(L, 1);
         return 1;
     }
@@ -143,12 +158,56 @@ static int core_log_level(lua_State *L)
     return 1;
 }
 
+/* The workers' channel directory (a master's and its workers'), or "";
+ * whether this process is their master. */
+static char control_dir[64];
+static int control_master;
+
 /* core.shutdown(): the graceful stop SIGTERM starts, from the loop's next
  * turn, so the handler that asks finishes its batch first. */
 static int core_shutdown(lua_State *L)
 {
-    lsv_loop_stop_soon(lsv_vm_server(L));
+    if (control_master) raise(SIGTERM);   /* a master: its own stop */
+    else lsv_loop_stop_soon(lsv_vm_server(L));
     return 0;
+}
+
+void lsv_core_set_control(const char *dir, int master)
+{
+    snprintf(control_dir, sizeof control_dir, "%s", dir);
+    control_master = master;
+}
+
+/* core.control() -> the directory of the workers' admin channels (DIR/K
+ * is worker K's), or nil without workers. */
+static int core_control(lua_State *L)
+{
+    if (control_dir[0]) lua_pushstring(L, control_dir);
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* Spawns require(module)[fn]() as a task. [-2, +0, e] */
+static int spawn_named(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, lua_tostring(L, 2));
+    lsv_task_spawn(lsv_vm_server(L), L, 0, NULL, NULL);
+    return 0;
+}
+
+void lsv_core_spawn(lsv_server_t *srv, const char *module, const char *fn)
+{
+    lua_State *L = srv->vm->L;
+    lua_pushcfunction(L, spawn_named);
+    lua_pushstring(L, module);
+    lua_pushstring(L, fn);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        lsv_error("%s.%s: %s", module, fn, lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
 }
 
 static const lsv_core_upgrade_t *upgrade_ops;
@@ -204,6 +263,7 @@ static void per_listener(luaL_Buffer *b, lsv_server_t *srv, const char *name,
     char line[512];
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         uint64_t v = *(const uint64_t *)((const char *)&l->stats + offset);
+        if (l->internal) continue;
         snprintf(line, sizeof line, "%s{listener=\"%s\"} %llu\n", name,
                  l->name, (unsigned long long)v);
         luaL_addstring(b, line);
@@ -257,7 +317,7 @@ static int core_metrics(lua_State *L)
            "full (SO_RXQ_OVFL).");
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         char drops[512];
-        if (!lsv_listener_is_dgram(l)) continue;
+        if (!lsv_listener_is_dgram(l) || l->internal) continue;
         snprintf(drops, sizeof drops, "luaserv_udp_drops_total{listener="
                  "\"%s\"} %llu\n", l->name,
                  (unsigned long long)l->stats.udp_drops);
@@ -268,6 +328,7 @@ static int core_metrics(lua_State *L)
     char line[512];
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         uint64_t cum = 0;
+        if (l->internal) continue;
         for (int i = 0; i <= LSV_HIST_BUCKETS; i++) {
             cum += l->stats.hist[i];
             if (i < LSV_HIST_BUCKETS)
@@ -307,6 +368,7 @@ int luaopen_luaserv_core(lua_State *L)
         { "upgrade", core_upgrade },
         { "upgrade_status", core_upgrade_status },
         { "metrics", core_metrics },
+        { "control", core_control },
         { "process_metrics", lsv_procstat_metrics },
         { NULL, NULL }
     };

@@ -21,6 +21,15 @@ typedef struct lsv_core_upgrade {
 /* Registers u (static) for core.upgrade and core.upgrade_status. */
 void lsv_core_set_upgrade(const lsv_core_upgrade_t *u);
 
+/* Sets the directory core.control() returns: where a master's workers
+ * serve their admin channels (src/ops/workers.c); master says whether
+ * this process is the master (core.shutdown then stops it by SIGTERM). */
+void lsv_core_set_control(const char *dir, int master);
+
+/* Runs require(module)[fn]() as a task (a master's SIGHUP runs
+ * luaserv.control's reload so). Logs an error that stops it starting. */
+void lsv_core_spawn(lsv_server_t *srv, const char *module, const char *fn);
+
 /* The module loader, for package.preload["luaserv.core"]. [-0, +1, m] */
 int luaopen_luaserv_core(lua_State *L);
 

@@ -79,6 +79,7 @@ static int api_stats(lua_State *L)
     lsv_lstats_t sum;
     memset(&sum, 0, sizeof sum);
     for (const lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (l->internal) continue;
         sum.conns_active += l->stats.conns_active;
         sum.conns_total += l->stats.conns_total;
         sum.messages += l->stats.messages;

@@ -160,11 +160,10 @@ static int vet(lsv_script_t *s, int ref, char *err, size_t errlen)
     return LSV_OK;
 }
 
-/* Loads s->path into a new handler table; on a reload (the script has a
- * table already) vets it too. On success swaps it in and drops the old
- * table; on failure leaves the script, its modules and listeners as they
- * were. */
-static int load_script(lsv_script_t *s, char *err, size_t errlen)
+/* Loads s->path into a new handler table, kept aside in s->next_*; on
+ * a reload (the script has a table already) vets it too. On failure
+ * leaves the script, its modules and listeners as they were. */
+static int prepare_script(lsv_script_t *s, char *err, size_t errlen)
 {
     lsv_server_t *srv = s->srv;
     lua_State *L = srv->vm->L;
@@ -184,17 +183,12 @@ static int load_script(lsv_script_t *s, char *err, size_t errlen)
         goto fail;
     }
     push_new_modules(L, before);
-    if (s->mods_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, s->mods_ref);
-    s->mods_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    s->next_mods_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    s->next_before_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    s->next_backup_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, top);
-
-    luaL_unref(L, LUA_REGISTRYINDEX, s->ref);   /* no-op at first load */
-    s->ref = ref;
-    s->framing = framing;
-    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
-        if (l->script != s) continue;
-        l->framing = framing;
-    }
+    s->next_ref = ref;
+    s->next_framing = framing;
     return LSV_OK;
 
 fail:
@@ -203,6 +197,53 @@ fail:
     restore_modules(L);
     lua_settop(L, top);
     return LSV_ERR;
+}
+
+/* Drops one registry ref and marks it none. */
+static void unref(lua_State *L, int *ref)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+    *ref = LUA_NOREF;
+}
+
+/* Switches s to the handler prepare_script kept aside. */
+static void commit_script(lsv_script_t *s)
+{
+    lua_State *L = s->srv->vm->L;
+    unref(L, &s->mods_ref);
+    s->mods_ref = s->next_mods_ref;
+    s->next_mods_ref = LUA_NOREF;
+    unref(L, &s->next_before_ref);
+    unref(L, &s->next_backup_ref);
+    unref(L, &s->ref);                           /* none at first load */
+    s->ref = s->next_ref;
+    s->next_ref = LUA_NOREF;
+    s->framing = s->next_framing;
+    for (lsv_listener_t *l = s->srv->listeners; l; l = l->next)
+        if (l->script == s) l->framing = s->framing;
+}
+
+/* Drops the handler prepare_script kept aside: its new modules out of
+ * package.loaded, the old ones back. */
+static void abort_script(lsv_script_t *s)
+{
+    lua_State *L = s->srv->vm->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->next_before_ref);
+    forget_new_modules(L, -1);
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->next_backup_ref);
+    restore_modules(L);
+    unref(L, &s->next_ref);
+    unref(L, &s->next_mods_ref);
+    unref(L, &s->next_before_ref);
+    unref(L, &s->next_backup_ref);
+}
+
+static int load_script(lsv_script_t *s, char *err, size_t errlen)
+{
+    if (prepare_script(s, err, errlen) != LSV_OK) return LSV_ERR;
+    commit_script(s);
+    return LSV_OK;
 }
 
 lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
@@ -214,6 +255,8 @@ lsv_script_t *lsv_script_load(lsv_server_t *srv, const char *path, char *err,
     s->srv = srv;
     s->path = lsv_strdup(path);
     s->ref = s->mods_ref = LUA_NOREF;
+    s->next_ref = s->next_mods_ref = LUA_NOREF;
+    s->next_before_ref = s->next_backup_ref = LUA_NOREF;
     if (load_script(s, err, errlen) != LSV_OK) {
         free(s->path);
         free(s);
@@ -235,20 +278,27 @@ int lsv_script_on_load(lsv_script_t *s, char *err, size_t errlen)
     return LSV_ERR;
 }
 
+/* Counts a reload, or a failed one, on each listener s serves. */
+static void count_reload(lsv_script_t *s, int ok)
+{
+    for (lsv_listener_t *l = s->srv->listeners; l; l = l->next)
+        if (l->script == s) {
+            if (ok) l->stats.reloads++;
+            else l->stats.reload_failures++;
+        }
+}
+
 /* Reloads one script; see lsv_reload_all. */
 static int reload_script(lsv_script_t *s, char *err, size_t errlen)
 {
-    lsv_server_t *srv = s->srv;
     double t0 = lsv_clock();
     if (load_script(s, err, errlen) != LSV_OK) {
-        for (lsv_listener_t *l = srv->listeners; l; l = l->next)
-            if (l->script == s) l->stats.reload_failures++;
+        count_reload(s, 0);
         lsv_error("reload of %s failed; the old handler stays: %s", s->path,
                   err);
         return LSV_ERR;
     }
-    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
-        if (l->script == s) l->stats.reloads++;
+    count_reload(s, 1);
     lsv_info("reloaded %s in %.1f ms", s->path, (lsv_clock() - t0) * 1e3);
     return LSV_OK;
 }
@@ -273,6 +323,59 @@ int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen)
     return rc;
 }
 
+/* Aborts every prepared reload from s on, the last prepared first (the
+ * list's order is the prepare order), so shared modules end as they
+ * began. Returns how many there were. */
+static int abort_from(lsv_script_t *s)
+{
+    if (s == NULL) return 0;
+    int n = abort_from(s->next);
+    if (s->next_ref == LUA_NOREF) return n;
+    abort_script(s);
+    return n + 1;
+}
+
+int lsv_reload_prepare(lsv_server_t *srv, char *err, size_t errlen)
+{
+    abort_from(srv->vm->scripts);
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
+        if (s->builtin || prepare_script(s, err, errlen) == LSV_OK) continue;
+        lsv_error("reload of %s failed; the old handler stays: %s", s->path,
+                  err);
+        abort_from(srv->vm->scripts);
+        for (lsv_script_t *o = srv->vm->scripts; o; o = o->next)
+            if (!o->builtin) count_reload(o, 0);
+        return LSV_ERR;
+    }
+    return LSV_OK;
+}
+
+int lsv_reload_commit(lsv_server_t *srv)
+{
+    int n = 0;
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
+        if (s->next_ref == LUA_NOREF) continue;
+        commit_script(s);
+        count_reload(s, 1);
+        lsv_info("reloaded %s", s->path);
+        n++;
+    }
+    if (n && srv->opt.watch) lsv_reload_watch(srv);
+    return n ? LSV_OK : LSV_ERR;
+}
+
+int lsv_reload_abort(lsv_server_t *srv, const char *why)
+{
+    if (abort_from(srv->vm->scripts) == 0) return LSV_ERR;
+    for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
+        if (s->builtin) continue;
+        count_reload(s, 0);
+        lsv_warn("reload of %s abandoned (%s); the old handler stays",
+                 s->path, why);
+    }
+    return LSV_OK;
+}
+
 /* --- watching ----------------------------------------------------------- */
 
 static void settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -280,6 +383,10 @@ static void settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop; (void)revents;
     lsv_server_t *srv = w->data;
     char err[4096];
+    if (srv->vm->on_change) {
+        srv->vm->on_change(srv);
+        return;
+    }
     lsv_info("a watched file changed: reloading");
     lsv_reload_all(srv, err, sizeof err);
 }

@@ -17,6 +17,11 @@ typedef struct lsv_script {
     ev_stat *watches;          /* --watch: the script and its modules */
     int nwatches;
     int builtin;               /* luaserv's own (admin, metrics): not reloaded */
+    /* A prepared reload (lsv_reload_prepare), until commit or abort: the
+     * new handler table, its modules, and the package.loaded names and
+     * old modules to put back on an abort; LUA_NOREF when none. */
+    int next_ref, next_mods_ref, next_before_ref, next_backup_ref;
+    lsv_frame_spec_t next_framing;
 } lsv_script_t;
 
 /* Loads path (once: a second call for the same path returns the same
@@ -35,6 +40,18 @@ int lsv_script_on_load(lsv_script_t *s, char *err, size_t errlen);
  * handler. Returns LSV_OK if all reloaded, else LSV_ERR with the
  * errors in err. Logs either way and counts reloads and failures. */
 int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen);
+
+/* A reload in two steps, so that a master's workers switch all or none.
+ * prepare loads and vets every script as lsv_reload_all does, but keeps
+ * each new handler aside (the old ones serve on); when one fails it
+ * drops them all (logged and counted as failures) and returns LSV_ERR
+ * with why in err. commit then switches every script to its new
+ * handler, abort drops them (why: the failure elsewhere, logged and
+ * counted). A prepare drops any reload still prepared. Each returns
+ * LSV_OK, or LSV_ERR (abort, commit) when nothing was prepared. */
+int lsv_reload_prepare(lsv_server_t *srv, char *err, size_t errlen);
+int lsv_reload_commit(lsv_server_t *srv);
+int lsv_reload_abort(lsv_server_t *srv, const char *why);
 
 /* With --watch: (re)watches every script and the modules it required
  * from its own folder; a change reloads (debounced). */

@@ -279,9 +279,9 @@ static lsv_plan_entry_t *add(lsv_plan_t *p, const char *spec,
 }
 
 /* The file of one of luaserv's own Lua modules (for builtin handlers). */
-static const char *module_file(lua_State *L, const char *name)
+const char *lsv_config_module_file(lua_State *L, const char *name)
 {
-    static char *files[4];
+    static char *files[8];
     static int nfiles;
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "searchpath");
@@ -289,7 +289,7 @@ static const char *module_file(lua_State *L, const char *name)
     lua_getfield(L, -3, "path");
     lua_call(L, 2, 2);
     const char *f = lua_tostring(L, -2);
-    char *copy = f && nfiles < 4 ? (files[nfiles++] = lsv_strdup(f)) : NULL;
+    char *copy = f && nfiles < 8 ? (files[nfiles++] = lsv_strdup(f)) : NULL;
     if (copy == NULL)
         fprintf(stderr, "luaserv: cannot find luaserv's module %s: %s\n", name,
                 lua_tostring(L, -1));
@@ -400,7 +400,7 @@ static int builtin_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
 {
     const char *admin = f->admin ? f->admin : cfg_string(L, p, "admin");
     if (admin) {           /* unix: only: the table's prefix checked it */
-        const char *file = module_file(L, "luaserv.admin");
+        const char *file = lsv_config_module_file(L, "luaserv.admin");
         lsv_plan_entry_t *e = file ? add(p, admin, file, "--admin: ") : NULL;
         if (e == NULL) return LSV_ERR;
         e->builtin = e->private_socket = 1;
@@ -408,7 +408,7 @@ static int builtin_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
     const char *metrics = f->metrics ? f->metrics
                                      : cfg_string(L, p, "metrics");
     if (metrics) {
-        const char *file = module_file(L, "luaserv.metrics_endpoint");
+        const char *file = lsv_config_module_file(L, "luaserv.metrics_endpoint");
         lsv_plan_entry_t *e = file ? add(p, metrics, file, "--metrics: ")
                                    : NULL;
         if (e == NULL) return LSV_ERR;

@@ -9,6 +9,8 @@
 #include "options.h"
 #include "server.h"
 
+#include <lua.h>
+
 /* One listener to open. */
 typedef struct lsv_plan_entry {
     lsv_addr_t addr;
@@ -17,6 +19,7 @@ typedef struct lsv_plan_entry {
     int builtin;             /* luaserv's own handler (admin, metrics) */
     int optional;            /* a default IPv6 listener: skip if no IPv6 */
     int private_socket;      /* the admin socket: mode 0600 */
+    int internal;            /* a worker's channel to its master */
     int cfg_index;           /* its listen{} in the config, or 0 */
     int fd;                  /* a socket systemd passed for it, or -1 */
 } lsv_plan_entry_t;
@@ -47,6 +50,11 @@ int lsv_config_shared(lsv_server_t *srv, const lsv_flags_t *f,
  * to read a script's `listen` when nothing else names addresses. Returns
  * LSV_ERR after printing the problem. */
 int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p);
+
+/* The file of luaserv's own Lua module name ("luaserv.admin"), found
+ * by package.path, or NULL after printing why. The string lives until
+ * exit; at most a few such files are kept. */
+const char *lsv_config_module_file(lua_State *L, const char *name);
 
 /* Applies the config's listen{} keys of entry e (the options table's
  * LSV_OPT_LISTEN rows, and framing) to l. Returns LSV_ERR after printing. */

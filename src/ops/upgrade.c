@@ -253,8 +253,8 @@ static void hand_over(struct ev_loop *loop)
     up.state = LSV_UPGRADE_DONE;
     snprintf(up.outcome, sizeof up.outcome, "the new generation (pid %d) "
              "serves", (int)up.pid);
-    if (up.quiet) up.quiet(up.srv);
-    else stop_accepting(up.srv);
+    if (up.quiet) up.quiet(up.srv);   /* a master's workers */
+    stop_accepting(up.srv);
     finish(loop);
     ev_timer_set(&up.grace, HANDOVER_GRACE, 0.);
     ev_timer_start(loop, &up.grace);

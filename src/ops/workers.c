@@ -1,11 +1,15 @@
 /* workers.c: the master and its worker processes (--workers N). */
 #include "lsv.h"
 #include "workers.h"
+#include "conn.h"
+#include "core_module.h"
 #include "guard.h"
+#include "listener.h"
 #include "log.h"
 #include "lua_api.h"
 #include "net.h"
 #include "notify.h"
+#include "sched.h"
 #include "script.h"
 #include "upgrade.h"
 #include "vm.h"
@@ -19,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -65,6 +70,15 @@ static struct {
 static lsv_addr_t bound[LSV_MAX_LISTEN + 6];
 /* Which entries took an old master's per-worker sockets in an upgrade. */
 static char upgraded[LSV_MAX_LISTEN + 6];
+/* Which entries' unix socket files the master made (and removes). */
+static char own_file[LSV_MAX_LISTEN + 6];
+
+/* Each worker's admin channel: a unix socket DIR/K in a directory of
+ * mode 0700 the master makes, served by luaserv.admin in the worker, so
+ * the master's admin socket and /metrics can ask every worker. */
+static char control_dir[64];
+static char control_spec[sizeof control_dir + 32];
+static const char *admin_file;
 
 static int self;             /* this worker's id; 0 in the master */
 static int self_ready_fd = -1;
@@ -84,7 +98,7 @@ int lsv_workers_count(const lsv_options_t *o)
  * shared (a unix path cannot be bound twice; systemd passed one). */
 static int per_worker(const lsv_plan_entry_t *e)
 {
-    return (e->fd < 0 || upgraded[e - m.plan->e]) &&
+    return !e->builtin && (e->fd < 0 || upgraded[e - m.plan->e]) &&
            (e->addr.kind == LSV_NET_TCP || e->addr.kind == LSV_NET_UDP);
 }
 
@@ -126,8 +140,11 @@ static int open_entry(lsv_plan_entry_t *e, int *fds, int backlog)
         free_port = probe >= 0;
         if (free_port) close(probe);
     }
-    if (fd < 0 && free_port)
+    if (fd < 0 && free_port) {
+        mode_t mask = e->private_socket ? umask(077) : 0;  /* admin: 0600 */
         fd = lsv_net_listen_flags(&e->addr, backlog, flags, err);
+        if (e->private_socket) umask(mask);
+    }
     if (fd < 0) {
         if (e->optional && (errno == EAFNOSUPPORT || errno == EADDRNOTAVAIL)) {
             lsv_info("%s (skipped)", err);
@@ -165,6 +182,7 @@ static void open_sockets(void)
     m.fds = lsv_calloc((size_t)(m.n * p->n) + 1, sizeof *m.fds);
     for (int i = 0; i < p->n; i++) {
         upgraded[i] = p->e[i].fd >= 0 && passed_per_worker(p->e[i].fd);
+        own_file[i] = p->e[i].fd < 0 || lsv_upgrade_passed(p->e[i].fd);
         int rc = open_entry(&p->e[i], &m.fds[i * m.n], m.srv->opt.backlog);
         if (rc == LSV_ERR) exit(1);
         if (rc == LSV_AGAIN) {   /* drop it: the workers never see it */
@@ -209,17 +227,42 @@ static int reopen_own_sockets(int k)
     return LSV_OK;
 }
 
-/* Removes the unix socket files the master bound (at its exit). */
+/* Removes the unix socket files the master bound, and the workers'
+ * channels (at its exit). */
 static void remove_socket_files(void)
 {
+    for (int k = 1; k <= m.n && control_dir[0]; k++) {
+        char path[sizeof control_dir + 16];
+        snprintf(path, sizeof path, "%s/%d", control_dir, k);
+        unlink(path);
+    }
+    if (control_dir[0]) rmdir(control_dir);
     if (lsv_upgrade_handed_over()) return;   /* the new master's now */
     for (int i = 0; i < m.plan->n; i++) {
         const lsv_plan_entry_t *e = &m.plan->e[i];
-        if ((e->fd < 0 || lsv_upgrade_passed(e->fd)) &&
-            (e->addr.kind == LSV_NET_UNIX ||
-             e->addr.kind == LSV_NET_UNIXGRAM))
+        if (own_file[i] && (e->addr.kind == LSV_NET_UNIX ||
+                            e->addr.kind == LSV_NET_UNIXGRAM))
             unlink(e->addr.path);
     }
+}
+
+/* Makes the workers' channel directory (mode 0700) and finds the admin
+ * handler that serves each channel. Exits 1 when it cannot. */
+static void make_control_dir(lsv_server_t *srv)
+{
+    const char *tmp = getenv("TMPDIR");
+    if (tmp == NULL || tmp[0] == '\0' ||
+        strlen(tmp) + 16 > sizeof control_dir)
+        tmp = "/tmp";
+    snprintf(control_dir, sizeof control_dir, "%s/luaserv.XXXXXX", tmp);
+    admin_file = lsv_config_module_file(srv->vm->L, "luaserv.admin");
+    if (admin_file == NULL) exit(1);
+    if (mkdtemp(control_dir) == NULL) {
+        fprintf(stderr, "luaserv: cannot make the workers' channel "
+                "directory %s: %s\n", control_dir, strerror(errno));
+        exit(1);
+    }
+    lsv_core_set_control(control_dir, 1);
 }
 
 /* The master's ready lines, one per listener, in the plan's order. */
@@ -272,6 +315,60 @@ static void forget_scripts(lsv_server_t *srv)
     lsv_script_free_all(srv);
 }
 
+/* In a worker forked by a restart: closes and frees what the master
+ * served itself (its admin socket and /metrics, their connections and
+ * tasks, its calls to the other workers). Only closes: nothing is
+ * written, shut down or unlinked, so the master's copies are untouched. */
+static void drop_master_state(lsv_server_t *srv)
+{
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+        l->inherited = 1;
+    lsv_conn_abort_all(srv, "worker start");
+    lsv_sched_free_all(srv);
+    lsv_listener_free_all(srv);
+    /* Its counts start from zero, as a first start's do. */
+    memset(&srv->stats, 0, sizeof srv->stats);
+    memset(&srv->outbound_listener->stats, 0, sizeof(lsv_lstats_t));
+    memset(&srv->server_listener->stats, 0, sizeof(lsv_lstats_t));
+}
+
+/* Worker k's plan: the entries the master serves itself (builtin: the
+ * admin socket, /metrics) out, and the worker's own admin channel in. */
+static void plan_worker(int k)
+{
+    lsv_plan_t *p = m.plan;
+    for (int i = 0; i < p->n; i++) {
+        if (!p->e[i].builtin) continue;
+        close(p->e[i].fd);
+        memmove(&p->e[i], &p->e[i + 1], (size_t)(p->n - i - 1) *
+                sizeof p->e[0]);
+        p->n--;
+        i--;
+    }
+    char err[LSV_ERRLEN];
+    lsv_plan_entry_t *e = &p->e[p->n];
+    memset(e, 0, sizeof *e);
+    snprintf(control_spec, sizeof control_spec, "unix:%s/%d", control_dir, k);
+    if (lsv_net_parse(control_spec, &e->addr, err) != LSV_OK) {
+        lsv_error("worker %d: %s", k, err);
+        exit(1);
+    }
+    e->spec = control_spec;
+    e->script = admin_file;
+    e->fd = -1;
+    e->builtin = e->private_socket = e->internal = 1;
+    p->n++;
+}
+
+/* --watch in worker 1 (the only one watching): a change asks the master,
+ * which reloads every worker or none. */
+static void ask_master_reload(lsv_server_t *srv)
+{
+    (void)srv;
+    lsv_info("a watched file changed: asking the master to reload");
+    kill(getppid(), SIGHUP);
+}
+
 /* In the child just forked for worker k: keeps its own sockets in the
  * plan and closes the other workers', and leaves the master behind: its
  * own process group (a terminal's ^C reaches the master, which passes it
@@ -282,6 +379,7 @@ static void become_worker(int k, int ready_fd, pid_t master)
     ev_loop_fork(loop);
     stop_master_watchers(loop);
     lsv_upgrade_worker(m.srv);
+    drop_master_state(m.srv);
     for (int i = 0; i < m.plan->n; i++) {
         int *row = &m.fds[i * m.n];
         for (int j = 0; j < m.n; j++)
@@ -289,6 +387,10 @@ static void become_worker(int k, int ready_fd, pid_t master)
                 close(row[j]);
         m.plan->e[i].fd = row[k - 1];
     }
+    plan_worker(k);
+    lsv_core_set_control(control_dir, 0);
+    if (k == 1) m.srv->vm->on_change = ask_master_reload;
+    else m.srv->opt.watch = 0;
     signal(SIGHUP, SIG_IGN);   /* until its own watcher: it loads anew */
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -297,6 +399,7 @@ static void become_worker(int k, int ready_fd, pid_t master)
     lsv_guard_after_fork();
     forget_scripts(m.srv);
     lsv_lua_set_worker(m.srv, k, m.n);
+    lua_gc(m.srv->vm->L, LUA_GCCOLLECT);   /* what the master's left */
     self = k;
     self_ready_fd = ready_fd;
 }
@@ -504,12 +607,13 @@ static void kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
     signal_all(SIGKILL);
 }
 
-/* SIGHUP: each worker reloads its scripts, as the single process does. */
+/* SIGHUP: every worker reloads, or none (luaserv.control.reload: each
+ * loads the new scripts first; all switch only if all loaded). */
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop; (void)w; (void)revents;
     lsv_info("SIGHUP: reloading %d workers", alive());
-    signal_all(SIGHUP);
+    lsv_core_spawn(m.srv, "luaserv.control", "reload");
 }
 
 /* What a binary upgrade passes on: every socket the master holds, each
@@ -557,22 +661,24 @@ static void init_master(struct ev_loop *loop)
     lsv_upgrade_watch(m.srv, master_fds, master_quiet);   /* SIGUSR2 */
 }
 
-int lsv_workers_run(lsv_server_t *srv, lsv_plan_t *plan, int n)
+int lsv_workers_run(lsv_server_t *srv, lsv_plan_t *plan, int n,
+                    lsv_workers_serve_fn serve)
 {
     m.srv = srv;
     m.plan = plan;
     m.n = n;
-    for (int i = 0; i < plan->n; i++)
-        if (plan->e[i].builtin) {
-            fprintf(stderr, "luaserv: --admin and --metrics are not served "
-                    "with --workers %d yet; use --workers 1 for them\n", n);
-            exit(2);
-        }
     open_sockets();
+    make_control_dir(srv);
     lsv_notify_close_unused(srv);
     init_master(srv->loop);
     for (int k = 0; k < n && self == 0; k++) spawn(&m.slots[k]);
-    if (self == 0) ev_run(srv->loop, 0);
+    if (self == 0) {
+        /* The master serves the admin socket and /metrics itself. */
+        for (int i = 0; i < plan->n; i++)
+            if (plan->e[i].builtin) plan->e[i].fd = m.fds[i * n];
+        serve(srv, plan);
+        ev_run(srv->loop, 0);
+    }
     if (self) return self;   /* a child, forked before or in the loop */
     stop_master_watchers(srv->loop);
     remove_socket_files();
