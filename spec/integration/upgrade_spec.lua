@@ -134,6 +134,62 @@ describe("SIGUSR2", function()
         assert.is_nil(helpers.read_file(pid_file))
     end)
 
+    -- The config file's pid_file: written, rewritten by an upgrade and
+    -- removed at a clean exit as --pid-file's is; a flag overrides it.
+    describe("the config's pid_file", function()
+        -- Starts the fixture with a config naming a pid file, plus args.
+        local function start_conf(args)
+            local pid_file = helpers.tmpname(".pid")
+            local conf = helpers.write_file(helpers.tmpname(".conf.lua"),
+                ("pid_file = %q\nshutdown_timeout = 5\n"):format(pid_file))
+            helpers.defer(function() os.remove(conf) end)
+            local a = { "-c", conf }
+            for _, x in ipairs(args or {}) do a[#a + 1] = x end
+            local srv = helpers.start_server({ script = FIXTURE, args = a })
+            helpers.defer(function() stop_pid(pid_in(pid_file)) end)
+            return srv, pid_file
+        end
+
+        it("is written once serving, rewritten by an upgrade, removed at "
+           .. "a clean exit", function()
+            local srv, pid_file = start_conf()
+            assert.equal(srv.pid, helpers.wait_until(function()
+                return pid_in(pid_file)
+            end, 5, "the pid file"))
+            os.execute("kill -USR2 " .. srv.pid)
+            assert.equal(0, srv:wait(20 * SLOWDOWN))
+            local new = pid_in(pid_file)
+            assert.is_true(new ~= nil and new ~= srv.pid and running(new),
+                           srv:log())
+            stop_pid(new)
+            assert.is_false(running(new))
+            assert.is_nil(helpers.read_file(pid_file))
+        end)
+
+        it("gives way to --pid-file", function()
+            local flag_file = helpers.tmpname(".pid")
+            local srv, pid_file = start_conf({ "--pid-file", flag_file })
+            helpers.defer(function() os.remove(flag_file) end)
+            assert.equal(srv.pid, helpers.wait_until(function()
+                return pid_in(flag_file)
+            end, 5, "the pid file"))
+            assert.is_nil(helpers.read_file(pid_file))
+            assert.equal(0, srv:stop())
+            assert.is_nil(helpers.read_file(flag_file))
+        end)
+
+        it("is not written by --check", function()
+            local pid_file = helpers.tmpname(".pid")
+            local conf = helpers.write_file(helpers.tmpname(".conf.lua"),
+                ("pid_file = %q\n"):format(pid_file))
+            local status, out = helpers.run(helpers.luaserv, "-c " ..
+                helpers.shell_quote(conf) .. " --check " .. FIXTURE)
+            os.remove(conf)
+            assert.equal(0, status, out)
+            assert.is_nil(helpers.read_file(pid_file))
+        end)
+    end)
+
     -- The pids of the processes that ran on_load (the workers, or the
     -- single process) in log, before its first SIGUSR2 and after.
     local function handler_pids(log)

@@ -85,8 +85,17 @@ void lsv_upgrade_init(int argc, char **argv, const char *path)
 {
     (void)argc;
     saved_argv = argv;
+    lsv_upgrade_pid_file(path);
+}
+
+void lsv_upgrade_pid_file(const char *path)
+{
+    static int registered;
     pid_file = path;
-    if (path) atexit(remove_pid_file);
+    if (path && !registered) {
+        registered = 1;
+        atexit(remove_pid_file);
+    }
 }
 
 /* --- the new generation ------------------------------------------------- */

@@ -24,6 +24,10 @@ typedef int (*lsv_upgrade_fds_fn)(lsv_server_t *srv, int *fds, int max);
  * (may be NULL). Removes the pid file at exit if it still holds our pid. */
 void lsv_upgrade_init(int argc, char **argv, const char *pid_file);
 
+/* Sets the pid file (the config's pid_file when no --pid-file gave one;
+ * path must outlive the process), with the same removal at exit. */
+void lsv_upgrade_pid_file(const char *path);
+
 /* In a new generation: adds the sockets the old one passed to the pool
  * lsv_notify_match_fd draws from, keeps the ready pipe, and clears the
  * variables. Returns how many sockets; 0 when not started by an upgrade. */
