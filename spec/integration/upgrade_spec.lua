@@ -291,6 +291,44 @@ describe("SIGUSR2", function()
         end)
     end
 
+    -- A new generation that hangs at load (never ready, never exits) is
+    -- killed after --load-timeout + --handler-timeout + 5 s; the old one
+    -- serves on and the admin client hears "timed out".
+    it("kills a new generation that hangs at load and serves on", function()
+        local op = require "fixtures.operations_util"
+        local path = op.sock_path()
+        local srv, pid_file = start({ "--admin", "unix:" .. path,
+                                      "--load-timeout", "1",
+                                      "--handler-timeout", "1" })
+        helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                           "the pid file")
+        -- Only the new generation reads this: it blocks in C (no Lua
+        -- instruction for the guards to stop) for longer than the bound.
+        helpers.write_file(srv.script, "os.execute('sleep 20')\n" ..
+                           assert(helpers.read_file(FIXTURE)))
+        local t0 = os.time()
+        local status, body = op.admin_cmd(path, "upgrade")
+        local took = os.time() - t0
+        assert.truthy(status:find("^error: the new generation %(pid %d+%) " ..
+                                  "timed out: not serving after 7 s; " ..
+                                  "killed it$"), status)
+        assert.equal("", body)
+        assert.is_true(took >= 6 and took <= 20, took .. " s")
+        local new = tonumber(status:match("pid (%d+)"))
+        assert.is_true(helpers.wait_for(function() return not running(new)
+                                        end, 5), "the new one still runs")
+        local log = srv:log()
+        assert.truthy(log:find("upgrade failed: the new generation (pid " ..
+                               new .. ") timed out", 1, true), log)
+        assert.equal(srv.pid, pid_in(pid_file))
+        assert.is_true(srv:alive())
+        local c = helpers.connect(srv.port)
+        assert(c:send("old\n"))
+        assert.equal("1/1 " .. srv.pid .. " old", c:receive("*l"))
+        c:close()
+        assert.equal(0, srv:stop())
+    end)
+
     -- A copy of the binary at a path of its own, so a test can replace it
     -- (a new install) or remove it; returns the path.
     local function own_binary()

@@ -9,7 +9,9 @@
  * end of a pipe: once the new generation serves (its ready lines out) it
  * writes one byte there, and only then does the old one stop accepting,
  * and a second later drain as on SIGTERM and exit 0. If the child cannot exec, or exits
- * before that byte, the old one logs why and serves on. */
+ * before that byte, the old one logs why and serves on. So it does when
+ * the byte does not come within --load-timeout + --handler-timeout + 5 s
+ * (30 s for a --load-timeout of 0): it kills the child first. */
 #ifndef LSV_UPGRADE_H
 #define LSV_UPGRADE_H
 
