@@ -291,6 +291,17 @@ describe("SIGUSR2", function()
         end)
     end
 
+    -- After a failed upgrade: the old single process srv still holds the
+    -- pid file, answers, and stops cleanly.
+    local function serves_on(srv, pid_file)
+        assert.equal(srv.pid, pid_in(pid_file))
+        local c = helpers.connect(srv.port)
+        assert(c:send("old\n"))
+        assert.equal("1/1 " .. srv.pid .. " old", c:receive("*l"))
+        c:close()
+        assert.equal(0, srv:stop())
+    end
+
     -- A new generation that hangs at load (never ready, never exits) is
     -- killed after --load-timeout + --handler-timeout + 5 s; the old one
     -- serves on and the admin client hears "timed out".
@@ -320,13 +331,8 @@ describe("SIGUSR2", function()
         local log = srv:log()
         assert.truthy(log:find("upgrade failed: the new generation (pid " ..
                                new .. ") timed out", 1, true), log)
-        assert.equal(srv.pid, pid_in(pid_file))
         assert.is_true(srv:alive())
-        local c = helpers.connect(srv.port)
-        assert(c:send("old\n"))
-        assert.equal("1/1 " .. srv.pid .. " old", c:receive("*l"))
-        c:close()
-        assert.equal(0, srv:stop())
+        serves_on(srv, pid_file)
     end)
 
     -- A copy of the binary at a path of its own, so a test can replace it
@@ -379,12 +385,7 @@ describe("SIGUSR2", function()
         end, 10 * SLOWDOWN, "the failure to be logged")
         assert.truthy(log:find("upgrade failed: cannot exec " .. bin ..
                                ": No such file or directory", 1, true), log)
-        assert.equal(srv.pid, pid_in(pid_file))
-        local c = helpers.connect(srv.port)
-        assert(c:send("old\n"))
-        assert.equal("1/1 " .. srv.pid .. " old", c:receive("*l"))
-        c:close()
-        assert.equal(0, srv:stop())
+        serves_on(srv, pid_file)
     end)
 
     describe("the admin command upgrade", function()
