@@ -335,6 +335,61 @@ describe("SIGUSR2", function()
         serves_on(srv, pid_file)
     end)
 
+    -- The same under a master: the new master and the workers it forked
+    -- (stuck in the same load) are all gone; the old workers answer.
+    it("kills a new master and its workers that hang at load", function()
+        local srv, pid_file = start({ "--workers", "2", "--load-timeout",
+                                      "1", "--handler-timeout", "1" })
+        helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                           "the pid file")
+        helpers.write_file(srv.script, "os.execute('sleep 20')\n" ..
+                           assert(helpers.read_file(FIXTURE)))
+        os.execute("kill -USR2 " .. srv.pid)
+        local new = tonumber(helpers.wait_until(function()
+            return srv:log():match("upgrade: started %S+ %(pid (%d+)%)")
+        end, 5, "the new generation"))
+        -- Its luaserv processes: itself and the workers it forked (the
+        -- shell and sleep of os.execute are not luaserv, and outlive it).
+        local function generation()
+            local pids = { new }
+            local p = io.popen("pgrep -P " .. new)
+            for pid in p:read("a"):gmatch("%d+") do
+                local comm = helpers.read_file("/proc/" .. pid .. "/comm")
+                if comm and comm:match("^luaserv") then
+                    pids[#pids + 1] = tonumber(pid)
+                end
+            end
+            p:close()
+            return pids
+        end
+        local pids = helpers.wait_until(function()
+            local g = generation()
+            return #g == 3 and g
+        end, 5, "the new master's two workers")
+        local log = helpers.wait_until(function()
+            local l = srv:log()
+            return l:find("upgrade failed", 1, true) and l
+        end, 15 * SLOWDOWN, "the timeout")
+        assert.truthy(log:find("upgrade failed: the new generation (pid " ..
+                               new .. ") timed out: not serving after 7 s; " ..
+                               "killed it", 1, true), log)
+        for _, pid in ipairs(pids) do
+            assert.is_true(helpers.wait_for(function()
+                return not running(pid)
+            end, 5), "pid " .. pid .. " still runs")
+        end
+        assert.equal(srv.pid, pid_in(pid_file))
+        local c = helpers.connect(srv.port)
+        assert(c:send("old\n"))
+        local reply = assert(c:receive("*l"))
+        c:close()
+        local pid = tonumber(reply:match("^%d/2 (%d+) old$"))
+        assert.is_true(pid ~= nil and running(pid), reply)
+        assert.truthy(log:find("on_load in worker %d %(pid " .. pid .. "%)"),
+                      reply)
+        assert.equal(0, srv:stop())
+    end)
+
     -- A copy of the binary at a path of its own, so a test can replace it
     -- (a new install) or remove it; returns the path.
     local function own_binary()
