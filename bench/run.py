@@ -4,7 +4,13 @@ reference servers in one run, server and load generator pinned to separate
 cores, interleaved and repeated; prints a table with ratios to the bare C
 server and writes bench/results/latest.md and bench/results/latest.png.
 
-QUICK=1 (or --quick): short runs, one repetition, fewer scenarios' length.
+QUICK=1 (or --quick): short runs, one repetition, fewer scenarios' length
+(but still WORKER_PAIRS pairs for the --workers 2 row). BUILD=DIR: the
+binaries' directory (default build).
+
+Server CPU is read from /proc (schedstat: nanoseconds, every thread of the
+server and its descendants) once it serves and again when the load
+generator exits, and divided by every request answered in between.
 """
 import json, os, statistics, subprocess, sys, time, datetime, platform, shutil
 
@@ -53,6 +59,12 @@ SCENARIOS = [
      ["bare C (libev)", "luaserv", "Python socketserver", "Python asyncio"],
      False),
 ]
+# The --workers 2 row against one worker: each of its runs is paired with
+# the one-worker run just before it (the machine's speed drifts; a pair
+# shares it), and the ratio is the median over the pairs. A QUICK run adds
+# pairs to reach this many.
+WORKERS_ROW, ONE_WORKER = "luaserv, --workers 2", "luaserv"
+WORKER_PAIRS = 3
 IDLE_CONNS = 2000 if QUICK else 10000
 IDLE_SERVERS = ["bare C (libev)", "luaserv", "luaserv stream"]
 REPEATS = 1 if QUICK else 3
@@ -74,16 +86,26 @@ def tree(pid):
 
 
 def cpu_seconds(pid):
-    """CPU time of pid and its descendants."""
-    total = 0
+    """CPU time of pid and its descendants, every thread, in nanoseconds
+    from /proc/PID/task/TID/schedstat (the stat file's ticks are 10 ms: a
+    two-second run split over a master and two workers lost up to 3 % to
+    rounding), falling back to the stat file's ticks."""
+    total = 0.0
     for p in tree(pid):
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[0]) / 1e9
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def rss_bytes(pid):
@@ -151,14 +173,17 @@ def one_run(server, scenario):
     name, args, _, _ = scenario
     srv = Server(server, udp="udp" in args)
     try:
+        # Once it serves (every worker loaded: the ready line waits for
+        # them), so no start-up is counted; the tree is read at both ends.
         time.sleep(0.2)
         c0 = cpu_seconds(srv.proc.pid)
         r = run_bench(srv.port, args, D)
         c1 = cpu_seconds(srv.proc.pid)
     finally:
         srv.stop()
-    # CPU over warmup + measured time; requests counted over measured time
-    # only, so scale: the generator reports the measured part.
+    # CPU over the generator's whole run (warmup and measured time), so
+    # divided by every request it got answered in that time, not only the
+    # measured ones.
     total = r.get("requests_total", r["requests"])
     r["server_cpu_s"] = c1 - c0
     r["server_cpu_us_per_req"] = (c1 - c0) / total * 1e6 if total else 0
@@ -236,17 +261,16 @@ def main():
         if not os.path.exists(path):
             sys.exit(f"bench: {path} is missing: run make first")
     results = {}   # (scenario, server) -> [runs]
+    pairs = {}     # scenario -> [(one worker's run, --workers 2's run)]
     for rep in range(REPEATS):
         for sc in SCENARIOS:
-            for server in sc[2]:
-                print(f"# run {rep + 1}/{REPEATS}: {sc[0]}: {server}",
-                      file=sys.stderr, flush=True)
-                try:
-                    r = one_run(server, sc)
-                except Exception as e:  # one bad run is reported, not fatal
-                    print(f"#   failed: {e}", file=sys.stderr)
-                    continue
-                results.setdefault((sc[0], server), []).append(r)
+            run_servers(sc, sc[2], f"{rep + 1}/{REPEATS}", results, pairs)
+    for sc in SCENARIOS:
+        if WORKERS_ROW not in sc[2]:
+            continue
+        for k in range(len(pairs.get(sc[0], [])), WORKER_PAIRS):
+            run_servers(sc, [ONE_WORKER, WORKERS_ROW], f"pair {k + 1}",
+                        results, pairs)
     idle = {}
     for server in IDLE_SERVERS:
         print(f"# idle {IDLE_CONNS} connections: {server}", file=sys.stderr,
@@ -263,7 +287,48 @@ def main():
             shd[workers] = shdict_run(workers)
         except Exception as e:
             print(f"#   failed: {e}", file=sys.stderr)
-    report(results, idle, shd)
+    report(results, idle, shd, pairs)
+
+
+def run_servers(sc, servers, label, results, pairs):
+    """One run of sc against each of servers in turn, into results; a
+    --workers 2 run right after a one-worker run makes a pair."""
+    last = None
+    for server in servers:
+        print(f"# run {label}: {sc[0]}: {server}", file=sys.stderr,
+              flush=True)
+        try:
+            r = one_run(server, sc)
+        except Exception as e:  # one bad run is reported, not fatal
+            print(f"#   failed: {e}", file=sys.stderr)
+            last = None
+            continue
+        results.setdefault((sc[0], server), []).append(r)
+        if server == WORKERS_ROW and last is not None:
+            pairs.setdefault(sc[0], []).append((last, r))
+        last = r if server == ONE_WORKER else None
+
+
+def workers_lines(pairs):
+    """The --workers 2 row's server CPU per request against one worker's,
+    pair by pair."""
+    if not pairs:
+        return []
+    lines = ["", "`--workers 2` against one worker: server CPU per request "
+             "(the master and both workers, all on the server's core), "
+             "each run divided by the one-worker run just before it; the "
+             "issue's bound is 1.05x:", "",
+             "| scenario | pairs | median | each pair |", "|---|---|---|---|"]
+    for sc in SCENARIOS:
+        ps = pairs.get(sc[0])
+        if not ps:
+            continue
+        ratios = [b["server_cpu_us_per_req"] / a["server_cpu_us_per_req"]
+                  for a, b in ps if a["server_cpu_us_per_req"]]
+        lines.append(f"| {sc[0]} | {len(ratios)} | "
+                     f"{fmt(median(ratios), '.3f')}x | "
+                     + " ".join(f"{x:.3f}" for x in ratios) + " |")
+    return lines
 
 
 def fmt(x, spec):
@@ -290,7 +355,7 @@ def shdict_lines(shd):
     return lines
 
 
-def report(results, idle, shd=None):
+def report(results, idle, shd=None, pairs=None):
     rows = []
     for sc in SCENARIOS:
         name, _, servers, gen_limited = sc
@@ -346,6 +411,7 @@ def report(results, idle, shd=None):
     for server, r in idle.items():
         lines.append(f"| {server} | {r['conns']} | {r['before'] // 1024} KiB "
                      f"| {r['after'] // 1024} KiB | {r['per_conn']:.0f} |")
+    lines += workers_lines(pairs or {})
     lines += shdict_lines(shd or {})
     text = "\n".join(lines) + "\n"
     print(text)
@@ -356,6 +422,10 @@ def report(results, idle, shd=None):
         json.dump({"results": {f"{k[0]} | {k[1]}": v
                                for k, v in results.items()},
                    "idle": idle,
+                   "workers_pairs": {
+                       sc: [[a["server_cpu_us_per_req"],
+                             b["server_cpu_us_per_req"]] for a, b in ps]
+                       for sc, ps in (pairs or {}).items()},
                    "shdict": {str(w): {f"{k[0]} {k[1]}": v
                                        for k, v in rows.items()}
                               for w, rows in (shd or {}).items()}},

@@ -1,5 +1,6 @@
 /* bench_args.c: luaserv-bench's command line: --help, options, checks. */
 #include "bench.h"
+#include "args.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -56,20 +57,6 @@ static void help(void)
            DEFAULT_PORT, DEFAULT_CONNS, DEFAULT_SHORT_CONNS);
 }
 
-static void usage_error(void)
-{
-    fputs(USAGE "Try '" PROG " --help' for more.\n", stderr);
-    exit(2);
-}
-
-/* Prints "luaserv-bench: " and the message, then the usage; exits 2. */
-static void bad_option(const char *fmt, const char *arg)
-{
-    fprintf(stderr, PROG ": ");
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    usage_error();
-}
 
 /* Parses a number in [min, max] (whole when whole), or exits 2 naming the
  * option. */
@@ -84,7 +71,7 @@ static double number(const char *s, double min, double max, int whole,
     if (errno || end == s || *end || !(v >= min && v <= max)) {
         snprintf(msg, sizeof msg, "bad %s '%%s': expected %s%.15g..%.15g", what,
                  whole ? "" : "seconds ", min, max);
-        bad_option(msg, s);
+        args_bad_option(msg, s);
     }
     return v;
 }
@@ -97,7 +84,7 @@ static int pick(const char *const *names, const char *s, const char *what)
     for (int i = 0; names[i] != NULL; i++)
         if (strcmp(names[i], s) == 0) return i;
     snprintf(msg, sizeof msg, "unknown %s '%%s'", what);
-    bad_option(msg, s);
+    args_bad_option(msg, s);
     return -1;
 }
 
@@ -119,6 +106,7 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
     char spec[sizeof b->addr.host + sizeof b->addr.path + 16];
     char err[LSV_ERRLEN];
 
+    args_init(PROG, USAGE);
     b->pipeline = 1;
     b->size = 16;
     b->duration = 5;
@@ -148,22 +136,22 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
         case OPT_JSON: b->json = 1; break;
         case 'V': printf(PROG " %s\n", LSV_VERSION); exit(0);
         case 'h': help(); exit(0);
-        default: usage_error();
+        default: args_usage_error();
         }
     }
     if (optind < argc)
-        bad_option("unexpected argument '%s'", argv[optind]);
+        args_bad_option("unexpected argument '%s'", argv[optind]);
     if (b->nconns == 0)
         b->nconns = b->mode == MODE_SHORT ? DEFAULT_SHORT_CONNS
                                           : DEFAULT_CONNS;
     if (b->pipeline > 1 && (b->mode == MODE_SHORT || b->mode == MODE_IDLE))
-        bad_option("-P applies to persistent and udp, not %s",
+        args_bad_option("-P applies to persistent and udp, not %s",
                    bench_mode_names[b->mode]);
     if ((uint64_t)b->pipeline * (b->size + STAMP_LEN + 2) > (64u << 20))
-        bad_option("%s", "pipeline x size over 64 MiB in flight");
+        args_bad_option("%s", "pipeline x size over 64 MiB in flight");
     if (b->mode == MODE_IDLE) b->warmup = 0;
     if (path != NULL && (inet_opts || b->mode == MODE_UDP))
-        bad_option("%s", "--unix takes no --host or --port, nor udp");
+        args_bad_option("%s", "--unix takes no --host or --port, nor udp");
 
     /* lsv_net_parse checks the syntax; "::1" gets its brackets here. */
     if (path != NULL)
@@ -174,7 +162,7 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
                                                      : "%s://%s:%d",
                  b->mode == MODE_UDP ? "udp" : "tcp", host, port);
     if (lsv_net_parse(spec, &b->addr, err) != LSV_OK)
-        bad_option("%s", err);
+        args_bad_option("%s", err);
     snprintf(b->name, sizeof b->name, "%s",
              path != NULL ? path : strstr(spec, "//") + 2);
 }

@@ -1,5 +1,6 @@
 /* cli.c: luaserv-cli, the line client of the timestamp server. */
 #include "lsv.h"
+#include "args.h"
 #include "buf.h"
 #include "net.h"
 
@@ -81,21 +82,6 @@ static void help(void)
            DEFAULT_PORT, DEFAULT_TIMEOUT);
 }
 
-/* The usage lines and a pointer to --help on stderr; exits 2. */
-static void usage_error(void)
-{
-    fputs(USAGE "Try '" PROG " --help' for more.\n", stderr);
-    exit(2);
-}
-
-/* Reports a bad option the way getopt does, then the usage; exits 2. */
-static void bad_option(const char *fmt, const char *arg)
-{
-    fprintf(stderr, PROG ": ");
-    fprintf(stderr, fmt, arg);
-    fputc('\n', stderr);
-    usage_error();
-}
 
 /* What the options say about the server's address, for set_address. */
 typedef struct addr_opts {
@@ -119,7 +105,7 @@ static void take_option(cli_t *c, addr_opts_t *o, int opt, char *arg)
         errno = 0;
         v = strtol(arg, &end, 10);
         if (errno || end == arg || *end || v < 1 || v > 65535)
-            bad_option("bad port '%s': expected 1..65535", arg);
+            args_bad_option("bad port '%s': expected 1..65535", arg);
         c->addr.port = (int)v;
         o->inet = 1;
         break;
@@ -135,7 +121,7 @@ static void take_option(cli_t *c, addr_opts_t *o, int opt, char *arg)
         c->timeout = strtod(arg, &end);
         if (errno || end == arg || *end || !(c->timeout > 0)
             || c->timeout > 1e6)
-            bad_option("bad timeout '%s': expected seconds > 0", arg);
+            args_bad_option("bad timeout '%s': expected seconds > 0", arg);
         break;
     case 'e':
         c->exec = arg;
@@ -146,7 +132,7 @@ static void take_option(cli_t *c, addr_opts_t *o, int opt, char *arg)
          * socket is never on the network. */
         if (strncmp(arg, "unix:", 5) == 0) arg += 5;
         else if (strstr(arg, "://") != NULL)
-            bad_option("--admin takes the path of a unix socket, not "
+            args_bad_option("--admin takes the path of a unix socket, not "
                        "'%s'", arg);
         __attribute__((fallthrough));  /* a unix stream socket */
     case 'U':
@@ -162,7 +148,7 @@ static void take_option(cli_t *c, addr_opts_t *o, int opt, char *arg)
         help();
         exit(0);
     default:        /* getopt has said what was wrong */
-        usage_error();
+        args_usage_error();
     }
 }
 
@@ -173,14 +159,14 @@ static void set_address(cli_t *c, const addr_opts_t *o)
     const char *host = o->host;
 
     if (o->nunix > 1)
-        bad_option("%s", "give one of --unix and --unixgram");
+        args_bad_option("%s", "give one of --unix and --unixgram");
     if (o->nunix && (o->udp || o->inet))
-        bad_option("%s", "--unix and --unixgram take no --host, --port or "
+        args_bad_option("%s", "--unix and --unixgram take no --host, --port or "
                    "--udp");
 
     if (o->path != NULL) {
         if (*o->path == '\0' || strlen(o->path) >= sizeof c->addr.path)
-            bad_option("bad socket path '%s'", o->path);
+            args_bad_option("bad socket path '%s'", o->path);
         strcpy(c->addr.path, o->path);
         snprintf(c->name, sizeof c->name, "%s", o->path);
         return;
@@ -193,7 +179,7 @@ static void set_address(cli_t *c, const addr_opts_t *o)
         n -= 2;
     }
     if (n == 0 || n >= sizeof c->addr.host)
-        bad_option("bad host '%s'", host);
+        args_bad_option("bad host '%s'", host);
     memcpy(c->addr.host, host, n);
     c->addr.host[n] = '\0';
     snprintf(c->name, sizeof c->name,
@@ -233,6 +219,7 @@ static void parse_args(cli_t *c, int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
+    args_init(PROG, USAGE);
     addr_opts_t o = { .host = DEFAULT_HOST };
     int opt;
 
@@ -241,7 +228,7 @@ static void parse_args(cli_t *c, int argc, char **argv)
            != -1)
         take_option(c, &o, opt, optarg);
     if (optind < argc && !c->admin)
-        bad_option("unexpected argument '%s'", argv[optind]);
+        args_bad_option("unexpected argument '%s'", argv[optind]);
     if (optind < argc)      /* --admin PATH CMD ARGS...: one command */
         c->admin_cmd = join_args(argc, argv, optind);
     set_address(c, &o);

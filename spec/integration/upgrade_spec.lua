@@ -134,6 +134,62 @@ describe("SIGUSR2", function()
         assert.is_nil(helpers.read_file(pid_file))
     end)
 
+    -- The config file's pid_file: written, rewritten by an upgrade and
+    -- removed at a clean exit as --pid-file's is; a flag overrides it.
+    describe("the config's pid_file", function()
+        -- Starts the fixture with a config naming a pid file, plus args.
+        local function start_conf(args)
+            local pid_file = helpers.tmpname(".pid")
+            local conf = helpers.write_file(helpers.tmpname(".conf.lua"),
+                ("pid_file = %q\nshutdown_timeout = 5\n"):format(pid_file))
+            helpers.defer(function() os.remove(conf) end)
+            local a = { "-c", conf }
+            for _, x in ipairs(args or {}) do a[#a + 1] = x end
+            local srv = helpers.start_server({ script = FIXTURE, args = a })
+            helpers.defer(function() stop_pid(pid_in(pid_file)) end)
+            return srv, pid_file
+        end
+
+        it("is written once serving, rewritten by an upgrade, removed at "
+           .. "a clean exit", function()
+            local srv, pid_file = start_conf()
+            assert.equal(srv.pid, helpers.wait_until(function()
+                return pid_in(pid_file)
+            end, 5, "the pid file"))
+            os.execute("kill -USR2 " .. srv.pid)
+            assert.equal(0, srv:wait(20 * SLOWDOWN))
+            local new = pid_in(pid_file)
+            assert.is_true(new ~= nil and new ~= srv.pid and running(new),
+                           srv:log())
+            stop_pid(new)
+            assert.is_false(running(new))
+            assert.is_nil(helpers.read_file(pid_file))
+        end)
+
+        it("gives way to --pid-file", function()
+            local flag_file = helpers.tmpname(".pid")
+            local srv, pid_file = start_conf({ "--pid-file", flag_file })
+            helpers.defer(function() os.remove(flag_file) end)
+            assert.equal(srv.pid, helpers.wait_until(function()
+                return pid_in(flag_file)
+            end, 5, "the pid file"))
+            assert.is_nil(helpers.read_file(pid_file))
+            assert.equal(0, srv:stop())
+            assert.is_nil(helpers.read_file(flag_file))
+        end)
+
+        it("is not written by --check", function()
+            local pid_file = helpers.tmpname(".pid")
+            local conf = helpers.write_file(helpers.tmpname(".conf.lua"),
+                ("pid_file = %q\n"):format(pid_file))
+            local status, out = helpers.run(helpers.luaserv, "-c " ..
+                helpers.shell_quote(conf) .. " --check " .. FIXTURE)
+            os.remove(conf)
+            assert.equal(0, status, out)
+            assert.is_nil(helpers.read_file(pid_file))
+        end)
+    end)
+
     -- The pids of the processes that ran on_load (the workers, or the
     -- single process) in log, before its first SIGUSR2 and after.
     local function handler_pids(log)
@@ -235,6 +291,105 @@ describe("SIGUSR2", function()
         end)
     end
 
+    -- After a failed upgrade: the old single process srv still holds the
+    -- pid file, answers, and stops cleanly.
+    local function serves_on(srv, pid_file)
+        assert.equal(srv.pid, pid_in(pid_file))
+        local c = helpers.connect(srv.port)
+        assert(c:send("old\n"))
+        assert.equal("1/1 " .. srv.pid .. " old", c:receive("*l"))
+        c:close()
+        assert.equal(0, srv:stop())
+    end
+
+    -- A new generation that hangs at load (never ready, never exits) is
+    -- killed after --load-timeout + --handler-timeout + 5 s; the old one
+    -- serves on and the admin client hears "timed out".
+    it("kills a new generation that hangs at load and serves on", function()
+        local op = require "fixtures.operations_util"
+        local path = op.sock_path()
+        local srv, pid_file = start({ "--admin", "unix:" .. path,
+                                      "--load-timeout", "1",
+                                      "--handler-timeout", "1" })
+        helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                           "the pid file")
+        -- Only the new generation reads this: it blocks in C (no Lua
+        -- instruction for the guards to stop) for longer than the bound.
+        helpers.write_file(srv.script, "os.execute('sleep 20')\n" ..
+                           assert(helpers.read_file(FIXTURE)))
+        local t0 = os.time()
+        local status, body = op.admin_cmd(path, "upgrade")
+        local took = os.time() - t0
+        assert.truthy(status:find("^error: the new generation %(pid %d+%) " ..
+                                  "timed out: not serving after 7 s; " ..
+                                  "killed it$"), status)
+        assert.equal("", body)
+        assert.is_true(took >= 6 and took <= 20, took .. " s")
+        local new = tonumber(status:match("pid (%d+)"))
+        assert.is_true(helpers.wait_for(function() return not running(new)
+                                        end, 5), "the new one still runs")
+        local log = srv:log()
+        assert.truthy(log:find("upgrade failed: the new generation (pid " ..
+                               new .. ") timed out", 1, true), log)
+        assert.is_true(srv:alive())
+        serves_on(srv, pid_file)
+    end)
+
+    -- The same under a master: the new master and the workers it forked
+    -- (stuck in the same load) are all gone; the old workers answer.
+    it("kills a new master and its workers that hang at load", function()
+        local srv, pid_file = start({ "--workers", "2", "--load-timeout",
+                                      "1", "--handler-timeout", "1" })
+        helpers.wait_until(function() return pid_in(pid_file) end, 5,
+                           "the pid file")
+        helpers.write_file(srv.script, "os.execute('sleep 20')\n" ..
+                           assert(helpers.read_file(FIXTURE)))
+        os.execute("kill -USR2 " .. srv.pid)
+        local new = tonumber(helpers.wait_until(function()
+            return srv:log():match("upgrade: started %S+ %(pid (%d+)%)")
+        end, 5, "the new generation"))
+        -- Its luaserv processes: itself and the workers it forked (the
+        -- shell and sleep of os.execute are not luaserv, and outlive it).
+        local function generation()
+            local pids = { new }
+            local p = io.popen("pgrep -P " .. new)
+            for pid in p:read("a"):gmatch("%d+") do
+                local comm = helpers.read_file("/proc/" .. pid .. "/comm")
+                if comm and comm:match("^luaserv") then
+                    pids[#pids + 1] = tonumber(pid)
+                end
+            end
+            p:close()
+            return pids
+        end
+        local pids = helpers.wait_until(function()
+            local g = generation()
+            return #g == 3 and g
+        end, 5, "the new master's two workers")
+        local log = helpers.wait_until(function()
+            local l = srv:log()
+            return l:find("upgrade failed", 1, true) and l
+        end, 15 * SLOWDOWN, "the timeout")
+        assert.truthy(log:find("upgrade failed: the new generation (pid " ..
+                               new .. ") timed out: not serving after 7 s; " ..
+                               "killed it", 1, true), log)
+        for _, pid in ipairs(pids) do
+            assert.is_true(helpers.wait_for(function()
+                return not running(pid)
+            end, 5), "pid " .. pid .. " still runs")
+        end
+        assert.equal(srv.pid, pid_in(pid_file))
+        local c = helpers.connect(srv.port)
+        assert(c:send("old\n"))
+        local reply = assert(c:receive("*l"))
+        c:close()
+        local pid = tonumber(reply:match("^%d/2 (%d+) old$"))
+        assert.is_true(pid ~= nil and running(pid), reply)
+        assert.truthy(log:find("on_load in worker %d %(pid " .. pid .. "%)"),
+                      reply)
+        assert.equal(0, srv:stop())
+    end)
+
     -- A copy of the binary at a path of its own, so a test can replace it
     -- (a new install) or remove it; returns the path.
     local function own_binary()
@@ -285,12 +440,7 @@ describe("SIGUSR2", function()
         end, 10 * SLOWDOWN, "the failure to be logged")
         assert.truthy(log:find("upgrade failed: cannot exec " .. bin ..
                                ": No such file or directory", 1, true), log)
-        assert.equal(srv.pid, pid_in(pid_file))
-        local c = helpers.connect(srv.port)
-        assert(c:send("old\n"))
-        assert.equal("1/1 " .. srv.pid .. " old", c:receive("*l"))
-        c:close()
-        assert.equal(0, srv:stop())
+        serves_on(srv, pid_file)
     end)
 
     describe("the admin command upgrade", function()

@@ -7,6 +7,7 @@
 #include "options.h"
 #include "script.h"
 #include "shared.h"
+#include "upgrade.h"
 #include "vm.h"
 
 #include <lauxlib.h>
@@ -209,6 +210,17 @@ int lsv_config_load(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
         if (cfg_get(L, p, o->key) == LUA_TNIL) continue;
         lsv_option_store_lua(o, L, -1, &srv->opt, NULL);
         lua_pop(L, 1);
+    }
+    /* The one setting kept outside srv->opt (the flag's is in f); a copy,
+     * as the exit removes the file after the Lua state is closed. */
+    const char *pid_file = cfg_string(L, p, "pid_file");
+    if (pid_file && !f->pid_file && !f->check) {
+        char *copy = strdup(pid_file);
+        if (copy == NULL) {
+            fprintf(stderr, "luaserv: out of memory\n");
+            return LSV_ERR;
+        }
+        lsv_upgrade_pid_file(copy);
     }
     srv->opt.low_water = srv->opt.high_water / 4;
     return LSV_OK;

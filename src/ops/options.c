@@ -145,7 +145,8 @@ const lsv_option_t lsv_option_table[] = {
               "Lua state, under a master (default %D: one\n"
               "process; auto = one per online CPU)",
       SRV(workers) },
-    { .name = "pid-file", .type = LSV_OPT_STRING, .arg = "PATH",
+    { .name = "pid-file", .key = "pid_file", .where = SETTING,
+      .type = LSV_OPT_STRING, .arg = "PATH",
       .help = "write the server's pid (the master's) to PATH\n"
               "once it serves; removed at a clean exit",
       FLG(pid_file) },

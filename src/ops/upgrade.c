@@ -21,6 +21,11 @@
 #define MAX_FDS 256
 /* Seconds between the hand-over (no more accepting) and the drain. */
 #define HANDOVER_GRACE 1.0
+/* A new generation not serving after its load's bounds (--handler-timeout
+ * for each script's chunk, --load-timeout for on_load; LOAD_TIMEOUT_NEVER
+ * when that is 0) and this many seconds more is killed. */
+#define UPGRADE_MARGIN 5.0
+#define LOAD_TIMEOUT_NEVER 30.0
 
 extern char **environ;
 
@@ -43,6 +48,8 @@ static struct {
     ev_io ready_io;
     ev_child child;
     ev_timer grace;
+    ev_timer timeout;        /* the new generation's time to serve */
+    int timed_out;           /* it ran out: killed, its exit is no news */
     int state;               /* the last one: LSV_UPGRADE_* (upgrade.h) */
     char outcome[1024];      /* and how it ended */
 } up = { .pipe_fd = -1 };
@@ -85,8 +92,17 @@ void lsv_upgrade_init(int argc, char **argv, const char *path)
 {
     (void)argc;
     saved_argv = argv;
+    lsv_upgrade_pid_file(path);
+}
+
+void lsv_upgrade_pid_file(const char *path)
+{
+    static int registered;
     pid_file = path;
-    if (path) atexit(remove_pid_file);
+    if (path && !registered) {
+        registered = 1;
+        atexit(remove_pid_file);
+    }
 }
 
 /* --- the new generation ------------------------------------------------- */
@@ -218,10 +234,12 @@ static void finish(struct ev_loop *loop)
 {
     ev_io_stop(loop, &up.ready_io);
     ev_child_stop(loop, &up.child);
+    ev_timer_stop(loop, &up.timeout);
     if (up.pipe_fd >= 0) close(up.pipe_fd);
     up.pipe_fd = -1;
     up.pid = 0;
     up.exec_errno = 0;
+    up.timed_out = 0;
 }
 
 /* Stops srv's listeners accepting (they stay the new generation's: no
@@ -298,6 +316,10 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
     (void)revents;
     char exe[4096];
     int st = w->rstatus;
+    if (up.timed_out) {          /* the kill after the timeout: said */
+        finish(loop);
+        return;
+    }
     /* Its exit may come before the pipe's watcher read why exec failed:
      * the message is in the pipe already, so read it now. */
     struct pollfd pf = { up.pipe_fd, POLLIN, 0 };
@@ -318,6 +340,30 @@ static void child_cb(struct ev_loop *loop, ev_child *w, int revents)
              "was serving (its own message in the log says why)", w->rpid,
              WEXITSTATUS(st));
     finish(loop);
+}
+
+/* How long the new generation may take to serve: its load's bounds and
+ * UPGRADE_MARGIN. */
+static double upgrade_timeout(const lsv_server_t *srv)
+{
+    double load = srv->opt.load_timeout > 0 ? srv->opt.load_timeout
+                                            : LOAD_TIMEOUT_NEVER;
+    return load + srv->opt.handler_timeout + UPGRADE_MARGIN;
+}
+
+/* The new generation did not serve in time (a script that hangs at load,
+ * say): it is killed (its workers follow by their parent-death signal),
+ * and this generation serves on; its exit, reaped by child_cb, adds
+ * nothing. Its ready pipe is not read any more: a late 'R' is no hand-over. */
+static void timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    (void)w;
+    fail("the new generation (pid %d) timed out: not serving after %g s;"
+         " killed it", (int)up.pid, upgrade_timeout(up.srv));
+    up.timed_out = 1;
+    ev_io_stop(loop, &up.ready_io);
+    kill(up.pid, SIGKILL);
 }
 
 /* Forks and execs the new generation with our fds. Returns LSV_OK, or
@@ -372,6 +418,8 @@ int lsv_upgrade_start(lsv_server_t *srv, char *err, size_t size)
             ev_io_start(srv->loop, &up.ready_io);
             ev_child_set(&up.child, up.pid, 0);
             ev_child_start(srv->loop, &up.child);
+            ev_timer_set(&up.timeout, upgrade_timeout(srv), 0.);
+            ev_timer_start(srv->loop, &up.timeout);
             return LSV_OK;
         }
     }
@@ -411,6 +459,7 @@ void lsv_upgrade_watch(lsv_server_t *srv, lsv_upgrade_fds_fn fds,
     ev_io_init(&up.ready_io, ready_cb, -1, EV_READ);
     ev_child_init(&up.child, child_cb, 0, 0);
     ev_timer_init(&up.grace, grace_cb, 0., 0.);
+    ev_timer_init(&up.timeout, timeout_cb, 0., 0.);
     ev_signal_start(srv->loop, &up.usr2);
     lsv_core_set_upgrade(&core_upgrade);   /* admin `upgrade` */
 }
@@ -430,6 +479,7 @@ void lsv_upgrade_worker(lsv_server_t *srv)
     ev_io_stop(loop, &up.ready_io);
     ev_child_stop(loop, &up.child);
     ev_timer_stop(loop, &up.grace);
+    ev_timer_stop(loop, &up.timeout);
     if (up.pipe_fd >= 0) close(up.pipe_fd);
     up.pipe_fd = -1;
     if (ready_fd >= 0) close(ready_fd);   /* the master tells, not it */

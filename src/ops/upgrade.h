@@ -9,7 +9,9 @@
  * end of a pipe: once the new generation serves (its ready lines out) it
  * writes one byte there, and only then does the old one stop accepting,
  * and a second later drain as on SIGTERM and exit 0. If the child cannot exec, or exits
- * before that byte, the old one logs why and serves on. */
+ * before that byte, the old one logs why and serves on. So it does when
+ * the byte does not come within --load-timeout + --handler-timeout + 5 s
+ * (30 s for a --load-timeout of 0): it kills the child first. */
 #ifndef LSV_UPGRADE_H
 #define LSV_UPGRADE_H
 
@@ -23,6 +25,10 @@ typedef int (*lsv_upgrade_fds_fn)(lsv_server_t *srv, int *fds, int max);
 /* Remembers argv (the arguments the new generation gets) and pid_file
  * (may be NULL). Removes the pid file at exit if it still holds our pid. */
 void lsv_upgrade_init(int argc, char **argv, const char *pid_file);
+
+/* Sets the pid file (the config's pid_file when no --pid-file gave one;
+ * path must outlive the process), with the same removal at exit. */
+void lsv_upgrade_pid_file(const char *path);
 
 /* In a new generation: adds the sockets the old one passed to the pool
  * lsv_notify_match_fd draws from, keeps the ready pipe, and clears the
