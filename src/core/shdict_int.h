@@ -1,5 +1,12 @@
 /* shdict_int.h: the layout of a shared dict's region, for shdict.c and
- * its allocator, shdict_heap.c. Nothing else includes it. */
+ * its allocator, shdict_heap.c. Nothing else includes it.
+ *
+ * The region is a small header (struct lsv_shdict, written once before
+ * any fork, then only read) and then nshards shards of shard_size bytes
+ * each, every one a dict of its own: its mutex, hash table, LRU list and
+ * heap (struct shard at its start). A key lives in the shard its hash's
+ * top bits name, so operations on keys of different shards never touch
+ * the same lock or the same cache lines. */
 #ifndef LSV_SHDICT_INT_H
 #define LSV_SHDICT_INT_H
 
@@ -9,9 +16,10 @@
 #include <stdint.h>
 
 typedef struct lsv_shdict lsv_shdict_t;
+typedef struct shard shard_t;
 
-/* Everything in the region is named by its offset from the region's
- * start, never by a pointer, so the layout does not depend on where the
+/* Everything in a shard is named by its offset from the shard's start,
+ * never by a pointer, so the layout does not depend on where the
  * region is mapped; 0 is "none" (the header lives there). */
 typedef uint64_t off_t64;
 
@@ -20,7 +28,11 @@ typedef uint64_t off_t64;
 #define MIN_BLOCK 32u
 #define USED 1ull
 #define NBINS 64
+#define LRU_NEAR 8          /* touch: the top 1/LRU_NEAR stays put */
 #define REAP_PER_STORE 2    /* expired LRU-tail entries reaped per store */
+#define SHARD_MIN (1024u * 1024)  /* a dict gets a shard per this many bytes */
+#define SHARDS_MAX 16             /* ... up to this many (a power of two) */
+#define LINE 64u                  /* shards start on a cache line */
 
 /* A block: header, then payload. size counts the header and is a
  * multiple of ALIGN; its low bit says used. prev is the size of the block
@@ -40,6 +52,7 @@ typedef struct entry {
     off_t64 hnext;           /* next in its hash bucket */
     off_t64 lprev, lnext;    /* LRU list, most recent at the head */
     uint64_t expires;        /* CLOCK_MONOTONIC ms; 0 = never */
+    uint64_t stamp;          /* the shard's moves when it last moved */
     uint32_t hash, klen;
     uint32_t flags;
     uint32_t type;           /* LSV_SHDICT_*, or T_LIST */
@@ -63,9 +76,20 @@ typedef struct lnode {
 
 #define T_LIST 9
 
+/* The region's header: set before any fork, read-only afterwards. */
 struct lsv_shdict {
     uint64_t magic;
     uint64_t size;               /* the whole region */
+    uint64_t shard_size;         /* each shard's bytes, a multiple of LINE */
+    uint32_t nshards;            /* a power of two, 1 to SHARDS_MAX */
+    uint32_t shift;              /* log2(nshards) */
+    uint64_t first;              /* the first shard's offset */
+};
+
+/* A shard's header, at its start. */
+struct shard {
+    uint64_t magic;
+    uint64_t size;               /* the whole shard */
     pthread_mutex_t lock;
     uint32_t dirty;              /* an operation is changing the links */
     uint32_t recoveries, resets;
@@ -78,6 +102,7 @@ struct lsv_shdict {
     off_t64 bins[NBINS];         /* free blocks of [2^b, 2^(b+1)) bytes */
     off_t64 lru_head, lru_tail;
     uint64_t count;
+    uint64_t moves;              /* entries put at the LRU head so far */
 };
 
 #define AT(d, off) ((void *)((char *)(d) + (off)))
@@ -87,20 +112,20 @@ struct lsv_shdict {
 #define BSIZE(b) ((b)->size & ~USED)
 #define HDR ((uint64_t)sizeof(blk_t))
 
-/* The allocator (shdict_heap.c); the caller holds the lock and has
- * called writing(). */
+/* The allocator (shdict_heap.c), within one shard; the caller holds the
+ * shard's lock and has called writing(). */
 
 /* Allocates n payload bytes; returns the payload's offset, or 0. */
-off_t64 lsv_shdict_heap_alloc(lsv_shdict_t *d, uint64_t n);
+off_t64 lsv_shdict_heap_alloc(shard_t *d, uint64_t n);
 /* Frees the payload at p, merging the block with free neighbours. */
-void lsv_shdict_heap_free(lsv_shdict_t *d, off_t64 p);
+void lsv_shdict_heap_free(shard_t *d, off_t64 p);
 /* The bytes the payload at p may hold. */
-uint64_t lsv_shdict_heap_room(lsv_shdict_t *d, off_t64 p);
+uint64_t lsv_shdict_heap_room(shard_t *d, off_t64 p);
 /* Empties the heap, the LRU and (when clear_buckets) the hash table. */
-void lsv_shdict_heap_reset(lsv_shdict_t *d, int clear_buckets);
+void lsv_shdict_heap_reset(shard_t *d, int clear_buckets);
 /* Walks the heap, the LRU and the buckets, with the lock held by the
  * caller (lsv_shdict_check). Returns LSV_OK, or LSV_ERR with what is
  * wrong in err. */
-int lsv_shdict_heap_check(lsv_shdict_t *d, char err[LSV_ERRLEN]);
+int lsv_shdict_heap_check(shard_t *d, char err[LSV_ERRLEN]);
 
 #endif
