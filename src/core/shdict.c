@@ -49,11 +49,30 @@ static uint32_t hash_key(const char *k, size_t n)
 
 /* --- the lock ----------------------------------------------------------- */
 
+/* Waits a little, politely to a sibling hyperthread. */
+static void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* Takes a shard's mutex; a dead owner's shard is kept or emptied (the
- * contract in shdict.h). */
+ * contract in shdict.h). A holder keeps it for a fraction of a
+ * microsecond, so a locker that finds it taken tries again for a while
+ * (LOCK_SPINS, with growing pauses) before it sleeps in the kernel:
+ * sleeping, and the wake-up the holder then owes, cost microseconds,
+ * many times the wait. */
 static void lock(shard_t *d)
 {
-    int rc = pthread_mutex_lock(&d->lock);
+    int rc = pthread_mutex_trylock(&d->lock);
+    for (unsigned spin = 1; rc == EBUSY && spin <= LOCK_SPINS; spin *= 2) {
+        for (unsigned i = 0; i < spin; i++) relax();
+        rc = pthread_mutex_trylock(&d->lock);
+    }
+    if (rc == EBUSY) rc = pthread_mutex_lock(&d->lock);
     if (unlikely(rc == EOWNERDEAD)) {
         d->recoveries++;
         if (d->dirty) {
@@ -61,6 +80,8 @@ static void lock(shard_t *d)
             lsv_shdict_heap_reset(d, 1);
             d->dirty = 0;
         }
+        if (d->seq & 1)     /* readers wait for an even seq: give it */
+            __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELEASE);
         pthread_mutex_consistent(&d->lock);
     } else if (unlikely(rc != 0)) {
         /* Only a bug gets here (the mutex is set up once, never left
@@ -72,7 +93,10 @@ static void lock(shard_t *d)
 
 static void unlock(shard_t *d)
 {
-    __atomic_store_n(&d->dirty, 0, __ATOMIC_RELEASE);
+    if (d->dirty) {
+        __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELEASE);  /* even */
+        __atomic_store_n(&d->dirty, 0, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -80,7 +104,10 @@ static void unlock(shard_t *d)
  * dict at the next lock. The store is ordered before the changes. */
 static void writing(shard_t *d)
 {
-    __atomic_store_n(&d->dirty, 1, __ATOMIC_SEQ_CST);
+    if (d->dirty) return;
+    __atomic_store_n(&d->dirty, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELAXED);   /* odd */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 /* --- entries ------------------------------------------------------------ */
@@ -98,32 +125,24 @@ static void lru_unlink(shard_t *d, entry_t *e)
     else d->lru_tail = e->lprev;
 }
 
-static void lru_push(shard_t *d, off_t64 off)
+static void lru_push(shard_t *d, off_t64 off, uint64_t now)
 {
     entry_t *e = ENT(d, off);
     e->lprev = 0;
     e->lnext = d->lru_head;
-    e->stamp = ++d->moves;
+    e->moved = now;
     if (d->lru_head) ENT(d, d->lru_head)->lprev = off;
     else d->lru_tail = off;
     d->lru_head = off;
 }
 
-/* Makes the entry at off the most recently used, unless it is already
- * among the most recent 1/LRU_NEAR of its shard: at most moves - stamp
- * entries were put ahead of it since it last moved. Leaving those where
- * they are spares the writes to it, its neighbours and the head (cache
- * lines the other processes then need not fetch back) on most reads of
- * a hot key; eviction takes from the tail, so it only changes which
- * entry goes among the most recent few. */
-static void touch(shard_t *d, off_t64 off)
+/* Makes the entry at off the most recently used, unless lru_stays. */
+static void touch(shard_t *d, off_t64 off, uint64_t now)
 {
-    entry_t *e = ENT(d, off);
-    if (d->moves - e->stamp < d->count / LRU_NEAR) return;
-    if (d->lru_head == off) return;
+    if (lru_stays(d, ENT(d, off), off, now)) return;
     writing(d);
-    lru_unlink(d, e);
-    lru_push(d, off);
+    lru_unlink(d, ENT(d, off));
+    lru_push(d, off, now);
 }
 
 /* Frees a list value's items. */
@@ -250,7 +269,7 @@ static off_t64 new_entry(shard_t *d, const char *key, size_t klen,
     off_t64 *b = bucket(d, hash);
     e->hnext = *b;
     *b = off;
-    lru_push(d, off);
+    lru_push(d, off, now);
     d->count++;
     return off;
 }
@@ -451,7 +470,7 @@ static int store_locked(shard_t *d, int op, const char *key,
         if (e->type != T_LIST && room >= want && room <= 2 * want + 64) {
             writing(d);
             fill_entry(d, off, v, expiry(now, ttl));
-            touch(d, off);
+            touch(d, off, now);
             return LSV_SHDICT_OK;
         }
         remove_entry(d, off);
@@ -483,9 +502,12 @@ int lsv_shdict_get(lsv_shdict_t *dict, const char *key, size_t klen,
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
     uint32_t hash = hash_key(key, klen);
     shard_t *d = shard_of(dict, hash);
-    int rc = LSV_SHDICT_OK;
+    uint64_t now = now_ms();
+    int rc = lsv_shdict_read(d, key, klen, hash, now, out, buf, size, need);
+    if (rc != READ_LOCKED) return rc;
+    rc = LSV_SHDICT_OK;
     lock(d);
-    off_t64 off = find(d, key, klen, hash, now_ms());
+    off_t64 off = find(d, key, klen, hash, now);
     entry_t *e = off ? ENT(d, off) : NULL;
     if (e == NULL) {
         rc = LSV_SHDICT_NOT_FOUND;
@@ -498,7 +520,7 @@ int lsv_shdict_get(lsv_shdict_t *dict, const char *key, size_t klen,
         get_scalar(e->type, e->vlen, e->u.i, e->u.n, e->data + e->klen, out,
                    buf);
         out->flags = e->flags;
-        touch(d, off);
+        touch(d, off, now);
     }
     unlock(d);
     return rc;
@@ -543,7 +565,7 @@ static int incr_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
     e->type = (uint32_t)out->type;
     if (out->type == LSV_SHDICT_INT) e->u.i = out->i;
     else e->u.n = out->n;
-    touch(d, off);
+    touch(d, off, now);
     return LSV_SHDICT_OK;
 }
 
@@ -587,7 +609,10 @@ int lsv_shdict_expire(lsv_shdict_t *dict, const char *key, size_t klen,
     lock(d);
     uint64_t now = now_ms();
     off_t64 off = find(d, key, klen, hash, now);
-    if (off) ENT(d, off)->expires = expiry(now, ttl);
+    if (off) {
+        writing(d);
+        ENT(d, off)->expires = expiry(now, ttl);
+    }
     unlock(d);
     return off ? LSV_SHDICT_OK : LSV_SHDICT_NOT_FOUND;
 }
@@ -690,7 +715,7 @@ static int push_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
     else NODE(d, *end)->next = n;
     *end = n;
     *len = ++e->vlen;
-    touch(d, off);
+    touch(d, off, now);
     return LSV_SHDICT_OK;
 }
 

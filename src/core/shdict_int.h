@@ -11,6 +11,7 @@
 #define LSV_SHDICT_INT_H
 
 #include "lsv.h"
+#include "shdict.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -28,7 +29,9 @@ typedef uint64_t off_t64;
 #define MIN_BLOCK 32u
 #define USED 1ull
 #define NBINS 64
-#define LRU_NEAR 8          /* touch: the top 1/LRU_NEAR stays put */
+#define LRU_EXACT 32        /* a shard of this many entries or fewer ... */
+#define LRU_HOLD_MS 100     /* ... else an entry moved this recently stays */
+#define LOCK_SPINS 1024    /* lock: pauses spent trying before sleeping */
 #define REAP_PER_STORE 2    /* expired LRU-tail entries reaped per store */
 #define SHARD_MIN (1024u * 1024)  /* a dict gets a shard per this many bytes */
 #define SHARDS_MAX 16             /* ... up to this many (a power of two) */
@@ -52,7 +55,7 @@ typedef struct entry {
     off_t64 hnext;           /* next in its hash bucket */
     off_t64 lprev, lnext;    /* LRU list, most recent at the head */
     uint64_t expires;        /* CLOCK_MONOTONIC ms; 0 = never */
-    uint64_t stamp;          /* the shard's moves when it last moved */
+    uint64_t moved;          /* when it last moved to the LRU head (ms) */
     uint32_t hash, klen;
     uint32_t flags;
     uint32_t type;           /* LSV_SHDICT_*, or T_LIST */
@@ -86,23 +89,30 @@ struct lsv_shdict {
     uint64_t first;              /* the first shard's offset */
 };
 
-/* A shard's header, at its start. */
+/* A shard's header, at its start, in cache lines by how they are used:
+ * the first is written by every operation (the mutex, and what a read
+ * checks to decide whether to move an entry in the LRU), the second is
+ * only read after the shard is made, the rest are written when entries
+ * come, go or move. */
 struct shard {
-    uint64_t magic;
-    uint64_t size;               /* the whole shard */
     pthread_mutex_t lock;
     uint32_t dirty;              /* an operation is changing the links */
-    uint32_t recoveries, resets;
+    uint32_t seq;                /* odd while they change (shdict_read.c) */
+    uint64_t count;
+
+    uint64_t magic __attribute__((aligned(64)));
+    uint64_t size;               /* the whole shard */
     uint64_t nbuckets;           /* a power of two */
     off_t64 buckets;             /* off_t64[nbuckets] */
     off_t64 heap, heap_end;      /* [heap, heap_end): the blocks */
     uint64_t max_block;          /* the biggest block the heap can hold */
+
+    off_t64 lru_head __attribute__((aligned(64)));
+    off_t64 lru_tail;
+    uint32_t recoveries, resets;
     uint64_t free_bytes;
     uint64_t binmap;             /* bit b: bins[b] is not empty */
     off_t64 bins[NBINS];         /* free blocks of [2^b, 2^(b+1)) bytes */
-    off_t64 lru_head, lru_tail;
-    uint64_t count;
-    uint64_t moves;              /* entries put at the LRU head so far */
 };
 
 #define AT(d, off) ((void *)((char *)(d) + (off)))
@@ -127,5 +137,30 @@ void lsv_shdict_heap_reset(shard_t *d, int clear_buckets);
  * caller (lsv_shdict_check). Returns LSV_OK, or LSV_ERR with what is
  * wrong in err. */
 int lsv_shdict_heap_check(shard_t *d, char err[LSV_ERRLEN]);
+
+/* Whether using the entry e at off leaves it where it is in the LRU
+ * rather than moving it to the head: it is there already, or its shard
+ * holds more than LRU_EXACT entries and it moved less than LRU_HOLD_MS
+ * ago (memcached bumps an item at most once a minute for the same
+ * reason). A move writes the entry, both its neighbours and the head:
+ * cache lines every other process must then fetch back, so moving a hot
+ * key on each read costs more than the read; and an entry used within
+ * the last LRU_HOLD_MS is among the last a full shard would evict. */
+static inline int lru_stays(const shard_t *d, const entry_t *e, off_t64 off,
+                            uint64_t now)
+{
+    return d->lru_head == off ||
+           (d->count > LRU_EXACT && now - e->moved < LRU_HOLD_MS);
+}
+
+/* get without the lock (shdict_read.c): a status as lsv_shdict_get's,
+ * or READ_LOCKED when the caller must take the lock and do it there (a
+ * writer is at work or came in between, the entry expired, or it must
+ * move in the LRU). */
+#define READ_LOCKED 1
+#define READ_STEPS 4096     /* a bucket chain longer than this: lock */
+int lsv_shdict_read(shard_t *d, const char *key, size_t klen, uint32_t hash,
+                    uint64_t now, lsv_shdict_val_t *out, char *buf,
+                    size_t size, size_t *need);
 
 #endif
