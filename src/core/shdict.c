@@ -307,11 +307,14 @@ static shard_t *shard_at(const lsv_shdict_t *dict, uint32_t i)
     return (shard_t *)((char *)dict + dict->first + i * dict->shard_size);
 }
 
-/* The shard that holds keys of this hash: its top bits (the hash table
- * in a shard uses the low ones). */
+/* The shard that holds keys of this hash: the top bits of the hash
+ * times a large odd constant (Fibonacci hashing: FNV's own top bits
+ * differ too little between short keys that differ at their end), while
+ * the hash table in a shard uses the hash's low bits. */
 static shard_t *shard_of(const lsv_shdict_t *dict, uint32_t hash)
 {
-    return shard_at(dict, (uint32_t)((uint64_t)hash >> (32 - dict->shift)));
+    uint32_t mixed = hash * 0x9e3779b1u;
+    return shard_at(dict, (uint32_t)((uint64_t)mixed >> (32 - dict->shift)));
 }
 
 /* How many shards a region of size bytes gets: one per SHARD_MIN bytes,
