@@ -387,7 +387,7 @@ static shard_t *shard_of_key(lsv_shdict_t *d, const char *key)
 {
     unsigned i = lsv_shdict_lock_key(d, K(key));
     lsv_shdict_unlock_key(d, K(key));
-    return (shard_t *)((char *)d + d->first + i * d->shard_size);
+    return shard_at(d, i);
 }
 
 /* Shards: one per MiB, a power of two, at most 16; keys spread over all

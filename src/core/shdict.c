@@ -1,7 +1,8 @@
 /* shdict.c: a dictionary in one shared memory region (contract in
  * shdict.h): its shards, and in each the hash table, the LRU list, TTLs,
- * lists, and the robust process-shared mutex around each operation. The allocator is in
- * shdict_heap.c. */
+ * lists, and the robust process-shared mutex around each operation. The
+ * allocator is in shdict_heap.c, get's read without the lock in
+ * shdict_read.c. */
 #include "lsv.h"
 #include "shdict.h"
 #include "shdict_int.h"
@@ -302,21 +303,6 @@ static int shard_init(shard_t *d, uint64_t size)
     return init_lock(d);
 }
 
-static shard_t *shard_at(const lsv_shdict_t *dict, uint32_t i)
-{
-    return (shard_t *)((char *)dict + dict->first + i * dict->shard_size);
-}
-
-/* The shard that holds keys of this hash: the top bits of the hash
- * times a large odd constant (Fibonacci hashing: FNV's own top bits
- * differ too little between short keys that differ at their end), while
- * the hash table in a shard uses the hash's low bits. */
-static shard_t *shard_of(const lsv_shdict_t *dict, uint32_t hash)
-{
-    uint32_t mixed = hash * 0x9e3779b1u;
-    return shard_at(dict, (uint32_t)((uint64_t)mixed >> (32 - dict->shift)));
-}
-
 /* How many shards a region of size bytes gets: one per SHARD_MIN bytes,
  * rounded down to a power of two, at most SHARDS_MAX. */
 static uint32_t shard_count(size_t size, uint32_t *shift)
@@ -451,8 +437,8 @@ const char *lsv_shdict_strerror(int status)
 
 /* store's work, under the lock. */
 static int store_locked(shard_t *d, int op, const char *key,
-                        size_t klen, uint32_t hash, const lsv_shdict_val_t *v, double ttl,
-                        int *forcible)
+                        size_t klen, uint32_t hash,
+                        const lsv_shdict_val_t *v, double ttl, int *forcible)
 {
     uint64_t vlen = v->type == LSV_SHDICT_STR ? v->len : 0;
     if (vlen >= d->max_block || sizeof(entry_t) + klen + vlen + HDR >
@@ -581,7 +567,8 @@ int lsv_shdict_incr(lsv_shdict_t *dict, const char *key, size_t klen,
     uint32_t hash = hash_key(key, klen);
     shard_t *d = shard_of(dict, hash);
     lock(d);
-    int rc = incr_locked(d, key, klen, hash, by, init, init_ttl, out, forcible);
+    int rc = incr_locked(d, key, klen, hash, by, init, init_ttl, out,
+                         forcible);
     unlock(d);
     return rc;
 }

@@ -10,8 +10,11 @@
  * lists by size class), a list of its entries in least-recently-used
  * order, and one mutex (PTHREAD_PROCESS_SHARED and robust). An operation
  * on a key takes its shard's mutex once, so each is atomic across the
- * processes; eviction, when a store needs room, takes the least recently
- * used entries of that shard. An operation on the whole dict (keys,
+ * processes (get, in the common case, reads without it and checks that
+ * no writer came in between: a seqlock, shdict_read.c); eviction, when a
+ * store needs room, takes the least recently used entries of that shard
+ * (an entry used in the last 100 ms may keep its place: shdict_int.h,
+ * lru_stays). An operation on the whole dict (keys,
  * flush_all, flush_expired, free_space) takes the shards one at a time:
  * it is atomic per shard, not across them. A value must fit in one
  * shard: key, value and about 100 bytes of overhead at most
@@ -39,9 +42,9 @@
  * A process killed while it holds the mutex does not wedge the others:
  * the next locker gets EOWNERDEAD, and when the dead process was in the
  * middle of changing the shard (a flag in the shard says so) that shard
- * alone is emptied, since its links can no longer be trusted; otherwise it is kept
- * as it was. Either way the mutex is made consistent and the operation
- * goes on. lsv_shdict_recoveries() counts these. */
+ * alone is emptied, since its links can no longer be trusted; otherwise
+ * it is kept as it was. Either way the mutex is made consistent and the
+ * operation goes on. lsv_shdict_recoveries() counts these. */
 #ifndef LSV_SHDICT_H
 #define LSV_SHDICT_H
 

@@ -1,5 +1,6 @@
 /* shdict_int.h: the layout of a shared dict's region, for shdict.c and
- * its allocator, shdict_heap.c. Nothing else includes it.
+ * its allocator, shdict_heap.c, and the read without the lock,
+ * shdict_read.c (and the unit tests). Nothing else includes it.
  *
  * The region is a small header (struct lsv_shdict, written once before
  * any fork, then only read) and then nshards shards of shard_size bytes
@@ -11,7 +12,6 @@
 #define LSV_SHDICT_INT_H
 
 #include "lsv.h"
-#include "shdict.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -138,6 +138,22 @@ void lsv_shdict_heap_reset(shard_t *d, int clear_buckets);
  * wrong in err. */
 int lsv_shdict_heap_check(shard_t *d, char err[LSV_ERRLEN]);
 
+/* Shard i of the dict. */
+static inline shard_t *shard_at(const lsv_shdict_t *dict, uint32_t i)
+{
+    return (shard_t *)((char *)dict + dict->first + i * dict->shard_size);
+}
+
+/* The shard that holds keys of this hash: the top bits of the hash
+ * times a large odd constant (Fibonacci hashing: FNV's own top bits
+ * differ too little between short keys that differ at their end), while
+ * the hash table in a shard uses the hash's low bits. */
+static inline shard_t *shard_of(const lsv_shdict_t *dict, uint32_t hash)
+{
+    uint32_t mixed = hash * 0x9e3779b1u;
+    return shard_at(dict, (uint32_t)((uint64_t)mixed >> (32 - dict->shift)));
+}
+
 /* Whether using the entry e at off leaves it where it is in the LRU
  * rather than moving it to the head: it is there already, or its shard
  * holds more than LRU_EXACT entries and it moved less than LRU_HOLD_MS
@@ -159,8 +175,9 @@ static inline int lru_stays(const shard_t *d, const entry_t *e, off_t64 off,
  * move in the LRU). */
 #define READ_LOCKED 1
 #define READ_STEPS 4096     /* a bucket chain longer than this: lock */
+struct lsv_shdict_val;    /* lsv_shdict_val_t, in shdict.h */
 int lsv_shdict_read(shard_t *d, const char *key, size_t klen, uint32_t hash,
-                    uint64_t now, lsv_shdict_val_t *out, char *buf,
+                    uint64_t now, struct lsv_shdict_val *out, char *buf,
                     size_t size, size_t *need);
 
 #endif
