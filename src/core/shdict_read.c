@@ -7,6 +7,10 @@
 
 #include <string.h>
 
+/* A field a writer may be changing: read once, never re-read by the
+ * compiler after it was checked. */
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
 /* Checks that an entry of klen key bytes and vlen more at off lies
  * inside the shard's heap: a link read while a writer changed it may be
  * anything, and must not be followed out of the shard. */
@@ -37,24 +41,26 @@ int lsv_shdict_read(shard_t *d, const char *key, size_t klen, uint32_t hash,
         if (!inside(d, off, klen, 0) || ++steps > READ_STEPS)
             return READ_LOCKED;
         e = ENT(d, off);
-        if (e->hash == hash && e->klen == klen &&
+        if (LOAD(e->hash) == hash && LOAD(e->klen) == klen &&
             memcmp(e->data, key, klen) == 0)
             break;
-        off = e->hnext;
+        off = LOAD(e->hnext);
         e = NULL;
     }
     int rc = LSV_SHDICT_OK;
+    uint32_t type = e ? LOAD(e->type) : 0;
+    uint64_t expires = e ? LOAD(e->expires) : 0;
     if (e == NULL) {
         rc = LSV_SHDICT_NOT_FOUND;
-    } else if (e->expires != 0 && e->expires <= now) {
+    } else if (expires != 0 && expires <= now) {
         return READ_LOCKED;             /* the locked get removes it */
-    } else if (e->type == T_LIST) {
+    } else if (type == T_LIST) {
         rc = LSV_SHDICT_IS_LIST;
     } else if (!lru_stays(d, e, off, now)) {
         return READ_LOCKED;             /* it moves in the LRU: a write */
     } else {
-        uint64_t vlen = e->type == LSV_SHDICT_STR ? e->vlen : 0;
-        out->type = (int)e->type;
+        uint64_t vlen = type == LSV_SHDICT_STR ? LOAD(e->vlen) : 0;
+        out->type = (int)type;
         out->flags = e->flags;
         out->i = e->u.i;
         out->n = e->u.n;
@@ -63,7 +69,7 @@ int lsv_shdict_read(shard_t *d, const char *key, size_t klen, uint32_t hash,
         if (vlen > size) {
             *need = vlen;
             rc = LSV_SHDICT_TOO_BIG;
-        } else if (e->type == LSV_SHDICT_STR) {
+        } else if (type == LSV_SHDICT_STR) {
             if (!inside(d, off, klen, vlen)) return READ_LOCKED;
             memcpy(buf, e->data + klen, vlen);
             out->s = buf;
