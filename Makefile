@@ -31,7 +31,7 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/udp core/net \
            core/server core/loop core/transport \
            core/buf core/frame core/util core/resolve \
-           core/shdict core/shdict_heap
+           core/shdict core/shdict_heap core/shdict_read
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
@@ -95,7 +95,7 @@ $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/co
 $(BUILD)/unit/net_test: $(BUILD)/unit/net_test.o $(BUILD)/core/net.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/shdict_test: $(BUILD)/unit/shdict_test.o $(BUILD)/core/shdict.o \
-                           $(BUILD)/core/shdict_heap.o
+                           $(BUILD)/core/shdict_heap.o $(BUILD)/core/shdict_read.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) -lpthread
 
 units: $(UNIT_TESTS:%=$(BUILD)/unit/%)

@@ -1,9 +1,12 @@
 /* shdict_test.c: unit tests of the shared dict (shdict.c), printed as
  * TAP: every operation, TTLs, eviction, lists, random use against the
  * region's invariants, and two forked processes sharing one dict,
- * including one killed while it holds the lock. */
+ * including one killed while it holds the lock; and the shards of a
+ * bigger dict: how many, the most one value may take, a crash that
+ * empties one shard only, and reads without the lock racing writers. */
 #include "lsv.h"
 #include "shdict.h"
+#include "shdict_int.h"
 #include "tap.h"
 
 #include <signal.h>
@@ -379,6 +382,170 @@ static void test_kill_holder(void)
     test_done("a process killed holding the lock does not wedge the rest");
 }
 
+/* The shard of key (by taking and dropping its lock). */
+static shard_t *shard_of_key(lsv_shdict_t *d, const char *key)
+{
+    unsigned i = lsv_shdict_lock_key(d, K(key));
+    lsv_shdict_unlock_key(d, K(key));
+    return shard_at(d, i);
+}
+
+/* Shards: one per MiB, a power of two, at most 16; keys spread over all
+ * of them; a value fits when it fits in one shard, and is "no memory"
+ * (changing nothing) when it does not, even below the dict's size. */
+static void test_shards(void)
+{
+    size_t each;
+    lsv_shdict_t *d = make(1024 * 1024);
+    CHECK(lsv_shdict_shards(d, &each) == 1);
+    lsv_shdict_free(d);
+    d = make(3 * 1024 * 1024);
+    CHECK(lsv_shdict_shards(d, NULL) == 2);
+    lsv_shdict_free(d);
+    d = make(1024u * 1024 * 1024);
+    CHECK(lsv_shdict_shards(d, NULL) == 16);
+    lsv_shdict_free(d);
+    d = make(4 * 1024 * 1024);
+    CHECK(lsv_shdict_shards(d, &each) == 4 && each >= 1024 * 1024 - 64 &&
+          each % 64 == 0);
+    int seen[4] = { 0 }, forcible;
+    char key[32];
+    for (int i = 0; i < 64; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        seen[lsv_shdict_lock_key(d, K(key))]++;
+        lsv_shdict_unlock_key(d, K(key));
+        lsv_shdict_val_t v = num_i(i);
+        CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K(key), &v, 0, &forcible)
+              == 0);
+    }
+    CHECK(seen[0] && seen[1] && seen[2] && seen[3]);
+    size_t count, need;
+    CHECK(lsv_shdict_keys(d, 0, buf, sizeof buf, &need, &count) == 0 &&
+          count == 64);
+    CHECK(lsv_shdict_keys(d, 10, buf, sizeof buf, &need, &count) == 0 &&
+          count == 10);
+    static char big[2 * 1024 * 1024];
+    memset(big, 'b', sizeof big);
+    lsv_shdict_val_t v = { .type = LSV_SHDICT_STR, .s = big,
+                           .len = each - 64 * 1024 };
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K("big"), &v, 0, &forcible)
+          == 0);
+    lsv_shdict_val_t out;
+    CHECK(lsv_shdict_get(d, K("big"), &out, buf, sizeof buf, &need) == 0 &&
+          out.len == each - 64 * 1024);
+    v.len = each + 1;                   /* < the dict, > a shard */
+    CHECK(lsv_shdict_store(d, LSV_SHDICT_SET, K("k1"), &v, 0, &forcible)
+          == LSV_SHDICT_NO_MEMORY);
+    CHECK(lsv_shdict_get(d, K("k1"), &out, buf, sizeof buf, &need) == 0 &&
+          out.i == 1);
+    CHECK(healthy(d));
+    lsv_shdict_flush_all(d);
+    CHECK(lsv_shdict_keys(d, 0, buf, sizeof buf, &need, &count) == 0 &&
+          count == 0);
+    CHECK(lsv_shdict_free_space(d) > 4 * (each - 64 * 1024));
+    lsv_shdict_free(d);
+    test_done("shards: how many, keys over all of them, a value per shard");
+}
+
+/* A child dies holding one shard's lock in the middle of a change: that
+ * shard alone is emptied, the others keep every key. */
+static void test_shard_recovery(void)
+{
+    lsv_shdict_t *d = make(4 * 1024 * 1024);
+    char key[32];
+    int forcible, n = 200;
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        lsv_shdict_val_t v = num_i(i);
+        lsv_shdict_store(d, LSV_SHDICT_SET, K(key), &v, 0, &forcible);
+    }
+    shard_t *broken = shard_of_key(d, "k0");
+    pid_t kid = fork();
+    if (kid == 0) {
+        lsv_shdict_lock_key(d, K("k0"));
+        broken->dirty = 1;              /* as writing() does */
+        broken->seq++;
+        kill(getpid(), SIGKILL);
+    }
+    waitpid(kid, NULL, 0);
+    alarm(10);
+    lsv_shdict_val_t out;
+    size_t need;
+    int kept = 0, lost = 0, good = 1;
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        int rc = lsv_shdict_get(d, K(key), &out, buf, sizeof buf, &need);
+        if (shard_of_key(d, key) == broken) {
+            lost += rc == LSV_SHDICT_NOT_FOUND;
+            good &= rc == LSV_SHDICT_NOT_FOUND;
+        } else {
+            kept += rc == 0 && out.i == i;
+            good &= rc == 0 && out.i == i;
+        }
+    }
+    alarm(0);
+    CHECKF(good && lost > 0 && kept > 0 && kept + lost == n,
+           "kept %d, lost %d", kept, lost);
+    unsigned resets;
+    CHECK(lsv_shdict_recoveries(d, &resets) == 1 && resets == 1);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("a crash in one shard empties that shard only");
+}
+
+/* A child rewrites keys with values of changing length (every byte the
+ * same letter, the length fixed by the letter) while the parent reads
+ * them: a read without the lock never returns a torn value. */
+static void test_read_race(void)
+{
+    lsv_shdict_t *d = make(2 * 1024 * 1024);
+    static char val[4096];
+    int forcible;
+    char key[16];
+    for (int i = 0; i < 200; i++) {      /* over LRU_EXACT a shard */
+        snprintf(key, sizeof key, "r%d", i);
+        lsv_shdict_val_t v = str("a");
+        lsv_shdict_store(d, LSV_SHDICT_SET, K(key), &v, 0, &forcible);
+    }
+    pid_t kid = fork();
+    if (kid == 0) {
+        for (unsigned r = 0;; r++) {
+            int c = 'a' + r % 26, len = 1 + (c - 'a') * 150;
+            memset(val, c, (size_t)len);
+            lsv_shdict_val_t v = { .type = LSV_SHDICT_STR, .s = val,
+                                   .len = (size_t)len };
+            snprintf(key, sizeof key, "r%u", r % 200);
+            lsv_shdict_store(d, LSV_SHDICT_SET, K(key), &v, 0, &forcible);
+            if (r % 13 == 0) {
+                lsv_shdict_val_t nil = { .type = LSV_SHDICT_NIL };
+                lsv_shdict_store(d, LSV_SHDICT_SET, K(key), &nil, 0,
+                                 &forcible);
+            }
+        }
+    }
+    int bad = 0, reads = 0;
+    lsv_shdict_val_t out;
+    size_t need;
+    for (int i = 0; i < 300000; i++) {
+        snprintf(key, sizeof key, "r%d", i % 200);
+        if (lsv_shdict_get(d, K(key), &out, buf, sizeof buf, &need) != 0)
+            continue;
+        reads++;
+        int c = out.len ? out.s[0] : 0;
+        if (out.type != LSV_SHDICT_STR || c < 'a' || c > 'z' ||
+            out.len != (size_t)(1 + (c - 'a') * 150))
+            bad++;
+        else
+            for (size_t j = 0; j < out.len; j++) bad += out.s[j] != c;
+    }
+    kill(kid, SIGKILL);
+    waitpid(kid, NULL, 0);
+    CHECKF(bad == 0 && reads > 1000, "%d torn of %d", bad, reads);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("reads without the lock never see a value half written");
+}
+
 int main(void)
 {
     test_store_get();
@@ -389,5 +556,8 @@ int main(void)
     test_random();
     test_fork_incr();
     test_kill_holder();
+    test_shards();
+    test_shard_recovery();
+    test_read_race();
     return tap_end();
 }

@@ -1,7 +1,8 @@
 /* shdict.c: a dictionary in one shared memory region (contract in
- * shdict.h): the hash table, the LRU list, TTLs, lists, and the robust
- * process-shared mutex around each operation. The allocator is in
- * shdict_heap.c. */
+ * shdict.h): its shards, and in each the hash table, the LRU list, TTLs,
+ * lists, and the robust process-shared mutex around each operation. The
+ * allocator is in shdict_heap.c, get's read without the lock in
+ * shdict_read.c. */
 #include "lsv.h"
 #include "shdict.h"
 #include "shdict_int.h"
@@ -49,9 +50,30 @@ static uint32_t hash_key(const char *k, size_t n)
 
 /* --- the lock ----------------------------------------------------------- */
 
-void lsv_shdict_lock(lsv_shdict_t *d)
+/* Waits a little, politely to a sibling hyperthread. */
+static void relax(void)
 {
-    int rc = pthread_mutex_lock(&d->lock);
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Takes a shard's mutex; a dead owner's shard is kept or emptied (the
+ * contract in shdict.h). A holder keeps it for a fraction of a
+ * microsecond, so a locker that finds it taken tries again for a while
+ * (LOCK_SPINS, with growing pauses) before it sleeps in the kernel:
+ * sleeping, and the wake-up the holder then owes, cost microseconds,
+ * many times the wait. */
+static void lock(shard_t *d)
+{
+    int rc = pthread_mutex_trylock(&d->lock);
+    for (unsigned spin = 1; rc == EBUSY && spin <= LOCK_SPINS; spin *= 2) {
+        for (unsigned i = 0; i < spin; i++) relax();
+        rc = pthread_mutex_trylock(&d->lock);
+    }
+    if (rc == EBUSY) rc = pthread_mutex_lock(&d->lock);
     if (unlikely(rc == EOWNERDEAD)) {
         d->recoveries++;
         if (d->dirty) {
@@ -59,6 +81,8 @@ void lsv_shdict_lock(lsv_shdict_t *d)
             lsv_shdict_heap_reset(d, 1);
             d->dirty = 0;
         }
+        if (d->seq & 1)     /* readers wait for an even seq: give it */
+            __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELEASE);
         pthread_mutex_consistent(&d->lock);
     } else if (unlikely(rc != 0)) {
         /* Only a bug gets here (the mutex is set up once, never left
@@ -68,27 +92,33 @@ void lsv_shdict_lock(lsv_shdict_t *d)
     }
 }
 
-void lsv_shdict_unlock(lsv_shdict_t *d)
+static void unlock(shard_t *d)
 {
-    __atomic_store_n(&d->dirty, 0, __ATOMIC_RELEASE);
+    if (d->dirty) {
+        __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELEASE);  /* even */
+        __atomic_store_n(&d->dirty, 0, __ATOMIC_RELEASE);
+    }
     pthread_mutex_unlock(&d->lock);
 }
 
 /* About to change the links: a death from here to the unlock empties the
  * dict at the next lock. The store is ordered before the changes. */
-static void writing(lsv_shdict_t *d)
+static void writing(shard_t *d)
 {
-    __atomic_store_n(&d->dirty, 1, __ATOMIC_SEQ_CST);
+    if (d->dirty) return;
+    __atomic_store_n(&d->dirty, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELAXED);   /* odd */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 /* --- entries ------------------------------------------------------------ */
 
-static off_t64 *bucket(lsv_shdict_t *d, uint32_t hash)
+static off_t64 *bucket(shard_t *d, uint32_t hash)
 {
     return (off_t64 *)AT(d, d->buckets) + (hash & (d->nbuckets - 1));
 }
 
-static void lru_unlink(lsv_shdict_t *d, entry_t *e)
+static void lru_unlink(shard_t *d, entry_t *e)
 {
     if (e->lprev) ENT(d, e->lprev)->lnext = e->lnext;
     else d->lru_head = e->lnext;
@@ -96,27 +126,28 @@ static void lru_unlink(lsv_shdict_t *d, entry_t *e)
     else d->lru_tail = e->lprev;
 }
 
-static void lru_push(lsv_shdict_t *d, off_t64 off)
+static void lru_push(shard_t *d, off_t64 off, uint64_t now)
 {
     entry_t *e = ENT(d, off);
     e->lprev = 0;
     e->lnext = d->lru_head;
+    e->moved = now;
     if (d->lru_head) ENT(d, d->lru_head)->lprev = off;
     else d->lru_tail = off;
     d->lru_head = off;
 }
 
-/* Makes the entry at off the most recently used. */
-static void touch(lsv_shdict_t *d, off_t64 off)
+/* Makes the entry at off the most recently used, unless lru_stays. */
+static void touch(shard_t *d, off_t64 off, uint64_t now)
 {
-    if (d->lru_head == off) return;
+    if (lru_stays(d, ENT(d, off), off, now)) return;
     writing(d);
     lru_unlink(d, ENT(d, off));
-    lru_push(d, off);
+    lru_push(d, off, now);
 }
 
 /* Frees a list value's items. */
-static void free_items(lsv_shdict_t *d, entry_t *e)
+static void free_items(shard_t *d, entry_t *e)
 {
     for (off_t64 n = e->u.list.head, next; n; n = next) {
         next = NODE(d, n)->next;
@@ -127,7 +158,7 @@ static void free_items(lsv_shdict_t *d, entry_t *e)
 }
 
 /* Removes the entry at off from its bucket and the LRU, and frees it. */
-static void remove_entry(lsv_shdict_t *d, off_t64 off)
+static void remove_entry(shard_t *d, off_t64 off)
 {
     entry_t *e = ENT(d, off);
     writing(d);
@@ -141,7 +172,7 @@ static void remove_entry(lsv_shdict_t *d, off_t64 off)
 }
 
 /* The live entry for key, or 0; an expired one met is removed. */
-static off_t64 find(lsv_shdict_t *d, const char *key, size_t klen,
+static off_t64 find(shard_t *d, const char *key, size_t klen,
                     uint32_t hash, uint64_t now)
 {
     for (off_t64 off = *bucket(d, hash); off; off = ENT(d, off)->hnext) {
@@ -158,7 +189,7 @@ static off_t64 find(lsv_shdict_t *d, const char *key, size_t klen,
 
 /* Removes up to max expired entries from the LRU tail, stopping at the
  * first live one. */
-static void reap_tail(lsv_shdict_t *d, uint64_t now, int max)
+static void reap_tail(shard_t *d, uint64_t now, int max)
 {
     while (max-- > 0 && d->lru_tail && expired(ENT(d, d->lru_tail), now))
         remove_entry(d, d->lru_tail);
@@ -167,7 +198,7 @@ static void reap_tail(lsv_shdict_t *d, uint64_t now, int max)
 /* Allocates n payload bytes, reaping expired entries at the LRU tail
  * first and, when evict is set, evicting from the tail until it fits
  * (*forcible = 1 if any live one went). Returns the offset, or 0. */
-static off_t64 alloc_room(lsv_shdict_t *d, uint64_t n, uint64_t now,
+static off_t64 alloc_room(shard_t *d, uint64_t n, uint64_t now,
                           int evict, int *forcible)
 {
     if (n + HDR > d->max_block) return 0;
@@ -208,7 +239,7 @@ static void get_scalar(uint32_t type, uint64_t vlen, int64_t i, double n,
 }
 
 /* Writes v into the entry at off (whose key is in place). */
-static void fill_entry(lsv_shdict_t *d, off_t64 off,
+static void fill_entry(shard_t *d, off_t64 off,
                        const lsv_shdict_val_t *v, uint64_t expires)
 {
     entry_t *e = ENT(d, off);
@@ -220,7 +251,7 @@ static void fill_entry(lsv_shdict_t *d, off_t64 off,
 
 /* Makes a new entry for key holding v (type T_LIST: an empty list),
  * linked in; returns it, or 0 when it does not fit. */
-static off_t64 new_entry(lsv_shdict_t *d, const char *key, size_t klen,
+static off_t64 new_entry(shard_t *d, const char *key, size_t klen,
                          uint32_t hash, const lsv_shdict_val_t *v,
                          uint64_t now, int evict, int *forcible)
 {
@@ -239,14 +270,14 @@ static off_t64 new_entry(lsv_shdict_t *d, const char *key, size_t klen,
     off_t64 *b = bucket(d, hash);
     e->hnext = *b;
     *b = off;
-    lru_push(d, off);
+    lru_push(d, off, now);
     d->count++;
     return off;
 }
 
 /* --- making one --------------------------------------------------------- */
 
-static int init_lock(lsv_shdict_t *d)
+static int init_lock(shard_t *d)
 {
     pthread_mutexattr_t a;
     int rc = pthread_mutexattr_init(&a);
@@ -255,6 +286,34 @@ static int init_lock(lsv_shdict_t *d)
     if (rc == 0) rc = pthread_mutex_init(&d->lock, &a);
     pthread_mutexattr_destroy(&a);
     return rc;
+}
+
+/* Makes an empty shard of size bytes (a multiple of ALIGN) at d, in
+ * zeroed memory. Returns 0, or the mutex's error. */
+static int shard_init(shard_t *d, uint64_t size)
+{
+    d->magic = MAGIC;
+    d->size = size;
+    d->nbuckets = 16;
+    while (d->nbuckets * 256 <= size) d->nbuckets *= 2;
+    d->buckets = (sizeof *d + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
+    d->heap = d->buckets + d->nbuckets * sizeof(off_t64);
+    d->heap_end = size;
+    lsv_shdict_heap_reset(d, 0);
+    return init_lock(d);
+}
+
+/* How many shards a region of size bytes gets: one per SHARD_MIN bytes,
+ * rounded down to a power of two, at most SHARDS_MAX. */
+static uint32_t shard_count(size_t size, uint32_t *shift)
+{
+    uint32_t n = 1;
+    *shift = 0;
+    while (n < SHARDS_MAX && (size_t)n * 2 * SHARD_MIN <= size) {
+        n *= 2;
+        (*shift)++;
+    }
+    return n;
 }
 
 lsv_shdict_t *lsv_shdict_new(size_t size, char err[LSV_ERRLEN])
@@ -272,49 +331,88 @@ lsv_shdict_t *lsv_shdict_new(size_t size, char err[LSV_ERRLEN])
                  size, strerror(errno));
         return NULL;
     }
-    lsv_shdict_t *d = p;           /* mmap gave zeroes: buckets are empty */
-    d->magic = MAGIC;
-    d->size = size;
-    d->nbuckets = 16;
-    while (d->nbuckets * 256 <= size) d->nbuckets *= 2;
-    d->buckets = (sizeof *d + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
-    d->heap = d->buckets + d->nbuckets * sizeof(off_t64);
-    d->heap_end = size;
-    lsv_shdict_heap_reset(d, 0);
-    int rc = init_lock(d);
-    if (rc != 0) {
-        snprintf(err, LSV_ERRLEN, "shared dict mutex: %s", strerror(rc));
-        munmap(p, size);
-        return NULL;
+    lsv_shdict_t *dict = p;        /* mmap gave zeroes: buckets are empty */
+    dict->magic = MAGIC;
+    dict->size = size;
+    dict->nshards = shard_count(size, &dict->shift);
+    dict->first = (sizeof *dict + LINE - 1) & ~(uint64_t)(LINE - 1);
+    dict->shard_size = ((size - dict->first) / dict->nshards) &
+                       ~(uint64_t)(LINE - 1);
+    for (uint32_t i = 0; i < dict->nshards; i++) {
+        int rc = shard_init(shard_at(dict, i), dict->shard_size);
+        if (rc != 0) {
+            snprintf(err, LSV_ERRLEN, "shared dict mutex: %s", strerror(rc));
+            munmap(p, size);
+            return NULL;
+        }
     }
-    return d;
+    return dict;
 }
 
-void lsv_shdict_free(lsv_shdict_t *d)
+void lsv_shdict_free(lsv_shdict_t *dict)
 {
-    if (d) munmap(d, d->size);
+    if (dict) munmap(dict, dict->size);
 }
 
-size_t lsv_shdict_capacity(const lsv_shdict_t *d)
+size_t lsv_shdict_capacity(const lsv_shdict_t *dict)
 {
-    return d->size;
+    return dict->size;
 }
 
-size_t lsv_shdict_free_space(lsv_shdict_t *d)
+unsigned lsv_shdict_shards(const lsv_shdict_t *dict, size_t *shard_size)
 {
-    lsv_shdict_lock(d);
-    size_t n = d->free_bytes;
-    lsv_shdict_unlock(d);
+    if (shard_size) *shard_size = dict->shard_size;
+    return dict->nshards;
+}
+
+size_t lsv_shdict_free_space(lsv_shdict_t *dict)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < dict->nshards; i++) {
+        shard_t *d = shard_at(dict, i);
+        lock(d);
+        n += d->free_bytes;
+        unlock(d);
+    }
     return n;
 }
 
-unsigned lsv_shdict_recoveries(lsv_shdict_t *d, unsigned *resets)
+unsigned lsv_shdict_recoveries(lsv_shdict_t *dict, unsigned *resets)
 {
-    lsv_shdict_lock(d);
-    unsigned n = d->recoveries;
-    if (resets) *resets = d->resets;
-    lsv_shdict_unlock(d);
+    unsigned n = 0, r = 0;
+    for (uint32_t i = 0; i < dict->nshards; i++) {
+        shard_t *d = shard_at(dict, i);
+        lock(d);
+        n += d->recoveries;
+        r += d->resets;
+        unlock(d);
+    }
+    if (resets) *resets = r;
     return n;
+}
+
+void lsv_shdict_lock(lsv_shdict_t *dict)
+{
+    for (uint32_t i = 0; i < dict->nshards; i++) lock(shard_at(dict, i));
+}
+
+void lsv_shdict_unlock(lsv_shdict_t *dict)
+{
+    for (uint32_t i = dict->nshards; i-- > 0;) unlock(shard_at(dict, i));
+}
+
+unsigned lsv_shdict_lock_key(lsv_shdict_t *dict, const char *key,
+                             size_t klen)
+{
+    shard_t *d = shard_of(dict, hash_key(key, klen));
+    lock(d);
+    return (unsigned)(((char *)d - (char *)dict - dict->first) /
+                      dict->shard_size);
+}
+
+void lsv_shdict_unlock_key(lsv_shdict_t *dict, const char *key, size_t klen)
+{
+    unlock(shard_of(dict, hash_key(key, klen)));
 }
 
 const char *lsv_shdict_strerror(int status)
@@ -338,16 +436,15 @@ const char *lsv_shdict_strerror(int status)
 /* --- storing and reading ------------------------------------------------ */
 
 /* store's work, under the lock. */
-static int store_locked(lsv_shdict_t *d, int op, const char *key,
-                        size_t klen, const lsv_shdict_val_t *v, double ttl,
-                        int *forcible)
+static int store_locked(shard_t *d, int op, const char *key,
+                        size_t klen, uint32_t hash,
+                        const lsv_shdict_val_t *v, double ttl, int *forcible)
 {
     uint64_t vlen = v->type == LSV_SHDICT_STR ? v->len : 0;
     if (vlen >= d->max_block || sizeof(entry_t) + klen + vlen + HDR >
                                 d->max_block)
         return LSV_SHDICT_NO_MEMORY;     /* could never fit: change nothing */
     uint64_t now = now_ms();
-    uint32_t hash = hash_key(key, klen);
     off_t64 off = find(d, key, klen, hash, now);
     if (op == LSV_SHDICT_ADD && off) return LSV_SHDICT_EXISTS;
     if (op == LSV_SHDICT_REPLACE && !off) return LSV_SHDICT_NOT_FOUND;
@@ -362,7 +459,7 @@ static int store_locked(lsv_shdict_t *d, int op, const char *key,
         if (e->type != T_LIST && room >= want && room <= 2 * want + 64) {
             writing(d);
             fill_entry(d, off, v, expiry(now, ttl));
-            touch(d, off);
+            touch(d, off, now);
             return LSV_SHDICT_OK;
         }
         remove_entry(d, off);
@@ -374,25 +471,32 @@ static int store_locked(lsv_shdict_t *d, int op, const char *key,
     return LSV_SHDICT_OK;
 }
 
-int lsv_shdict_store(lsv_shdict_t *d, int op, const char *key, size_t klen,
+int lsv_shdict_store(lsv_shdict_t *dict, int op, const char *key, size_t klen,
                      const lsv_shdict_val_t *v, double ttl, int *forcible)
 {
     *forcible = 0;
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
-    lsv_shdict_lock(d);
-    int rc = store_locked(d, op, key, klen, v, ttl, forcible);
-    lsv_shdict_unlock(d);
+    uint32_t hash = hash_key(key, klen);
+    shard_t *d = shard_of(dict, hash);
+    lock(d);
+    int rc = store_locked(d, op, key, klen, hash, v, ttl, forcible);
+    unlock(d);
     return rc;
 }
 
-int lsv_shdict_get(lsv_shdict_t *d, const char *key, size_t klen,
+int lsv_shdict_get(lsv_shdict_t *dict, const char *key, size_t klen,
                    lsv_shdict_val_t *out, char *buf, size_t size,
                    size_t *need)
 {
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
-    int rc = LSV_SHDICT_OK;
-    lsv_shdict_lock(d);
-    off_t64 off = find(d, key, klen, hash_key(key, klen), now_ms());
+    uint32_t hash = hash_key(key, klen);
+    shard_t *d = shard_of(dict, hash);
+    uint64_t now = now_ms();
+    int rc = lsv_shdict_read(d, key, klen, hash, now, out, buf, size, need);
+    if (rc != READ_LOCKED) return rc;
+    rc = LSV_SHDICT_OK;
+    lock(d);
+    off_t64 off = find(d, key, klen, hash, now);
     entry_t *e = off ? ENT(d, off) : NULL;
     if (e == NULL) {
         rc = LSV_SHDICT_NOT_FOUND;
@@ -405,9 +509,9 @@ int lsv_shdict_get(lsv_shdict_t *d, const char *key, size_t klen,
         get_scalar(e->type, e->vlen, e->u.i, e->u.n, e->data + e->klen, out,
                    buf);
         out->flags = e->flags;
-        touch(d, off);
+        touch(d, off, now);
     }
-    lsv_shdict_unlock(d);
+    unlock(d);
     return rc;
 }
 
@@ -426,13 +530,12 @@ static void add_numbers(const lsv_shdict_val_t *a, const lsv_shdict_val_t *b,
     }
 }
 
-static int incr_locked(lsv_shdict_t *d, const char *key, size_t klen,
+static int incr_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
                        const lsv_shdict_val_t *by,
                        const lsv_shdict_val_t *init, double init_ttl,
                        lsv_shdict_val_t *out, int *forcible)
 {
     uint64_t now = now_ms();
-    uint32_t hash = hash_key(key, klen);
     off_t64 off = find(d, key, klen, hash, now);
     if (off == 0) {
         if (init == NULL) return LSV_SHDICT_NOT_FOUND;
@@ -451,104 +554,128 @@ static int incr_locked(lsv_shdict_t *d, const char *key, size_t klen,
     e->type = (uint32_t)out->type;
     if (out->type == LSV_SHDICT_INT) e->u.i = out->i;
     else e->u.n = out->n;
-    touch(d, off);
+    touch(d, off, now);
     return LSV_SHDICT_OK;
 }
 
-int lsv_shdict_incr(lsv_shdict_t *d, const char *key, size_t klen,
+int lsv_shdict_incr(lsv_shdict_t *dict, const char *key, size_t klen,
                     const lsv_shdict_val_t *by, const lsv_shdict_val_t *init,
                     double init_ttl, lsv_shdict_val_t *out, int *forcible)
 {
     *forcible = 0;
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
-    lsv_shdict_lock(d);
-    int rc = incr_locked(d, key, klen, by, init, init_ttl, out, forcible);
-    lsv_shdict_unlock(d);
+    uint32_t hash = hash_key(key, klen);
+    shard_t *d = shard_of(dict, hash);
+    lock(d);
+    int rc = incr_locked(d, key, klen, hash, by, init, init_ttl, out,
+                         forcible);
+    unlock(d);
     return rc;
 }
 
-int lsv_shdict_ttl(lsv_shdict_t *d, const char *key, size_t klen,
+int lsv_shdict_ttl(lsv_shdict_t *dict, const char *key, size_t klen,
                    double *ttl)
 {
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
-    lsv_shdict_lock(d);
+    uint32_t hash = hash_key(key, klen);
+    shard_t *d = shard_of(dict, hash);
+    lock(d);
     uint64_t now = now_ms();
-    off_t64 off = find(d, key, klen, hash_key(key, klen), now);
+    off_t64 off = find(d, key, klen, hash, now);
     if (off) {
         uint64_t x = ENT(d, off)->expires;
         *ttl = x ? (double)(x - now) / 1000.0 : 0;
     }
-    lsv_shdict_unlock(d);
+    unlock(d);
     return off ? LSV_SHDICT_OK : LSV_SHDICT_NOT_FOUND;
 }
 
-int lsv_shdict_expire(lsv_shdict_t *d, const char *key, size_t klen,
+int lsv_shdict_expire(lsv_shdict_t *dict, const char *key, size_t klen,
                       double ttl)
 {
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
-    lsv_shdict_lock(d);
+    uint32_t hash = hash_key(key, klen);
+    shard_t *d = shard_of(dict, hash);
+    lock(d);
     uint64_t now = now_ms();
-    off_t64 off = find(d, key, klen, hash_key(key, klen), now);
-    if (off) ENT(d, off)->expires = expiry(now, ttl);
-    lsv_shdict_unlock(d);
+    off_t64 off = find(d, key, klen, hash, now);
+    if (off) {
+        writing(d);
+        ENT(d, off)->expires = expiry(now, ttl);
+    }
+    unlock(d);
     return off ? LSV_SHDICT_OK : LSV_SHDICT_NOT_FOUND;
 }
 
 /* --- the whole dict ----------------------------------------------------- */
 
-int lsv_shdict_keys(lsv_shdict_t *d, size_t max, char *buf, size_t size,
-                    size_t *need, size_t *count)
+/* keys' work in one shard: appends to buf[*used, size), counting in
+ * *used and *n, up to max keys in all (0 = no limit). */
+static void shard_keys(shard_t *d, size_t max, char *buf, size_t size,
+                       size_t *used, size_t *n)
 {
-    size_t used = 0, n = 0;
-    lsv_shdict_lock(d);
+    lock(d);
     uint64_t now = now_ms();
-    for (off_t64 off = d->lru_head; off && (max == 0 || n < max);
+    for (off_t64 off = d->lru_head; off && (max == 0 || *n < max);
          off = ENT(d, off)->lnext) {
         entry_t *e = ENT(d, off);
         if (expired(e, now)) continue;
-        if (used + 4 + e->klen <= size) {
-            memcpy(buf + used, &e->klen, 4);
-            memcpy(buf + used + 4, e->data, e->klen);
+        if (*used + 4 + e->klen <= size) {
+            memcpy(buf + *used, &e->klen, 4);
+            memcpy(buf + *used + 4, e->data, e->klen);
         }
-        used += 4 + e->klen;
-        n++;
+        *used += 4 + e->klen;
+        (*n)++;
     }
-    lsv_shdict_unlock(d);
+    unlock(d);
+}
+
+int lsv_shdict_keys(lsv_shdict_t *dict, size_t max, char *buf, size_t size,
+                    size_t *need, size_t *count)
+{
+    size_t used = 0, n = 0;
+    for (uint32_t i = 0; i < dict->nshards && (max == 0 || n < max); i++)
+        shard_keys(shard_at(dict, i), max, buf, size, &used, &n);
     *count = n;
     *need = used;
     return used <= size ? LSV_SHDICT_OK : LSV_SHDICT_TOO_BIG;
 }
 
-void lsv_shdict_flush_all(lsv_shdict_t *d)
+void lsv_shdict_flush_all(lsv_shdict_t *dict)
 {
-    lsv_shdict_lock(d);
-    while (d->lru_tail) remove_entry(d, d->lru_tail);
-    lsv_shdict_unlock(d);
+    for (uint32_t i = 0; i < dict->nshards; i++) {
+        shard_t *d = shard_at(dict, i);
+        lock(d);
+        while (d->lru_tail) remove_entry(d, d->lru_tail);
+        unlock(d);
+    }
 }
 
-size_t lsv_shdict_flush_expired(lsv_shdict_t *d, size_t max)
+size_t lsv_shdict_flush_expired(lsv_shdict_t *dict, size_t max)
 {
     size_t n = 0;
-    lsv_shdict_lock(d);
-    uint64_t now = now_ms();
-    for (off_t64 off = d->lru_tail, prev; off && (max == 0 || n < max);
-         off = prev) {
-        prev = ENT(d, off)->lprev;
-        if (!expired(ENT(d, off), now)) continue;
-        remove_entry(d, off);
-        n++;
+    for (uint32_t i = 0; i < dict->nshards && (max == 0 || n < max); i++) {
+        shard_t *d = shard_at(dict, i);
+        lock(d);
+        uint64_t now = now_ms();
+        for (off_t64 off = d->lru_tail, prev; off && (max == 0 || n < max);
+             off = prev) {
+            prev = ENT(d, off)->lprev;
+            if (!expired(ENT(d, off), now)) continue;
+            remove_entry(d, off);
+            n++;
+        }
+        unlock(d);
     }
-    lsv_shdict_unlock(d);
     return n;
 }
 
 /* --- lists -------------------------------------------------------------- */
 
-static int push_locked(lsv_shdict_t *d, const char *key, size_t klen,
+static int push_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
                        int left, const lsv_shdict_val_t *v, size_t *len)
 {
     uint64_t now = now_ms();
-    uint32_t hash = hash_key(key, klen);
     off_t64 off = find(d, key, klen, hash, now);
     if (off && ENT(d, off)->type != T_LIST) return LSV_SHDICT_NOT_LIST;
     uint64_t vlen = v->type == LSV_SHDICT_STR ? v->len : 0;
@@ -578,25 +705,27 @@ static int push_locked(lsv_shdict_t *d, const char *key, size_t klen,
     else NODE(d, *end)->next = n;
     *end = n;
     *len = ++e->vlen;
-    touch(d, off);
+    touch(d, off, now);
     return LSV_SHDICT_OK;
 }
 
-int lsv_shdict_push(lsv_shdict_t *d, const char *key, size_t klen, int left,
+int lsv_shdict_push(lsv_shdict_t *dict, const char *key, size_t klen, int left,
                     const lsv_shdict_val_t *v, size_t *len)
 {
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
-    lsv_shdict_lock(d);
-    int rc = push_locked(d, key, klen, left, v, len);
-    lsv_shdict_unlock(d);
+    uint32_t hash = hash_key(key, klen);
+    shard_t *d = shard_of(dict, hash);
+    lock(d);
+    int rc = push_locked(d, key, klen, hash, left, v, len);
+    unlock(d);
     return rc;
 }
 
-static int pop_locked(lsv_shdict_t *d, const char *key, size_t klen,
+static int pop_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
                       int left, lsv_shdict_val_t *out, char *buf,
                       size_t size, size_t *need)
 {
-    off_t64 off = find(d, key, klen, hash_key(key, klen), now_ms());
+    off_t64 off = find(d, key, klen, hash, now_ms());
     if (off == 0) return LSV_SHDICT_NOT_FOUND;
     entry_t *e = ENT(d, off);
     if (e->type != T_LIST) return LSV_SHDICT_NOT_LIST;
@@ -624,35 +753,43 @@ static int pop_locked(lsv_shdict_t *d, const char *key, size_t klen,
     return LSV_SHDICT_OK;
 }
 
-int lsv_shdict_pop(lsv_shdict_t *d, const char *key, size_t klen, int left,
+int lsv_shdict_pop(lsv_shdict_t *dict, const char *key, size_t klen, int left,
                    lsv_shdict_val_t *out, char *buf, size_t size,
                    size_t *need)
 {
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
-    lsv_shdict_lock(d);
-    int rc = pop_locked(d, key, klen, left, out, buf, size, need);
-    lsv_shdict_unlock(d);
+    uint32_t hash = hash_key(key, klen);
+    shard_t *d = shard_of(dict, hash);
+    lock(d);
+    int rc = pop_locked(d, key, klen, hash, left, out, buf, size, need);
+    unlock(d);
     return rc;
 }
 
-int lsv_shdict_llen(lsv_shdict_t *d, const char *key, size_t klen,
+int lsv_shdict_llen(lsv_shdict_t *dict, const char *key, size_t klen,
                     size_t *len)
 {
     if (!KEY_OK(klen)) return LSV_SHDICT_BAD_KEY;
+    uint32_t hash = hash_key(key, klen);
+    shard_t *d = shard_of(dict, hash);
     int rc = LSV_SHDICT_OK;
-    lsv_shdict_lock(d);
-    off_t64 off = find(d, key, klen, hash_key(key, klen), now_ms());
+    lock(d);
+    off_t64 off = find(d, key, klen, hash, now_ms());
     *len = 0;
     if (off && ENT(d, off)->type != T_LIST) rc = LSV_SHDICT_NOT_LIST;
     else if (off) *len = ENT(d, off)->vlen;
-    lsv_shdict_unlock(d);
+    unlock(d);
     return rc;
 }
 
-int lsv_shdict_check(lsv_shdict_t *d, char err[LSV_ERRLEN])
+int lsv_shdict_check(lsv_shdict_t *dict, char err[LSV_ERRLEN])
 {
-    lsv_shdict_lock(d);
-    int rc = lsv_shdict_heap_check(d, err);
-    lsv_shdict_unlock(d);
+    int rc = LSV_OK;
+    for (uint32_t i = 0; i < dict->nshards && rc == LSV_OK; i++) {
+        shard_t *d = shard_at(dict, i);
+        lock(d);
+        rc = lsv_shdict_heap_check(d, err);
+        unlock(d);
+    }
     return rc;
 }

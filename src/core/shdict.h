@@ -2,11 +2,23 @@
  *
  * A dict is one fixed-size region of memory (mmap MAP_SHARED |
  * MAP_ANONYMOUS) made before any fork, so the processes forked afterwards
- * all see the same one. It holds, inside the region: a hash table of
- * entries, an allocator (boundary tags, coalescing, free lists by size
- * class), a list of entries in least-recently-used order, and one mutex
- * (PTHREAD_PROCESS_SHARED and robust). Every operation takes the mutex
- * once, so each is atomic across the processes.
+ * all see the same one. The region is split into shards, one per MiB
+ * (rounded down to a power of two, at most 16; a dict under 2 MiB is one
+ * shard), so that processes working on different keys do not wait for
+ * one another. A key's shard is fixed by its hash. Each shard holds: a
+ * hash table of entries, an allocator (boundary tags, coalescing, free
+ * lists by size class), a list of its entries in least-recently-used
+ * order, and one mutex (PTHREAD_PROCESS_SHARED and robust). An operation
+ * on a key takes its shard's mutex once, so each is atomic across the
+ * processes (get, in the common case, reads without it and checks that
+ * no writer came in between: a seqlock, shdict_read.c); eviction, when a
+ * store needs room, takes the least recently used entries of that shard
+ * (an entry used in the last 100 ms may keep its place: shdict_int.h,
+ * lru_stays). An operation on the whole dict (keys,
+ * flush_all, flush_expired, free_space) takes the shards one at a time:
+ * it is atomic per shard, not across them. A value must fit in one
+ * shard: key, value and about 100 bytes of overhead at most
+ * capacity / shards (lsv_shdict_shards).
  *
  * Contract, for every operation below:
  *   - keys are byte strings of 1 to LSV_SHDICT_KEY_MAX bytes (otherwise
@@ -29,10 +41,10 @@
  *
  * A process killed while it holds the mutex does not wedge the others:
  * the next locker gets EOWNERDEAD, and when the dead process was in the
- * middle of changing the dict (a flag in the region says so) the dict is
- * emptied, since its links can no longer be trusted; otherwise it is kept
- * as it was. Either way the mutex is made consistent and the operation
- * goes on. lsv_shdict_recoveries() counts these. */
+ * middle of changing the shard (a flag in the shard says so) that shard
+ * alone is emptied, since its links can no longer be trusted; otherwise
+ * it is kept as it was. Either way the mutex is made consistent and the
+ * operation goes on. lsv_shdict_recoveries() counts these. */
 #ifndef LSV_SHDICT_H
 #define LSV_SHDICT_H
 
@@ -120,7 +132,8 @@ int lsv_shdict_ttl(lsv_shdict_t *d, const char *key, size_t klen,
 int lsv_shdict_expire(lsv_shdict_t *d, const char *key, size_t klen,
                       double ttl);
 
-/* Live keys, most recently used first, at most max (0 = all), into buf
+/* Live keys, shard by shard, each shard's most recently used first,
+ * at most max (0 = all), into buf
  * as a 4-byte length (host order) then the bytes, each; *count says how
  * many. TOO_BIG. */
 int lsv_shdict_keys(lsv_shdict_t *d, size_t max, char *buf, size_t size,
@@ -157,14 +170,22 @@ int lsv_shdict_llen(lsv_shdict_t *d, const char *key, size_t klen,
  * "bad key". */
 const char *lsv_shdict_strerror(int status);
 
-/* The mutex, for tests (a process that dies holding it) and for a caller
- * that must hold it across a batch of its own. Not re-entrant: an
- * operation called while holding it deadlocks. */
+/* Every shard's mutex, in shard order, for tests (a process that dies
+ * holding them) and for a caller that must hold the whole dict across a
+ * batch of its own. Not re-entrant: an operation called while holding
+ * them deadlocks. */
 void lsv_shdict_lock(lsv_shdict_t *d);
 void lsv_shdict_unlock(lsv_shdict_t *d);
+/* Only the mutex of key's shard; returns the shard's index. For tests. */
+unsigned lsv_shdict_lock_key(lsv_shdict_t *d, const char *key, size_t klen);
+void lsv_shdict_unlock_key(lsv_shdict_t *d, const char *key, size_t klen);
 
-/* How many times a locker found the mutex's owner dead, and how many of
- * those emptied the dict. */
+/* How many shards the dict has; *shard_size (if not NULL) gets each
+ * one's bytes, the most one entry can take. */
+unsigned lsv_shdict_shards(const lsv_shdict_t *d, size_t *shard_size);
+
+/* How many times a locker found a shard's mutex's owner dead, and how
+ * many of those emptied that shard, summed over the shards. */
 unsigned lsv_shdict_recoveries(lsv_shdict_t *d, unsigned *resets);
 
 /* Walks the whole region and checks its invariants (block sizes and

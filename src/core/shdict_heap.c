@@ -1,4 +1,4 @@
-/* shdict_heap.c: the allocator inside a shared dict's region (boundary
+/* shdict_heap.c: the allocator inside a shared dict's shard (boundary
  * tags, merging on free, free lists by power-of-two size class), and the
  * check of the region's invariants that the unit tests run. */
 #include "lsv.h"
@@ -14,7 +14,7 @@ static int bin_of(uint64_t size)
     return 63 - __builtin_clzll(size);
 }
 
-static void free_insert(lsv_shdict_t *d, off_t64 b)
+static void free_insert(shard_t *d, off_t64 b)
 {
     int bin = bin_of(BSIZE(BLK(d, b)));
     fnode_t *f = AT(d, b + HDR);
@@ -25,7 +25,7 @@ static void free_insert(lsv_shdict_t *d, off_t64 b)
     d->binmap |= 1ull << bin;
 }
 
-static void free_remove(lsv_shdict_t *d, off_t64 b)
+static void free_remove(shard_t *d, off_t64 b)
 {
     int bin = bin_of(BSIZE(BLK(d, b)));
     fnode_t *f = AT(d, b + HDR);
@@ -36,7 +36,7 @@ static void free_remove(lsv_shdict_t *d, off_t64 b)
 }
 
 /* Sets block b's size (and used bit), and the next block's prev. */
-static void set_size(lsv_shdict_t *d, off_t64 b, uint64_t size, int used)
+static void set_size(shard_t *d, off_t64 b, uint64_t size, int used)
 {
     BLK(d, b)->size = size | (used ? USED : 0);
     BLK(d, b + size)->prev = size;
@@ -45,7 +45,7 @@ static void set_size(lsv_shdict_t *d, off_t64 b, uint64_t size, int used)
 /* A free block of at least need bytes, taken off its list, or 0: first
  * fit among the first few of need's own class, else the first of the
  * smallest bigger class (every block there fits). */
-static off_t64 find_free(lsv_shdict_t *d, uint64_t need)
+static off_t64 find_free(shard_t *d, uint64_t need)
 {
     int bin = bin_of(need), tries = 8;
     for (off_t64 b = d->bins[bin]; b && tries--;
@@ -62,7 +62,7 @@ static off_t64 find_free(lsv_shdict_t *d, uint64_t need)
 }
 
 /* Allocates n payload bytes; returns the payload's offset, or 0. */
-off_t64 lsv_shdict_heap_alloc(lsv_shdict_t *d, uint64_t n)
+off_t64 lsv_shdict_heap_alloc(shard_t *d, uint64_t n)
 {
     uint64_t need = (n + HDR + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
     if (need < MIN_BLOCK) need = MIN_BLOCK;
@@ -81,7 +81,7 @@ off_t64 lsv_shdict_heap_alloc(lsv_shdict_t *d, uint64_t n)
 }
 
 /* Frees the payload at p, merging the block with free neighbours. */
-void lsv_shdict_heap_free(lsv_shdict_t *d, off_t64 p)
+void lsv_shdict_heap_free(shard_t *d, off_t64 p)
 {
     off_t64 b = p - HDR;
     uint64_t size = BSIZE(BLK(d, b));
@@ -102,14 +102,14 @@ void lsv_shdict_heap_free(lsv_shdict_t *d, off_t64 p)
 }
 
 /* The bytes a payload at p may hold. */
-uint64_t lsv_shdict_heap_room(lsv_shdict_t *d, off_t64 p)
+uint64_t lsv_shdict_heap_room(shard_t *d, off_t64 p)
 {
     return BSIZE(BLK(d, p - HDR)) - HDR;
 }
 
 /* Empties the heap and the hash table: a used sentinel block at each
  * end (so merging never looks past them) and one free block between. */
-void lsv_shdict_heap_reset(lsv_shdict_t *d, int clear_buckets)
+void lsv_shdict_heap_reset(shard_t *d, int clear_buckets)
 {
     if (clear_buckets)
         memset(AT(d, d->buckets), 0, d->nbuckets * sizeof(off_t64));
@@ -131,7 +131,7 @@ void lsv_shdict_heap_reset(lsv_shdict_t *d, int clear_buckets)
 
 /* Walks the blocks: sizes, prev links, no two free neighbours, and the
  * free bytes. */
-static int check_heap(lsv_shdict_t *d, char err[LSV_ERRLEN])
+static int check_heap(shard_t *d, char err[LSV_ERRLEN])
 {
     uint64_t free_sum = 0, prev = 0, nfree = 0;
     int prev_free = 0;
@@ -163,7 +163,7 @@ static int check_heap(lsv_shdict_t *d, char err[LSV_ERRLEN])
     return LSV_OK;
 }
 
-int lsv_shdict_heap_check(lsv_shdict_t *d, char err[LSV_ERRLEN])
+int lsv_shdict_heap_check(shard_t *d, char err[LSV_ERRLEN])
 {
     int rc = check_heap(d, err);
     uint64_t in_lru = 0, in_buckets = 0;
