@@ -229,6 +229,34 @@ describe("--workers with --admin and --metrics", function()
         assert.equal(0, srv:stop())
     end)
 
+    it("removes channel directories a killed master left in $TMPDIR", function()
+        local tmp = helpers.tmpname(".d")
+        assert(os.execute("mkdir -p " .. tmp))
+        helpers.defer(function() os.execute("rm -rf " .. tmp) end)
+        local dead
+        for pid = 32000, 32767 do
+            if not os.execute("kill -0 " .. pid .. " 2>/dev/null") then
+                dead = pid
+                break
+            end
+        end
+        local stale = ("%s/luaserv.%d.AbC123"):format(tmp, dead)
+        local live = ("%s/luaserv.%d.XyZ789"):format(tmp, 1)   -- init's
+        assert(os.execute("mkdir -m 700 " .. stale .. " " .. live))
+        helpers.write_file(stale .. "/1", "")
+        helpers.write_file(stale .. "/2", "")
+        local srv, path = start("TMPDIR=" .. tmp .. " ")
+        assert.falsy(os.rename(stale, stale))   -- gone
+        assert.truthy(os.rename(live, live))    -- its master runs: kept
+        local dir = op.admin(path):ok("eval --worker 2 require('luaserv.core').control()")
+        local want = tmp .. "/luaserv." .. srv.pid .. "."
+        assert.equal(want, dir:sub(1, #want))
+        -- a master killed at once: its workers remove the directory
+        assert.equal(128 + 9, srv:stop("KILL"))
+        helpers.wait_until(function() return not os.rename(dir, dir) end,
+                           10 * SLOW, "the workers to remove " .. dir)
+    end)
+
     it("stops on the admin shutdown and removes its sockets", function()
         local srv, path = start()
         local dir = op.admin(path):ok("eval --worker 1 require('luaserv.core').control()")

@@ -16,6 +16,7 @@
 
 #include <lauxlib.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -246,15 +247,48 @@ static void remove_socket_files(void)
     }
 }
 
+/* Removes the channel directories in tmp that masters killed before
+ * they could (luaserv.PID.XXXXXX, ours, PID no longer running): the
+ * sockets in each, then the directory. */
+static void sweep_channels(const char *tmp)
+{
+    DIR *d = opendir(tmp);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        int pid = 0, end = 0;
+        char path[sizeof control_dir + 16];
+        struct stat st;
+        if (sscanf(e->d_name, "luaserv.%d.%*6[A-Za-z0-9]%n", &pid, &end) != 1
+            || e->d_name[end] != '\0' || pid <= 0 || pid == getpid() ||
+            kill(pid, 0) == 0 || errno != ESRCH ||
+            snprintf(path, sizeof path, "%s/%s", tmp, e->d_name) >=
+                (int)sizeof path - 8 ||
+            lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
+            st.st_uid != geteuid())
+            continue;
+        size_t n = strlen(path);
+        for (int k = 1; k <= 1024; k++) {   /* the workers' sockets */
+            snprintf(path + n, sizeof path - n, "/%d", k);
+            if (unlink(path) != 0 && errno == ENOENT && k > 64) break;
+        }
+        path[n] = '\0';
+        if (rmdir(path) == 0)
+            lsv_debug("removed %s, left by a master that was killed", path);
+    }
+    if (d) closedir(d);
+}
+
 /* Makes the workers' channel directory (mode 0700) and finds the admin
  * handler that serves each channel. Exits 1 when it cannot. */
 static void make_control_dir(lsv_server_t *srv)
 {
     const char *tmp = getenv("TMPDIR");
     if (tmp == NULL || tmp[0] == '\0' ||
-        strlen(tmp) + 16 > sizeof control_dir)
+        strlen(tmp) + 32 > sizeof control_dir)
         tmp = "/tmp";
-    snprintf(control_dir, sizeof control_dir, "%s/luaserv.XXXXXX", tmp);
+    sweep_channels(tmp);
+    snprintf(control_dir, sizeof control_dir, "%s/luaserv.%d.XXXXXX", tmp,
+             (int)getpid());
     admin_file = lsv_config_module_file(srv->vm->L, "luaserv.admin");
     if (admin_file == NULL) exit(1);
     if (mkdtemp(control_dir) == NULL) {
@@ -369,6 +403,18 @@ static void ask_master_reload(lsv_server_t *srv)
     kill(getppid(), SIGHUP);
 }
 
+/* At a worker's exit: its channel goes, and the directory with it when
+ * it is the last (so a master killed by SIGKILL, whose workers then get
+ * SIGTERM, leaves nothing behind). */
+static void remove_channel(void)
+{
+    if (self == 0) return;
+    char path[sizeof control_dir + 16];
+    snprintf(path, sizeof path, "%s/%d", control_dir, self);
+    unlink(path);
+    rmdir(control_dir);
+}
+
 /* In the child just forked for worker k: keeps its own sockets in the
  * plan and closes the other workers', and leaves the master behind: its
  * own process group (a terminal's ^C reaches the master, which passes it
@@ -389,6 +435,7 @@ static void become_worker(int k, int ready_fd, pid_t master)
     }
     plan_worker(k);
     lsv_core_set_control(control_dir, 0);
+    atexit(remove_channel);
     if (k == 1) m.srv->vm->on_change = ask_master_reload;
     else m.srv->opt.watch = 0;
     signal(SIGHUP, SIG_IGN);   /* until its own watcher: it loads anew */
