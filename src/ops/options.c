@@ -103,7 +103,8 @@ const lsv_option_t lsv_option_table[] = {
       "unix:/path (eval over the network would give anyone the server)",
       .arg = "unix:PATH",
       .help = "admin socket (mode 0600): stats, conns,\n"
-              "reload, eval, log-level, upgrade, shutdown",
+              "reload, eval, metrics, log-level, upgrade,\n"
+              "shutdown",
       FLG(admin) },
     { .name = "metrics", .key = "metrics", .where = CALL,
       .type = LSV_OPT_STRING, .arg = "HOST:PORT",
