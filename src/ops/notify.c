@@ -119,18 +119,35 @@ static int matches(const lsv_addr_t *a, const lsv_addr_t *have)
            (strcmp(have->host, "0.0.0.0") == 0 || strcmp(have->host, "::") == 0);
 }
 
+/* The addresses of the sockets matched so far: a port-0 listener does
+ * not take a socket bound where another listener's is (an upgrade passes
+ * every worker's SO_REUSEPORT socket of one listener, all at one
+ * address: they are that listener's, not another port-0 one's). */
+static lsv_addr_t taken[MAX_INHERITED];
+static int ntaken;
+
+static int same_port(const lsv_addr_t *x, const lsv_addr_t *y)
+{
+    return x->kind == y->kind && x->port == y->port &&
+           strcmp(x->host, y->host) == 0;
+}
+
 int lsv_notify_match_fd(lsv_server_t *srv, const lsv_addr_t *a)
 {
     (void)srv;
     for (int i = 0; i < ninherited; i++) {
         lsv_addr_t have;
-        if (inherited[i] < 0 || describe(inherited[i], &have) != LSV_OK)
+        if (inherited[i] < 0 || describe(inherited[i], &have) != LSV_OK ||
+            !matches(a, &have))
             continue;
-        if (matches(a, &have)) {
-            int fd = inherited[i];
-            inherited[i] = -1;
-            return fd;
-        }
+        int other = 0;
+        for (int j = 0; j < ntaken && a->port == 0 && !have.path[0]; j++)
+            other |= same_port(&taken[j], &have);
+        if (other) continue;
+        int fd = inherited[i];
+        inherited[i] = -1;
+        if (ntaken < MAX_INHERITED) taken[ntaken++] = have;
+        return fd;
     }
     return -1;
 }
