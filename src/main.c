@@ -54,9 +54,14 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop; (void)revents;
+    lsv_server_t *srv = w->data;
     char err[4096];
+    if (srv->vm->ask_reload) {   /* a worker: the master reloads them all */
+        srv->vm->ask_reload(srv);
+        return;
+    }
     lsv_info("SIGHUP: reloading");
-    lsv_reload_all(w->data, err, sizeof err);
+    lsv_reload_all(srv, err, sizeof err);
 }
 
 static const lsv_hooks_t hooks = {

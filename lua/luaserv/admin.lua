@@ -96,11 +96,29 @@ local function metrics()
 end
 
 -- reload: every script, as SIGHUP. A master's workers also take it in
--- phases (see luaserv.control.reload): "reload prepare|commit|abort WHY".
+-- steps (see luaserv.control.reload), "reload prepare|commit|abort ID
+-- [WHY]", on their channel only; a commit or an abort applies only to the
+-- reload this worker prepared.
+local prepared
 local function reload(arg)
     if control then return control.reload() end
-    local phase, why = arg:match("^(%S*)%s*(.-)$")
-    local ok, err = core.reload(phase ~= "" and phase or nil, why)
+    local phase, id, why = arg:match("^(%S*)%s*(%S*)%s*(.-)$")
+    local ok, err
+    if phase == "" then
+        ok, err = core.reload()
+    elseif luaserv.worker.id == 0 or luaserv.worker.count < 2 then
+        return false, "reload " .. phase .. ": only a master asks its workers that"
+    elseif phase == "prepare" then
+        prepared = nil
+        ok, err = core.reload("prepare")
+        if ok then prepared = id end
+    elseif prepared ~= id then
+        return false, ("reload %s is not the one prepared here (%s)")
+                      :format(id, tostring(prepared))
+    else
+        prepared = nil
+        ok, err = core.reload(phase, why)
+    end
     if ok then return true, "ok" end
     return false, err
 end

@@ -9,23 +9,33 @@ local luaserv = require "luaserv"
 local concat = table.concat
 local format = string.format
 local ipairs = ipairs
+local pairs = pairs
+local pcall = pcall
 local sort = table.sort
 local tonumber = tonumber
 local tostring = tostring
 
 local _M = {}
 
--- How long a worker has to answer one command.
-local TIMEOUT = 10
+-- How long a worker has to answer a question (stats, metrics, eval:
+-- under a scraper's usual 10 s, since the workers are asked at once), and
+-- a reload step (it runs the new scripts' top level and on_load).
+local TIMEOUT = 5
+local RELOAD_TIMEOUT = 60
+-- The longest reply line a worker may send (a big eval result).
+local MAX_LINE = 16 * 1024 * 1024
 
--- ask(k, line) -> true, body | false, error | nil, why the worker could
--- not be asked. Sends one admin command line to worker k and reads its
--- reply (a status line, the body, "."), undoing the dot-stuffing.
-function _M.ask(k, line)
+-- ask(k, line[, timeout]) -> true, body | false, error | nil, why the
+-- worker could not be asked. Sends one admin command line to worker k and
+-- reads its reply (a status line, the body, "."), undoing the
+-- dot-stuffing.
+function _M.ask(k, line, timeout)
+    timeout = timeout or TIMEOUT
     local c, err = luaserv.connect(format("unix:%s/%d", core.control(), k),
-                                   nil, { timeout = TIMEOUT })
+                                   nil, { timeout = timeout })
     if not c then return nil, err end
-    c:set_timeout(TIMEOUT)
+    c:set_timeout(timeout)
+    c:set_framing({ "line", max = MAX_LINE })
     c:write(line, "\n")
     local status
     status, err = c:readline()
@@ -43,14 +53,21 @@ function _M.ask(k, line)
     return false, status:match("^error: (.*)$") or status
 end
 
--- each(line) -> { [k] = { ok = true|false|nil, body = ... } } for every
--- worker, asked one after another.
-function _M.each(line)
-    local res = {}
-    for k = 1, luaserv.worker.count do
-        local ok, body = _M.ask(k, line)
-        res[k] = { ok = ok, body = body }
+-- each(line[, timeout]) -> { [k] = { ok = true|false|nil, body = ... } }
+-- for every worker, all asked at once (one task each), so a worker that
+-- hangs costs its timeout once, not once per worker.
+function _M.each(line, timeout)
+    local n = luaserv.worker.count
+    local res, left = {}, n
+    for k = 1, n do
+        luaserv.spawn(function()
+            local ok, a, b = pcall(_M.ask, k, line, timeout)
+            if ok then res[k] = { ok = a, body = b }
+            else res[k] = { ok = nil, body = tostring(a) } end
+            left = left - 1
+        end)
     end
+    while left > 0 do luaserv.sleep(0.002) end
     return res
 end
 
@@ -68,27 +85,58 @@ local function failures(res)
 end
 _M.failures = failures
 
--- reload() -> true, "worker K: reloaded" lines | false, why. Every
--- worker loads the new scripts without switching ("reload prepare");
--- only when all did do they switch ("reload commit"), otherwise every
--- worker drops them ("reload abort") and keeps the old ones.
-function _M.reload()
-    local prep = _M.each("reload prepare")
+-- One reload at a time: another waits for it (up to RELOAD_WAIT
+-- seconds). Each has its own id, so a worker commits or aborts only the
+-- reload it prepared.
+local reloading, last_id = false, 0
+local RELOAD_WAIT = 120
+
+local function reload_steps()
+    last_id = last_id + 1
+    local id = last_id
+    core.notify("RELOADING=1")
+    local prep = _M.each("reload prepare " .. id, RELOAD_TIMEOUT)
     local bad = failures(prep)
     if bad ~= "" then
-        _M.each("reload abort " .. bad:gsub("\n", " "))
+        _M.each(("reload abort %d %s"):format(id, bad), RELOAD_TIMEOUT)
+        core.notify("READY=1")
         local msg = "every worker keeps the old script: " .. bad
         luaserv.log.error("reload failed: " .. msg)
         return false, msg
     end
-    local done = _M.each("reload commit")
+    local done = _M.each("reload commit " .. id, RELOAD_TIMEOUT)
+    core.notify("READY=1")
     local lines = {}
     for k, r in ipairs(done) do
         lines[k] = format("worker %d: %s", k, r.ok and "reloaded"
                           or "kept the old script: " .. tostring(r.body))
     end
-    luaserv.log.info(format("reloaded %d workers", luaserv.worker.count))
-    return failures(done) == "", concat(lines, "\n")
+    bad = failures(done)
+    if bad ~= "" then
+        luaserv.log.error("reload: a worker did not switch: " .. bad)
+    else
+        luaserv.log.info(format("reloaded %d workers", luaserv.worker.count))
+    end
+    return bad == "", concat(lines, "\n")
+end
+
+-- reload() -> true, "worker K: reloaded" lines | false, why. Every
+-- worker loads the new scripts without switching ("reload prepare ID");
+-- only when all did do they switch ("reload commit ID"), otherwise every
+-- worker drops them ("reload abort ID WHY") and keeps the old ones.
+function _M.reload()
+    local deadline = luaserv.now() + RELOAD_WAIT
+    while reloading do
+        if luaserv.now() > deadline then
+            return false, "another reload is still running"
+        end
+        luaserv.sleep(0.01)
+    end
+    reloading = true
+    local ok, a, b = pcall(reload_steps)
+    reloading = false
+    if not ok then return false, tostring(a) end
+    return a, b
 end
 
 -- stats() -> the workers' `stats` summed: each "key value" line and each
@@ -180,7 +228,9 @@ function _M.eval(arg)
     end
     local res, out = _M.each("eval " .. arg), {}
     for i, r in ipairs(res) do
-        if r.ok then out[#out + 1] = format("worker %d: %s", i, r.body) end
+        if r.ok then
+            out[#out + 1] = format("worker %d: %s", i, (r.body:gsub("\n", "\n  ")))
+        end
     end
     local bad = failures(res)
     if bad ~= "" then return false, bad end
@@ -193,10 +243,36 @@ local function label(labels, k)
     return labels:sub(1, -2) .. format(',worker="%s"}', k)
 end
 
+-- For the worker="all" sums of counters and histograms, which must
+-- never go down: each worker's last value of each series, and what the
+-- workers that restarted since (their value went down) had reached.
+local last, carried = {}, {}
+local MONOTONIC = { counter = true, histogram = true, summary = true }
+
+-- Adds worker k's value v of a monotonic series key to the state.
+local function note(key, k, v)
+    local l = last[key]
+    if not l then
+        l = {}
+        last[key] = l
+    end
+    if l[k] and v < l[k] then carried[key] = (carried[key] or 0) + l[k] end
+    l[k] = v
+end
+
+-- The sum of a monotonic series over every worker, restarts included.
+local function total(key)
+    local sum = carried[key] or 0
+    for _, v in pairs(last[key]) do sum = sum + v end
+    return sum
+end
+
 -- merge_metrics(texts) -> one exposition: texts[k] is worker k's metrics
 -- text (texts[0] the master's own). Every series gets a worker label;
--- the luaserv_* and handler-defined families also get worker="all", the
--- sum over the workers (process_* families are per process only).
+-- the luaserv_* and handler-defined families (not process_*, not *_info)
+-- also get worker="all", the sum over the workers: for counters and
+-- histograms the sum of each worker's last value plus what restarted
+-- workers had counted, so it only goes up.
 function _M.merge_metrics(texts)
     local fams, order = {}, {}
     for k = 0, luaserv.worker.count do
@@ -207,7 +283,8 @@ function _M.merge_metrics(texts)
                 fam = fams[name]
                 if not fam then
                     fam = { name = name, series = {}, sums = {}, keys = {},
-                            sum = not name:match("^process_") }
+                            sum = not name:match("^process_")
+                                  and not name:match("_info$") }
                     fams[name] = fam
                     order[#order + 1] = name
                 end
@@ -219,8 +296,10 @@ function _M.merge_metrics(texts)
                         .. " " .. value
                     local key = series .. labels
                     if fam.sum and k > 0 then
+                        local v = tonumber(value) or 0
                         if not fam.sums[key] then fam.keys[#fam.keys + 1] = key end
-                        fam.sums[key] = (fam.sums[key] or 0) + (tonumber(value) or 0)
+                        fam.sums[key] = (fam.sums[key] or 0) + v
+                        if MONOTONIC[fam.TYPE] then note(key, k, v) end
                     end
                 end
             end
@@ -233,7 +312,7 @@ function _M.merge_metrics(texts)
                                fam.HELP or name, name, fam.TYPE or "untyped")
         for _, key in ipairs(fam.keys) do
             local series, labels = key:match("^([%w_:]+)(.*)$")
-            local v = fam.sums[key]
+            local v = MONOTONIC[fam.TYPE] and total(key) or fam.sums[key]
             out[#out + 1] = format("%s%s %s\n", series, label(labels, "all"),
                                    math.tointeger(v) or format("%.17g", v))
         end
@@ -243,14 +322,17 @@ function _M.merge_metrics(texts)
 end
 
 -- metrics() -> the whole server's /metrics text: every worker's (the
--- admin command `metrics`) and the master's process metrics, merged.
+-- admin command `metrics`, asked at once), the master's process metrics,
+-- merged, and luaserv_worker_up: 1 for each worker that answered.
 function _M.metrics()
     local texts = { [0] = core.process_metrics() }
-    for k = 1, luaserv.worker.count do
-        local ok, body = _M.ask(k, "metrics")
-        if ok then texts[k] = body .. "\n" end
+    local up = { "# HELP luaserv_worker_up Whether the worker answered the "
+                 .. "master's scrape (1) or not (0).\n# TYPE luaserv_worker_up gauge\n" }
+    for k, r in ipairs(_M.each("metrics")) do
+        if r.ok then texts[k] = r.body .. "\n" end
+        up[#up + 1] = format('luaserv_worker_up{worker="%d"} %d\n', k, r.ok and 1 or 0)
     end
-    return _M.merge_metrics(texts)
+    return _M.merge_metrics(texts) .. concat(up)
 end
 
 return _M

@@ -187,6 +187,16 @@ static int core_control(lua_State *L)
     return 1;
 }
 
+/* core.notify(state): tells systemd (NOTIFY_SOCKET) "RELOADING=1",
+ * "READY=1", ..., as the server does; nothing without it. */
+static int core_notify(lua_State *L)
+{
+    lsv_server_t *srv = lsv_vm_server(L);
+    const char *state = luaL_checkstring(L, 1);
+    if (srv->hooks->notify) srv->hooks->notify(srv, state);
+    return 0;
+}
+
 /* Spawns require(module)[fn]() as a task. [-2, +0, e] */
 static int spawn_named(lua_State *L)
 {
@@ -369,6 +379,7 @@ int luaopen_luaserv_core(lua_State *L)
         { "upgrade_status", core_upgrade_status },
         { "metrics", core_metrics },
         { "control", core_control },
+        { "notify", core_notify },
         { "process_metrics", lsv_procstat_metrics },
         { NULL, NULL }
     };

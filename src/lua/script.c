@@ -303,12 +303,25 @@ static int reload_script(lsv_script_t *s, char *err, size_t errlen)
     return LSV_OK;
 }
 
+/* Aborts every prepared reload from s on, the last prepared first (the
+ * list's order is the prepare order), so shared modules end as they
+ * began. Returns how many there were. */
+static int abort_from(lsv_script_t *s)
+{
+    if (s == NULL) return 0;
+    int n = abort_from(s->next);
+    if (s->next_ref == LUA_NOREF) return n;
+    abort_script(s);
+    return n + 1;
+}
+
 int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen)
 {
     int rc = LSV_OK;
     size_t used = 0;
     err[0] = '\0';
     if (srv->hooks->notify) srv->hooks->notify(srv, "RELOADING=1");
+    abort_from(srv->vm->scripts);   /* a reload prepared, never finished */
     for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
         char one[2048];
         if (s->builtin || reload_script(s, one, sizeof one) == LSV_OK)
@@ -321,18 +334,6 @@ int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen)
     if (srv->opt.watch) lsv_reload_watch(srv);
     if (srv->hooks->notify) srv->hooks->notify(srv, "READY=1");
     return rc;
-}
-
-/* Aborts every prepared reload from s on, the last prepared first (the
- * list's order is the prepare order), so shared modules end as they
- * began. Returns how many there were. */
-static int abort_from(lsv_script_t *s)
-{
-    if (s == NULL) return 0;
-    int n = abort_from(s->next);
-    if (s->next_ref == LUA_NOREF) return n;
-    abort_script(s);
-    return n + 1;
 }
 
 int lsv_reload_prepare(lsv_server_t *srv, char *err, size_t errlen)
@@ -383,8 +384,8 @@ static void settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop; (void)revents;
     lsv_server_t *srv = w->data;
     char err[4096];
-    if (srv->vm->on_change) {
-        srv->vm->on_change(srv);
+    if (srv->vm->ask_reload) {
+        srv->vm->ask_reload(srv);
         return;
     }
     lsv_info("a watched file changed: reloading");

@@ -16,9 +16,10 @@ struct lsv_vm {
     struct lsv_sched *sched;     /* tasks (sched.h) */
     struct lsv_script *scripts;  /* loaded handler scripts (script.h) */
     ev_timer reload_timer;       /* --watch: settles bursts of changes */
-    void (*on_change)(lsv_server_t *srv);  /* --watch: what a change does
-                                  * instead of reloading here (a worker
-                                  * asks its master), or NULL */
+    void (*ask_reload)(lsv_server_t *srv);  /* a reload asked here (a
+                                  * --watch change, SIGHUP): what it does
+                                  * instead of reloading (a worker asks
+                                  * its master), or NULL */
     time_t ctime_sec;            /* luaserv.ctime(): its cached second */
     lsv_listener_t *listener;    /* whose handler runs on the main thread
                                   * now, or NULL: a spawned task's */

@@ -24,7 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,6 +84,7 @@ static char control_spec[sizeof control_dir + 32];
 static const char *admin_file;
 
 static int self;             /* this worker's id; 0 in the master */
+static pid_t master_pid;     /* in a worker: its master's */
 static int self_ready_fd = -1;
 
 static void spawn(slot_t *s);
@@ -247,9 +250,28 @@ static void remove_socket_files(void)
     }
 }
 
+/* Whether a worker still serves one of the channels in dir (path[0, n),
+ * with room after it): a master in another PID namespace looks dead to
+ * kill(2), not to connect(2). */
+static int channel_alive(char *path, size_t n, size_t size)
+{
+    int alive = 0;
+    for (int k = 1; k <= 64 && !alive; k++) {
+        struct sockaddr_un sun = { .sun_family = AF_UNIX };
+        snprintf(path + n, size - n, "/%d", k);
+        snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        alive = fd >= 0 && connect(fd, (struct sockaddr *)&sun,
+                                   sizeof sun) == 0;
+        if (fd >= 0) close(fd);
+    }
+    path[n] = '\0';
+    return alive;
+}
+
 /* Removes the channel directories in tmp that masters killed before
- * they could (luaserv.PID.XXXXXX, ours, PID no longer running): the
- * sockets in each, then the directory. */
+ * they could (luaserv.PID.XXXXXX, ours, PID no longer running, no
+ * channel answering): the sockets in each, then the directory. */
 static void sweep_channels(const char *tmp)
 {
     DIR *d = opendir(tmp);
@@ -267,6 +289,7 @@ static void sweep_channels(const char *tmp)
             st.st_uid != geteuid())
             continue;
         size_t n = strlen(path);
+        if (channel_alive(path, n, sizeof path)) continue;
         for (int k = 1; k <= 1024; k++) {   /* the workers' sockets */
             snprintf(path + n, sizeof path - n, "/%d", k);
             if (unlink(path) != 0 && errno == ENOENT && k > 64) break;
@@ -394,25 +417,26 @@ static void plan_worker(int k)
     p->n++;
 }
 
-/* --watch in worker 1 (the only one watching): a change asks the master,
- * which reloads every worker or none. */
+/* A reload asked of a worker (SIGHUP sent to it, or --watch in worker
+ * 1, the only one watching): the master reloads every worker or none. */
 static void ask_master_reload(lsv_server_t *srv)
 {
     (void)srv;
-    lsv_info("a watched file changed: asking the master to reload");
-    kill(getppid(), SIGHUP);
+    if (getppid() != master_pid) return;   /* the master is gone */
+    lsv_info("worker %d: asking the master to reload every worker", self);
+    kill(master_pid, SIGHUP);
 }
 
-/* At a worker's exit: its channel goes, and the directory with it when
- * it is the last (so a master killed by SIGKILL, whose workers then get
- * SIGTERM, leaves nothing behind). */
+/* At a worker's exit: its channel goes; the directory too when the
+ * master is gone (killed: the last worker to exit removes it). While the
+ * master runs, the directory is its (it restarts workers into it). */
 static void remove_channel(void)
 {
     if (self == 0) return;
     char path[sizeof control_dir + 16];
     snprintf(path, sizeof path, "%s/%d", control_dir, self);
     unlink(path);
-    rmdir(control_dir);
+    if (getppid() != master_pid) rmdir(control_dir);
 }
 
 /* In the child just forked for worker k: keeps its own sockets in the
@@ -435,9 +459,10 @@ static void become_worker(int k, int ready_fd, pid_t master)
     }
     plan_worker(k);
     lsv_core_set_control(control_dir, 0);
+    master_pid = master;
     atexit(remove_channel);
-    if (k == 1) m.srv->vm->on_change = ask_master_reload;
-    else m.srv->opt.watch = 0;
+    m.srv->vm->ask_reload = ask_master_reload;
+    if (k != 1) m.srv->opt.watch = 0;
     signal(SIGHUP, SIG_IGN);   /* until its own watcher: it loads anew */
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -460,6 +485,9 @@ static void spawn(slot_t *s)
     int p[2];
     pid_t master = getpid(), pid = -1;
     fflush(NULL);   /* nothing buffered is written twice */
+    if (mkdir(control_dir, 0700) != 0 && errno != EEXIST)
+        lsv_warn("worker %d: cannot make %s again: %s", s->id, control_dir,
+                 strerror(errno));
     if (reopen_own_sockets(s->id) == LSV_OK && pipe2(p, O_CLOEXEC) == 0 &&
         (pid = fork()) < 0) {
         close(p[0]);
