@@ -403,6 +403,16 @@ function helpers.probe(srv, what)
     return t
 end
 
+-- The pids of pid's children (a master's workers), sorted.
+function helpers.children(pid)
+    local p = io.popen("pgrep -P " .. pid)
+    local out = {}
+    for line in p:lines() do out[#out + 1] = tonumber(line) end
+    p:close()
+    table.sort(out)
+    return out
+end
+
 -- A TCP port on 127.0.0.1 that nothing listens on: bound, then closed.
 function helpers.dead_port()
     local s = assert(socket.bind("127.0.0.1", 0))

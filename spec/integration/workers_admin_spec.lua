@@ -53,14 +53,7 @@ local function one_version(by)
     return seen
 end
 
-local function children(pid)
-    local p = io.popen("pgrep -P " .. pid)
-    local out = {}
-    for line in p:lines() do out[#out + 1] = tonumber(line) end
-    p:close()
-    table.sort(out)
-    return out
-end
+local children = helpers.children
 
 describe("--workers with --admin and --metrics", function()
     it("sums stats over the workers, with a line for each", function()

@@ -10,15 +10,7 @@ local unix = require "socket.unix"
 local FIXTURE = "spec/fixtures/workers_echo.lua"
 local SLOWDOWN = helpers.sanitize and 3 or 1
 
--- The pids of pid's children, sorted.
-local function children(pid)
-    local p = io.popen("pgrep -P " .. pid)
-    local out = {}
-    for line in p:lines() do out[#out + 1] = tonumber(line) end
-    p:close()
-    table.sort(out)
-    return out
-end
+local children = helpers.children
 
 -- Sends line on c and returns the reply's worker id, count and pid, or
 -- nil and the error.
