@@ -3,7 +3,9 @@
  * region's invariants, and two forked processes sharing one dict,
  * including one killed while it holds the lock; and the shards of a
  * bigger dict: how many, the most one value may take, a crash that
- * empties one shard only, and reads without the lock racing writers. */
+ * empties one shard only, and reads without the lock racing writers;
+ * a read without the lock that meets a wild link, a key read all along
+ * while stores churn the LRU, and seq across a recovery. */
 #include "lsv.h"
 #include "shdict.h"
 #include "shdict_int.h"
@@ -12,6 +14,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -546,6 +549,111 @@ static void test_read_race(void)
     test_done("reads without the lock never see a value half written");
 }
 
+/* FNV-1a folded to 32 bits, as shdict.c hashes keys. */
+static uint32_t fnv(const char *k)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *k; k++) {
+        h ^= (unsigned char)*k;
+        h *= 1099511628211ull;
+    }
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* A bucket holds a link a read without the lock may meet mid-reuse (a
+ * freed entry's bytes can be a value's): 2^64-80, 16-aligned and above
+ * the heap, whose end plus an entry wraps past 2^64. The read must turn
+ * to the lock, not follow it to before the region (a guard page there
+ * makes that a crash). The read is in a child so a crash is a failure;
+ * the region is shared, so the parent clears the link afterwards. */
+static void test_read_wild_link(void)
+{
+    lsv_shdict_t *dict = make(64 * 1024);
+    shard_t *d = shard_at(dict, 0);
+    uint32_t hash = fnv("k");
+    void *guard = mmap((char *)dict - 4096, 4096, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                       -1, 0);
+    if (guard != (char *)dict - 4096) printf("#   no guard page\n");
+    pid_t kid = fork();
+    if (kid == 0) {
+        ((off_t64 *)AT(d, d->buckets))[hash & (d->nbuckets - 1)] =
+            (off_t64)0 - 80;
+        lsv_shdict_val_t out;
+        char small[64];
+        size_t need;
+        int rc = lsv_shdict_read(d, "k", 1, hash, 1, &out, small,
+                                 sizeof small, &need);
+        _exit(rc == READ_LOCKED ? 0 : 1);
+    }
+    int status;
+    waitpid(kid, &status, 0);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "child status %#x", status);
+    ((off_t64 *)AT(d, d->buckets))[hash & (d->nbuckets - 1)] = 0;
+    CHECK(healthy(dict));
+    if (guard != MAP_FAILED) munmap(guard, 4096);
+    lsv_shdict_free(dict);
+    test_done("a read without the lock does not follow a link that wraps");
+}
+
+/* Stores of new keys push entries to the LRU head faster than any hold
+ * by time turns over; a key read after every store stays in the front
+ * part of the list and is never evicted, while the cold keys are. */
+static void test_lru_hot_key(void)
+{
+    lsv_shdict_t *d = make(64 * 1024);
+    static char val[400];
+    memset(val, 'x', sizeof val);
+    lsv_shdict_val_t v = { .type = LSV_SHDICT_STR, .s = val,
+                           .len = sizeof val }, out;
+    int forcible, evicted = 0, lost = 0;
+    char key[32];
+    lsv_shdict_store(d, LSV_SHDICT_SET, K("hot"), &v, 0, &forcible);
+    for (int i = 0; i < 5000 && !lost; i++) {
+        snprintf(key, sizeof key, "cold%d", i);
+        lsv_shdict_store(d, LSV_SHDICT_SET, K(key), &v, 0, &forcible);
+        evicted += forcible;
+        if (get(d, "hot", &out) != 0) lost = i + 1;
+    }
+    CHECKF(lost == 0 && evicted > 1000, "hot key lost after %d stores, "
+           "%d evictions", lost, evicted);
+    CHECK(get(d, "cold0", &out) == LSV_SHDICT_NOT_FOUND);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("a key read all along survives stores churning the LRU");
+}
+
+/* An owner dies with the shard dirty but seq even (as between dirty = 1
+ * and seq + 1, or seq + 1 and dirty = 0): the recovery empties the shard
+ * with seq odd, so a read that started before it cannot validate, and
+ * leaves it even. */
+static void test_recovery_seq(void)
+{
+    lsv_shdict_t *d = make(64 * 1024);
+    int forcible;
+    lsv_shdict_val_t v = num_i(1), out;
+    lsv_shdict_store(d, LSV_SHDICT_SET, K("a"), &v, 0, &forcible);
+    shard_t *s = shard_at(d, 0);
+    uint64_t before = s->seq;
+    pid_t kid = fork();
+    if (kid == 0) {
+        lsv_shdict_lock_key(d, K("a"));
+        s->dirty = 1;
+        kill(getpid(), SIGKILL);
+    }
+    waitpid(kid, NULL, 0);
+    lsv_shdict_lock_key(d, K("a"));     /* recovers, changes nothing */
+    lsv_shdict_unlock_key(d, K("a"));
+    CHECK(get(d, "a", &out) == LSV_SHDICT_NOT_FOUND);
+    CHECKF(before % 2 == 0 && s->seq == before + 2 && s->dirty == 0,
+           "seq %llu then %llu", (unsigned long long)before,
+           (unsigned long long)s->seq);
+    CHECK(healthy(d));
+    lsv_shdict_free(d);
+    test_done("a recovery resets a shard with seq odd, then even");
+}
+
 int main(void)
 {
     test_store_get();
@@ -559,5 +667,8 @@ int main(void)
     test_shards();
     test_shard_recovery();
     test_read_race();
+    test_read_wild_link();
+    test_lru_hot_key();
+    test_recovery_seq();
     return tap_end();
 }

@@ -14,7 +14,6 @@
 #include <sys/mman.h>
 #include <time.h>
 
-
 static uint64_t now_ms(void)
 {
     struct timespec ts;
@@ -61,16 +60,18 @@ static void relax(void)
 }
 
 /* Takes a shard's mutex; a dead owner's shard is kept or emptied (the
- * contract in shdict.h). A holder keeps it for a fraction of a
- * microsecond, so a locker that finds it taken tries again for a while
- * (LOCK_SPINS, with growing pauses) before it sleeps in the kernel:
- * sleeping, and the wake-up the holder then owes, cost microseconds,
- * many times the wait. */
+ * contract in shdict.h), with seq odd whatever the owner left it at, so
+ * no reader trusts a read across the reset. A holder keeps the mutex for
+ * a fraction of a microsecond, so a locker that finds it taken tries
+ * again for a few microseconds (LOCK_PAUSES pauses, in growing chunks of
+ * at most LOCK_CHUNK) before it sleeps in the kernel: sleeping, and the
+ * wake-up the holder then owes, cost many times the usual wait. */
 static void lock(shard_t *d)
 {
     int rc = pthread_mutex_trylock(&d->lock);
-    for (unsigned spin = 1; rc == EBUSY && spin <= LOCK_SPINS; spin *= 2) {
-        for (unsigned i = 0; i < spin; i++) relax();
+    for (unsigned chunk = 1, spent = 0; rc == EBUSY && spent < LOCK_PAUSES;
+         spent += chunk, chunk = chunk < LOCK_CHUNK ? chunk * 2 : chunk) {
+        for (unsigned i = 0; i < chunk; i++) relax();
         rc = pthread_mutex_trylock(&d->lock);
     }
     if (rc == EBUSY) rc = pthread_mutex_lock(&d->lock);
@@ -78,8 +79,10 @@ static void lock(shard_t *d)
         d->recoveries++;
         if (d->dirty) {
             d->resets++;
+            __atomic_store_n(&d->seq, d->seq | 1, __ATOMIC_RELAXED);
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
             lsv_shdict_heap_reset(d, 1);
-            d->dirty = 0;
+            __atomic_store_n(&d->dirty, 0, __ATOMIC_RELEASE);
         }
         if (d->seq & 1)     /* readers wait for an even seq: give it */
             __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELEASE);
@@ -92,22 +95,24 @@ static void lock(shard_t *d)
     }
 }
 
+/* dirty goes before seq turns even: never dirty with an even seq. */
 static void unlock(shard_t *d)
 {
     if (d->dirty) {
-        __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELEASE);  /* even */
         __atomic_store_n(&d->dirty, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELEASE);  /* even */
     }
     pthread_mutex_unlock(&d->lock);
 }
 
 /* About to change the links: a death from here to the unlock empties the
- * dict at the next lock. The store is ordered before the changes. */
+ * shard at the next lock. seq turns odd before dirty is set, and both
+ * are ordered before the changes. */
 static void writing(shard_t *d)
 {
     if (d->dirty) return;
-    __atomic_store_n(&d->dirty, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&d->seq, d->seq + 1, __ATOMIC_RELAXED);   /* odd */
+    __atomic_store_n(&d->dirty, 1, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
@@ -126,24 +131,24 @@ static void lru_unlink(shard_t *d, entry_t *e)
     else d->lru_tail = e->lprev;
 }
 
-static void lru_push(shard_t *d, off_t64 off, uint64_t now)
+static void lru_push(shard_t *d, off_t64 off)
 {
     entry_t *e = ENT(d, off);
     e->lprev = 0;
     e->lnext = d->lru_head;
-    e->moved = now;
+    e->moved = ++d->pushes;
     if (d->lru_head) ENT(d, d->lru_head)->lprev = off;
     else d->lru_tail = off;
     d->lru_head = off;
 }
 
 /* Makes the entry at off the most recently used, unless lru_stays. */
-static void touch(shard_t *d, off_t64 off, uint64_t now)
+static void touch(shard_t *d, off_t64 off)
 {
-    if (lru_stays(d, ENT(d, off), off, now)) return;
+    if (lru_stays(d, ENT(d, off), off)) return;
     writing(d);
     lru_unlink(d, ENT(d, off));
-    lru_push(d, off, now);
+    lru_push(d, off);
 }
 
 /* Frees a list value's items. */
@@ -270,7 +275,7 @@ static off_t64 new_entry(shard_t *d, const char *key, size_t klen,
     off_t64 *b = bucket(d, hash);
     e->hnext = *b;
     *b = off;
-    lru_push(d, off, now);
+    lru_push(d, off);
     d->count++;
     return off;
 }
@@ -459,7 +464,7 @@ static int store_locked(shard_t *d, int op, const char *key,
         if (e->type != T_LIST && room >= want && room <= 2 * want + 64) {
             writing(d);
             fill_entry(d, off, v, expiry(now, ttl));
-            touch(d, off, now);
+            touch(d, off);
             return LSV_SHDICT_OK;
         }
         remove_entry(d, off);
@@ -509,7 +514,7 @@ int lsv_shdict_get(lsv_shdict_t *dict, const char *key, size_t klen,
         get_scalar(e->type, e->vlen, e->u.i, e->u.n, e->data + e->klen, out,
                    buf);
         out->flags = e->flags;
-        touch(d, off, now);
+        touch(d, off);
     }
     unlock(d);
     return rc;
@@ -554,7 +559,7 @@ static int incr_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
     e->type = (uint32_t)out->type;
     if (out->type == LSV_SHDICT_INT) e->u.i = out->i;
     else e->u.n = out->n;
-    touch(d, off, now);
+    touch(d, off);
     return LSV_SHDICT_OK;
 }
 
@@ -705,7 +710,7 @@ static int push_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
     else NODE(d, *end)->next = n;
     *end = n;
     *len = ++e->vlen;
-    touch(d, off, now);
+    touch(d, off);
     return LSV_SHDICT_OK;
 }
 

@@ -13,8 +13,8 @@
  * processes (get, in the common case, reads without it and checks that
  * no writer came in between: a seqlock, shdict_read.c); eviction, when a
  * store needs room, takes the least recently used entries of that shard
- * (an entry used in the last 100 ms may keep its place: shdict_int.h,
- * lru_stays). An operation on the whole dict (keys,
+ * (an entry used while in the front quarter of the LRU keeps its place:
+ * shdict_int.h, lru_stays). An operation on the whole dict (keys,
  * flush_all, flush_expired, free_space) takes the shards one at a time:
  * it is atomic per shard, not across them. A value must fit in one
  * shard: key, value and about 100 bytes of overhead at most

@@ -30,8 +30,9 @@ typedef uint64_t off_t64;
 #define USED 1ull
 #define NBINS 64
 #define LRU_EXACT 32        /* a shard of this many entries or fewer ... */
-#define LRU_HOLD_MS 100     /* ... else an entry moved this recently stays */
-#define LOCK_SPINS 1024    /* lock: pauses spent trying before sleeping */
+#define LRU_HOLD 4          /* ... else one in its first 1/LRU_HOLD stays */
+#define LOCK_PAUSES 128     /* lock: pauses spent trying before sleeping, */
+#define LOCK_CHUNK 32       /* ... at most this many between two tries */
 #define REAP_PER_STORE 2    /* expired LRU-tail entries reaped per store */
 #define SHARD_MIN (1024u * 1024)  /* a dict gets a shard per this many bytes */
 #define SHARDS_MAX 16             /* ... up to this many (a power of two) */
@@ -55,7 +56,7 @@ typedef struct entry {
     off_t64 hnext;           /* next in its hash bucket */
     off_t64 lprev, lnext;    /* LRU list, most recent at the head */
     uint64_t expires;        /* CLOCK_MONOTONIC ms; 0 = never */
-    uint64_t moved;          /* when it last moved to the LRU head (ms) */
+    uint64_t moved;          /* its shard's pushes when it last moved */
     uint32_t hash, klen;
     uint32_t flags;
     uint32_t type;           /* LSV_SHDICT_*, or T_LIST */
@@ -97,7 +98,7 @@ struct lsv_shdict {
 struct shard {
     pthread_mutex_t lock;
     uint32_t dirty;              /* an operation is changing the links */
-    uint32_t seq;                /* odd while they change (shdict_read.c) */
+    uint64_t seq;                /* odd while they change (shdict_read.c) */
     uint64_t count;
 
     uint64_t magic __attribute__((aligned(64)));
@@ -109,6 +110,7 @@ struct shard {
 
     off_t64 lru_head __attribute__((aligned(64)));
     off_t64 lru_tail;
+    uint64_t pushes;             /* entries put at the LRU head, ever */
     uint32_t recoveries, resets;
     uint64_t free_bytes;
     uint64_t binmap;             /* bit b: bins[b] is not empty */
@@ -156,17 +158,20 @@ static inline shard_t *shard_of(const lsv_shdict_t *dict, uint32_t hash)
 
 /* Whether using the entry e at off leaves it where it is in the LRU
  * rather than moving it to the head: it is there already, or its shard
- * holds more than LRU_EXACT entries and it moved less than LRU_HOLD_MS
- * ago (memcached bumps an item at most once a minute for the same
- * reason). A move writes the entry, both its neighbours and the head:
- * cache lines every other process must then fetch back, so moving a hot
- * key on each read costs more than the read; and an entry used within
- * the last LRU_HOLD_MS is among the last a full shard would evict. */
-static inline int lru_stays(const shard_t *d, const entry_t *e, off_t64 off,
-                            uint64_t now)
+ * holds more than LRU_EXACT entries and fewer than count / LRU_HOLD
+ * entries were put at the head since it was, so it is still in the
+ * front part of the list. A move writes the entry, both its neighbours
+ * and the head: cache lines every other process must then fetch back,
+ * so moving a hot key on each read costs more than the read, while an
+ * entry in the front part is among the last a full shard would evict.
+ * (A hold by time instead, as memcached's once a minute, lets a key read
+ * all the time drift to the tail and go when stores push new entries
+ * faster than that.) */
+static inline int lru_stays(const shard_t *d, const entry_t *e, off_t64 off)
 {
     return d->lru_head == off ||
-           (d->count > LRU_EXACT && now - e->moved < LRU_HOLD_MS);
+           (d->count > LRU_EXACT &&
+            d->pushes - e->moved < d->count / LRU_HOLD);
 }
 
 /* get without the lock (shdict_read.c): a status as lsv_shdict_get's,

@@ -13,12 +13,18 @@
 
 /* Checks that an entry of klen key bytes and vlen more at off lies
  * inside the shard's heap: a link read while a writer changed it may be
- * anything, and must not be followed out of the shard. */
+ * anything (a freed entry's bytes may be a value's), and must not be
+ * followed out of the shard. Only subtractions of smaller from bigger:
+ * a sum such as off + klen could wrap past 2^64 and pass. */
 static int inside(const shard_t *d, off_t64 off, uint64_t klen,
                   uint64_t vlen)
 {
-    return off >= d->heap && off % ALIGN == 0 &&
-           off + sizeof(entry_t) + klen + vlen <= d->heap_end;
+    if (off < d->heap || off >= d->heap_end || off % ALIGN != 0)
+        return 0;
+    uint64_t room = d->heap_end - off;
+    if (room < sizeof(entry_t)) return 0;
+    room -= sizeof(entry_t);
+    return klen <= room && vlen <= room - klen;
 }
 
 /* The seqlock protocol: a writer (with the mutex held) makes seq odd
@@ -31,7 +37,7 @@ int lsv_shdict_read(shard_t *d, const char *key, size_t klen, uint32_t hash,
                     uint64_t now, lsv_shdict_val_t *out, char *buf,
                     size_t size, size_t *need)
 {
-    uint32_t seq = __atomic_load_n(&d->seq, __ATOMIC_ACQUIRE);
+    uint64_t seq = __atomic_load_n(&d->seq, __ATOMIC_ACQUIRE);
     if (seq & 1) return READ_LOCKED;
     off_t64 off = ((volatile off_t64 *)AT(d, d->buckets))
                   [hash & (d->nbuckets - 1)];
@@ -56,7 +62,7 @@ int lsv_shdict_read(shard_t *d, const char *key, size_t klen, uint32_t hash,
         return READ_LOCKED;             /* the locked get removes it */
     } else if (type == T_LIST) {
         rc = LSV_SHDICT_IS_LIST;
-    } else if (!lru_stays(d, e, off, now)) {
+    } else if (!lru_stays(d, e, off)) {
         return READ_LOCKED;             /* it moves in the LRU: a write */
     } else {
         uint64_t vlen = type == LSV_SHDICT_STR ? LOAD(e->vlen) : 0;
