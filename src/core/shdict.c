@@ -14,13 +14,6 @@
 #include <sys/mman.h>
 #include <time.h>
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* The expiry time for ttl seconds from now; 0 for none. A TTL too small
  * to count in milliseconds is one, not "never". */
 static uint64_t expiry(uint64_t now, double ttl)
@@ -131,24 +124,26 @@ static void lru_unlink(shard_t *d, entry_t *e)
     else d->lru_tail = e->lprev;
 }
 
-static void lru_push(shard_t *d, off_t64 off)
+static void lru_push(shard_t *d, off_t64 off, uint64_t now)
 {
     entry_t *e = ENT(d, off);
     e->lprev = 0;
     e->lnext = d->lru_head;
-    e->moved = ++d->pushes;
+    e->moved = (uint32_t)++d->pushes;
+    e->moved_ev = (uint32_t)d->evictions;
+    e->moved_ms = now;
     if (d->lru_head) ENT(d, d->lru_head)->lprev = off;
     else d->lru_tail = off;
     d->lru_head = off;
 }
 
 /* Makes the entry at off the most recently used, unless lru_stays. */
-static void touch(shard_t *d, off_t64 off)
+static void touch(shard_t *d, off_t64 off, uint64_t now)
 {
-    if (lru_stays(d, ENT(d, off), off)) return;
+    if (lru_stays(d, ENT(d, off), off, now)) return;
     writing(d);
     lru_unlink(d, ENT(d, off));
-    lru_push(d, off);
+    lru_push(d, off, now);
 }
 
 /* Frees a list value's items. */
@@ -212,6 +207,7 @@ static off_t64 alloc_room(shard_t *d, uint64_t n, uint64_t now,
     while ((p = lsv_shdict_heap_alloc(d, n)) == 0) {
         if (!evict || d->lru_tail == 0) return 0;
         if (!expired(ENT(d, d->lru_tail), now)) *forcible = 1;
+        d->evictions++;
         remove_entry(d, d->lru_tail);
     }
     return p;
@@ -275,7 +271,7 @@ static off_t64 new_entry(shard_t *d, const char *key, size_t klen,
     off_t64 *b = bucket(d, hash);
     e->hnext = *b;
     *b = off;
-    lru_push(d, off);
+    lru_push(d, off, now);
     d->count++;
     return off;
 }
@@ -436,8 +432,6 @@ const char *lsv_shdict_strerror(int status)
     return "unknown";
 }
 
-#define KEY_OK(klen) ((klen) > 0 && (klen) <= LSV_SHDICT_KEY_MAX)
-
 /* --- storing and reading ------------------------------------------------ */
 
 /* store's work, under the lock. */
@@ -464,7 +458,7 @@ static int store_locked(shard_t *d, int op, const char *key,
         if (e->type != T_LIST && room >= want && room <= 2 * want + 64) {
             writing(d);
             fill_entry(d, off, v, expiry(now, ttl));
-            touch(d, off);
+            touch(d, off, now);
             return LSV_SHDICT_OK;
         }
         remove_entry(d, off);
@@ -514,7 +508,7 @@ int lsv_shdict_get(lsv_shdict_t *dict, const char *key, size_t klen,
         get_scalar(e->type, e->vlen, e->u.i, e->u.n, e->data + e->klen, out,
                    buf);
         out->flags = e->flags;
-        touch(d, off);
+        touch(d, off, now);
     }
     unlock(d);
     return rc;
@@ -559,7 +553,7 @@ static int incr_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
     e->type = (uint32_t)out->type;
     if (out->type == LSV_SHDICT_INT) e->u.i = out->i;
     else e->u.n = out->n;
-    touch(d, off);
+    touch(d, off, now);
     return LSV_SHDICT_OK;
 }
 
@@ -710,7 +704,7 @@ static int push_locked(shard_t *d, const char *key, size_t klen, uint32_t hash,
     else NODE(d, *end)->next = n;
     *end = n;
     *len = ++e->vlen;
-    touch(d, off);
+    touch(d, off, now);
     return LSV_SHDICT_OK;
 }
 

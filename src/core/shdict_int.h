@@ -14,6 +14,7 @@
 #include "lsv.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <stdint.h>
 
 typedef struct lsv_shdict lsv_shdict_t;
@@ -30,7 +31,10 @@ typedef uint64_t off_t64;
 #define USED 1ull
 #define NBINS 64
 #define LRU_EXACT 32        /* a shard of this many entries or fewer ... */
-#define LRU_HOLD 4          /* ... else one in its first 1/LRU_HOLD stays */
+#define LRU_HOLD 4          /* ... else one in its first 1/LRU_HOLD stays, */
+#define LRU_HOLD_MS 100     /* or one moved this recently, while fewer */
+#define LRU_HOLD_EVICT 8    /* than count/8 entries were evicted since */
+#define KEY_OK(klen) ((klen) > 0 && (klen) <= LSV_SHDICT_KEY_MAX)
 #define LOCK_PAUSES 128     /* lock: pauses spent trying before sleeping, */
 #define LOCK_CHUNK 32       /* ... at most this many between two tries */
 #define REAP_PER_STORE 2    /* expired LRU-tail entries reaped per store */
@@ -56,7 +60,9 @@ typedef struct entry {
     off_t64 hnext;           /* next in its hash bucket */
     off_t64 lprev, lnext;    /* LRU list, most recent at the head */
     uint64_t expires;        /* CLOCK_MONOTONIC ms; 0 = never */
-    uint64_t moved;          /* its shard's pushes when it last moved */
+    uint32_t moved;          /* its shard's pushes when it last moved */
+    uint32_t moved_ev;       /* and its evictions then */
+    uint64_t moved_ms;       /* and when (CLOCK_MONOTONIC ms) */
     uint32_t hash, klen;
     uint32_t flags;
     uint32_t type;           /* LSV_SHDICT_*, or T_LIST */
@@ -111,6 +117,7 @@ struct shard {
     off_t64 lru_head __attribute__((aligned(64)));
     off_t64 lru_tail;
     uint64_t pushes;             /* entries put at the LRU head, ever */
+    uint64_t evictions;          /* entries taken from the tail for room */
     uint32_t recoveries, resets;
     uint64_t free_bytes;
     uint64_t binmap;             /* bit b: bins[b] is not empty */
@@ -156,22 +163,37 @@ static inline shard_t *shard_of(const lsv_shdict_t *dict, uint32_t hash)
     return shard_at(dict, (uint32_t)((uint64_t)mixed >> (32 - dict->shift)));
 }
 
+/* CLOCK_MONOTONIC in milliseconds: TTLs and the LRU hold count in it. */
+static inline uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* Whether using the entry e at off leaves it where it is in the LRU
- * rather than moving it to the head: it is there already, or its shard
- * holds more than LRU_EXACT entries and fewer than count / LRU_HOLD
- * entries were put at the head since it was, so it is still in the
- * front part of the list. A move writes the entry, both its neighbours
- * and the head: cache lines every other process must then fetch back,
- * so moving a hot key on each read costs more than the read, while an
- * entry in the front part is among the last a full shard would evict.
- * (A hold by time instead, as memcached's once a minute, lets a key read
- * all the time drift to the tail and go when stores push new entries
- * faster than that.) */
-static inline int lru_stays(const shard_t *d, const entry_t *e, off_t64 off)
+ * rather than moving it to the head: it is there already; or its shard
+ * holds more than LRU_EXACT entries and either fewer than count /
+ * LRU_HOLD entries were put at the head since it was (it is still in the
+ * front part), or it moved within LRU_HOLD_MS and fewer than count /
+ * LRU_HOLD_EVICT entries were evicted since (it cannot be near the tail
+ * the evictions take). A move writes the entry, both its neighbours and
+ * the head: cache lines every other process must then fetch back, so
+ * moving a key on each read costs more than the read. Keys read in turn
+ * (each move pushes the others back, so each is always at the back)
+ * move about once per LRU_HOLD_MS; a key read all the time while stores
+ * evict moves every count / 8 evictions, long before it could reach the
+ * tail (a hold by time alone, as memcached's once a minute, lets it
+ * drift there). */
+static inline int lru_stays(const shard_t *d, const entry_t *e, off_t64 off,
+                            uint64_t now)
 {
     return d->lru_head == off ||
            (d->count > LRU_EXACT &&
-            d->pushes - e->moved < d->count / LRU_HOLD);
+            ((uint32_t)d->pushes - e->moved < d->count / LRU_HOLD ||
+             (now - e->moved_ms < LRU_HOLD_MS &&
+              (uint32_t)d->evictions - e->moved_ev <
+                  d->count / LRU_HOLD_EVICT)));
 }
 
 /* get without the lock (shdict_read.c): a status as lsv_shdict_get's,

@@ -62,7 +62,7 @@ int lsv_shdict_read(shard_t *d, const char *key, size_t klen, uint32_t hash,
         return READ_LOCKED;             /* the locked get removes it */
     } else if (type == T_LIST) {
         rc = LSV_SHDICT_IS_LIST;
-    } else if (!lru_stays(d, e, off)) {
+    } else if (!lru_stays(d, e, off, now)) {
         return READ_LOCKED;             /* it moves in the LRU: a write */
     } else {
         uint64_t vlen = type == LSV_SHDICT_STR ? LOAD(e->vlen) : 0;
