@@ -48,6 +48,9 @@ function _M.ask(k, line, timeout)
         body[#body + 1] = l
     end
     c:close()
+    if err == "too long" then
+        return false, format("a reply line over %d MiB", MAX_LINE // 2^20)
+    end
     if err then return nil, "no reply (" .. tostring(err) .. ")" end
     if status == "ok" then return true, concat(body, "\n") end
     return false, status:match("^error: (.*)$") or status

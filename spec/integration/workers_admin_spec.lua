@@ -106,6 +106,10 @@ describe("--workers with --admin and --metrics", function()
         assert.equal("error: no worker 3 (1..2)", status)
         status = a:cmd('eval if luaserv.worker.id == 2 then error("two") end')
         assert.truthy(status:find("^error: worker 2: eval:1: two"), status)
+        -- a result bigger than the master takes in one line: an error
+        status = a:cmd('eval --worker 1 string.rep("x", 17 * 2^20)')
+        assert.equal("error: a reply line over 16 MiB", status)
+        assert.equal("1", a:ok("eval --worker 1 luaserv.worker.id"))
         assert.equal("2", a:ok("workers"))
         -- a global set by eval in one worker is that worker's only
         a:ok("eval --worker 1 only_here = 1")
