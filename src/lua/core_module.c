@@ -158,9 +158,10 @@ static int core_log_level(lua_State *L)
     return 1;
 }
 
-/* The workers' channel directory (a master's and its workers'), or "";
- * whether this process is their master. */
-static char control_dir[64];
+/* The workers' channel directory (a master's and its workers'; the
+ * caller's string, which lives as long as the process), or NULL; whether
+ * this process is their master. */
+static const char *control_dir;
 static int control_master;
 
 /* core.shutdown(): the graceful stop SIGTERM starts, from the loop's next
@@ -174,7 +175,7 @@ static int core_shutdown(lua_State *L)
 
 void lsv_core_set_control(const char *dir, int master)
 {
-    snprintf(control_dir, sizeof control_dir, "%s", dir);
+    control_dir = dir;
     control_master = master;
 }
 
@@ -182,7 +183,7 @@ void lsv_core_set_control(const char *dir, int master)
  * is worker K's), or nil without workers. */
 static int core_control(lua_State *L)
 {
-    if (control_dir[0]) lua_pushstring(L, control_dir);
+    if (control_dir) lua_pushstring(L, control_dir);
     else lua_pushnil(L);
     return 1;
 }

@@ -22,7 +22,8 @@ typedef struct lsv_core_upgrade {
 void lsv_core_set_upgrade(const lsv_core_upgrade_t *u);
 
 /* Sets the directory core.control() returns: where a master's workers
- * serve their admin channels (src/ops/workers.c); master says whether
+ * serve their admin channels (src/ops/workers.c; dir must live as long
+ * as the process); master says whether
  * this process is the master (core.shutdown then stops it by SIGTERM). */
 void lsv_core_set_control(const char *dir, int master);
 
