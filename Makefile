@@ -30,12 +30,13 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/udp core/net \
            core/server core/loop core/transport \
-           core/buf core/frame core/util core/resolve \
+           core/buf core/frame core/resp core/http core/ws core/util \
+           core/resolve \
            core/shdict core/shdict_heap core/shdict_read
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
-          lua/shared
+          lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
@@ -88,7 +89,13 @@ $(BUILD)/luaserv-cli: $(CLI_OBJ)
 $(BUILD)/luaserv-bench: $(BENCH_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EV_LIBS) -lm
 
-$(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(BUILD)/core/frame.o
+# The framer and the protocol framers it dispatches to.
+FRAME_OBJ = $(BUILD)/core/frame.o $(BUILD)/core/resp.o $(BUILD)/core/http.o \
+            $(BUILD)/core/ws.o
+FRAME_C = src/core/frame.c src/core/resp.c src/core/http.c src/core/ws.c \
+          src/core/frame.h src/core/frame_spec.h src/core/resp.h src/core/http.h src/core/ws.h \
+          src/core/lsv.h
+$(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(FRAME_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
@@ -129,7 +136,7 @@ FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
-build/fuzz/frame_fuzz: fuzz/frame_fuzz.c src/core/frame.c src/core/frame.h src/core/lsv.h
+build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz

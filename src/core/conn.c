@@ -319,6 +319,23 @@ static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
     lsv_conn_close(c, reason);
 }
 
+void lsv_conn_reject(lsv_conn_t *c, const lsv_frame_spec_t *spec, ssize_t r)
+{
+    char reply[512];
+    const char *why = "bad frame";
+    size_t n = lsv_frame_reject(spec, r, lsv_buf_head(&c->in), c->in.len,
+                                reply, sizeof reply, &why);
+    lsv_conn_log(LSV_LOG_INFO, c, "%s (%s framing); closing", why,
+                 lsv_frame_kind_name(spec->kind));
+    c->in.len = 0;
+    lsv_conn_hold(c);
+    if (n > 0 && !(c->flags & LSV_CONN_CLOSING))
+        lsv_conn_write(c, reply, n);
+    lsv_conn_report(c, why);
+    lsv_conn_close(c, r == LSV_FRAME_TOO_LONG ? "too long" : "protocol error");
+    lsv_conn_release(c);                /* may free c */
+}
+
 /* Pull mode: tells the user of new input, then stops at the read-ahead
  * while it wants none. */
 static void pull_input(lsv_conn_t *c)
@@ -363,14 +380,16 @@ static void process_input(lsv_conn_t *c, int drained)
         ssize_t r = lsv_frame_next(&c->framing, lsv_buf_head(&c->in),
                                    c->in.len, eof, &hint, &off, &mlen);
         if (r == LSV_FRAME_PARTIAL) {
-            c->hint = (uint32_t)hint;
+            c->hint = hint;
             c->flags |= LSV_CONN_PARTIAL;
             if (eof) lsv_conn_close(c, "eof");
             break;
         }
         c->flags &= ~LSV_CONN_PARTIAL;
         if (unlikely(r < 0)) {
-            if (r == LSV_FRAME_TOO_LONG) {
+            if (lsv_frame_is_proto(c->framing.kind)) {
+                lsv_conn_reject(c, &c->framing, r);
+            } else if (r == LSV_FRAME_TOO_LONG) {
                 frame_error(c, "frame too long", "too long");
             } else {
                 lsv_conn_log(LSV_LOG_INFO, c, "frame cut off at end of "

@@ -136,6 +136,12 @@ void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
 ssize_t lsv_conn_take(lsv_conn_t *c, const lsv_frame_spec_t *want,
                       size_t *hint, const char **p, size_t *n);
 
+/* A protocol framing (RESP, HTTP, WS) refused c's input with r (< 0):
+ * queues the protocol's error reply (lsv_frame_reject), logs one info
+ * line, tells c's user (type->error) and closes c, in either mode.
+ * Frees c unless the caller holds it. */
+void lsv_conn_reject(lsv_conn_t *c, const lsv_frame_spec_t *spec, ssize_t r);
+
 /* Ends c's input: what is buffered is dropped, reading stops; writing
  * still works (a stream that cannot be resynchronised). */
 void lsv_conn_end_input(lsv_conn_t *c);

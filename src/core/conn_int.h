@@ -43,7 +43,7 @@ struct lsv_conn {
     lsv_buf_t in;
     lsv_buf_t out;
     lsv_frame_spec_t framing;
-    uint32_t hint;                /* push: framer scan position in `in` */
+    size_t hint;                  /* push: the framer's resume state */
     uint32_t flags;
     int fd;
     int busy;                     /* holds (callbacks in progress) */

@@ -4,6 +4,7 @@
  * handler asks for); datagrams (one on_message each); on_stop. */
 #include "lsv.h"
 #include "dispatch.h"
+#include "decode.h"
 #include "conn.h"
 #include "guard.h"
 #include "handler.h"
@@ -154,7 +155,11 @@ static void callback_frame(lsv_conn_t *c, const char *p, size_t n)
         return;
     }
     lua_pushvalue(L, conn);
-    if (likely(lsv_vm_pcall_str(L, 1, p, n, LUA_MULTRET) == LUA_OK)) {
+    const lsv_frame_spec_t *spec = lsv_conn_framing(c);
+    int rc = likely(!lsv_frame_is_proto(spec->kind))
+           ? lsv_vm_pcall_str(L, 1, p, n, LUA_MULTRET)
+           : lsv_decode_pcall(L, 1, c, spec, p, n, LUA_MULTRET);
+    if (likely(rc == LUA_OK)) {
         if (unlikely(write_result(c, L, conn) != LSV_OK))
             lsv_handler_failed(c, "on_message");
         return;

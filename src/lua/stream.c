@@ -3,6 +3,7 @@
 #include "lsv.h"
 #include "stream.h"
 #include "conn.h"
+#include "decode.h"
 #include "handler.h"
 #include "listener.h"
 #include "log.h"
@@ -99,12 +100,54 @@ static size_t stream_room(const lsv_conn_t *c)
     return need + (ahead ? ahead : LSV_READ_AHEAD);
 }
 
+/* Returns all its arguments: what lsv_decode_pcall calls to leave the
+ * decoded values on the stack. */
+static int return_all(lua_State *L)
+{
+    return lua_gettop(L);
+}
+
+/* A protocol frame's values onto L (maybe a suspended task's thread,
+ * where nothing may be called): decoded in a protected call on the
+ * running state, then moved. Returns how many it pushed, or 0 when the
+ * frame decoded to nothing for the task (a WebSocket ping, answered):
+ * the read takes the next frame. */
+static int push_decoded(lsv_conn_t *c, const lsv_frame_spec_t *want,
+                        const char *p, size_t n, lua_State *L)
+{
+    lua_State *D = lua_status(L) == LUA_OK ? L : lsv_conn_server(c)->vm->L;
+    int base = lua_gettop(D);
+    lua_pushcfunction(D, return_all);
+    if (lsv_decode_pcall(D, 0, c, want, p, n, LUA_MULTRET) != LUA_OK) {
+        lsv_conn_log(LSV_LOG_WARN, c, "decoding a %s frame failed: %s",
+                     lsv_frame_kind_name(want->kind), lua_tostring(D, -1));
+        lua_settop(D, base);
+        end_input(c);
+        lsv_push_fail(L, "out of memory");
+        return 2;
+    }
+    int k = lua_gettop(D) - base;
+    if (k == 0) return 0;
+    frame_returned(c);
+    if (D != L) {
+        if (!lua_checkstack(L, k + 2)) {
+            lua_settop(D, base);
+            end_input(c);
+            lsv_push_fail(L, "out of memory");
+            return 2;
+        }
+        lua_xmove(D, L, k);
+    }
+    return k;
+}
+
 /* Answers the read request `want` from c's buffered input, pushing the
  * results onto L (which may be a suspended task's thread). Returns how
  * many values it pushed, or -1 when the request must wait for input. */
 static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
 {
     lsv_lconn_t *u = lsv_lconn_of(c);
+again:
     if (lsv_conn_buffered(c) == 0 && !lsv_conn_at_eof(c)) {
         /* A stopping server ends idle reads on its own connections. */
         if (lsv_conn_is_draining(c) && !lsv_conn_is_outbound(c)) {
@@ -116,14 +159,28 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
     const char *p;
     size_t n;
     ssize_t r = lsv_conn_take(c, want, &u->hint, &p, &n);
-    if (likely(r > 0)) {
+    if (likely(r > 0) && likely(!lsv_frame_is_proto(want->kind))) {
         lua_pushlstring(L, p, n);
         frame_returned(c);
         return 1;
     }
+    if (r > 0) {
+        int k = push_decoded(c, want, p, n, L);
+        if (k == 0) goto again;
+        return k;
+    }
     if (r == LSV_FRAME_PARTIAL) {
         if (!lsv_conn_at_eof(c)) return -1;
         lsv_push_fail(L, "closed");
+        return 2;
+    }
+    if (lsv_frame_is_proto(want->kind)) {
+        /* The framer names the fault and the protocol's error reply. */
+        lsv_conn_hold(c);
+        lsv_conn_reject(c, want, r);
+        lsv_push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long"
+                                                 : "protocol error");
+        lsv_conn_release(c);
         return 2;
     }
     if (r == LSV_FRAME_TOO_LONG)
