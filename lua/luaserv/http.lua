@@ -1,0 +1,754 @@
+-- luaserv.http: a small HTTP/1.1 server on the C framer (framing "http").
+--
+--   local http = require "luaserv.http"
+--   local app = http.app()
+--   app:get("/", function() return "hello\n" end)
+--   app:get("/users/:id", function(req, res) res:json{ id = req.params.id } end)
+--   return app:handler()                  -- or app:handler{ stream = true }
+--
+-- The framer (src/core/http.c) parses the request line, the headers and the
+-- body (Content-Length or chunked) in C and hands over one request table
+-- (docs/handler-api.md, "HTTP framing"); this module routes it, calls the
+-- route's function with a response object and writes the answer: status
+-- line, Server, Date (formatted once a second), Content-Type,
+-- Content-Length or a chunked body, Connection when it must say so.
+--
+-- The framer answers malformed requests itself and closes (400, 413, 414,
+-- 431, 501 for a transfer coding it does not know, 505); this module
+-- answers 400 (an HTTP/1.1 request without Host), 404, 405 (with Allow),
+-- 408 (the idle timeout passed in the middle of a request), 411, 413 (a
+-- route's own max_body), 500 (a route function raised: logged, the
+-- connection goes on) and 501 (a method HTTP does not define).
+local luaserv = require "luaserv"
+
+local byte = string.byte
+local char = string.char
+local concat = table.concat
+local error = error
+local find = string.find
+local floor = math.floor
+local format = string.format
+local gsub = string.gsub
+local ipairs = ipairs
+local lower = string.lower
+local match = string.match
+local next = next
+local now = luaserv.now
+local os_date = os.date
+local pairs = pairs
+local rawget = rawget
+local setmetatable = setmetatable
+local sort = table.sort
+local sub = string.sub
+local tonumber = tonumber
+local tostring = tostring
+local traceback = debug.traceback
+local type = type
+local xpcall = xpcall
+
+local has_cjson, cjson = pcall(require, "cjson")
+
+local _M = { version = "0.1" }
+
+_M.REASONS = {
+    [100] = "Continue", [101] = "Switching Protocols",
+    [200] = "OK", [201] = "Created", [202] = "Accepted",
+    [204] = "No Content", [206] = "Partial Content",
+    [301] = "Moved Permanently", [302] = "Found", [303] = "See Other",
+    [304] = "Not Modified", [307] = "Temporary Redirect",
+    [308] = "Permanent Redirect",
+    [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
+    [404] = "Not Found", [405] = "Method Not Allowed",
+    [406] = "Not Acceptable", [408] = "Request Timeout",
+    [409] = "Conflict", [410] = "Gone", [411] = "Length Required",
+    [412] = "Precondition Failed", [413] = "Content Too Large",
+    [414] = "URI Too Long", [415] = "Unsupported Media Type",
+    [416] = "Range Not Satisfiable", [422] = "Unprocessable Content",
+    [426] = "Upgrade Required", [429] = "Too Many Requests",
+    [431] = "Request Header Fields Too Large",
+    [500] = "Internal Server Error", [501] = "Not Implemented",
+    [502] = "Bad Gateway", [503] = "Service Unavailable",
+    [504] = "Gateway Timeout", [505] = "HTTP Version Not Supported",
+}
+local REASONS = _M.REASONS
+
+-- "HTTP/1.1 200 OK\r\n" per status, made once.
+local STATUS_LINE = setmetatable({}, { __index = function(t, code)
+    local line = format("HTTP/1.1 %d %s\r\n", code,
+                        REASONS[code] or "Unknown")
+    t[code] = line
+    return line
+end })
+
+-- The methods RFC 9110 and 5789 define; another gets 501 unless a route
+-- names it.
+local METHODS = { GET = true, HEAD = true, POST = true, PUT = true,
+                  DELETE = true, CONNECT = true, OPTIONS = true,
+                  TRACE = true, PATCH = true }
+
+local TEXT = "Content-Type: text/plain; charset=utf-8\r\n"
+-- What goes between the other headers and the length, by how the
+-- connection goes on: open (HTTP/1.1), open (HTTP/1.0 keep-alive), closed.
+local CL_KEEP = "Content-Length: "
+local CL_KEEP10 = "Connection: keep-alive\r\nContent-Length: "
+local CL_CLOSE = "Connection: close\r\nContent-Length: "
+local END_HEAD = "\r\n\r\n"
+local NO_PARAMS = setmetatable({}, { __newindex = function()
+    error("req.params of a route without parameters is read-only", 2)
+end })
+
+-- Date ----------------------------------------------------------------------
+
+-- The "Date: ...\r\n" line, formatted when the second changes.
+local date_sec, date_line = -1, ""
+local function date()
+    local sec = floor(now())
+    if sec ~= date_sec then
+        date_sec = sec
+        date_line = os_date("!Date: %a, %d %b %Y %H:%M:%S GMT\r\n", sec)
+    end
+    return date_line
+end
+_M.date = function()
+    return sub(date(), 7, -3)
+end
+
+-- Percent-decoding ----------------------------------------------------------
+
+local function hex_char(h)
+    return char(tonumber(h, 16))
+end
+
+-- s with %XX escapes decoded (and "+" as a space when form is true).
+local function decode(s, form)
+    if form and find(s, "+", 1, true) then s = gsub(s, "+", " ") end
+    if not find(s, "%", 1, true) then return s end
+    return (gsub(s, "%%(%x%x)", hex_char))
+end
+_M.decode = decode
+
+-- http.parse_query("a=1&b=x%20y&a=2") -> { a = "2", b = "x y" }; a name
+-- that repeats keeps its last value, and all of them in list[name] when
+-- the second argument is true: { a = { "1", "2" }, b = { "x y" } }.
+function _M.parse_query(q, list)
+    local t = {}
+    if not q then return t end
+    for pair in q:gmatch("[^&;]+") do
+        local eq = find(pair, "=", 1, true)
+        local k, v
+        if eq then
+            k, v = decode(sub(pair, 1, eq - 1), true),
+                   decode(sub(pair, eq + 1), true)
+        else
+            k, v = decode(pair, true), ""
+        end
+        if list then
+            local l = t[k]
+            if not l then l = {}; t[k] = l end
+            l[#l + 1] = v
+        else
+            t[k] = v
+        end
+    end
+    return t
+end
+
+-- The response ---------------------------------------------------------------
+
+local Response = {}
+Response.__index = Response
+
+-- Headers this module writes itself; setting them is a caller error.
+local OWN_HEADERS = { ["content-length"] = true, ["transfer-encoding"] = true,
+                      date = true }
+
+-- The Connection header (when the connection's fate must be said) and
+-- the start of the Content-Length line, which ends the head.
+local function clength_prefix(res)
+    if res.close then return CL_CLOSE end
+    if res.req.version == "1.0" then return CL_KEEP10 end
+    return CL_KEEP
+end
+
+-- Writes the whole response with a body of known length (a string).
+-- Returns true, or false when the write failed (the conn is gone).
+local function emit(res, body)
+    res.done = true
+    local app = res.app
+    local n = #body
+    if res.head then body = "" end
+    local ok = res.conn:write(STATUS_LINE[res.code], app.server_line, date(),
+                              res.ctype or TEXT, res.extra or "",
+                              clength_prefix(res), n, END_HEAD, body)
+    return ok ~= nil
+end
+
+-- res:status(code) sets the status (default 200); returns res.
+function Response:status(code)
+    if type(code) ~= "number" or code < 100 or code > 999 or code % 1 ~= 0 then
+        error("res:status: a status code from 100 to 999 expected, got " ..
+              tostring(code), 2)
+    end
+    self.code = code
+    return self
+end
+
+-- res:header(name, value) adds a header (repeat it for several values);
+-- Content-Type replaces the default text/plain; Connection: close closes
+-- the connection after this response. Returns res.
+function Response:header(name, value)
+    if self.started or self.done then
+        error("res:header: the response head was already sent", 2)
+    end
+    value = tostring(value)
+    if type(name) ~= "string" or not match(name, "^[%w!#$%%&'*+%-.^_`|~]+$")
+       or find(value, "[\r\n%z]") then
+        error("res:header: bad header name or value (" .. tostring(name) ..
+              ")", 2)
+    end
+    local lname = lower(name)
+    if OWN_HEADERS[lname] then
+        error("res:header: " .. name .. " is written by luaserv.http", 2)
+    elseif lname == "content-type" then
+        self.ctype = "Content-Type: " .. value .. "\r\n"
+    elseif lname == "connection" then
+        if find(lower(value), "close", 1, true) then self.close = true end
+    else
+        self.extra = (self.extra or "") .. name .. ": " .. value .. "\r\n"
+    end
+    return self
+end
+
+-- res:send([body]) sends the response with this body (a string, or a
+-- table of strings; Content-Length set). A HEAD request gets the head
+-- alone. Returns true, or nil, "closed" when the connection is gone.
+function Response:send(body)
+    if self.done or self.started then
+        error("res:send: the response was already sent", 2)
+    end
+    if body == nil then
+        body = ""
+    elseif type(body) == "table" then
+        body = concat(body)
+    elseif type(body) ~= "string" then
+        body = tostring(body)
+    end
+    if emit(self, body) then return true end
+    return nil, "closed"
+end
+
+-- res:json(value[, status]) sends value encoded by lua-cjson, as
+-- application/json. Raises when lua-cjson is not installed.
+function Response:json(value, status)
+    if not has_cjson then
+        error("res:json needs lua-cjson (Debian: apt install lua-cjson; " ..
+              "luarocks install lua-cjson)", 2)
+    end
+    if status then self:status(status) end
+    self.ctype = "Content-Type: application/json\r\n"
+    return self:send(cjson.encode(value))
+end
+
+-- Sends the head of a streamed body: chunked for HTTP/1.1, up to the
+-- close for HTTP/1.0 (which has no chunks).
+local function start(res)
+    res.started = true
+    local conn_line, te
+    if res.req.version == "1.0" then
+        res.close, te = true, ""
+        conn_line = "Connection: close\r\n\r\n"
+    else
+        res.chunked, te = true, "Transfer-Encoding: chunked\r\n"
+        conn_line = res.close and "Connection: close\r\n\r\n" or "\r\n"
+    end
+    return res.conn:write(STATUS_LINE[res.code], res.app.server_line, date(),
+                          res.ctype or TEXT, res.extra or "", te, conn_line)
+end
+
+-- res:write(chunk) streams chunk as part of a body of unknown length
+-- (chunked; the first write sends the head). In the stream style it waits
+-- while the peer is slow to read (backpressure). Returns true, or nil,
+-- err ("closed", "timeout") when the peer is gone: stop writing then.
+function Response:write(chunk)
+    if self.done then error("res:write: the response was already sent", 2) end
+    chunk = tostring(chunk)
+    if not self.started then
+        if not start(self) then return nil, "closed" end
+    end
+    if self.head or chunk == "" then return true end
+    local ok, err
+    if self.chunked then
+        ok, err = self.conn:write(format("%x\r\n", #chunk), chunk, "\r\n")
+    else
+        ok, err = self.conn:write(chunk)
+    end
+    if not ok then
+        self.done, self.close = true, true
+        return nil, err
+    end
+    return true
+end
+
+-- res:finish() ends a streamed body (a response never written gets an
+-- empty body). The module calls it when the route function returns.
+function Response:finish()
+    if self.done then return true end
+    if not self.started then return self:send("") end
+    self.done = true
+    if self.chunked and not self.head then
+        if not self.conn:write("0\r\n\r\n") then return nil, "closed" end
+    end
+    return true
+end
+
+local CHUNK = 65536
+
+-- res:sendfile(path[, content_type]) sends a file's contents with its
+-- Content-Length, read and written 64 KiB at a time (a stream-style
+-- handler waits for the peer between them; a callback queues it all).
+-- Returns true, or nil, err when the file cannot be read (nothing was
+-- sent: answer 404 or so) or the peer went away.
+function Response:sendfile(path, content_type)
+    if self.done or self.started then
+        error("res:sendfile: the response was already sent", 2)
+    end
+    local f, err = io.open(path, "rb")
+    if not f then return nil, err end
+    local size = f:seek("end")
+    f:seek("set")
+    local data, rerr = f:read(CHUNK)
+    if not data and (rerr or size ~= 0) then   -- a directory: EISDIR
+        f:close()
+        return nil, rerr or "cannot read " .. path
+    end
+    data = data or ""
+    if content_type then self.ctype = "Content-Type: " .. content_type .. "\r\n" end
+    self.done = true
+    local conn = self.conn
+    local ok = conn:write(STATUS_LINE[self.code], self.app.server_line,
+                          date(), self.ctype or TEXT, self.extra or "",
+                          clength_prefix(self), size, END_HEAD)
+    local sent = 0
+    if ok and not self.head then
+        -- the file may be growing: send exactly the length announced
+        while ok and data and sent < size do
+            if sent + #data > size then data = sub(data, 1, size - sent) end
+            ok = conn:write(data)
+            sent = sent + #data
+            if sent < size then data = f:read(CHUNK) end
+        end
+        if ok and sent < size then   -- it shrank: the length was a lie
+            self.close = true
+            conn:close()
+        end
+    end
+    f:close()
+    if not ok then
+        self.close = true
+        return nil, "closed"
+    end
+    return true
+end
+
+local function new_response(app, conn, req)
+    return setmetatable({ app = app, conn = conn, req = req, code = 200,
+                          head = req.method == "HEAD",
+                          close = not req.keep_alive }, Response)
+end
+_M.Response = Response
+
+-- Routes ---------------------------------------------------------------------
+
+local App = {}
+App.__index = App
+
+-- A route's path as a Lua pattern: "/users/:id" -> "^/users/([^/]+)$"
+-- with names { "id" }; a trailing "*" matches the rest, named "*". A
+-- path beginning with "^" is a Lua pattern already: its captures are
+-- params[1], params[2], ... Returns nil for a plain path.
+local function compile(path)
+    if sub(path, 1, 1) == "^" then return path, nil end
+    if not find(path, "[:*]") then return nil end
+    local names, out = {}, { "^" }
+    local i = 1
+    while i <= #path do
+        local c = sub(path, i, i)
+        if c == ":" then
+            local name = match(path, "^[%w_]+", i + 1)
+            if not name then error("route " .. path .. ": ':' without a name", 3) end
+            names[#names + 1] = name
+            out[#out + 1] = "([^/]+)"
+            i = i + 1 + #name
+        elseif c == "*" then
+            if i ~= #path then error("route " .. path .. ": '*' must end it", 3) end
+            names[#names + 1] = "*"
+            out[#out + 1] = "(.*)"
+            i = i + 1
+        else
+            out[#out + 1] = gsub(c, "[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0")
+            i = i + 1
+        end
+    end
+    out[#out + 1] = "$"
+    return concat(out), names
+end
+
+-- "GET, HEAD, POST": an entry's methods for Allow (HEAD with GET).
+local function allow_of(methods)
+    local list, seen = {}, {}
+    for m in pairs(methods) do
+        list[#list + 1], seen[m] = m, true
+    end
+    if seen.GET and not seen.HEAD then list[#list + 1] = "HEAD" end
+    sort(list)
+    return concat(list, ", ")
+end
+
+-- app:route(method, path, fn[, opts]) adds a route: fn(req, res) for
+-- requests with this method (a string or a list of them) and a path
+-- matching path ("/a/b", "/users/:id", "/static/*", or a Lua pattern
+-- "^/v(%d+)/"). opts.body = true: a request with no Content-Length and
+-- no chunked body gets 411; opts.max_body = n: a body over n bytes gets
+-- 413. Returns app.
+function App:route(method, path, fn, opts)
+    if type(path) ~= "string" or sub(path, 1, 1) ~= "/" and sub(path, 1, 1) ~= "^" then
+        error("app:route: a path beginning with '/' (or a pattern with '^') expected", 2)
+    end
+    if type(fn) ~= "function" then
+        error("app:route: a function expected for " .. path, 2)
+    end
+    if type(method) == "table" then
+        for _, m in ipairs(method) do self:route(m, path, fn, opts) end
+        return self
+    end
+    method = method:upper()
+    local pattern, names = compile(path)
+    local entry
+    if not pattern then
+        entry = self.exact[path]
+        if not entry then
+            entry = { methods = {} }
+            self.exact[path] = entry
+        end
+    else
+        for _, e in ipairs(self.patterns) do
+            if e.pattern == pattern then entry = e end
+        end
+        if not entry then
+            entry = { methods = {}, pattern = pattern, names = names }
+            self.patterns[#self.patterns + 1] = entry
+        end
+    end
+    opts = opts or {}
+    entry.methods[method] = { fn = fn, body = opts.body,
+                              max_body = opts.max_body }
+    entry.allow = allow_of(entry.methods)
+    self.used[method] = true
+    return self
+end
+
+for _, m in ipairs{ "get", "post", "put", "delete", "patch", "options" } do
+    local M = m:upper()
+    App[m] = function(self, path, fn, opts)
+        return self:route(M, path, fn, opts)
+    end
+end
+
+-- app:upgrade(name, fn) calls fn(req, conn) for a request whose Upgrade
+-- header names this protocol ("websocket"), on any path, instead of a
+-- route. fn may answer an HTTP response by returning status, body[,
+-- headers] (a refusal: the connection goes on as HTTP); otherwise it has
+-- taken the conn over (luaserv.websocket's upgrade writes the 101 and
+-- switches the framing). In the stream style the connection closes when
+-- fn returns; in the callback style fn returns a handler table whose
+-- on_message (and on_timeout, on_close) get the conn's later frames.
+function App:upgrade(name, fn)
+    if type(fn) ~= "function" then error("app:upgrade: a function expected", 2) end
+    self.upgrades[lower(name)] = fn
+    return self
+end
+
+-- The route for req: the method's route and the path's params, or nil
+-- and the status to answer (404, 405 with the Allow value, 501).
+local function find_route(app, method, path)
+    local entry = app.exact[path]
+    if entry then
+        local r = entry.methods[method] or
+                  method == "HEAD" and entry.methods.GET
+        if r then return r, NO_PARAMS end
+    end
+    local allow = entry and entry.allow
+    for _, e in ipairs(app.patterns) do
+        local caps = { match(path, e.pattern) }
+        if caps[1] then
+            local r = e.methods[method] or
+                      method == "HEAD" and e.methods.GET
+            if r then
+                local params, names = {}, e.names
+                for i, c in ipairs(caps) do
+                    if type(c) == "string" then c = decode(c) end
+                    params[names and names[i] or i] = c
+                end
+                return r, params
+            end
+            allow = allow and allow .. ", " .. e.allow or e.allow
+        end
+    end
+    if not METHODS[method] and not app.used[method] then return nil, 501 end
+    if allow then
+        -- several entries matched: their methods once each, sorted
+        local seen, list = {}, {}
+        for m in allow:gmatch("[^, ]+") do
+            if not seen[m] then seen[m], list[#list + 1] = true, m end
+        end
+        sort(list)
+        return nil, 405, concat(list, ", ")
+    end
+    return nil, 404
+end
+
+-- Serving --------------------------------------------------------------------
+
+-- A status-only answer: "404 Not Found\n". Returns like emit.
+local function answer(res, code, allow)
+    res.code, res.ctype, res.extra = code, nil, nil
+    if allow then res.extra = "Allow: " .. allow .. "\r\n" end
+    if code == 400 or code == 408 then res.close = true end
+    return emit(res, code .. " " .. (REASONS[code] or "") .. "\n")
+end
+_M.answer = answer
+
+-- What a route function returned: nothing (the response is in res or
+-- empty), a body string (or table of strings), or status, body[,
+-- headers] (a table name -> value, or name -> list of values).
+local function finish(res, a, b, c)
+    if res.done then return true end
+    if res.started then return res:finish() end
+    if type(a) == "number" then
+        res:status(a)
+        if c then
+            for name, v in pairs(c) do
+                if type(v) == "table" then
+                    for _, x in ipairs(v) do res:header(name, x) end
+                else
+                    res:header(name, v)
+                end
+            end
+        end
+        a = b
+    end
+    return res:send(a)
+end
+
+-- One route call, protected as a whole: the function and what it returned.
+local function run(fn, req, res)
+    return finish(res, fn(req, res))
+end
+
+local function log_error(req, err)
+    luaserv.log.error("http: %s %s: %s", req.method, req.target, err)
+end
+
+-- Answers one request on conn. Returns true to read the next request,
+-- false to close, or "upgraded" (and the hook's handler table) when an
+-- upgrade hook took the conn.
+local function serve(app, conn, req)
+    local res = new_response(app, conn, req)
+    if req.upgrade then
+        local hook = app.upgrades[req.upgrade]
+        if hook then
+            local ok, a, b, c = xpcall(hook, traceback, req, conn)
+            if not ok then
+                log_error(req, a)
+                if conn:is_closed() then return false end
+                answer(res, 500)
+                return false
+            end
+            if type(a) ~= "number" then return "upgraded", a end
+            finish(res, a, b, c)
+            return not res.close
+        end
+    end
+    if req.version == "1.1" and rawget(req.headers, "host") == nil then
+        answer(res, 400)
+        return false
+    end
+    local route, params, allow = find_route(app, req.method, req.path)
+    if not route then
+        answer(res, params, allow)
+        return not res.close
+    end
+    if route.body then
+        local h = req.headers
+        if rawget(h, "content-length") == nil and
+           rawget(h, "transfer-encoding") == nil then
+            answer(res, 411)
+            return not res.close
+        end
+    end
+    if route.max_body and #req.body > route.max_body then
+        answer(res, 413)
+        return not res.close
+    end
+    req.params = params
+    local ok, err = xpcall(run, traceback, route.fn, req, res)
+    if not ok then
+        log_error(req, err)
+        if res.started or res.done then
+            -- the head went out: nothing to do but cut the body short
+            conn:close()
+            return false
+        end
+        answer(res, 500)
+    end
+    return not res.close
+end
+
+-- The options for app:handler and http.app.
+local function framing_of(opts)
+    return { "http", max = opts.max_body, max_head = opts.max_head,
+             max_headers = opts.max_headers }
+end
+
+-- The idle timeout passed. Mid-request (input buffered and no request
+-- yet) the answer is 408 and a close; between requests a silent close.
+local function timed_out(app, conn)
+    local buffered = conn.buffered
+    if buffered and buffered(conn) > 0 then
+        local res = setmetatable({ app = app, conn = conn, code = 408,
+                                   req = { version = "1.1" }, close = true },
+                                 Response)
+        answer(res, 408)
+    end
+end
+
+-- app:handler([opts]) -> the handler table the script returns. Callback
+-- style by default; opts.stream = true makes a stream-style one (handle
+-- reads requests with conn:read_frame(), and res:write waits for a slow
+-- peer). opts.idle_timeout sets the connections' idle timeout (seconds).
+function App:handler(opts)
+    opts = opts or {}
+    local app = self
+    local handler = { framing = framing_of(self.opts) }
+    local idle = opts.idle_timeout or self.opts.idle_timeout
+    if opts.stream then
+        function handler.handle(conn)
+            if idle then conn:set_timeout(idle) end
+            while true do
+                local req, err = conn:read_frame()
+                if not req then
+                    if err == "timeout" then timed_out(app, conn) end
+                    return
+                end
+                local keep = serve(app, conn, req)
+                if keep ~= true then return end
+            end
+        end
+        return handler
+    end
+    -- The callback style: each request is one on_message call. An upgraded
+    -- conn's frames (not request tables) go to the hook's handler table.
+    local function upgraded(conn)
+        local st = conn.state
+        return st and st.http_upgraded
+    end
+    function handler.on_message(conn, req, ...)
+        if type(req) ~= "table" then
+            local h = upgraded(conn)
+            if h and h.on_message then return h.on_message(conn, req, ...) end
+            return
+        end
+        local keep, h = serve(app, conn, req)
+        if keep == true then return end
+        if keep == "upgraded" then
+            if type(h) == "table" then
+                conn.state.http_upgraded = h
+                return
+            end
+            luaserv.log.warn("http: the %s upgrade hook returned no handler " ..
+                             "table (callback style); closing", req.upgrade)
+        end
+        conn:close()
+    end
+    function handler.on_timeout(conn)
+        local h = upgraded(conn)
+        if h then
+            if h.on_timeout then return h.on_timeout(conn) end
+            return
+        end
+        timed_out(app, conn)
+    end
+    if idle then
+        function handler.on_connect(conn) conn:set_timeout(idle) end
+    end
+    if next(self.upgrades) then
+        function handler.on_close(conn, reason)
+            local h = upgraded(conn)
+            if h and h.on_close then return h.on_close(conn, reason) end
+        end
+    end
+    return handler
+end
+
+-- http.app([opts]) -> an application: routes, then app:handler().
+-- opts: server (the Server header, default "luaserv/<version>"; false for
+-- none), max_body (default 1 MiB), max_head (request line and headers,
+-- default 64 KiB), max_headers (default 100), idle_timeout (seconds).
+function _M.app(opts)
+    opts = opts or {}
+    local server = opts.server
+    if server == nil then server = "luaserv/" .. luaserv.version end
+    return setmetatable({
+        opts = opts, exact = {}, patterns = {}, used = {}, upgrades = {},
+        server_line = server and "Server: " .. server .. "\r\n" or "",
+    }, App)
+end
+
+_M.App = App
+_M.serve = serve
+
+-- Static files ---------------------------------------------------------------
+
+_M.MIME = {
+    html = "text/html; charset=utf-8", htm = "text/html; charset=utf-8",
+    txt = "text/plain; charset=utf-8", css = "text/css; charset=utf-8",
+    js = "text/javascript; charset=utf-8", mjs = "text/javascript; charset=utf-8",
+    json = "application/json", xml = "application/xml",
+    svg = "image/svg+xml", png = "image/png", jpg = "image/jpeg",
+    jpeg = "image/jpeg", gif = "image/gif", webp = "image/webp",
+    ico = "image/x-icon", pdf = "application/pdf", wasm = "application/wasm",
+    woff = "font/woff", woff2 = "font/woff2", mp4 = "video/mp4",
+    md = "text/markdown; charset=utf-8", lua = "text/plain; charset=utf-8",
+}
+
+-- The Content-Type for a file name, by its extension.
+function _M.mime_type(name)
+    local ext = match(name, "%.([%w]+)$")
+    return ext and _M.MIME[lower(ext)] or "application/octet-stream"
+end
+
+-- http.static(root[, opts]) -> a route function serving files under the
+-- folder root for a route ending in "*" (app:get("/static/*",
+-- http.static("public"))). A path with a ".." segment, a NUL byte or a
+-- backslash gets 403; a name beginning with "." 404; a missing file or a
+-- folder 404; "dir/" serves dir/index.html (opts.index). Symbolic links
+-- are followed: keep the folder free of links out of it.
+function _M.static(root, opts)
+    opts = opts or {}
+    local index = opts.index or "index.html"
+    root = gsub(root, "/+$", "")
+    return function(req, res)
+        local rel = req.params["*"] or req.params[1] or ""
+        if find(rel, "[%z\\]") then return 403, "403 Forbidden\n" end
+        for seg in rel:gmatch("[^/]+") do
+            if seg == ".." then return 403, "403 Forbidden\n" end
+            if byte(seg, 1) == 46 then return 404, "404 Not Found\n" end
+        end
+        if rel == "" or sub(rel, -1) == "/" then rel = rel .. index end
+        local path = root .. "/" .. rel
+        local ok = res:sendfile(path, _M.mime_type(rel))
+        if not ok and not res.done then return 404, "404 Not Found\n" end
+    end
+end
+
+return _M
