@@ -308,6 +308,17 @@ static int conn_pending(lua_State *L)
     return 1;
 }
 
+/* conn:buffered() -> bytes received and not yet taken as a frame or read:
+ * with a protocol framing, the part of a request still arriving (how
+ * luaserv.http tells a stalled request from an idle keep-alive).
+ * [-0, +1, -] */
+static int conn_buffered(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    lua_pushinteger(L, u->c ? (lua_Integer)lsv_conn_buffered(u->c) : 0);
+    return 1;
+}
+
 /* --- the light conn of a datagram listener ------------------------------ */
 
 static lsv_dgram_t *check_dgram(lua_State *L)
@@ -411,6 +422,7 @@ static const luaL_Reg conn_methods[] = {
     { "resume", conn_resume },
     { "is_closed", conn_is_closed },
     { "pending", conn_pending },
+    { "buffered", conn_buffered },
     { NULL, NULL }
 };
 
