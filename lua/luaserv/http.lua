@@ -610,48 +610,108 @@ local function framing_of(opts)
              max_headers = opts.max_headers }
 end
 
+-- 408 and a close, for a request that stopped half-way.
+local function answer_408(app, conn)
+    local res = setmetatable({ app = app, conn = conn, code = 408,
+                               req = { version = "1.1" }, close = true },
+                             Response)
+    answer(res, 408)
+    conn:close()
+end
+
 -- The idle timeout passed. Mid-request (input buffered and no request
 -- yet) the answer is 408 and a close; between requests a silent close.
 local function timed_out(app, conn)
-    local buffered = conn.buffered
-    if buffered and buffered(conn) > 0 then
-        local res = setmetatable({ app = app, conn = conn, code = 408,
-                                   req = { version = "1.1" }, close = true },
-                                 Response)
-        answer(res, 408)
+    if conn:buffered() > 0 then answer_408(app, conn) end
+end
+
+-- The request timeout (opts.request_timeout): the idle timeout restarts
+-- at every byte, so a client trickling a request (slowloris) would hold a
+-- connection for ever. Each handler keeps its open conns in a weak table,
+-- conn -> when a partial request was first seen (or false), and one timer
+-- looks at them a few times per timeout while any is open: a request
+-- still partial after the timeout gets 408 and the close. A stream-style
+-- conn counts only while its task waits for a request.
+local function watch(app, timeout)
+    local live = setmetatable({}, { __mode = "k" })
+    local timer
+    local step = timeout / 4
+    if step > 1 then step = 1 end
+    local function sweep()
+        local t, any = now(), false
+        for conn, since in pairs(live) do
+            if conn:is_closed() then
+                live[conn] = nil
+            else
+                any = true
+                if conn:buffered() > 0 and not conn.state.http_busy then
+                    if not since then
+                        live[conn] = t
+                    elseif t - since >= timeout then
+                        live[conn] = nil
+                        answer_408(app, conn)
+                    end
+                elseif since then
+                    live[conn] = false
+                end
+            end
+        end
+        if not any then
+            timer:cancel()
+            timer = nil
+        end
     end
+    return {
+        add = function(conn)
+            live[conn] = false
+            if not timer then timer = luaserv.timer.every(step, sweep) end
+        end,
+        remove = function(conn) live[conn] = nil end,
+    }
+end
+
+-- The stream style's handle(conn): a loop reading requests.
+local function stream_handler(app, handler, idle, watcher)
+    function handler.handle(conn)
+        if idle then conn:set_timeout(idle) end
+        local st = watcher and conn.state
+        if watcher then watcher.add(conn) end
+        while true do
+            local req, err = conn:read_frame()
+            if not req then
+                if err == "timeout" then timed_out(app, conn) end
+                break
+            end
+            if st then st.http_busy = true end
+            local keep = serve(app, conn, req)
+            if keep ~= true then break end
+            if st then st.http_busy = false end
+        end
+        if watcher then watcher.remove(conn) end
+    end
+    return handler
+end
+
+-- An upgraded conn's handler table (callback style), or nil.
+local function upgraded(conn)
+    local st = conn.state
+    return st and st.http_upgraded
 end
 
 -- app:handler([opts]) -> the handler table the script returns. Callback
 -- style by default; opts.stream = true makes a stream-style one (handle
 -- reads requests with conn:read_frame(), and res:write waits for a slow
--- peer). opts.idle_timeout sets the connections' idle timeout (seconds).
+-- peer). opts.idle_timeout and opts.request_timeout override the app's.
 function App:handler(opts)
     opts = opts or {}
     local app = self
     local handler = { framing = framing_of(self.opts) }
     local idle = opts.idle_timeout or self.opts.idle_timeout
-    if opts.stream then
-        function handler.handle(conn)
-            if idle then conn:set_timeout(idle) end
-            while true do
-                local req, err = conn:read_frame()
-                if not req then
-                    if err == "timeout" then timed_out(app, conn) end
-                    return
-                end
-                local keep = serve(app, conn, req)
-                if keep ~= true then return end
-            end
-        end
-        return handler
-    end
+    local rt = opts.request_timeout or self.opts.request_timeout
+    local watcher = rt and rt > 0 and watch(self, rt)
+    if opts.stream then return stream_handler(self, handler, idle, watcher) end
     -- The callback style: each request is one on_message call. An upgraded
     -- conn's frames (not request tables) go to the hook's handler table.
-    local function upgraded(conn)
-        local st = conn.state
-        return st and st.http_upgraded
-    end
     function handler.on_message(conn, req, ...)
         if type(req) ~= "table" then
             local h = upgraded(conn)
@@ -661,6 +721,7 @@ function App:handler(opts)
         local keep, h = serve(app, conn, req)
         if keep == true then return end
         if keep == "upgraded" then
+            if watcher then watcher.remove(conn) end
             if type(h) == "table" then
                 conn.state.http_upgraded = h
                 return
@@ -678,11 +739,15 @@ function App:handler(opts)
         end
         timed_out(app, conn)
     end
-    if idle then
-        function handler.on_connect(conn) conn:set_timeout(idle) end
+    if idle or watcher then
+        function handler.on_connect(conn)
+            if idle then conn:set_timeout(idle) end
+            if watcher then watcher.add(conn) end
+        end
     end
-    if next(self.upgrades) then
+    if watcher or next(self.upgrades) then
         function handler.on_close(conn, reason)
+            if watcher then watcher.remove(conn) end
             local h = upgraded(conn)
             if h and h.on_close then return h.on_close(conn, reason) end
         end
@@ -693,7 +758,9 @@ end
 -- http.app([opts]) -> an application: routes, then app:handler().
 -- opts: server (the Server header, default "luaserv/<version>"; false for
 -- none), max_body (default 1 MiB), max_head (request line and headers,
--- default 64 KiB), max_headers (default 100), idle_timeout (seconds).
+-- default 64 KiB), max_headers (default 100), idle_timeout (seconds),
+-- request_timeout (seconds a request may take to arrive whole; off by
+-- default).
 function _M.app(opts)
     opts = opts or {}
     local server = opts.server
