@@ -573,7 +573,13 @@ local function serve(app, conn, req)
         answer(res, 400)
         return false
     end
-    local route, params, allow = find_route(app, req.method, req.path)
+    local path = req.path
+    if byte(path, 1) ~= 47 then     -- absolute-form, as sent to proxies
+        path = match(path, "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]*(.*)$") or path
+        if path == "" then path = "/" end
+        req.path = path
+    end
+    local route, params, allow = find_route(app, req.method, path)
     if not route then
         answer(res, params, allow)
         return not res.close

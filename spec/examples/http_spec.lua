@@ -447,6 +447,15 @@ describe("examples/http.lua", function()
         end)
     end)
 
+    it("accepts an absolute-form request target", function()
+        local c = connect(srv.port)
+        assert(c:send("GET http://example.com/hello/abs?q=1 HTTP/1.1\r\n" ..
+                      "Host: example.com\r\n\r\n"))
+        local status, _, body = read_response(c)
+        assert.equal(200, status)
+        assert.equal("Hello, abs!\n", body)
+    end)
+
     it("takes wrk's load with no error", function()
         if helpers.sh("command -v wrk") ~= 0 then
             pending("wrk is not installed")
@@ -601,7 +610,23 @@ app:get("/ok", function() return "ok" end)
 app:get("/slow", function(_, res)
     for i = 1, 3 do res:write(i .. "\n"); luaserv.sleep(0.05) end
 end)
-return app:handler{ stream = os.getenv("STYLE") == "stream" }
+-- a protocol of lines after the upgrade, as luaserv.websocket does it
+local STREAM = os.getenv("STYLE") == "stream"
+app:upgrade("echo", function(req, conn)
+    if req.path ~= "/echo" then return 404, "no echo here\n" end
+    conn:write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n" ..
+               "Connection: Upgrade\r\n\r\n")
+    conn:set_framing("line")
+    if STREAM then
+        while true do
+            local line = conn:readline()
+            if not line then return end
+            conn:write("echo: ", line, "\n")
+        end
+    end
+    return { on_message = function(_, line) return "echo: " .. line .. "\n" end }
+end)
+return app:handler{ stream = STREAM }
 ]]
 
 describe("luaserv.http", function()
@@ -628,6 +653,33 @@ describe("luaserv.http", function()
             local all = helpers.receive_all(c)
             assert.matches("first ", all, 1, true)
             assert.not_matches("0\r\n\r\n$", all)
+        end)
+    end
+
+    for _, style in ipairs{ "callback", "stream" } do
+        it("hands a request with Upgrade to the hook, which takes the conn (" ..
+           style .. ")", function()
+            local srv = helpers.serve{ source = APP,
+                                       shell = "STYLE=" .. style .. " " }
+            local c = connect(srv.port)
+            assert(c:send("GET /echo HTTP/1.1\r\nHost: x\r\n" ..
+                          "Connection: Upgrade\r\nUpgrade: echo\r\n\r\nfirst\n"))
+            assert.equal("HTTP/1.1 101 Switching Protocols", c:receive("*l"))
+            repeat local l = c:receive("*l") until l == ""
+            assert.equal("echo: first", c:receive("*l"))
+            assert(c:send("second\n"))
+            assert.equal("echo: second", c:receive("*l"))
+            -- a refusal from the hook is an HTTP answer; the conn goes on
+            local d = connect(srv.port)
+            assert(d:send("GET /other HTTP/1.1\r\nHost: x\r\n" ..
+                          "Connection: Upgrade\r\nUpgrade: echo\r\n\r\n" ..
+                          "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"))
+            local status, _, body = read_response(d)
+            assert.equal(404, status)
+            assert.equal("no echo here\n", body)
+            status, _, body = read_response(d)
+            assert.equal(200, status)
+            assert.equal("ok", body)
         end)
     end
 
