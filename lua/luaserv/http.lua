@@ -634,7 +634,9 @@ end
 -- The request timeout (opts.request_timeout): the idle timeout restarts
 -- at every byte, so a client trickling a request (slowloris) would hold a
 -- connection for ever. Each handler keeps its open conns in a weak table,
--- conn -> when a partial request was first seen (or false), and one timer
+-- conn -> when a partial request was first seen (false: none; true: a
+-- stream-style task is serving a request, its input is not looked at),
+-- and one timer
 -- looks at them a few times per timeout while any is open: a request
 -- still partial after the timeout gets 408 and the close. A stream-style
 -- conn counts only while its task waits for a request.
@@ -643,26 +645,38 @@ local function watch(app, timeout)
     local timer
     local step = timeout / 4
     if step > 1 then step = 1 end
+    -- conn's entry, since (false or a time), at the time t; a conn whose
+    -- request ran out of time goes on the list late
+    local function check(conn, since, t, late)
+        if conn:buffered() > 0 then
+            if not since then
+                live[conn] = t
+            elseif t - since >= timeout then
+                live[conn] = nil
+                late[#late + 1] = conn
+            end
+        elseif since then
+            live[conn] = false
+        end
+    end
     local function sweep()
-        local t, any = now(), false
+        local t, any, late = now(), false, nil
         for conn, since in pairs(live) do
             if conn:is_closed() then
                 live[conn] = nil
             else
                 any = true
-                if conn:buffered() > 0 and not conn.state.http_busy then
-                    if not since then
-                        live[conn] = t
-                    elseif t - since >= timeout then
-                        live[conn] = nil
-                        answer_408(app, conn)
-                    end
-                elseif since then
-                    live[conn] = false
+                -- true: a stream-style task is serving a request
+                if since ~= true then
+                    late = late or {}
+                    check(conn, since, t, late)
                 end
             end
         end
-        if not any then
+        -- answered after the walk: a write may wait, and conns may come
+        -- and go meanwhile
+        for _, conn in ipairs(late or {}) do answer_408(app, conn) end
+        if not any and timer then
             timer:cancel()
             timer = nil
         end
@@ -673,6 +687,7 @@ local function watch(app, timeout)
             if not timer then timer = luaserv.timer.every(step, sweep) end
         end,
         remove = function(conn) live[conn] = nil end,
+        busy = function(conn, busy) live[conn] = busy end,
     }
 end
 
@@ -680,7 +695,6 @@ end
 local function stream_handler(app, handler, idle, watcher)
     function handler.handle(conn)
         if idle then conn:set_timeout(idle) end
-        local st = watcher and conn.state
         if watcher then watcher.add(conn) end
         while true do
             local req, err = conn:read_frame()
@@ -688,10 +702,10 @@ local function stream_handler(app, handler, idle, watcher)
                 if err == "timeout" then timed_out(app, conn) end
                 break
             end
-            if st then st.http_busy = true end
+            if watcher then watcher.busy(conn, true) end
             local keep = serve(app, conn, req)
             if keep ~= true then break end
-            if st then st.http_busy = false end
+            if watcher then watcher.busy(conn, false) end
         end
         if watcher then watcher.remove(conn) end
     end

@@ -265,9 +265,12 @@ describe("examples/http.lua", function()
             assert.equal("close", fields.connection)
             out = curl("-i -H 'Expect:' --data-binary @" .. big .. " " ..
                        url .. "/echo")
-            -- the server closes without reading the body; curl may see
-            -- the answer or a reset while it still sends
-            assert.matches("^HTTP/1%.1 413 " , out)
+            -- without Expect the framer answers and closes without reading
+            -- the body away (no lingering close): curl sees the 413, or a
+            -- reset while it still sends, and the server serves on
+            assert.is_truthy(out:match("^HTTP/1%.1 413 ") or
+                             out:match("Connection reset by peer"), out)
+            assert.equal("hello", (curl(url .. "/")))
         end)
 
         it("takes a body of exactly 1 MiB", function()
