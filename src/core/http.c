@@ -273,9 +273,10 @@ static ssize_t scan_head(const lsv_frame_spec_t *spec, const char *data,
                          int *fault)
 {
     size_t s = 0;
-    while (s < len && (data[s] == '\n' || data[s] == '\r')) {
-        if (data[s] == '\r' && s + 1 < len && data[s + 1] != '\n') break;
-        s++;
+    for (;;) {
+        if (s < len && data[s] == '\n') s++;
+        else if (s + 1 < len && data[s] == '\r' && data[s + 1] == '\n') s += 2;
+        else break;
     }
     if (s > MAX_LEADING) return fail(F_LEADING, fault);
     *start = s;
@@ -308,7 +309,10 @@ static ssize_t scan_head(const lsv_frame_spec_t *spec, const char *data,
         }
         pos = i + 1;
     }
-    if (!seen && len - s > max_line + 1) return fail(F_LINE_LONG, fault);
+    /* No LF yet past the line's limit, or the head's limit reached with
+     * the request line still unfinished: 414. */
+    if (!seen && (len - s > max_line + 1 || len - s >= max_head))
+        return fail(F_LINE_LONG, fault);
     if (len - s >= max_head) return fail(F_HEAD_LONG, fault);
     *hint = (seen ? H_LINE_SEEN : 0) | pos;
     return 0;
