@@ -177,6 +177,7 @@ again:
     if (lsv_frame_is_proto(want->kind)) {
         /* The framer names the fault and the protocol's error reply. */
         lsv_conn_hold(c);
+        u->reader = NULL;   /* answered by our caller, not by the close */
         lsv_conn_reject(c, want, r);
         lsv_push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long"
                                                  : "protocol error");
