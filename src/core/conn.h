@@ -165,6 +165,15 @@ double lsv_conn_timeout(const lsv_conn_t *c);
 /* Bytes of input buffered, and of output queued, not yet written. */
 size_t lsv_conn_buffered(const lsv_conn_t *c);
 size_t lsv_conn_pending(const lsv_conn_t *c);
+
+/* Sends up to n bytes of the open file fd from *off (advanced) to c's
+ * peer through its transport's sendfile, past the output queue, which
+ * must be empty: queued bytes would be overtaken. Returns the bytes sent
+ * (0 at the file's end), LSV_AGAIN when the socket is full, or LSV_ERR
+ * with errno: EBUSY (output is queued), ENOTSUP (the transport cannot),
+ * EPIPE (c is closing), or sendfile's own. Counts the bytes as output.
+ * In conn_out.c. */
+ssize_t lsv_conn_sendfile(lsv_conn_t *c, int fd, off_t *off, size_t n);
 /* closing: no more input, maybe output left; at_eof: the input ended
  * (the peer's end, a close, or lsv_conn_end_input); draining: the server
  * is stopping; outbound: made by lsv_conn_outbound. */

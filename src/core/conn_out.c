@@ -8,7 +8,9 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
+#include "transport.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -131,4 +133,32 @@ void lsv_conn_watch_write(lsv_conn_t *c)
     if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
     ev_tstamp left = c->out_since + c->timeout - ev_now(c->srv->loop);
     lsv_conn_arm_timer(c, left > 0.001 ? left : 0.001);
+}
+
+ssize_t lsv_conn_sendfile(lsv_conn_t *c, int fd, off_t *off, size_t n)
+{
+    if (c->flags & LSV_CONN_CLOSING) {
+        errno = EPIPE;
+        return LSV_ERR;
+    }
+    if (c->out.len) {
+        errno = EBUSY;
+        return LSV_ERR;
+    }
+    if (c->transport->sendfile == NULL) {
+        errno = ENOTSUP;
+        return LSV_ERR;
+    }
+    for (;;) {
+        ssize_t r = c->transport->sendfile(c, fd, off, n);
+        if (r >= 0) {
+            c->listener->stats.bytes_out += (uint64_t)r;
+            c->nout += (uint64_t)r;
+            if (r > 0) c->last_active = c->out_since = ev_now(c->srv->loop);
+            return r;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return LSV_AGAIN;
+        return LSV_ERR;
+    }
 }

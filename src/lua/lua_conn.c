@@ -9,11 +9,17 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef lsv_lconn_t lconn_t;
+
+/* The most one conn:sendfile call sends before it returns, so that one
+ * fast reader of a big file does not hold the loop. */
+#define SENDFILE_SLICE (1u << 20)
 
 typedef struct ldgram {
     lsv_dgram_t *d;
@@ -319,6 +325,56 @@ static int conn_buffered(lua_State *L)
     return 1;
 }
 
+/* conn:sendfile(path, offset, count) -> bytes sent[, "again" | "eof"]
+ * | nil, "pending" | "unsupported" | "closed" | err
+ * Sends up to count bytes of the file from offset straight from the
+ * kernel (sendfile(2)), past the output queue, which must be empty
+ * (conn:flush() first): "pending" otherwise. Stops at 1 MiB, at "again"
+ * (the socket is full: queue some bytes with conn:write and flush, then
+ * call again) or at "eof" (the file is shorter). "unsupported": the
+ * transport must see the bytes (TLS); copy them with conn:write.
+ * [-0, +(1|2), -] */
+static int conn_sendfile(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    const char *path = luaL_checkstring(L, 2);
+    lua_Integer off = luaL_checkinteger(L, 3);
+    lua_Integer count = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, off >= 0, 3, "offset must be >= 0");
+    luaL_argcheck(L, count >= 0, 4, "count must be >= 0");
+    if (u->c == NULL) return lsv_push_fail(L, "closed");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return luaL_fileresult(L, 0, path);
+    off_t at = (off_t)off;
+    size_t left = count > SENDFILE_SLICE ? SENDFILE_SLICE : (size_t)count;
+    lua_Integer sent = 0;
+    const char *stop = NULL;
+    int err = 0;
+    while (left > 0) {
+        ssize_t r = lsv_conn_sendfile(u->c, fd, &at, left);
+        if (r > 0) {
+            sent += r;
+            left -= (size_t)r;
+        } else {
+            if (r == 0) stop = "eof";
+            else if (r == LSV_AGAIN) stop = "again";
+            else err = errno;
+            break;
+        }
+    }
+    close(fd);
+    if (err && sent == 0) {
+        return lsv_push_fail(L, err == EBUSY ? "pending"
+                              : err == ENOTSUP ? "unsupported"
+                              : err == EPIPE ? "closed" : strerror(err));
+    }
+    lua_pushinteger(L, sent);
+    if (err) stop = "again";            /* the next call reports it */
+    if (stop == NULL) return 1;
+    lua_pushstring(L, stop);
+    return 2;
+}
+
 /* --- the light conn of a datagram listener ------------------------------ */
 
 static lsv_dgram_t *check_dgram(lua_State *L)
@@ -423,6 +479,7 @@ static const luaL_Reg conn_methods[] = {
     { "is_closed", conn_is_closed },
     { "pending", conn_pending },
     { "buffered", conn_buffered },
+    { "sendfile", conn_sendfile },
     { NULL, NULL }
 };
 
