@@ -303,9 +303,57 @@ end
 
 local CHUNK = 65536
 
+-- Sends the file's bytes [0, size) by conn:sendfile (the kernel copies
+-- them; a stream-style task only). When the socket is full one chunk
+-- goes through the output queue, whose write and flush wait for the
+-- peer, and sendfile goes on. Returns how many bytes went (the caller
+-- copies the rest when the transport cannot, e.g. TLS), or nil when the
+-- peer went away or the file shrank.
+local function send_kernel(conn, path, f, size)
+    if not conn:flush() then return nil end
+    local off = 0
+    while off < size do
+        local n, how = conn:sendfile(path, off, size - off)
+        if not n then
+            if how == "unsupported" or how == "pending" then return off end
+            return nil
+        end
+        off = off + n
+        if how == "eof" then return nil end
+        if off < size then
+            if how == "again" then
+                f:seek("set", off)
+                local data = f:read(size - off < CHUNK and size - off or CHUNK)
+                if not data or not conn:write(data) or not conn:flush() then
+                    return nil
+                end
+                off = off + #data
+            else
+                luaserv.sleep(0)    -- a 1 MiB slice went: let others run
+            end
+        end
+    end
+    return off
+end
+
+-- Copies the file's bytes [sent, size) with conn:write, 64 KiB at a time
+-- (a stream-style task waits for the peer between them; a callback
+-- queues it all). Returns true, or nil when the peer went away or the
+-- file shrank.
+local function send_copy(conn, f, sent, size)
+    f:seek("set", sent)
+    while sent < size do
+        local data = f:read(size - sent < CHUNK and size - sent or CHUNK)
+        if not data then return nil end
+        if not conn:write(data) then return nil end
+        sent = sent + #data
+    end
+    return true
+end
+
 -- res:sendfile(path[, content_type]) sends a file's contents with its
--- Content-Length, read and written 64 KiB at a time (a stream-style
--- handler waits for the peer between them; a callback queues it all).
+-- Content-Length: in the stream style by sendfile(2) where the transport
+-- allows it (plain TCP), else read and written 64 KiB at a time.
 -- Returns true, or nil, err when the file cannot be read (nothing was
 -- sent: answer 404 or so) or the peer went away.
 function Response:sendfile(path, content_type)
@@ -316,28 +364,25 @@ function Response:sendfile(path, content_type)
     if not f then return nil, err end
     local size = f:seek("end")
     f:seek("set")
-    local data, rerr = f:read(CHUNK)
-    if not data and (rerr or size ~= 0) then   -- a directory: EISDIR
+    local probe, rerr = f:read(1)
+    if not probe and (rerr or size ~= 0) then   -- a directory: EISDIR
         f:close()
         return nil, rerr or "cannot read " .. path
     end
-    data = data or ""
     if content_type then self.ctype = "Content-Type: " .. content_type .. "\r\n" end
     self.done = true
     local conn = self.conn
     local ok = conn:write(STATUS_LINE[self.code], self.app.server_line,
                           date(), self.ctype or TEXT, self.extra or "",
                           clength_prefix(self), size, END_HEAD)
-    local sent = 0
-    if ok and not self.head then
-        -- the file may be growing: send exactly the length announced
-        while ok and data and sent < size do
-            if sent + #data > size then data = sub(data, 1, size - sent) end
-            ok = conn:write(data)
-            sent = sent + #data
-            if sent < size then data = f:read(CHUNK) end
+    if ok and not self.head and size > 0 then
+        -- exactly the length announced, should the file grow meanwhile
+        local sent = 0
+        if self.stream and conn.sendfile then
+            sent = send_kernel(conn, path, f, size)
         end
-        if ok and sent < size then   -- it shrank: the length was a lie
+        ok = sent and (sent == size or send_copy(conn, f, sent, size))
+        if not ok then        -- the peer went, or the length was a lie
             self.close = true
             conn:close()
         end
@@ -350,8 +395,9 @@ function Response:sendfile(path, content_type)
     return true
 end
 
-local function new_response(app, conn, req)
+local function new_response(app, conn, req, stream)
     return setmetatable({ app = app, conn = conn, req = req, code = 200,
+                          stream = stream,
                           head = req.method == "HEAD",
                           close = not req.keep_alive }, Response)
 end
@@ -552,8 +598,8 @@ end
 -- Answers one request on conn. Returns true to read the next request,
 -- false to close, or "upgraded" (and the hook's handler table) when an
 -- upgrade hook took the conn.
-local function serve(app, conn, req)
-    local res = new_response(app, conn, req)
+local function serve(app, conn, req, stream)
+    local res = new_response(app, conn, req, stream)
     if req.upgrade then
         local hook = app.upgrades[req.upgrade]
         if hook then
@@ -703,7 +749,7 @@ local function stream_handler(app, handler, idle, watcher)
                 break
             end
             if watcher then watcher.busy(conn, true) end
-            local keep = serve(app, conn, req)
+            local keep = serve(app, conn, req, true)
             if keep ~= true then break end
             if watcher then watcher.busy(conn, false) end
         end

@@ -524,6 +524,32 @@ describe("examples/http.lua in the stream style", function()
     end)
 end)
 
+describe("examples/http.lua with a big static file", function()
+    for _, style in ipairs{ "callback", "stream" } do
+        it("sends 3 MB whole, with its length, to a quick and a slow reader (" ..
+           style .. ")", function()
+            local dir = helpers.tmpname()
+            assert(os.execute("mkdir -p " .. dir))
+            helpers.defer(function() os.execute("rm -rf " .. dir) end)
+            local unit = ("0123456789abcdefghijklmnopqrstuvwxyz\n"):rep(1000)
+            local data = unit:rep(90):sub(1, 3000000)
+            helpers.write_file(dir .. "/big.bin", data)
+            local srv = helpers.serve{ script = "examples/http.lua",
+                shell = "HTTP_STYLE=" .. style .. " HTTP_STATIC=" .. dir .. " " }
+            local url = "http://127.0.0.1:" .. srv.port .. "/static/big.bin"
+            local got = helpers.tmpname(".out")
+            helpers.defer(function() os.remove(got) end)
+            local out = curl("-w '%{http_code} %{size_download}' -o " .. got ..
+                             " " .. url .. " -o /dev/null " .. url)
+            assert.equal("200 3000000200 3000000", out)
+            assert.is_true(helpers.read_file(got) == data, "the bytes differ")
+            out = curl("--limit-rate 4M -o " .. got .. " -w '%{http_code}' " .. url)
+            assert.equal("200", out)
+            assert.is_true(helpers.read_file(got) == data, "the bytes differ")
+        end)
+    end
+end)
+
 describe("examples/http.lua refusing a request", function()
     for _, style in ipairs{ "callback", "stream" } do
         it("answers 400 to a request smuggling shape, closes and serves on (" ..
