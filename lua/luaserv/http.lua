@@ -170,6 +170,13 @@ local function clength_prefix(res)
     return CL_KEEP
 end
 
+-- In the callback style the response goes back as on_message's return
+-- value, which costs less than a conn:write: emit fills OUT for the
+-- response being collected (the one on_message is serving) and sets
+-- filled; a response finished later (from a task) is written.
+local OUT = {}
+local collecting, filled = nil, false
+
 -- Writes the whole response with a body of known length (a string).
 -- Returns true, or false when the write failed (the conn is gone).
 local function emit(res, body)
@@ -177,10 +184,35 @@ local function emit(res, body)
     local app = res.app
     local n = #body
     if res.head then body = "" end
+    if res == collecting then
+        OUT[1], OUT[2], OUT[3], OUT[4], OUT[5] = STATUS_LINE[res.code],
+            app.server_line, date(), res.ctype or TEXT, res.extra or ""
+        OUT[6], OUT[7], OUT[8], OUT[9] = clength_prefix(res), n, END_HEAD, body
+        filled = true
+        return true
+    end
     local ok = res.conn:write(STATUS_LINE[res.code], app.server_line, date(),
                               res.ctype or TEXT, res.extra or "",
                               clength_prefix(res), n, END_HEAD, body)
     return ok ~= nil
+end
+
+-- A 200 text/plain response with this body, for a route function that
+-- takes no res and returned a string: no response object is made.
+local function emit_plain(app, conn, req, body, stream)
+    local n = #body
+    if req.method == "HEAD" then body = "" end
+    local cl = CL_CLOSE
+    if req.keep_alive then cl = req.version == "1.0" and CL_KEEP10 or CL_KEEP end
+    if stream then
+        conn:write(STATUS_LINE[200], app.server_line, date(), TEXT, "", cl, n,
+                   END_HEAD, body)
+        return
+    end
+    OUT[1], OUT[2], OUT[3], OUT[4], OUT[5] = STATUS_LINE[200],
+        app.server_line, date(), TEXT, ""
+    OUT[6], OUT[7], OUT[8], OUT[9] = cl, n, END_HEAD, body
+    filled = true
 end
 
 -- res:status(code) sets the status (default 200); returns res.
@@ -396,10 +428,12 @@ function Response:sendfile(path, content_type)
 end
 
 local function new_response(app, conn, req, stream)
-    return setmetatable({ app = app, conn = conn, req = req, code = 200,
-                          stream = stream,
-                          head = req.method == "HEAD",
-                          close = not req.keep_alive }, Response)
+    local res = setmetatable({ app = app, conn = conn, req = req, code = 200,
+                               stream = stream,
+                               head = req.method == "HEAD",
+                               close = not req.keep_alive }, Response)
+    if not stream then collecting = res end
+    return res
 end
 _M.Response = Response
 
@@ -486,8 +520,10 @@ function App:route(method, path, fn, opts)
         end
     end
     opts = opts or {}
+    local info = debug.getinfo(fn, "u")
     entry.methods[method] = { fn = fn, body = opts.body,
-                              max_body = opts.max_body }
+                              max_body = opts.max_body,
+                              no_res = info.nparams < 2 and not info.isvararg }
     entry.allow = allow_of(entry.methods)
     self.used[method] = true
     return self
@@ -599,10 +635,10 @@ end
 -- false to close, or "upgraded" (and the hook's handler table) when an
 -- upgrade hook took the conn.
 local function serve(app, conn, req, stream)
-    local res = new_response(app, conn, req, stream)
     if req.upgrade then
         local hook = app.upgrades[req.upgrade]
         if hook then
+            local res = new_response(app, conn, req, stream)
             local ok, a, b, c = xpcall(hook, traceback, req, conn)
             if not ok then
                 log_error(req, a)
@@ -616,7 +652,7 @@ local function serve(app, conn, req, stream)
         end
     end
     if req.version == "1.1" and rawget(req.headers, "host") == nil then
-        answer(res, 400)
+        answer(new_response(app, conn, req, stream), 400)
         return false
     end
     local path = req.path
@@ -626,24 +662,40 @@ local function serve(app, conn, req, stream)
         req.path = path
     end
     local route, params, allow = find_route(app, req.method, path)
+    local status
     if not route then
-        answer(res, params, allow)
-        return not res.close
+        status = params
+    elseif route.body and rawget(req.headers, "content-length") == nil and
+           rawget(req.headers, "transfer-encoding") == nil then
+        status = 411
+    elseif route.max_body and #req.body > route.max_body then
+        status = 413
     end
-    if route.body then
-        local h = req.headers
-        if rawget(h, "content-length") == nil and
-           rawget(h, "transfer-encoding") == nil then
-            answer(res, 411)
-            return not res.close
-        end
-    end
-    if route.max_body and #req.body > route.max_body then
-        answer(res, 413)
+    if status then
+        local res = new_response(app, conn, req, stream)
+        answer(res, status, allow)
         return not res.close
     end
     req.params = params
-    local ok, err = xpcall(run, traceback, route.fn, req, res)
+    local res, ok, err
+    if route.no_res then
+        -- fn(req) cannot reach res: a body string answers without one
+        local a, b, c
+        ok, a, b, c = xpcall(route.fn, traceback, req)
+        if ok and b == nil and type(a) == "string" then
+            emit_plain(app, conn, req, a, stream)
+            return req.keep_alive
+        end
+        res = new_response(app, conn, req, stream)
+        if ok then
+            ok, err = xpcall(finish, traceback, res, a, b, c)
+        else
+            err = a
+        end
+    else
+        res = new_response(app, conn, req, stream)
+        ok, err = xpcall(run, traceback, route.fn, req, res)
+    end
     if not ok then
         log_error(req, err)
         if res.started or res.done then
@@ -784,8 +836,13 @@ function App:handler(opts)
             if h and h.on_message then return h.on_message(conn, req, ...) end
             return
         end
+        filled = false
         local keep, h = serve(app, conn, req)
-        if keep == true then return end
+        collecting = nil
+        if keep == true then
+            if filled then return OUT end
+            return
+        end
         if keep == "upgraded" then
             if watcher then watcher.remove(conn) end
             if type(h) == "table" then
@@ -796,6 +853,7 @@ function App:handler(opts)
                              "table (callback style); closing", req.upgrade)
         end
         conn:close()
+        if filled then return OUT end
     end
     function handler.on_timeout(conn)
         local h = upgraded(conn)

@@ -62,11 +62,22 @@ local function parse(text)
     return tonumber(head:match("^HTTP/1%.1 (%d%d%d) ")), fields, body
 end
 
+-- What on_message returned, written as the core writes a reply: even
+-- after conn:close() in the same call.
+local function reply(conn, ...)
+    if select("#", ...) > 0 then
+        local closed = conn.closed
+        conn.closed = false
+        conn:write(...)
+        conn.closed = closed
+    end
+    return conn
+end
+
 -- Sends req through app's callback handler; returns the conn.
 local function call(app, req, conn)
     conn = conn or fake_conn()
-    app:handler().on_message(conn, req)
-    return conn
+    return reply(conn, app:handler().on_message(conn, req))
 end
 
 describe("luaserv.http", function()
@@ -269,11 +280,11 @@ describe("luaserv.http", function()
         assert.same({ "hi/text" }, { seen[1] })
         assert.is_false(conn.closed)
         conn = fake_conn()
-        h.on_message(conn, request("GET", "/", { upgrade = "h2c" }))
+        reply(conn, h.on_message(conn, request("GET", "/", { upgrade = "h2c" })))
         assert.equal(400, (parse(conn:text())))
         -- an Upgrade no hook takes is ignored
         conn = fake_conn()
-        h.on_message(conn, request("GET", "/", { upgrade = "foo" }))
+        reply(conn, h.on_message(conn, request("GET", "/", { upgrade = "foo" })))
         assert.equal(200, (parse(conn:text())))
     end)
 
