@@ -148,6 +148,42 @@ typedef struct head {
     int has_cl, has_te, chunked, expect, minor;
 } head_t;
 
+#define ONES ((uint64_t)0x0101010101010101u)
+#define HIGHS ((uint64_t)0x8080808080808080u)
+
+/* Whether the 8 bytes at p may hold a control character or DEL. */
+static int has_ctl(const char *p)
+{
+    uint64_t x, y;
+    memcpy(&x, p, 8);
+    y = x ^ (ONES * 0x7f);
+    return (((x - ONES * 0x20) & ~x) | ((y - ONES) & ~y)) & HIGHS ? 1 : 0;
+}
+
+/* The offset of the first control character other than tab (CTL or DEL)
+ * in p[i, n), or n. Eight bytes at a time: a word with a byte below 0x20
+ * or equal to 0x7f (the usual has-less-than trick, which may flag a word
+ * falsely but never misses) is looked at byte by byte. */
+static size_t first_ctl(const char *p, size_t i, size_t n)
+{
+    if (n - i < 16 && n - i >= 8 && !has_ctl(p + n - 8) && !has_ctl(p + i))
+        return n;                       /* two overlapping words */
+    while (i < n) {
+        if (n - i >= 8) {
+            if (!has_ctl(p + i)) {
+                i += 8;
+                continue;
+            }
+        }
+        size_t e = n - i >= 8 ? i + 8 : n;
+        for (; i < e; i++) {
+            unsigned char c = U(p[i]);
+            if ((c < 0x20 && c != '\t') || c == 0x7f) return i;
+        }
+    }
+    return n;
+}
+
 /* Checks the request line p[0, n) (without its line end). */
 static int request_line(const char *p, size_t n, int *minor)
 {
@@ -171,26 +207,24 @@ static int request_line(const char *p, size_t n, int *minor)
     return F_NONE;
 }
 
-/* Checks the field line p[0, n) (without its line end): a token, a colon
- * right after it, a value of visible characters, spaces and tabs. Sets the
- * name's length and the value's bounds, whitespace trimmed. */
+/* Checks the field line p[0, n) (without its line end: p[n], CR or LF, is
+ * readable and stops the name's scan): a token, a colon right after it, a
+ * value of visible characters, spaces and tabs. Sets the name's length
+ * and the value's bounds, whitespace trimmed. */
 static int field_line(const char *p, size_t n, size_t *nlen, size_t *vs,
                       size_t *ve)
 {
     if (p[0] == ' ' || p[0] == '\t') return F_FOLD;
     size_t i = 0;
-    while (i < n && tchar[U(p[i])]) i++;
+    while (tchar[U(p[i])]) i++;         /* p[n] is CR or LF: no tchar */
     if (i < n && (p[i] == ' ' || p[i] == '\t') && i > 0) return F_SPACE_COLON;
     if (i < n && p[i] == '\r') return F_BARE_CR;
     if (i == 0 || i == n || p[i] != ':') return F_NAME;
     *nlen = i++;
     while (i < n && (p[i] == ' ' || p[i] == '\t')) i++;
     *vs = i;
-    for (; i < n; i++) {
-        unsigned char c = U(p[i]);
-        if (unlikely((c < 0x20 && c != '\t') || c == 0x7f))
-            return c == '\r' ? F_BARE_CR : F_VALUE;
-    }
+    i = first_ctl(p, i, n);
+    if (unlikely(i < n)) return p[i] == '\r' ? F_BARE_CR : F_VALUE;
     while (i > *vs && (p[i - 1] == ' ' || p[i - 1] == '\t')) i--;
     *ve = i;
     return F_NONE;
