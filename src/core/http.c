@@ -139,7 +139,7 @@ static int hexval(int c)
     return -1;
 }
 
-/* ---- the head ------------------------------------------------------------ */
+/* ---- the head ----------------------------------------------------------- */
 
 /* What the head says about the body. */
 typedef struct head {
@@ -320,7 +320,7 @@ static ssize_t scan_head(const lsv_frame_spec_t *spec, const char *data,
                                                    : LSV_HTTP_MAX_LINE;
     size_t pos = *hint & H_LOW32;
     int seen = (*hint & H_LINE_SEEN) != 0;
-    if (pos < s) pos = s;
+    if (pos < s || pos > len) pos = s;  /* a hint from another framing */
     size_t end = len - s < max_head ? len : s + max_head;
     while (pos < end) {
         const char *nl = memchr(data + pos, '\n', end - pos);
@@ -352,7 +352,7 @@ static ssize_t scan_head(const lsv_frame_spec_t *spec, const char *data,
     return 0;
 }
 
-/* ---- the chunked body ---------------------------------------------------- */
+/* ---- the chunked body --------------------------------------------------- */
 
 /* The most bytes of a chunked request that are not body: the head and as
  * much again, plus a quarter of the body's max, within the hint's field. */
@@ -413,6 +413,7 @@ static ssize_t scan_chunked(const lsv_frame_spec_t *spec, const char *data,
     for (;;) {
         size_t pos = dec + over;
         if (over > over_max) return fail(F_OVERHEAD, fault);
+        if (unlikely(pos > len)) return fail(F_CHUNK_LINE, fault);
         size_t room = len - pos < LSV_HTTP_MAX_CHUNK_LINE
                     ? len - pos : LSV_HTTP_MAX_CHUNK_LINE;
         const char *nl = memchr(data + pos, '\n', room);
@@ -450,7 +451,7 @@ static ssize_t scan_chunked(const lsv_frame_spec_t *spec, const char *data,
     return 0;
 }
 
-/* ---- the framer ----------------------------------------------------------- */
+/* ---- the framer --------------------------------------------------------- */
 
 /* lsv_http_frame's work; *fault names what made it fail. */
 static ssize_t frame(const lsv_frame_spec_t *spec, const char *data,
@@ -549,7 +550,7 @@ size_t lsv_http_interim(const lsv_frame_spec_t *spec, const char *data,
     return sizeof cont - 1;
 }
 
-/* ---- walking a valid frame ----------------------------------------------- */
+/* ---- walking a valid frame ---------------------------------------------- */
 
 size_t lsv_http_request_line(const char *p, size_t n, lsv_http_line_t *rl)
 {
