@@ -101,6 +101,19 @@ describe("framing http, callback style", function()
         assert.matches("body_len=0\n", out)
     end)
 
+    it("looks headers up in any case, long names too", function()
+        local long = ("Very-Long-Header-Name-"):rep(5)
+        local out = exchange(srv.port, "GET /lookup?" .. long ..
+                             " HTTP/1.1\r\n" .. long:upper() .. ": v1\r\n" ..
+                             long:lower() .. ":v2 \r\nConnection: close" ..
+                             "\r\n\r\n")
+        assert.matches("nheaders=3\n", out)
+        assert.matches("\nlookup=v1, v2|nil\n", out)
+        out = exchange(srv.port, "GET /lookup?x-ABSENT HTTP/1.1\r\n" ..
+                       "Connection: close\r\n\r\n")
+        assert.matches("\nlookup=nil|nil\n", out)
+    end)
+
     it("answers curl's HEAD", function()
         local out = curl("-I " .. url("/h"))
         assert.matches("^HTTP/1.1 200 OK\r\n", out)
