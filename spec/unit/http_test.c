@@ -276,7 +276,7 @@ static void test_good(void)
                 "!truncated");
 }
 
-/* ---- limits --------------------------------------------------------------- */
+/* ---- limits ------------------------------------------------------------- */
 
 static void test_limits(void)
 {
@@ -325,7 +325,8 @@ static void test_limits(void)
     /* 64 one-byte chunks: 6 bytes of framing per byte of body. */
     n = (size_t)snprintf(big, sizeof big, "POST / HTTP/1.1\r\nTransfer-"
                          "Encoding: chunked\r\n\r\n");
-    for (int i = 0; i < 64; i++) memcpy(big + n + 6 * (size_t)i, "1\r\nx\r\n", 6);
+    for (size_t i = 0; i < 64; i++)
+        memcpy(big + n + 6 * i, "1\r\nx\r\n", 6);
     n += 64 * 6;
     memcpy(big + n, "0\r\n\r\n", 5);
     n += 5;
@@ -343,7 +344,7 @@ static void test_limits(void)
                 "[POST / a]");
 }
 
-/* ---- refused shapes ------------------------------------------------------ */
+/* ---- refused shapes ----------------------------------------------------- */
 
 static void bad(const char *desc, const char *in, size_t n, const char *want)
 {
@@ -442,7 +443,7 @@ static void test_smuggling(void)
         "[GET /ok ]!400");
 }
 
-/* ---- direct checks --------------------------------------------------------- */
+/* ---- direct checks ------------------------------------------------------ */
 
 /* The reply lsv_http_reject writes, byte for byte, and its log line. */
 static void test_reject_reply(void)
