@@ -26,7 +26,6 @@ local char = string.char
 local concat = table.concat
 local error = error
 local find = string.find
-local floor = math.floor
 local format = string.format
 local gsub = string.gsub
 local ipairs = ipairs
@@ -44,6 +43,7 @@ local tonumber = tonumber
 local tostring = tostring
 local traceback = debug.traceback
 local type = type
+local unpack = table.unpack
 local xpcall = xpcall
 
 local has_cjson, cjson = pcall(require, "cjson")
@@ -102,7 +102,7 @@ end })
 -- The "Date: ...\r\n" line, formatted when the second changes.
 local date_sec, date_line = -1, ""
 local function date()
-    local sec = floor(now())
+    local sec = now() // 1
     if sec ~= date_sec then
         date_sec = sec
         date_line = os_date("!Date: %a, %d %b %Y %H:%M:%S GMT\r\n", sec)
@@ -171,7 +171,7 @@ local function clength_prefix(res)
 end
 
 -- In the callback style the response goes back as on_message's return
--- value, which costs less than a conn:write: emit fills OUT for the
+-- values (unpacked from OUT), cheaper than a conn:write: emit fills OUT for the
 -- response being collected (the one on_message is serving) and sets
 -- filled; a response finished later (from a task) is written.
 local OUT = {}
@@ -651,17 +651,21 @@ local function serve(app, conn, req, stream)
             return not res.close
         end
     end
-    if req.version == "1.1" and rawget(req.headers, "host") == nil then
+    -- a present header is a plain table hit; the metatable runs on a miss
+    if req.version == "1.1" and req.headers.host == nil then
         answer(new_response(app, conn, req, stream), 400)
         return false
     end
-    local path = req.path
-    if byte(path, 1) ~= 47 then     -- absolute-form, as sent to proxies
-        path = match(path, "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]*(.*)$") or path
-        if path == "" then path = "/" end
-        req.path = path
+    local route, params, allow = find_route(app, req.method, req.path)
+    if not route and byte(req.path, 1) ~= 47 then
+        -- absolute-form, as sent to proxies: http://host/path
+        local path = match(req.path, "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]*(.*)$")
+        if path then
+            if path == "" then path = "/" end
+            req.path = path
+            route, params, allow = find_route(app, req.method, path)
+        end
     end
-    local route, params, allow = find_route(app, req.method, path)
     local status
     if not route then
         status = params
@@ -840,7 +844,7 @@ function App:handler(opts)
         local keep, h = serve(app, conn, req)
         collecting = nil
         if keep == true then
-            if filled then return OUT end
+            if filled then return unpack(OUT, 1, 9) end
             return
         end
         if keep == "upgraded" then
