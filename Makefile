@@ -33,6 +33,7 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/buf core/frame core/resp core/http core/ws core/util \
            core/resolve \
            core/shdict core/shdict_heap core/shdict_read
+CORE_SRC += core/sha1 core/base64
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
@@ -135,11 +136,13 @@ $(BUILD)/ref_libev: bench/ref_libev.c
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = frame_fuzz addr_fuzz
+FUZZ_TARGETS += ws_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
+build/fuzz/ws_fuzz: fuzz/ws_fuzz.c $(FRAME_C)
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz
