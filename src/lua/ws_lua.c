@@ -31,6 +31,18 @@ static void send_control(lsv_conn_t *c, const lsv_frame_spec_t *spec,
     lsv_conn_write(c, out, hl + n);
 }
 
+/* Ends c after a close frame was queued: the rest of the input is
+ * dropped. In push mode (callback style) c closes once the frame is
+ * written. In pull mode (stream style) the input ends, so the task's next
+ * read gives nil, "closed", and c closes when the task returns: closing
+ * it here would wake the reading task twice (stream.c's closing hook and
+ * the read it is completing). */
+static void finish(lsv_conn_t *c, const char *reason)
+{
+    lsv_conn_end_input(c);
+    if (lsv_conn_type(c)->frame != NULL) lsv_conn_close(c, reason);
+}
+
 /* Answers a fault the framer cannot see (bad UTF-8: 1007; a bad close
  * code: 1002) with a close frame, drops the rest of the input and closes
  * c once the frame is written. */
@@ -40,8 +52,7 @@ static void fail(lsv_conn_t *c, const lsv_frame_spec_t *spec, unsigned code,
     char body[2] = { (char)(code >> 8), (char)(code & 0xff) };
     lsv_conn_log(LSV_LOG_INFO, c, "%s (websocket framing); closing", why);
     send_control(c, spec, LSV_WS_CLOSE, body, 2);
-    lsv_conn_end_input(c);
-    lsv_conn_close(c, "protocol error");
+    finish(c, "protocol error");
 }
 
 /* What a control frame asks. */
@@ -72,8 +83,7 @@ static int control(lsv_conn_t *c, const lsv_frame_spec_t *spec,
         }
     }
     send_control(c, spec, LSV_WS_CLOSE, pl, n >= 2 ? 2 : 0);
-    lsv_conn_end_input(c);
-    lsv_conn_close(c, "closed");
+    finish(c, "closed");
     return CTL_CLOSE;
 }
 
