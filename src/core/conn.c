@@ -336,6 +336,22 @@ void lsv_conn_reject(lsv_conn_t *c, const lsv_frame_spec_t *spec, ssize_t r)
     lsv_conn_release(c);                /* may free c */
 }
 
+/* A partial frame may owe the peer an interim reply (HTTP's 100 Continue,
+ * lsv_frame_interim): queued past the output cap and dropped if memory
+ * is short (the peer then sends its body after its own wait), so it
+ * never fails or frees c. */
+static void send_interim(lsv_conn_t *c, const lsv_frame_spec_t *spec,
+                         size_t *hint)
+{
+    char out[64];
+    size_t n = lsv_frame_interim(spec, lsv_buf_head(&c->in), c->in.len, hint,
+                                 out, sizeof out);
+    if (n == 0 || (c->flags & LSV_CONN_CLOSING)) return;
+    ensure_buf(c->srv, &c->out);
+    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
+    if (lsv_buf_try_append(&c->out, out, n) == LSV_OK) lsv_conn_queued(c);
+}
+
 /* Pull mode: tells the user of new input, then stops at the read-ahead
  * while it wants none. */
 static void pull_input(lsv_conn_t *c)
@@ -380,6 +396,8 @@ static void process_input(lsv_conn_t *c, int drained)
         ssize_t r = lsv_frame_next(&c->framing, lsv_buf_head(&c->in),
                                    c->in.len, eof, &hint, &off, &mlen);
         if (r == LSV_FRAME_PARTIAL) {
+            if (lsv_frame_is_proto(c->framing.kind))
+                send_interim(c, &c->framing, &hint);
             c->hint = hint;
             c->flags |= LSV_CONN_PARTIAL;
             if (eof) lsv_conn_close(c, "eof");
@@ -623,7 +641,11 @@ ssize_t lsv_conn_take(lsv_conn_t *c, const lsv_frame_spec_t *want,
         mlen = c->in.len;
     }
     if (r <= 0) {
-        if (r == LSV_FRAME_PARTIAL) c->flags |= LSV_CONN_PARTIAL;
+        if (r == LSV_FRAME_PARTIAL) {
+            c->flags |= LSV_CONN_PARTIAL;
+            if (lsv_frame_is_proto(want->kind) && !eof)
+                send_interim(c, want, hint);
+        }
         return r;
     }
     *p = lsv_buf_head(&c->in) + off;

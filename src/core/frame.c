@@ -247,3 +247,11 @@ size_t lsv_frame_reject(const lsv_frame_spec_t *spec, ssize_t r,
         return 0;
     }
 }
+
+size_t lsv_frame_interim(const lsv_frame_spec_t *spec, const char *data,
+                         size_t len, size_t *hint, char *out, size_t cap)
+{
+    if (spec->kind == LSV_FRAME_HTTP)
+        return lsv_http_interim(spec, data, len, hint, out, cap);
+    return 0;
+}

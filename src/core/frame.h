@@ -43,4 +43,13 @@ size_t lsv_frame_reject(const lsv_frame_spec_t *spec, ssize_t r,
                         const char *data, size_t len, char *out, size_t cap,
                         const char **why);
 
+/* A protocol kind may owe its peer an interim reply while a frame is
+ * partial (HTTP: "100 Continue" once the head of a request that expects
+ * it is in and its body is not). Call it after lsv_frame_next returned
+ * LSV_FRAME_PARTIAL, with the same data, len and hint. Writes the reply
+ * into out (at most cap bytes) and returns its length, 0 for none; it
+ * updates *hint so the reply is owed only once per frame. */
+size_t lsv_frame_interim(const lsv_frame_spec_t *spec, const char *data,
+                         size_t len, size_t *hint, char *out, size_t cap);
+
 #endif
