@@ -17,7 +17,8 @@
 -- In the callback style, after upgrade() the handler's on_message(conn,
 -- data, kind[, code]) gets each message; websocket.send(conn, data, kind),
 -- websocket.ping(conn, data) and websocket.close(conn, code, reason) write
--- frames there (what on_message returns is written as is, unframed).
+-- frames there; what on_message returns is written as is, so it may
+-- return websocket.frame(data[, kind]) (a header and the data).
 local wscore = require "luaserv.wscore"
 
 local pack = string.pack
@@ -31,6 +32,13 @@ local type = type
 local _M = {}
 
 local OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 1, 2, 8, 9, 10
+
+-- The headers of short text and binary messages, made once: most
+-- messages are short, and a table lookup beats string.pack.
+local SHORT = { [OP_TEXT] = {}, [OP_BINARY] = {} }
+for op, t in pairs(SHORT) do
+    for n = 0, 125 do t[n] = pack(">BB", 0x80 | op, n) end
+end
 
 -- A server's frame header (FIN, unmasked) for a payload of n bytes.
 local function header(opcode, n)
@@ -121,16 +129,29 @@ function _M.upgrade(req, conn, opts)
     return setmetatable({ conn = conn, protocol = protocol }, WS)
 end
 
+local function opcode_of(kind, what)
+    if kind == "binary" then return OP_BINARY end
+    if kind ~= nil and kind ~= "text" then
+        error("websocket." .. what .. ": kind must be 'text' or 'binary'", 3)
+    end
+    return OP_TEXT
+end
+
 -- websocket.send(conn, data[, kind]): one message, "text" (the default)
 -- or "binary". The header and the payload go as two pieces of one write.
 function _M.send(conn, data, kind)
-    local op = OP_TEXT
-    if kind == "binary" then
-        op = OP_BINARY
-    elseif kind ~= nil and kind ~= "text" then
-        error("websocket.send: kind must be 'text' or 'binary'", 2)
-    end
-    return conn:write(header(op, #data), data)
+    local op = opcode_of(kind, "send")
+    local n = #data
+    return conn:write(n < 126 and SHORT[op][n] or header(op, n), data)
+end
+
+-- websocket.frame(data[, kind]) -> header, data: a message as the two
+-- pieces to write; in the callback style on_message may return them
+-- (`return websocket.frame(data)`), which saves the conn:write call.
+function _M.frame(data, kind)
+    local op = opcode_of(kind, "frame")
+    local n = #data
+    return n < 126 and SHORT[op][n] or header(op, n), data
 end
 
 local function control(conn, op, data, what)

@@ -116,9 +116,29 @@ static size_t data_total(const char *p, size_t n)
  * straight into a Lua buffer of its final size; the control frames
  * between its fragments are answered in order as the walk meets them.
  * may raise (memory) */
+/* A small unfragmented message, the common case: unmasked on the C stack
+ * and pushed, with no buffer box and no second walk. */
+#define SMALL_MESSAGE 1024
+
 int lsv_ws_push(lua_State *L, lsv_conn_t *c, const lsv_frame_spec_t *spec,
                 const char *p, size_t n)
 {
+    lsv_ws_head_t h0;
+    size_t hl0 = lsv_ws_head(p, n, &h0);
+    if (likely(h0.fin && h0.opcode < LSV_WS_CLOSE && h0.len <= SMALL_MESSAGE)) {
+        char small[SMALL_MESSAGE];
+        size_t len = (size_t)h0.len;
+        lsv_ws_unmask(small, p + hl0, len, h0.mask);
+        if (h0.opcode == LSV_WS_TEXT && unlikely(!lsv_ws_utf8_valid(small,
+                                                                    len))) {
+            fail(c, spec, 1007, "websocket text not UTF-8");
+            return 0;
+        }
+        lua_pushlstring(L, small, len);
+        if (h0.opcode == LSV_WS_TEXT) lua_pushliteral(L, "text");
+        else lua_pushliteral(L, "binary");
+        return 2;
+    }
     int base = lua_gettop(L);
     size_t total = data_total(p, n), got = 0, at = 0;
     luaL_Buffer b;
