@@ -45,6 +45,7 @@ BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/his
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
+UNIT_TESTS += http_test
 UNIT_TESTS += ws_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
@@ -99,6 +100,7 @@ FRAME_C = src/core/frame.c src/core/resp.c src/core/http.c src/core/ws.c \
           src/core/lsv.h
 $(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(FRAME_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+$(BUILD)/unit/http_test: $(BUILD)/unit/http_test.o $(FRAME_OBJ)
 $(BUILD)/unit/ws_test: $(BUILD)/unit/ws_test.o $(FRAME_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/core/util.o
@@ -136,12 +138,14 @@ $(BUILD)/ref_libev: bench/ref_libev.c
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = frame_fuzz addr_fuzz
+FUZZ_TARGETS += http_fuzz
 FUZZ_TARGETS += ws_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
+build/fuzz/http_fuzz: fuzz/http_fuzz.c $(FRAME_C)
 build/fuzz/ws_fuzz: fuzz/ws_fuzz.c $(FRAME_C)
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):

@@ -139,7 +139,7 @@ static int hexval(int c)
     return -1;
 }
 
-/* ---- the head ------------------------------------------------------------ */
+/* ---- the head ----------------------------------------------------------- */
 
 /* What the head says about the body. */
 typedef struct head {
@@ -147,6 +147,42 @@ typedef struct head {
     uint64_t cl;           /* Content-Length */
     int has_cl, has_te, chunked, expect, minor;
 } head_t;
+
+#define ONES ((uint64_t)0x0101010101010101u)
+#define HIGHS ((uint64_t)0x8080808080808080u)
+
+/* Whether the 8 bytes at p may hold a control character or DEL. */
+static int has_ctl(const char *p)
+{
+    uint64_t x, y;
+    memcpy(&x, p, 8);
+    y = x ^ (ONES * 0x7f);
+    return (((x - ONES * 0x20) & ~x) | ((y - ONES) & ~y)) & HIGHS ? 1 : 0;
+}
+
+/* The offset of the first control character other than tab (CTL or DEL)
+ * in p[i, n), or n. Eight bytes at a time: a word with a byte below 0x20
+ * or equal to 0x7f (the usual has-less-than trick, which may flag a word
+ * falsely but never misses) is looked at byte by byte. */
+static size_t first_ctl(const char *p, size_t i, size_t n)
+{
+    if (n - i < 16 && n - i >= 8 && !has_ctl(p + n - 8) && !has_ctl(p + i))
+        return n;                       /* two overlapping words */
+    while (i < n) {
+        if (n - i >= 8) {
+            if (!has_ctl(p + i)) {
+                i += 8;
+                continue;
+            }
+        }
+        size_t e = n - i >= 8 ? i + 8 : n;
+        for (; i < e; i++) {
+            unsigned char c = U(p[i]);
+            if ((c < 0x20 && c != '\t') || c == 0x7f) return i;
+        }
+    }
+    return n;
+}
 
 /* Checks the request line p[0, n) (without its line end). */
 static int request_line(const char *p, size_t n, int *minor)
@@ -171,26 +207,24 @@ static int request_line(const char *p, size_t n, int *minor)
     return F_NONE;
 }
 
-/* Checks the field line p[0, n) (without its line end): a token, a colon
- * right after it, a value of visible characters, spaces and tabs. Sets the
- * name's length and the value's bounds, whitespace trimmed. */
+/* Checks the field line p[0, n) (without its line end: p[n], CR or LF, is
+ * readable and stops the name's scan): a token, a colon right after it, a
+ * value of visible characters, spaces and tabs. Sets the name's length
+ * and the value's bounds, whitespace trimmed. */
 static int field_line(const char *p, size_t n, size_t *nlen, size_t *vs,
                       size_t *ve)
 {
     if (p[0] == ' ' || p[0] == '\t') return F_FOLD;
     size_t i = 0;
-    while (i < n && tchar[U(p[i])]) i++;
+    while (tchar[U(p[i])]) i++;         /* p[n] is CR or LF: no tchar */
     if (i < n && (p[i] == ' ' || p[i] == '\t') && i > 0) return F_SPACE_COLON;
     if (i < n && p[i] == '\r') return F_BARE_CR;
     if (i == 0 || i == n || p[i] != ':') return F_NAME;
     *nlen = i++;
     while (i < n && (p[i] == ' ' || p[i] == '\t')) i++;
     *vs = i;
-    for (; i < n; i++) {
-        unsigned char c = U(p[i]);
-        if (unlikely((c < 0x20 && c != '\t') || c == 0x7f))
-            return c == '\r' ? F_BARE_CR : F_VALUE;
-    }
+    i = first_ctl(p, i, n);
+    if (unlikely(i < n)) return p[i] == '\r' ? F_BARE_CR : F_VALUE;
     while (i > *vs && (p[i - 1] == ' ' || p[i - 1] == '\t')) i--;
     *ve = i;
     return F_NONE;
@@ -273,9 +307,10 @@ static ssize_t scan_head(const lsv_frame_spec_t *spec, const char *data,
                          int *fault)
 {
     size_t s = 0;
-    while (s < len && (data[s] == '\n' || data[s] == '\r')) {
-        if (data[s] == '\r' && s + 1 < len && data[s + 1] != '\n') break;
-        s++;
+    for (;;) {
+        if (s < len && data[s] == '\n') s++;
+        else if (s + 1 < len && data[s] == '\r' && data[s + 1] == '\n') s += 2;
+        else break;
     }
     if (s > MAX_LEADING) return fail(F_LEADING, fault);
     *start = s;
@@ -285,7 +320,7 @@ static ssize_t scan_head(const lsv_frame_spec_t *spec, const char *data,
                                                    : LSV_HTTP_MAX_LINE;
     size_t pos = *hint & H_LOW32;
     int seen = (*hint & H_LINE_SEEN) != 0;
-    if (pos < s) pos = s;
+    if (pos < s || pos > len) pos = s;  /* a hint from another framing */
     size_t end = len - s < max_head ? len : s + max_head;
     while (pos < end) {
         const char *nl = memchr(data + pos, '\n', end - pos);
@@ -308,13 +343,16 @@ static ssize_t scan_head(const lsv_frame_spec_t *spec, const char *data,
         }
         pos = i + 1;
     }
-    if (!seen && len - s > max_line + 1) return fail(F_LINE_LONG, fault);
+    /* No LF yet past the line's limit, or the head's limit reached with
+     * the request line still unfinished: 414. */
+    if (!seen && (len - s > max_line + 1 || len - s >= max_head))
+        return fail(F_LINE_LONG, fault);
     if (len - s >= max_head) return fail(F_HEAD_LONG, fault);
     *hint = (seen ? H_LINE_SEEN : 0) | pos;
     return 0;
 }
 
-/* ---- the chunked body ---------------------------------------------------- */
+/* ---- the chunked body --------------------------------------------------- */
 
 /* The most bytes of a chunked request that are not body: the head and as
  * much again, plus a quarter of the body's max, within the hint's field. */
@@ -375,6 +413,7 @@ static ssize_t scan_chunked(const lsv_frame_spec_t *spec, const char *data,
     for (;;) {
         size_t pos = dec + over;
         if (over > over_max) return fail(F_OVERHEAD, fault);
+        if (unlikely(pos > len)) return fail(F_CHUNK_LINE, fault);
         size_t room = len - pos < LSV_HTTP_MAX_CHUNK_LINE
                     ? len - pos : LSV_HTTP_MAX_CHUNK_LINE;
         const char *nl = memchr(data + pos, '\n', room);
@@ -412,7 +451,7 @@ static ssize_t scan_chunked(const lsv_frame_spec_t *spec, const char *data,
     return 0;
 }
 
-/* ---- the framer ----------------------------------------------------------- */
+/* ---- the framer --------------------------------------------------------- */
 
 /* lsv_http_frame's work; *fault names what made it fail. */
 static ssize_t frame(const lsv_frame_spec_t *spec, const char *data,
@@ -511,7 +550,7 @@ size_t lsv_http_interim(const lsv_frame_spec_t *spec, const char *data,
     return sizeof cont - 1;
 }
 
-/* ---- walking a valid frame ----------------------------------------------- */
+/* ---- walking a valid frame ---------------------------------------------- */
 
 size_t lsv_http_request_line(const char *p, size_t n, lsv_http_line_t *rl)
 {
