@@ -125,3 +125,40 @@ describe("websocket handshake", function()
                        true)
     end)
 end)
+
+describe("websocket client mode", function()
+    it("reads a python3-websockets server's frames, answers its ping " ..
+       "masked, and closes", function()
+        if not have_ws then
+            return pending("python3-websockets is not installed")
+        end
+        local base = helpers.tmpname()
+        os.execute("sh -c '" .. PY .. " spec/fixtures/ws_pyserver.py " ..
+                   30 * slow .. " >" .. base .. ".port 2>&1 & echo $! >" ..
+                   base .. ".pid'")
+        local pid = helpers.wait_for(function()
+            local f = io.open(base .. ".pid")
+            local p = f and f:read("n")
+            if f then f:close() end
+            return p
+        end, 5)
+        assert(pid, "python server did not start")
+        finally(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
+        local pyport = helpers.wait_for(function()
+            local f = io.open(base .. ".port")
+            local p = f and f:read("n")
+            if f then f:close() end
+            return p
+        end, 10 * slow)
+        assert(pyport, "python server gave no port")
+        local srv = helpers.start_server{
+            script = "spec/fixtures/ws_client_mode.lua" }
+        local c = helpers.connect(srv.port, 10 * slow)
+        assert(c:send(pyport .. "\n"))
+        local got = helpers.read_to_close(c)
+        assert.equal("HTTP/1.1 101 Switching Protocols\ntext hello\n" ..
+                     "text pong-ok\ntext fragmented\ntext echo me\n" ..
+                     "close 1000 done\n", got)
+        srv:stop()
+    end)
+end)
