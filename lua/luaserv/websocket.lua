@@ -189,7 +189,11 @@ end
 -- ws:receive() -> data, "text"|"binary" | reason, "close", code|nil |
 -- nil, err ("closed", "timeout", "too long", "protocol error")
 function WS:receive()
-    return self.conn:read_frame()
+    local data, kind, code = self.conn:read_frame()
+    -- After the peer's close (answered by the core) or the end of the
+    -- input, ws:close() must not send a second close frame.
+    if kind == "close" or data == nil then self.closed = true end
+    return data, kind, code
 end
 
 function WS:send(data, kind)
@@ -205,6 +209,8 @@ function WS:pong(data)
 end
 
 function WS:close(code, reason)
+    if self.closed then return self.conn:close() end
+    self.closed = true
     return _M.close(self.conn, code, reason)
 end
 
