@@ -222,6 +222,19 @@ static void test_resume(void)
     for (int i = 0; i < 6000; i++) put(buf, &at, 0x89, NULL, 10, 1);
     CHECK(one(&s, buf, at, 0, &mlen) == LSV_FRAME_TOO_LONG);
     test_done("the caps hold across resumes and for pings between fragments");
+
+    /* Another framing's hint (a line framer's offset, no tag) is not
+     * trusted: the scan starts over and finds the real boundary. */
+    s.max = 1000;
+    at = 0;
+    put(buf, &at, 0x01, "ab", 2, 1);
+    put(buf, &at, 0x80, "cd", 2, 1);
+    for (size_t stale = 1; stale <= at; stale++) {
+        hint = stale;
+        r = lsv_frame_next(&s, buf, at, 0, &hint, &off, &mlen);
+        CHECKF(r == (ssize_t)at, "stale hint %zu gave %zd", stale, r);
+    }
+    test_done("a hint from another framing restarts the scan");
 }
 
 static void test_helpers(void)

@@ -6,6 +6,10 @@
 
 _Static_assert(sizeof(size_t) >= 8, "ws.c packs two 32-bit values in *hint");
 
+/* Bit 63 of a resume hint marks it as ours (total stays under 2^31). */
+#define HINT_TAG ((size_t)1 << 63)
+#define HINT_TAG32 ((uint64_t)1 << 31)
+
 size_t lsv_ws_head(const char *p, size_t n, lsv_ws_head_t *h)
 {
     const unsigned char *u = (const unsigned char *)p;
@@ -69,9 +73,14 @@ static ssize_t scan(const lsv_frame_spec_t *spec, const char *data,
                     const char **why)
 {
     size_t pos = (size_t)(uint32_t)*hint;
-    uint64_t total = *hint >> 32;
+    uint64_t total = (*hint >> 32) & ~HINT_TAG32;
     uint64_t wire_max = LSV_WS_WIRE_MAX(spec->max);
-    if (unlikely(pos > len)) pos = 0, total = 0;
+    /* A hint without our tag is another framing's (a stream task that
+     * switched framing mid-read): start over rather than trust it. */
+    if (unlikely(pos > len || (*hint != 0 && !(*hint >> 63)))) {
+        pos = 0;
+        total = 0;
+    }
     for (;;) {
         lsv_ws_head_t h;
         if (len - pos >= 2) {
@@ -112,7 +121,7 @@ static ssize_t scan(const lsv_frame_spec_t *spec, const char *data,
         *why = "frame cut off at end of stream";
         return LSV_FRAME_TRUNCATED;
     }
-    *hint = (size_t)pos | (size_t)total << 32;
+    *hint = pos || total ? (size_t)pos | (size_t)total << 32 | HINT_TAG : 0;
     return LSV_FRAME_PARTIAL;
 }
 

@@ -16,8 +16,9 @@
  * offending header is in.
  *
  * *hint packs the resume state: the offset of the first frame not yet
- * complete (low 32 bits) and the data payload before it (high 32 bits),
- * so a big message arriving in many reads is parsed once. */
+ * complete (low 32 bits), the data payload before it (bits 32-62) and a
+ * tag (bit 63), so a big message arriving in many reads is parsed once;
+ * a nonzero hint without the tag (another framing's) restarts the scan. */
 #ifndef LSV_WS_H
 #define LSV_WS_H
 

@@ -98,13 +98,17 @@ static int push_close(lua_State *L, const char *pl, size_t n, int code)
     return 3;
 }
 
-/* The data payload of the message p[0, n): every data frame's length. */
+/* The data payload of the message p[0, n): every data frame's length;
+ * SIZE_MAX when the frames do not tile p[0, n) exactly, which the framer
+ * rules out unless it was handed another framing's stale hint: the walk
+ * below then stays inside the frame all the same. */
 static size_t data_total(const char *p, size_t n)
 {
     size_t at = 0, total = 0;
     while (at < n) {
         lsv_ws_head_t h;
         size_t hl = lsv_ws_head(p + at, n - at, &h);
+        if (unlikely(hl == 0 || h.len > n - at - hl)) return SIZE_MAX;
         if (h.opcode < LSV_WS_CLOSE) total += (size_t)h.len;
         at += hl + (size_t)h.len;
     }
@@ -125,7 +129,8 @@ int lsv_ws_push(lua_State *L, lsv_conn_t *c, const lsv_frame_spec_t *spec,
 {
     lsv_ws_head_t h0;
     size_t hl0 = lsv_ws_head(p, n, &h0);
-    if (likely(h0.fin && h0.opcode < LSV_WS_CLOSE && h0.len <= SMALL_MESSAGE)) {
+    if (likely(hl0 > 0 && h0.fin && h0.opcode < LSV_WS_CLOSE &&
+               h0.len <= SMALL_MESSAGE && h0.len == n - hl0)) {
         char small[SMALL_MESSAGE];
         size_t len = (size_t)h0.len;
         lsv_ws_unmask(small, p + hl0, len, h0.mask);
@@ -139,8 +144,12 @@ int lsv_ws_push(lua_State *L, lsv_conn_t *c, const lsv_frame_spec_t *spec,
         else lua_pushliteral(L, "binary");
         return 2;
     }
-    int base = lua_gettop(L);
     size_t total = data_total(p, n), got = 0, at = 0;
+    if (unlikely(total == SIZE_MAX)) {
+        fail(c, spec, 1002, "websocket frames out of step");
+        return 0;
+    }
+    int base = lua_gettop(L);
     luaL_Buffer b;
     char *dst = luaL_buffinitsize(L, &b, total);
     int opcode = -1;
