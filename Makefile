@@ -33,6 +33,7 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/buf core/frame core/resp core/http core/ws core/util \
            core/resolve \
            core/shdict core/shdict_heap core/shdict_read
+CORE_SRC += core/sha1 core/base64
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
@@ -45,6 +46,7 @@ BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/his
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
 UNIT_TESTS += http_test
+UNIT_TESTS += ws_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
@@ -99,6 +101,7 @@ FRAME_C = src/core/frame.c src/core/resp.c src/core/http.c src/core/ws.c \
 $(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(FRAME_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/http_test: $(BUILD)/unit/http_test.o $(FRAME_OBJ)
+$(BUILD)/unit/ws_test: $(BUILD)/unit/ws_test.o $(FRAME_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
@@ -136,12 +139,14 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = frame_fuzz addr_fuzz
 FUZZ_TARGETS += http_fuzz
+FUZZ_TARGETS += ws_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
 build/fuzz/http_fuzz: fuzz/http_fuzz.c $(FRAME_C)
+build/fuzz/ws_fuzz: fuzz/ws_fuzz.c $(FRAME_C)
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz

@@ -14,6 +14,7 @@
 #include "server.h"
 #include "stream.h"
 #include "vm.h"
+#include "ws_lua.h"
 
 #include <lauxlib.h>
 #include <string.h>
@@ -199,6 +200,8 @@ void lsv_lua_open(lsv_server_t *srv, const char *script)
     lua_setfield(L, -2, "luaserv");
     lua_pushcfunction(L, luaopen_luaserv_core);
     lua_setfield(L, -2, "luaserv.core");
+    lua_pushcfunction(L, luaopen_luaserv_wscore);
+    lua_setfield(L, -2, "luaserv.wscore");
     lua_pop(L, 1);
     lsv_lconn_open(L);
     lsv_stream_open_methods(L);
