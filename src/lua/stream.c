@@ -229,7 +229,8 @@ static int input_cb(lua_State *L)
         input_came(c, t);
         return 0;
     }
-    if (u->reader != t) return 0;   /* woken by a reject's close: above */
+    if (t->wait != LSV_WAIT_READ) return 0;   /* woken by a close inside
+                                               * the read: see below */
     if (!lua_checkstack(t->co, n)) return luaL_error(L, "stack overflow");
     lua_xmove(L, t->co, n);
     u->reader = NULL;
@@ -248,10 +249,11 @@ static void stream_input(lsv_conn_t *c)
     if (likely(lsv_conn_buffered(c) <= LSV_VM_SMALL_STR)) {
         /* The fast path, for a small result (see LSV_VM_SMALL_STR). */
         int n = try_read(c, &t->want, t->co);
-        if (n >= 0 && u->reader != t) {
-            /* A protocol reject inside the read closed c, and the closing
-             * hook woke t already with nil, "closed": waking it again
-             * would queue it twice. */
+        if (n >= 0 && t->wait != LSV_WAIT_READ) {
+            /* A decoder that closed c inside the read (a WebSocket close
+             * frame) had the closing hook wake t already with nil,
+             * "closed": waking it again would queue it twice. (A reject
+             * detaches the reader first, so its caller answers.) */
             lua_pop(t->co, n);
             return;
         }
