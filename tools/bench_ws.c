@@ -126,6 +126,7 @@ static long handshake(bench_t *b, bconn_t *c, const char *p, size_t len)
 {
     const char *end = memmem(p, len, "\r\n\r\n", 4);
     const char *eol;
+    char why[sizeof b->last_err];
     size_t n;
 
     if (end == NULL && len <= WS_HEAD_MAX) return 0;
@@ -133,9 +134,14 @@ static long handshake(bench_t *b, bconn_t *c, const char *p, size_t len)
     if (end != NULL && upgrade_ok(p, n)) return (long)n;
     eol = memchr(p, '\r', n);
     n = eol != NULL ? (size_t)(eol - p) : n < 60 ? n : 60;
-    conn_fail(b, c, &b->st.connect, "upgrade", EPROTO);
-    snprintf(b->last_err, sizeof b->last_err, "upgrade refused: %.*s",
-             (int)(n < 80 ? n : 80), p);
+    if (end != NULL && len >= 13 && memcmp(p, "HTTP/1.1 101 ", 13) == 0)
+        snprintf(why, sizeof why, "upgrade: a 101 without the expected "
+                 "Sec-WebSocket-Accept");
+    else
+        snprintf(why, sizeof why, "upgrade refused: %.*s",
+                 (int)(n < 80 ? n : 80), p);
+    conn_fail(b, c, &b->st.connect, "upgrade", EPROTO);  /* empties c->in */
+    memcpy(b->last_err, why, sizeof why);
     return -1;
 }
 
