@@ -121,7 +121,7 @@ test: all units
 # pinned to separate cores; QUICK=1 for a run under a minute.
 bench: all $(BUILD)/ref_libev
 	@sh .ci/deps bench
-	QUICK=$(QUICK) BUILD=$(BUILD) python3 bench/run.py
+	QUICK=$(QUICK) ONLY=$(ONLY) BUILD=$(BUILD) python3 bench/run.py
 
 $(BUILD)/ref_libev: bench/ref_libev.c
 	@mkdir -p $(BUILD)
