@@ -202,9 +202,12 @@ def run_bench(port, args, duration):
     out = subprocess.run(cmd, capture_output=True, text=True,
                          timeout=duration + 30)
     try:
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        r = json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
         raise RuntimeError("luaserv-bench failed: " + out.stderr.strip())
+    if out.returncode != 0:     # it says why on stderr
+        print("#   " + out.stderr.strip(), file=sys.stderr)
+    return r
 
 
 def one_run(server, scenario, argv=None):
@@ -583,7 +586,8 @@ def protocol_lines(proto):
             f"| {label} | {ours} | {ref} | {g(a, 'rps', ',.0f')} | "
             f"{g(b, 'rps', ',.0f')} | {g(a, 'cpu_us', '.2f')} | "
             f"{g(b, 'cpu_us', '.2f')} | {g(a, 'p99_us', ',.0f')} | {errs} | "
-            f"{fmt(ratio, '.2f')}x {'CPU/req' if by == 'cpu' else 'msg/s'} | "
+            f"{fmt(ratio, '.2f')}{'x' if ratio else ''} "
+            f"{'CPU/req' if by == 'cpu' else 'msg/s'} | "
             f"{'≤' if by == 'cpu' else '≥'} {target}x | {met} |")
     return lines
 
