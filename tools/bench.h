@@ -162,18 +162,18 @@ static inline void record(bench_t *b, bconn_t *c, int64_t ns)
  * connection's failure (closed, counted in *counter, retried); writing
  * c->out (LSV_ERR with errno on failure); one read into b->rbuf (0 when
  * nothing came or the connection failed and was closed). */
-void bad_reply(bench_t *b, const char *p, size_t n);
-void conn_fail(bench_t *b, bconn_t *c, uint64_t *counter, const char *what,
-               int err);
-int stream_flush(bench_t *b, bconn_t *c);
-size_t stream_read(bench_t *b, bconn_t *c);
+void bench_bad_reply(bench_t *b, const char *p, size_t n);
+void bench_conn_fail(bench_t *b, bconn_t *c, uint64_t *counter,
+                     const char *what, int err);
+int bench_stream_flush(bench_t *b, bconn_t *c);
+size_t bench_stream_read(bench_t *b, bconn_t *c);
 
 /* bench_ws.c, the websocket mode: builds the upgrade request and the frame
  * template (after setup() built b->line); starts a connected c (sends the
  * upgrade); reads c's replies (the 101, then echoed frames). */
-void ws_setup(bench_t *b);
-void ws_start(bench_t *b, bconn_t *c);
-void ws_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+void bench_ws_setup(bench_t *b);
+void bench_ws_start(bench_t *b, bconn_t *c);
+void bench_ws_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 /* Fills b's options from argv (b zeroed before). On a bad option prints
  * why and the usage and exits 2; --help and --version print and exit 0. */

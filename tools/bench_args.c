@@ -15,7 +15,8 @@ const char *const bench_check_names[] = { "timestamp", "echo", "line", NULL };
 #define USAGE \
 "usage: " PROG " [-m MODE] [-H HOST] [-p PORT | --unix PATH] [-c N] [-P N]\n" \
 "       " "              [-s BYTES] [-d SECS] [--warmup SECS] [-t SECS]\n" \
-"       " "              [--check timestamp|echo|line] [--path PATH] [--json]\n"
+"       " "              [--check timestamp|echo|line] [--path PATH]\n" \
+"       " "              [--json]\n"
 
 static void help(void)
 {
@@ -51,7 +52,7 @@ static void help(void)
 "      --check KIND       how a reply is checked: timestamp, \"[\" ctime \"] \"\n"
 "                         and the request line (default); echo, the request\n"
 "                         line; line, any line\n"
-"      --path PATH        websocket: the upgrade request's target (default /)\n"
+"      --path PATH        websocket: the upgrade's target (default /)\n"
 "      --json             print one JSON object instead of the report\n"
 "  -V, --version          print the version and exit\n"
 "  -h, --help             print this help and exit\n"
@@ -138,7 +139,9 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
         case OPT_WARMUP: b->warmup = number(optarg, 0, 1e6, 0, "warmup");
                          break;
         case 't': b->timeout = number(optarg, 1e-3, 1e6, 0, "timeout"); break;
-        case OPT_CHECK: check = pick(bench_check_names, optarg, "check"); break;
+        case OPT_CHECK:
+            check = pick(bench_check_names, optarg, "check");
+            break;
         case OPT_PATH: b->ws_path = optarg; break;
         case OPT_JSON: b->json = 1; break;
         case 'V': printf(PROG " %s\n", LSV_VERSION); exit(0);

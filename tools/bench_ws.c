@@ -32,7 +32,7 @@
 
 static const unsigned char mask_key[4] = { 0x37, 0xfa, 0x21, 0x3d };
 
-void ws_setup(bench_t *b)
+void bench_ws_setup(bench_t *b)
 {
     size_t n = b->size, hdr = n < 126 ? 2 : n < 65536 ? 4 : 10;
     const char *host = b->sa.ss_family == AF_UNIX ? "localhost" : b->name;
@@ -90,12 +90,12 @@ static void ws_queue(bench_t *b, bconn_t *c, uint32_t n, int64_t now)
     lsv_buf_commit(&c->out, (size_t)n * b->ws_frame_len);
 }
 
-void ws_start(bench_t *b, bconn_t *c)
+void bench_ws_start(bench_t *b, bconn_t *c)
 {
     c->hs = 1;
     lsv_buf_append(&c->out, b->ws_upgrade, b->ws_upgrade_len);
-    if (stream_flush(b, c) != LSV_OK)
-        conn_fail(b, c, &b->st.closed, "send", errno);
+    if (bench_stream_flush(b, c) != LSV_OK)
+        bench_conn_fail(b, c, &b->st.closed, "send", errno);
 }
 
 /* Whether the head [p, p + n) (through its empty line) is a 101 with the
@@ -140,7 +140,8 @@ static long handshake(bench_t *b, bconn_t *c, const char *p, size_t len)
     else
         snprintf(why, sizeof why, "upgrade refused: %.*s",
                  (int)(n < 80 ? n : 80), p);
-    conn_fail(b, c, &b->st.connect, "upgrade", EPROTO);  /* empties c->in */
+    /* empties c->in, where p may point */
+    bench_conn_fail(b, c, &b->st.connect, "upgrade", EPROTO);
     memcpy(b->last_err, why, sizeof why);
     return -1;
 }
@@ -170,11 +171,11 @@ static long frame_len(const unsigned char *p, size_t len, size_t *hl)
  * frame with FIN; pings and pongs are skipped; a close ends the
  * connection); then as many frames as were answered go out in one write.
  * Before that, the upgrade's 101; once it is in, the first -P frames go. */
-void ws_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+void bench_ws_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     bench_t *b = ev_userdata(loop);
     bconn_t *c = container_of(w, bconn_t, rio);
-    size_t len = stream_read(b, c), off = 0, hl = 0;
+    size_t len = bench_stream_read(b, c), off = 0, hl = 0;
     const char *p = b->rbuf;
     int buffered = c->in.len > 0;
     uint32_t done = 0;
@@ -195,8 +196,8 @@ void ws_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             off = (size_t)r;
             c->hs = 0;
             ws_queue(b, c, b->pipeline, now);
-            if (stream_flush(b, c) != LSV_OK) {
-                conn_fail(b, c, &b->st.closed, "send", errno);
+            if (bench_stream_flush(b, c) != LSV_OK) {
+                bench_conn_fail(b, c, &b->st.closed, "send", errno);
                 return;
             }
         }
@@ -206,16 +207,18 @@ void ws_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                              &hl)) != 0) {
         int op = r > 0 ? p[off] & 0x0f : -1, fin = (p[off] & 0x80) != 0;
         if (r < 0 || op == 8) {
-            if (r < 0) bad_reply(b, p + off, len - off < 64 ? len - off : 64);
-            conn_fail(b, c, &b->st.closed, op == 8 ? "close frame" : "read",
-                      op == 8 ? 0 : EPROTO);
+            if (r < 0)
+                bench_bad_reply(b, p + off, len - off < 64 ? len - off : 64);
+            bench_conn_fail(b, c, &b->st.closed,
+                            op == 8 ? "close frame" : "read",
+                            op == 8 ? 0 : EPROTO);
             return;
         }
         if (op != 9 && op != 10) {
             const char *d = p + off + hl;
             size_t n = (size_t)r - hl;
             if (unlikely(c->inflight == 0)) {
-                bad_reply(b, d, n);             /* nothing was asked */
+                bench_bad_reply(b, d, n);             /* nothing was asked */
             } else {
                 slot_t *s = &c->slots[c->head];
                 if (likely(fin && (op == 1 || op == 2)
@@ -224,7 +227,7 @@ void ws_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                                    && is_request(b, d, s->seq)))))
                     record(b, c, now - s->sent);
                 else
-                    bad_reply(b, d, n);
+                    bench_bad_reply(b, d, n);
                 if (++c->head == b->pipeline) c->head = 0;
                 c->inflight--;
                 done++;
@@ -238,7 +241,7 @@ void ws_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         lsv_buf_append(&c->in, p + off, len - off);
     if (done > 0) {
         ws_queue(b, c, done, now_ns());
-        if (stream_flush(b, c) != LSV_OK)
-            conn_fail(b, c, &b->st.closed, "send", errno);
+        if (bench_stream_flush(b, c) != LSV_OK)
+            bench_conn_fail(b, c, &b->st.closed, "send", errno);
     }
 }
