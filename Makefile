@@ -118,7 +118,8 @@ test: all units
 	@LUASERV_BUILD=$(BUILD) sh spec/run $(UNIT_TESTS:%=$(BUILD)/unit/%)
 
 # The benchmark: luaserv against the bare C and Python reference servers,
-# pinned to separate cores; QUICK=1 for a run under a minute.
+# pinned to separate cores; QUICK=1 for a short run, ONLY=protocols (or
+# lines, idle, shdict, resp, http, ws) for some parts alone.
 bench: all $(BUILD)/ref_libev
 	@sh .ci/deps bench
 	QUICK=$(QUICK) ONLY=$(ONLY) BUILD=$(BUILD) python3 bench/run.py
