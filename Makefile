@@ -42,6 +42,7 @@ OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
 BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/hist \
+            tools/bench_ws \
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
@@ -123,10 +124,11 @@ test: all units
 	@LUASERV_BUILD=$(BUILD) sh spec/run $(UNIT_TESTS:%=$(BUILD)/unit/%)
 
 # The benchmark: luaserv against the bare C and Python reference servers,
-# pinned to separate cores; QUICK=1 for a run under a minute.
+# pinned to separate cores; QUICK=1 for a short run, ONLY=protocols (or
+# lines, idle, shdict, resp, http, ws) for some parts alone.
 bench: all $(BUILD)/ref_libev
 	@sh .ci/deps bench
-	QUICK=$(QUICK) BUILD=$(BUILD) python3 bench/run.py
+	QUICK=$(QUICK) ONLY=$(ONLY) BUILD=$(BUILD) python3 bench/run.py
 
 $(BUILD)/ref_libev: bench/ref_libev.c
 	@mkdir -p $(BUILD)
