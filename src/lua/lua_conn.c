@@ -19,20 +19,20 @@ typedef struct ldgram {
     lsv_dgram_t *d;
 } ldgram_t;
 
-/* The conn metatable, by address: checking a conn argument compares its
- * metatable with this instead of looking the name up (luaL_checkudata
- * hashes and compares the name on every call; this is on the hot path of
- * every conn:write and conn:readline). */
-static const void *conn_mt;
+/* What lsv_lconn_new writes first in every conn userdata. Checking a
+ * conn argument (on the hot path of every conn:write and conn:readline)
+ * reads its length and this word instead of pushing, comparing and
+ * popping its metatable (luaL_checkudata would also hash the name): only
+ * lsv_lconn_new writes it, Lua code cannot write a userdata's bytes, and
+ * a light userdata's length is 0. */
+static const char lconn_tag = 'c';
 
 lsv_lconn_t *lsv_lconn_check(lua_State *L, int idx)
 {
     lconn_t *u = lua_touserdata(L, idx);
-    if (likely(u != NULL) && lua_getmetatable(L, idx)) {
-        int ok = lua_topointer(L, -1) == conn_mt;
-        lua_pop(L, 1);
-        if (likely(ok)) return u;
-    }
+    if (likely(u != NULL) && likely(lua_rawlen(L, idx) == sizeof *u) &&
+        likely(u->tag == &lconn_tag))
+        return u;
     luaL_typeerror(L, idx, LSV_CONN_MT);
     return NULL;
 }
@@ -262,6 +262,7 @@ lsv_lconn_t *lsv_lconn_new(lua_State *L, lsv_conn_t *c, int outbound)
 {
     lconn_t *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
+    u->tag = &lconn_tag;
     u->ref = LUA_NOREF;
     luaL_setmetatable(L, LSV_CONN_MT);
     push_ref_table(L, outbound);
@@ -477,9 +478,6 @@ void lsv_lconn_open(lua_State *L)
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &states_key);
     new_metatable(L, LSV_CONN_MT, conn_methods, conn_index, conn_tostring);
-    luaL_getmetatable(L, LSV_CONN_MT);
-    conn_mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
     new_metatable(L, LSV_DGRAM_MT, dgram_methods, dgram_index,
                   dgram_tostring);
 }
