@@ -108,6 +108,17 @@ int lsv_conn_check_room(lsv_conn_t *c, size_t n);
 int lsv_conn_append(lsv_conn_t *c, const char *p, size_t n);
 void lsv_conn_queued(lsv_conn_t *c);
 
+/* Makes room for n more bytes of output, already checked with
+ * lsv_conn_check_room, and returns where they go: the caller copies
+ * exactly n bytes there and calls lsv_conn_commit, with no call that may
+ * touch c in between. One reservation for a reply in pieces instead of an
+ * append per piece. Returns NULL after failing c when memory runs out, as
+ * lsv_conn_append does. */
+char *lsv_conn_reserve(lsv_conn_t *c, size_t n);
+/* Queues the n bytes copied at lsv_conn_reserve's pointer, with
+ * lsv_conn_queued's bookkeeping. */
+void lsv_conn_commit(lsv_conn_t *c, size_t n);
+
 /* A task waits on c's output: in pull mode, with an idle timeout, a
  * write that sees no progress for that long reaches type->stalled. */
 void lsv_conn_watch_write(lsv_conn_t *c);

@@ -113,6 +113,32 @@ int lsv_conn_append(lsv_conn_t *c, const char *p, size_t n)
     return LSV_OK;
 }
 
+char *lsv_conn_reserve(lsv_conn_t *c, size_t n)
+{
+    if (unlikely(c->out.data == NULL)) lsv_conn_ensure_buf(c->srv, &c->out);
+    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
+    if (likely(lsv_buf_avail(&c->out) >= n))
+        return c->out.data + c->out.start + c->out.len;
+    char *tail = lsv_buf_try_reserve(&c->out, n);
+    if (unlikely(tail == NULL) && c->srv->hooks && c->srv->hooks->low_memory) {
+        c->srv->hooks->low_memory(c->srv);      /* as lsv_conn_append */
+        tail = lsv_buf_try_reserve(&c->out, n);
+    }
+    if (unlikely(tail == NULL)) {
+        char msg[LSV_ERRLEN];
+        snprintf(msg, sizeof msg, "out of memory queueing %zu bytes of "
+                 "output (%u already queued)", n, (unsigned)c->out.len);
+        output_failed(c, msg);
+    }
+    return tail;
+}
+
+void lsv_conn_commit(lsv_conn_t *c, size_t n)
+{
+    lsv_buf_commit(&c->out, n);
+    lsv_conn_queued(c);
+}
+
 int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n)
 {
     if (c->flags & LSV_CONN_CLOSING) return LSV_ERR;

@@ -62,6 +62,10 @@ static int bad_result(lsv_conn_t *c, lua_State *L, int base, int i,
  * string is made only when it is copied). */
 #define NUMBER_LEN 64
 
+/* Replies of up to this many values (none a table) take the one-copy
+ * path of write_result. */
+#define REPLY_PIECES 8
+
 /* Writes what on_message returned: the values above stack slot base, each
  * a string (or number), a table of strings, or nil; all popped. Several
  * values are written in order, so `return "[", ctime(), "] ", line`
@@ -81,13 +85,24 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
         return LSV_OK;
     }
     size_t total = 0, n;
+    /* The common reply, a few strings, is copied from what the first pass
+     * saw (the strings stay on the stack) into one reservation. */
+    const char *piece[REPLY_PIECES];
+    size_t piece_len[REPLY_PIECES];
+    int pieces = top - base <= REPLY_PIECES;
     for (int i = base + 1; i <= top; i++) {
-        if (likely(lua_tolstring(L, i, &n) != NULL)) {
+        const char *s = lua_tolstring(L, i, &n);
+        if (pieces) {
+            piece[i - base - 1] = s;
+            piece_len[i - base - 1] = s ? n : 0;
+        }
+        if (likely(s != NULL)) {
             total += n;
             continue;
         }
         int t = lua_type(L, i);
         if (t == LUA_TTABLE) {
+            pieces = 0;
             lua_Integer len = (lua_Integer)lua_rawlen(L, i);
             for (lua_Integer k = 1; k <= len; k++) {
                 int et = lua_rawgeti(L, i, k);
@@ -101,6 +116,19 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
         }
     }
     if (total == 0 || lsv_conn_check_room(c, total) != LSV_OK) {
+        lua_settop(L, base);
+        return LSV_OK;
+    }
+    if (pieces) {
+        char *dst = lsv_conn_reserve(c, total);
+        if (likely(dst != NULL)) {
+            for (int k = 0; k < top - base; k++) {
+                if (piece_len[k] == 0) continue;     /* nil or "" */
+                memcpy(dst, piece[k], piece_len[k]);
+                dst += piece_len[k];
+            }
+            lsv_conn_commit(c, total);
+        }
         lua_settop(L, base);
         return LSV_OK;
     }
@@ -125,15 +153,17 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
 }
 
 
-/* A run of frames keeps the handler table and the conn on the stack;
- * on_message is still looked up for every frame, so a reload or an
- * assignment takes effect at once. */
+/* A run of frames keeps the handler table, the key "on_message" and the
+ * conn on the stack; on_message is still looked up for every frame, so a
+ * reload or an assignment takes effect at once, but with the key at hand
+ * (lua_getfield would find the string "on_message" again every time). */
 static void callback_begin(lsv_conn_t *c)
 {
     lsv_server_t *srv = lsv_conn_server(c);
     lua_State *L = srv->vm->L;
     srv->vm->listener = lsv_conn_listener(c);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lsv_handler_ref(lsv_conn_listener(c)));
+    lua_pushliteral(L, "on_message");
     lsv_lconn_push(L, c);
 }
 
@@ -141,7 +171,7 @@ static void callback_end(lsv_conn_t *c)
 {
     lsv_server_t *srv = lsv_conn_server(c);
     srv->vm->listener = NULL;
-    lua_pop(srv->vm->L, 2);
+    lua_pop(srv->vm->L, 3);
 }
 
 /* One frame: on_message(conn, frame), its return value queued. */
@@ -149,8 +179,9 @@ static void callback_frame(lsv_conn_t *c, const char *p, size_t n)
 {
     lsv_server_t *srv = lsv_conn_server(c);
     lua_State *L = srv->vm->L;
-    int conn = lua_gettop(L), handler = conn - 1;
-    if (unlikely(lua_getfield(L, handler, "on_message") != LUA_TFUNCTION)) {
+    int conn = lua_gettop(L), handler = conn - 2;
+    lua_pushvalue(L, conn - 1);
+    if (unlikely(lua_gettable(L, handler) != LUA_TFUNCTION)) {
         lua_pop(L, 1);
         return;
     }

@@ -25,20 +25,20 @@ typedef struct ldgram {
     lsv_dgram_t *d;
 } ldgram_t;
 
-/* The conn metatable, by address: checking a conn argument compares its
- * metatable with this instead of looking the name up (luaL_checkudata
- * hashes and compares the name on every call; this is on the hot path of
- * every conn:write and conn:readline). */
-static const void *conn_mt;
+/* What lsv_lconn_new writes first in every conn userdata. Checking a
+ * conn argument (on the hot path of every conn:write and conn:readline)
+ * reads its length and this word instead of pushing, comparing and
+ * popping its metatable (luaL_checkudata would also hash the name): only
+ * lsv_lconn_new writes it, Lua code cannot write a userdata's bytes, and
+ * a light userdata's length is 0. */
+static const char lconn_tag = 'c';
 
 lsv_lconn_t *lsv_lconn_check(lua_State *L, int idx)
 {
     lconn_t *u = lua_touserdata(L, idx);
-    if (likely(u != NULL) && lua_getmetatable(L, idx)) {
-        int ok = lua_topointer(L, -1) == conn_mt;
-        lua_pop(L, 1);
-        if (likely(ok)) return u;
-    }
+    if (likely(u != NULL) && likely(lua_rawlen(L, idx) == sizeof *u) &&
+        likely(u->tag == &lconn_tag))
+        return u;
     luaL_typeerror(L, idx, LSV_CONN_MT);
     return NULL;
 }
@@ -88,6 +88,28 @@ static int push_addr_field(lua_State *L, const char *k,
     return 1;
 }
 
+/* Registry key of the weak-keyed table of conns' state tables. A user
+ * value would cost every conn 24 bytes (its slot and Udata's longer
+ * header: a 128-byte block instead of 112); this costs only the conns
+ * whose handler uses conn.state. An ephemeron table keeps a state for as
+ * long as its conn's userdata lives, even one that refers back to it. */
+static const char states_key = 's';
+
+/* Pushes the state table of the conn at 1, made on first use. [-0, +1, m] */
+static void push_state(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &states_key);
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, -2) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, 1);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_remove(L, -2);
+}
+
 /* conn.field or conn:method. [-0, +1, -] */
 static int conn_index(lua_State *L)
 {
@@ -99,11 +121,7 @@ static int conn_index(lua_State *L)
     if (strcmp(k, "id") == 0) {
         lua_pushinteger(L, u->id);
     } else if (strcmp(k, "state") == 0) {
-        if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) {
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setiuservalue(L, 1, 1);
-        }
+        push_state(L);
     } else {
         socklen_t len = 0;
         const struct sockaddr *sa = u->c ? lsv_conn_peer(u->c, &len) : NULL;
@@ -248,8 +266,9 @@ static void push_ref_table(lua_State *L, int outbound)
 
 lsv_lconn_t *lsv_lconn_new(lua_State *L, lsv_conn_t *c, int outbound)
 {
-    lconn_t *u = lua_newuserdatauv(L, sizeof *u, 1);
+    lconn_t *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
+    u->tag = &lconn_tag;
     u->ref = LUA_NOREF;
     luaL_setmetatable(L, LSV_CONN_MT);
     push_ref_table(L, outbound);
@@ -521,10 +540,13 @@ void lsv_lconn_open(lua_State *L)
     lua_pushvalue(L, -1);
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &weak_key);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_pushvalue(L, -1);
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &states_key);
     new_metatable(L, LSV_CONN_MT, conn_methods, conn_index, conn_tostring);
-    luaL_getmetatable(L, LSV_CONN_MT);
-    conn_mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
     new_metatable(L, LSV_DGRAM_MT, dgram_methods, dgram_index,
                   dgram_tostring);
 }

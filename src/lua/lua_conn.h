@@ -17,6 +17,7 @@
  * the C conn goes away, so every method checks it, as liolib.c does for
  * closed files. */
 typedef struct lsv_lconn {
+    const void *tag;           /* lsv_lconn_check's mark (lua_conn.c) */
     lsv_conn_t *c;
     lua_Integer id;
     int ref;                   /* the registry's ref to this userdata (a

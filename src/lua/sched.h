@@ -52,6 +52,7 @@ struct lsv_task {
     lsv_task_t *next_ready;    /* srv->vm->sched->ready queue */
     lsv_task_t *prev, *next;   /* srv->vm->sched->tasks */
     void *handle;              /* its Lua handle (spawn), or NULL */
+    int reusable;              /* returned: its thread may serve again */
     ev_timer timer;            /* sleep and wait timeouts */
     lsv_frame_spec_t want;     /* LSV_WAIT_READ: the read request */
 };
@@ -78,6 +79,12 @@ typedef struct lsv_sched {
     lsv_task_t main_task;      /* the main thread's extra space points here */
     lsv_task_t *tasks;         /* every live task; doubly linked */
     lsv_task_t *ready, *ready_tail;    /* tasks to resume this turn */
+    /* Tasks that returned, kept with their threads (stack emptied, ref
+     * kept) for the next spawns: a new thread, its registry ref and the
+     * task's allocation cost more than the rest of a short connection's
+     * task; linked by next. */
+    lsv_task_t *spare;
+    int nspare;
 } lsv_sched_t;
 
 /* Makes srv->vm->sched, after lsv_vm_open: lsv_vm_server works from then

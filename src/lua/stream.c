@@ -545,14 +545,56 @@ static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
     return 1;
 }
 
+/* Replies of up to this many strings take write_whole's one copy. */
+#define WRITE_PIECES 8
+
+/* The common write, a few strings that fit (for a task, under the
+ * high-water mark, so it would not wait): one check, one reservation and
+ * one copy, not a lsv_conn_write per piece. The strings are still on the
+ * stack. Returns what conn:write returns, or -1 when write_from must take
+ * it. [-0, +(1|2), -] */
+static int write_whole(lua_State *L, lsv_conn_t *c, const char **piece,
+                       const size_t *len, int npieces, size_t total)
+{
+    if (writer_task(L, c) != NULL) {
+        size_t hw = high_water(c);
+        size_t cap = lsv_conn_server(c)->opt.max_output;
+        if (cap && hw > cap) hw = cap;
+        if (lsv_conn_pending(c) + total > hw) return -1;
+    }
+    if (lsv_conn_check_room(c, total) != LSV_OK) {
+        lsv_push_fail(L, "overflow");           /* c failed; may be gone */
+        return 2;
+    }
+    char *dst = lsv_conn_reserve(c, total);
+    if (dst == NULL) {
+        lsv_push_fail(L, "overflow");
+        return 2;
+    }
+    for (int k = 0; k < npieces; k++) {
+        if (len[k] == 0) continue;
+        memcpy(dst, piece[k], len[k]);
+        dst += len[k];
+    }
+    lsv_conn_commit(c, total);
+    lua_settop(L, 1);
+    return 1;
+}
+
 int lsv_stream_write(lua_State *L, lsv_conn_t *c)
 {
     int top = lua_gettop(L);
     int tables = 0;
     size_t total = 0, n;
+    const char *piece[WRITE_PIECES];
+    size_t piece_len[WRITE_PIECES];
     for (int i = 2; i <= top; i++) {
         if (lua_type(L, i) != LUA_TTABLE) {
-            lua_tolstring(L, i, &n);
+            const char *s = lua_tolstring(L, i, &n);
+            if (i - 2 < WRITE_PIECES) {
+                piece[i - 2] = s;
+                piece_len[i - 2] = n;
+            }
             total += n;
             continue;
         }
@@ -591,6 +633,10 @@ int lsv_stream_write(lua_State *L, lsv_conn_t *c)
     if (lsv_conn_is_closing(c)) {
         lsv_push_fail(L, "closed");
         return 2;
+    }
+    if (!tables && top - 1 <= WRITE_PIECES && total > 0) {
+        int rc = write_whole(L, c, piece, piece_len, top - 1, total);
+        if (rc >= 0) return rc;
     }
     /* A writer that cannot wait queues the whole reply or none of it. */
     if (writer_task(L, c) == NULL && lsv_conn_check_room(c, total) != LSV_OK) {
