@@ -130,7 +130,7 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     lsv_server_t *srv = l->srv;
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     init_conn(c, srv, l, fd, sa, salen);
-    c->framing = *framing;
+    c->framing = lsv_conn_share_framing(l, framing);
     c->timeout = l->opt.idle_timeout;
     lsv_conn_set_type(c, type);
     if (l->addr.kind == LSV_NET_TCP) {
@@ -162,7 +162,8 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
 {
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     init_conn(c, srv, srv->outbound_listener, fd, sa, salen);
-    c->framing = c->listener->framing;
+    c->framing = lsv_conn_share_framing(c->listener,
+                                        &c->listener->framing);
     c->flags = LSV_CONN_OUTBOUND | LSV_CONN_CONNECTING;
     lsv_conn_set_type(c, type);
     ev_io_start(srv->loop, &c->wio);
@@ -259,6 +260,7 @@ static void conn_finish(lsv_conn_t *c)
     c->in.len = c->out.len = 0;
     release_buf(srv, &c->in);
     release_buf(srv, &c->out);
+    lsv_frame_ref_drop(c->framing);
     if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
     c->listener->stats.conns_active--;
     free(c);
@@ -312,8 +314,9 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
 
 static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
 {
+    const lsv_frame_spec_t *spec = &c->framing->spec;
     lsv_conn_log(LSV_LOG_WARN, c, "%s (%s framing, max %u); closing", err,
-                 lsv_frame_kind_name(c->framing.kind), c->framing.max);
+                 lsv_frame_kind_name(spec->kind), spec->max);
     c->in.len = 0;
     lsv_conn_report(c, err);
     lsv_conn_close(c, reason);
@@ -393,11 +396,11 @@ static void process_input(lsv_conn_t *c, int drained)
             break;
         }
         size_t hint = c->hint, off, mlen;
-        ssize_t r = lsv_frame_next(&c->framing, lsv_buf_head(&c->in),
+        ssize_t r = lsv_frame_next(&c->framing->spec, lsv_buf_head(&c->in),
                                    c->in.len, eof, &hint, &off, &mlen);
         if (r == LSV_FRAME_PARTIAL) {
-            if (lsv_frame_is_proto(c->framing.kind))
-                send_interim(c, &c->framing, &hint);
+            if (lsv_frame_is_proto(c->framing->spec.kind))
+                send_interim(c, &c->framing->spec, &hint);
             c->hint = hint;
             c->flags |= LSV_CONN_PARTIAL;
             if (eof) lsv_conn_close(c, "eof");
@@ -405,15 +408,15 @@ static void process_input(lsv_conn_t *c, int drained)
         }
         c->flags &= ~LSV_CONN_PARTIAL;
         if (unlikely(r < 0)) {
-            if (lsv_frame_is_proto(c->framing.kind)) {
-                lsv_conn_reject(c, &c->framing, r);
+            if (lsv_frame_is_proto(c->framing->spec.kind)) {
+                lsv_conn_reject(c, &c->framing->spec, r);
             } else if (r == LSV_FRAME_TOO_LONG) {
                 frame_error(c, "frame too long", "too long");
             } else {
                 lsv_conn_log(LSV_LOG_INFO, c, "frame cut off at end of "
                              "stream: %u bytes of an incomplete %s frame "
                              "dropped; closing", c->in.len,
-                             lsv_frame_kind_name(c->framing.kind));
+                             lsv_frame_kind_name(c->framing->spec.kind));
                 lsv_conn_close(c, "truncated");
             }
             break;
@@ -599,12 +602,6 @@ void lsv_conn_resume(lsv_conn_t *c)
     if (!(c->flags & LSV_CONN_CLOSING) &&
         (c->in.len || (c->flags & LSV_CONN_EOF)))
         schedule_read(c);
-}
-
-void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec)
-{
-    c->framing = *spec;
-    c->hint = 0;
 }
 
 /* --- whole server ------------------------------------------------------- */

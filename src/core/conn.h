@@ -135,8 +135,9 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason);
 void lsv_conn_pause(lsv_conn_t *c);
 void lsv_conn_resume(lsv_conn_t *c);
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds);
-/* Changes framing; the framer restarts on the bytes already buffered. */
-void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
+/* Changes framing; the framer restarts on the bytes already buffered.
+ * Returns LSV_OK, or LSV_ERR out of memory (c's framing unchanged). */
+int lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
 
 /* Takes the next frame by `want` from c's buffered input (pull mode):
  * returns the bytes consumed (> 0) with *p, *n the frame (borrowed: valid

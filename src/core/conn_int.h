@@ -42,7 +42,7 @@ struct lsv_conn {
     ev_timer timer;               /* idle timeout, write watch, linger */
     lsv_buf_t in;
     lsv_buf_t out;
-    lsv_frame_spec_t framing;
+    lsv_frame_ref_t *framing;     /* shared; its spec is c's framing */
     size_t hint;                  /* push: the framer's resume state */
     uint32_t flags;
     int fd;
@@ -63,6 +63,13 @@ struct lsv_conn {
         struct sockaddr_in6 in6;
     } peer;
 };
+
+/* c's framing for a conn accepted on l with spec: a new reference to the
+ * one l's last conns share when spec frames alike, else to a new one that
+ * l's next conns share. Aborts out of memory, as the conn's own
+ * allocation does. (conn_info.c) */
+lsv_frame_ref_t *lsv_conn_share_framing(lsv_listener_t *l,
+                                        const lsv_frame_spec_t *spec);
 
 /* conn.c's watchers, buffers and lifecycle, for conn_out.c. */
 void lsv_conn_stop_reading(lsv_conn_t *c);

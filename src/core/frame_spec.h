@@ -5,6 +5,7 @@
 #define LSV_FRAME_SPEC_H
 
 #include "lsv.h"
+#include <stdlib.h>
 #include <sys/types.h>
 
 #define LSV_FRAME_PARTIAL 0
@@ -52,6 +53,20 @@ typedef struct lsv_frame_spec {
     uint32_t max_bulk;     /* RESP: one bulk string; HTTP: the request
                             * line and header section, in bytes */
 } lsv_frame_spec_t;
+
+/* A frame spec conns share, counted: a listener's current default, held
+ * by each conn accepted with it, or one conn's own after set_framing.
+ * Made by lsv_conn_share_framing and lsv_conn_set_framing. */
+typedef struct lsv_frame_ref {
+    lsv_frame_spec_t spec;
+    uint32_t refs;
+} lsv_frame_ref_t;
+
+/* Drops a reference to r (NULL is ignored); frees it with the last. */
+static inline void lsv_frame_ref_drop(lsv_frame_ref_t *r)
+{
+    if (r != NULL && --r->refs == 0) free(r);
+}
 
 /* Whether kind is a protocol kind (decoded by the Lua layer). */
 static inline int lsv_frame_is_proto(int kind)

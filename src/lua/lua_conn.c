@@ -184,7 +184,8 @@ static int conn_set_framing(lua_State *L)
     if (lsv_vm_parse_framing(L, 2, &spec, err) != LSV_OK)
         return luaL_argerror(L, 2, err);
     if (u->c == NULL) return closed_result(L);
-    lsv_conn_set_framing(u->c, &spec);
+    if (lsv_conn_set_framing(u->c, &spec) != LSV_OK)
+        return luaL_error(L, "not enough memory");
     lua_pushboolean(L, 1);
     return 1;
 }
