@@ -22,9 +22,9 @@
 /* Seconds a closing conn waits for its peer to take queued output. */
 #define CLOSE_LINGER 10.0
 
-static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_writable(lsv_conn_t *c);
 static void write_timer(lsv_conn_t *c);
 static void conn_finish(lsv_conn_t *c);
 static void conn_settle(lsv_conn_t *c);
@@ -32,21 +32,45 @@ static void conn_input(lsv_conn_t *c);
 
 /* --- watchers ----------------------------------------------------------- */
 
+/* Sets c's one io watcher to what its flags ask: readable while READING,
+ * writable while WRITING (also a connect in progress), stopped for
+ * neither. A change restarts it, which drops an event it had pending;
+ * the level-triggered backend reports it again on the next turn. */
+static void io_update(lsv_conn_t *c)
+{
+    int want = ((c->flags & LSV_CONN_READING) ? EV_READ : 0) |
+               ((c->flags & LSV_CONN_WRITING) ? EV_WRITE : 0);
+    struct ev_loop *loop = c->srv->loop;
+    ev_io_stop(loop, &c->io);
+    if (want == 0) return;
+    ev_io_modify(&c->io, want);
+    ev_io_start(loop, &c->io);
+}
+
 static void start_reading(lsv_conn_t *c)
 {
     if (c->flags & (LSV_CONN_READING | LSV_CONN_CLOSING | LSV_CONN_PAUSED |
                     LSV_CONN_BLOCKED | LSV_CONN_EOF | LSV_CONN_FULL |
                     LSV_CONN_CONNECTING) || c->type == NULL)
         return;
-    ev_io_start(c->srv->loop, &c->rio);
     c->flags |= LSV_CONN_READING;
+    io_update(c);
 }
 
 static void stop_reading(lsv_conn_t *c)
 {
     if (!(c->flags & LSV_CONN_READING)) return;
-    ev_io_stop(c->srv->loop, &c->rio);
     c->flags &= ~LSV_CONN_READING;
+    io_update(c);
+}
+
+/* Watches for c's socket taking output (on) or stops (off). */
+static void watch_writable(lsv_conn_t *c, int on)
+{
+    if (!!(c->flags & LSV_CONN_WRITING) == !!on) return;
+    if (on) c->flags |= LSV_CONN_WRITING;
+    else c->flags &= ~LSV_CONN_WRITING;
+    io_update(c);
 }
 
 /* Asks for one more pass over c's input on the next loop turn: frames
@@ -116,8 +140,7 @@ static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
     memcpy(&c->peer, sa, salen);
     c->peer_len = salen;
     c->last_active = c->started = ev_now(srv->loop);
-    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->io, conn_io_cb, fd, 0);
     ev_init(&c->timer, conn_timer_cb);
     l->stats.conns_total++;
     l->stats.conns_active++;
@@ -166,8 +189,7 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
                                         &c->listener->framing);
     c->flags = LSV_CONN_OUTBOUND | LSV_CONN_CONNECTING;
     lsv_conn_set_type(c, type);
-    ev_io_start(srv->loop, &c->wio);
-    c->flags |= LSV_CONN_WRITING;
+    watch_writable(c, 1);       /* the connect's end */
     c->next = srv->outbound;
     if (srv->outbound) srv->outbound->prev = c;
     srv->outbound = c;
@@ -231,9 +253,8 @@ static void conn_finish(lsv_conn_t *c)
                        c->nmsg, reason);
     }
 
-    stop_reading(c);
-    ev_io_stop(srv->loop, &c->rio);  /* also clears a fed event */
-    ev_io_stop(srv->loop, &c->wio);
+    c->flags &= ~(LSV_CONN_READING | LSV_CONN_WRITING);
+    ev_io_stop(srv->loop, &c->io);  /* also clears a pending event */
     ev_timer_stop(srv->loop, &c->timer);
     c->transport->close(c);
 
@@ -498,10 +519,26 @@ static int read_some(lsv_conn_t *c)
     }
 }
 
-static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* c's socket is writable or readable or both: output first (a connect's
+ * end comes this way), then input unless c closed meanwhile. */
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop; (void)revents;
-    conn_input(container_of(w, lsv_conn_t, rio));
+    (void)loop;
+    lsv_conn_t *c = container_of(w, lsv_conn_t, io);
+    if (revents & EV_WRITE) {
+        if (!(revents & EV_READ)) {
+            conn_writable(c);
+            return;
+        }
+        c->busy++;
+        conn_writable(c);
+        c->busy--;
+        if (c->flags & LSV_CONN_CLOSING) {
+            conn_settle(c);     /* may free c */
+            return;
+        }
+    }
+    if (c->flags & LSV_CONN_READING) conn_input(c);
 }
 
 /* Input work for c: read if there is room for it, then frame. A conn
@@ -682,10 +719,7 @@ static void conn_flush(lsv_conn_t *c)
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!(c->flags & LSV_CONN_WRITING)) {
-                ev_io_start(srv->loop, &c->wio);
-                c->flags |= LSV_CONN_WRITING;
-            }
+            watch_writable(c, 1);
             break;
         }
         lsv_debug("conn %llu: send: %s", (unsigned long long)c->id,
@@ -695,10 +729,7 @@ static void conn_flush(lsv_conn_t *c)
     }
     if (c->type->drained) c->type->drained(c);
     if (c->out.len == 0) {
-        if (c->flags & LSV_CONN_WRITING) {
-            ev_io_stop(srv->loop, &c->wio);
-            c->flags &= ~LSV_CONN_WRITING;
-        }
+        watch_writable(c, 0);
         release_buf(srv, &c->out);
         if (c->flags & LSV_CONN_CLOSING) {
             conn_finish(c);
@@ -723,17 +754,16 @@ void lsv_conn_flush_pending(lsv_server_t *srv)
     }
 }
 
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* c's socket takes output, or its connect ended. */
+static void conn_writable(lsv_conn_t *c)
 {
-    (void)revents;
-    lsv_conn_t *c = container_of(w, lsv_conn_t, wio);
     if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
         int err = 0;
         socklen_t len = sizeof err;
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
-        ev_io_stop(loop, &c->wio);
-        c->flags &= ~(LSV_CONN_WRITING | LSV_CONN_CONNECTING);
+        c->flags &= ~LSV_CONN_CONNECTING;
+        watch_writable(c, 0);
         if (err == 0) {
             int one = 1;
             setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -16,8 +16,8 @@ enum {
     LSV_CONN_ABORT = 1 << 4,      /* closing without flushing */
     LSV_CONN_PENDING = 1 << 5,    /* on srv->pending */
     LSV_CONN_DRAIN = 1 << 7,      /* the server is stopping */
-    LSV_CONN_READING = 1 << 8,    /* rio started */
-    LSV_CONN_WRITING = 1 << 9,    /* wio started */
+    LSV_CONN_READING = 1 << 8,    /* io watches for input */
+    LSV_CONN_WRITING = 1 << 9,    /* io watches for output room */
     LSV_CONN_TIMER = 1 << 10,     /* timer armed */
     LSV_CONN_PULL = 1 << 11,      /* its type takes frames itself */
     LSV_CONN_OUTBOUND = 1 << 12,  /* made by lsv_conn_outbound */
@@ -37,8 +37,7 @@ struct lsv_conn {
     lsv_conn_t *prev, *next;      /* srv->conns or srv->outbound */
     lsv_conn_t *next_pending;     /* srv->pending */
     lsv_conn_t *next_again;       /* srv->again */
-    ev_io rio;
-    ev_io wio;
+    ev_io io;                     /* READING and WRITING's events */
     ev_timer timer;               /* idle timeout, write watch, linger */
     lsv_buf_t in;
     lsv_buf_t out;
