@@ -40,7 +40,7 @@ static void io_update(lsv_conn_t *c)
 {
     int want = ((c->flags & LSV_CONN_READING) ? EV_READ : 0) |
                ((c->flags & LSV_CONN_WRITING) ? EV_WRITE : 0);
-    struct ev_loop *loop = c->srv->loop;
+    struct ev_loop *loop = lsv_conn_srv(c)->loop;
     ev_io_stop(loop, &c->io);
     if (want == 0) return;
     ev_io_modify(&c->io, want);
@@ -79,7 +79,7 @@ static void watch_writable(lsv_conn_t *c, int on)
  * turn per loop iteration like any other. */
 static void schedule_read(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     if (c->flags & LSV_CONN_AGAIN) return;
     c->flags |= LSV_CONN_AGAIN;
     lsv_conn_t **list = srv->running_again ? &srv->again_next : &srv->again;
@@ -90,7 +90,7 @@ static void schedule_read(lsv_conn_t *c)
 
 static void arm_timer(lsv_conn_t *c, ev_tstamp after)
 {
-    struct ev_loop *loop = c->srv->loop;
+    struct ev_loop *loop = lsv_conn_srv(c)->loop;
     if (c->flags & LSV_CONN_TIMER) ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, after, 0.);
     ev_timer_start(loop, &c->timer);
@@ -100,7 +100,7 @@ static void arm_timer(lsv_conn_t *c, ev_tstamp after)
 static void disarm_timer(lsv_conn_t *c)
 {
     if (!(c->flags & LSV_CONN_TIMER)) return;
-    ev_timer_stop(c->srv->loop, &c->timer);
+    ev_timer_stop(lsv_conn_srv(c)->loop, &c->timer);
     c->flags &= ~LSV_CONN_TIMER;
 }
 
@@ -131,14 +131,12 @@ static void ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
                       int fd, const struct sockaddr *sa, socklen_t salen)
 {
-    c->srv = srv;
     c->listener = l;
     c->transport = &lsv_transport_plain;
-    c->fd = fd;
     c->id = ++srv->next_conn_id;
     if (salen > sizeof c->peer) salen = sizeof c->peer;
     memcpy(&c->peer, sa, salen);
-    c->peer_len = salen;
+    c->peer_len = (uint16_t)salen;
     c->last_active = c->started = ev_now(srv->loop);
     ev_io_init(&c->io, conn_io_cb, fd, 0);
     ev_init(&c->timer, conn_timer_cb);
@@ -238,7 +236,7 @@ void lsv_conn_report(lsv_conn_t *c, const char *msg)
  * fd, logs the access line. Deferred while c is held. */
 static void conn_finish(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     if (c->busy) return;
     const char *reason = c->close_reason ? c->close_reason : "closed";
     c->busy++;
@@ -343,39 +341,6 @@ static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
     lsv_conn_close(c, reason);
 }
 
-void lsv_conn_reject(lsv_conn_t *c, const lsv_frame_spec_t *spec, ssize_t r)
-{
-    char reply[512];
-    const char *why = "bad frame";
-    size_t n = lsv_frame_reject(spec, r, lsv_buf_head(&c->in), c->in.len,
-                                reply, sizeof reply, &why);
-    lsv_conn_log(LSV_LOG_INFO, c, "%s (%s framing); closing", why,
-                 lsv_frame_kind_name(spec->kind));
-    c->in.len = 0;
-    lsv_conn_hold(c);
-    if (n > 0 && !(c->flags & LSV_CONN_CLOSING))
-        lsv_conn_write(c, reply, n);
-    lsv_conn_report(c, why);
-    lsv_conn_close(c, r == LSV_FRAME_TOO_LONG ? "too long" : "protocol error");
-    lsv_conn_release(c);                /* may free c */
-}
-
-/* A partial frame may owe the peer an interim reply (HTTP's 100 Continue,
- * lsv_frame_interim): queued past the output cap and dropped if memory
- * is short (the peer then sends its body after its own wait), so it
- * never fails or frees c. */
-static void send_interim(lsv_conn_t *c, const lsv_frame_spec_t *spec,
-                         size_t *hint)
-{
-    char out[64];
-    size_t n = lsv_frame_interim(spec, lsv_buf_head(&c->in), c->in.len, hint,
-                                 out, sizeof out);
-    if (n == 0 || (c->flags & LSV_CONN_CLOSING)) return;
-    ensure_buf(c->srv, &c->out);
-    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
-    if (lsv_buf_try_append(&c->out, out, n) == LSV_OK) lsv_conn_queued(c);
-}
-
 /* Pull mode: tells the user of new input, then stops at the read-ahead
  * while it wants none. */
 static void pull_input(lsv_conn_t *c)
@@ -387,7 +352,7 @@ static void pull_input(lsv_conn_t *c)
         c->flags |= LSV_CONN_FULL;
         stop_reading(c);
     }
-    if (c->in.len == 0) release_buf(c->srv, &c->in);
+    if (c->in.len == 0) release_buf(lsv_conn_srv(c), &c->in);
     conn_settle(c);                     /* may free c */
 }
 
@@ -397,7 +362,7 @@ static void pull_input(lsv_conn_t *c)
  * a stopping server then closes an idle conn. */
 static void process_input(lsv_conn_t *c, int drained)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     int eof = (c->flags & LSV_CONN_EOF) != 0;
     int count = 0;
 
@@ -421,7 +386,7 @@ static void process_input(lsv_conn_t *c, int drained)
                                    c->in.len, eof, &hint, &off, &mlen);
         if (r == LSV_FRAME_PARTIAL) {
             if (lsv_frame_is_proto(c->framing->spec.kind))
-                send_interim(c, &c->framing->spec, &hint);
+                lsv_conn_send_interim(c, &c->framing->spec, &hint);
             c->hint = hint;
             c->flags |= LSV_CONN_PARTIAL;
             if (eof) lsv_conn_close(c, "eof");
@@ -475,7 +440,7 @@ static void process_input(lsv_conn_t *c, int drained)
  * when the conn was aborted. */
 static int read_some(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     size_t room = SIZE_MAX;
     if (c->flags & LSV_CONN_PULL) {
         room = c->type->room(c);
@@ -618,7 +583,7 @@ void lsv_conn_set_timeout(lsv_conn_t *c, double seconds)
     /* Pull mode: the timeout applies to each read (its user's). */
     if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_PULL)) return;
     if (c->timeout > 0) {
-        c->last_active = ev_now(c->srv->loop);
+        c->last_active = ev_now(lsv_conn_srv(c)->loop);
         arm_timer(c, c->timeout);
     } else {
         disarm_timer(c);
@@ -678,7 +643,7 @@ ssize_t lsv_conn_take(lsv_conn_t *c, const lsv_frame_spec_t *want,
         if (r == LSV_FRAME_PARTIAL) {
             c->flags |= LSV_CONN_PARTIAL;
             if (lsv_frame_is_proto(want->kind) && !eof)
-                send_interim(c, want, hint);
+                lsv_conn_send_interim(c, want, hint);
         }
         return r;
     }
@@ -706,7 +671,7 @@ void lsv_conn_end_input(lsv_conn_t *c)
  * unless the kernel took everything and more could fit. */
 static void conn_flush(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     while (c->out.len) {
         ssize_t n = c->transport->write(c, lsv_buf_head(&c->out),
                                         c->out.len);
@@ -760,13 +725,13 @@ static void conn_writable(lsv_conn_t *c)
     if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
         int err = 0;
         socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
         c->flags &= ~LSV_CONN_CONNECTING;
         watch_writable(c, 0);
         if (err == 0) {
             int one = 1;
-            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            setsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             start_reading(c);
             if (c->out.len) conn_flush(c);
         }
@@ -787,7 +752,7 @@ static void write_timer(lsv_conn_t *c)
         c->flags &= ~LSV_CONN_WATCH;
         return;
     }
-    ev_tstamp stalled = ev_now(c->srv->loop) - c->out_since;
+    ev_tstamp stalled = ev_now(lsv_conn_srv(c)->loop) - c->out_since;
     if (stalled < c->timeout - 0.001) {
         arm_timer(c, c->timeout - stalled);
         return;

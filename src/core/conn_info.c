@@ -10,13 +10,13 @@
 #include <stdarg.h>
 #include <string.h>
 
-lsv_server_t *lsv_conn_server(const lsv_conn_t *c) { return c->srv; }
+lsv_server_t *lsv_conn_server(const lsv_conn_t *c) { return lsv_conn_srv(c); }
 lsv_listener_t *lsv_conn_listener(const lsv_conn_t *c) { return c->listener; }
 uint64_t lsv_conn_id(const lsv_conn_t *c) { return c->id; }
 const lsv_conn_type_t *lsv_conn_type(const lsv_conn_t *c) { return c->type; }
 void *lsv_conn_data(const lsv_conn_t *c) { return c->data; }
 void lsv_conn_set_data(lsv_conn_t *c, void *data) { c->data = data; }
-int lsv_conn_fd(const lsv_conn_t *c) { return c->fd; }
+int lsv_conn_fd(const lsv_conn_t *c) { return c->io.fd; }
 double lsv_conn_timeout(const lsv_conn_t *c) { return c->timeout; }
 size_t lsv_conn_buffered(const lsv_conn_t *c) { return c->in.len; }
 size_t lsv_conn_pending(const lsv_conn_t *c) { return c->out.len; }
@@ -110,7 +110,7 @@ int lsv_conn_has_failed(const lsv_conn_t *c)
 
 void lsv_conn_info(const lsv_conn_t *c, lsv_conn_info_t *info)
 {
-    info->age = ev_now(c->srv->loop) - c->started;
+    info->age = ev_now(lsv_conn_srv(c)->loop) - c->started;
     info->bytes_in = c->nin;
     info->bytes_out = c->nout;
     info->messages = c->nmsg;

@@ -4,6 +4,7 @@
 #define LSV_CONN_INT_H
 
 #include "lsv.h"
+#include "listener.h"
 #include "server.h"
 
 #include <netinet/in.h>
@@ -28,9 +29,10 @@ enum {
     LSV_CONN_WATCH = 1 << 17      /* the timer watches a waiting write */
 };
 
+/* Ordered so that it packs: its size decides the allocator's chunk, what
+ * every idle conn costs (bench/idle_mem.py). */
 struct lsv_conn {
-    lsv_server_t *srv;
-    lsv_listener_t *listener;
+    lsv_listener_t *listener;     /* outbound: srv->outbound_listener */
     const struct lsv_conn_type *type;
     const struct lsv_transport *transport;   /* how bytes reach fd */
     void *data;                   /* the user's (lsv_conn_data) */
@@ -43,10 +45,6 @@ struct lsv_conn {
     lsv_buf_t out;
     lsv_frame_ref_t *framing;     /* shared; its spec is c's framing */
     size_t hint;                  /* push: the framer's resume state */
-    uint32_t flags;
-    int fd;
-    int busy;                     /* holds (callbacks in progress) */
-    socklen_t peer_len;
     uint64_t id;
     ev_tstamp last_active;
     ev_tstamp started;
@@ -56,6 +54,9 @@ struct lsv_conn {
                                    * bytes, or output was queued onto none */
     ev_tstamp timeout;            /* idle timeout, 0 = none */
     const char *close_reason;     /* static string */
+    uint32_t flags;
+    uint16_t busy;                /* holds (callbacks in progress) */
+    uint16_t peer_len;            /* of peer (the fd is io's) */
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
@@ -70,10 +71,22 @@ struct lsv_conn {
 lsv_frame_ref_t *lsv_conn_share_framing(lsv_listener_t *l,
                                         const lsv_frame_spec_t *spec);
 
+/* c's server. */
+static inline lsv_server_t *lsv_conn_srv(const lsv_conn_t *c)
+{
+    return c->listener->srv;
+}
+
 /* conn.c's watchers, buffers and lifecycle, for conn_out.c. */
 void lsv_conn_stop_reading(lsv_conn_t *c);
 void lsv_conn_arm_timer(lsv_conn_t *c, double after);
 void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b);
+/* A partial frame may owe the peer an interim reply (HTTP's 100 Continue,
+ * lsv_frame_interim): queued past the output cap and dropped if memory
+ * is short (the peer then sends its body after its own wait), so it
+ * never fails or frees c. (conn_out.c) */
+void lsv_conn_send_interim(lsv_conn_t *c, const lsv_frame_spec_t *spec,
+                           size_t *hint);
 /* Tells c's user of a failure (type->error), with c held. */
 void lsv_conn_report(lsv_conn_t *c, const char *msg);
 
