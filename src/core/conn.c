@@ -9,6 +9,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <float.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -128,6 +129,15 @@ static void ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 
 /* --- lifecycle ---------------------------------------------------------- */
 
+/* A timeout in seconds as c->timeout keeps it (a float: 7 digits, as a
+ * timer needs): 0 for none, and a positive one never rounds to 0. */
+static float timeout_of(double seconds)
+{
+    if (!(seconds > 0)) return 0;
+    if (seconds < FLT_MIN) return FLT_MIN;
+    return seconds < FLT_MAX ? (float)seconds : FLT_MAX;
+}
+
 static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
                       int fd, const struct sockaddr *sa, socklen_t salen)
 {
@@ -152,7 +162,7 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     init_conn(c, srv, l, fd, sa, salen);
     c->framing = lsv_conn_share_framing(l, framing);
-    c->timeout = l->opt.idle_timeout;
+    c->timeout = timeout_of(l->opt.idle_timeout);
     lsv_conn_set_type(c, type);
     if (l->addr.kind == LSV_NET_TCP) {
         int one = 1;
@@ -579,7 +589,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds)
 {
-    c->timeout = seconds > 0 ? seconds : 0;
+    c->timeout = timeout_of(seconds);
     /* Pull mode: the timeout applies to each read (its user's). */
     if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_PULL)) return;
     if (c->timeout > 0) {

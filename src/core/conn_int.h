@@ -52,8 +52,8 @@ struct lsv_conn {
     uint64_t nmsg;
     ev_tstamp out_since;          /* last output progress: a send took
                                    * bytes, or output was queued onto none */
-    ev_tstamp timeout;            /* idle timeout, 0 = none */
     const char *close_reason;     /* static string */
+    float timeout;                /* idle timeout, 0 = none (timeout_of) */
     uint32_t flags;
     uint16_t busy;                /* holds (callbacks in progress) */
     uint16_t peer_len;            /* of peer (the fd is io's) */
