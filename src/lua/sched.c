@@ -12,6 +12,9 @@
 
 #define TASK_MT "luaserv.task"
 
+/* t->nargs's bits hold any count of values a stack can. */
+_Static_assert(LUAI_MAXSTACK < (1 << 21), "lsv_task_t.nargs is 21 bits");
+
 /* Returned tasks kept for reuse, at most (about 1.3 KiB each). */
 #define SPARE_MAX 64
 
@@ -95,7 +98,7 @@ lsv_task_t *lsv_task_spawn(lsv_server_t *srv, lua_State *L, int nargs,
     t->srv = srv;
     *(lsv_task_t **)lua_getextraspace(t->co) = t;
     lua_xmove(L, t->co, nargs + 1);
-    t->nargs = nargs;
+    t->nargs = (unsigned)nargs;
     t->conn = conn;
     t->on_end = on_end;
     lsv_task_t *parent = lsv_task_current(L);
@@ -143,7 +146,7 @@ static void task_free(lsv_task_t *t)
 void lsv_task_wait(lsv_task_t *t, int wait, void *obj, lsv_unwait_fn unwait,
                    double timeout)
 {
-    t->wait = wait;
+    t->wait = (unsigned)wait;
     t->wait_obj = obj;
     t->unwait = unwait;
     if (timeout > 0) {
@@ -163,7 +166,7 @@ void lsv_task_unwait(lsv_task_t *t)
 void lsv_task_wake(lsv_task_t *t, int nargs)
 {
     lsv_task_unwait(t);
-    t->nargs = nargs;
+    t->nargs = (unsigned)nargs;
     enqueue(t->srv, t);
 }
 

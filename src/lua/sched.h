@@ -40,9 +40,13 @@ struct lsv_task {
     lsv_server_t *srv;         /* first: lsv_vm_server() reads it */
     lua_State *co;             /* the coroutine */
     int ref;                   /* registry ref anchoring co */
-    int nargs;                 /* values pushed on co for the next resume */
-    int wait;                  /* LSV_WAIT_* */
-    int cancelled;
+    /* One word: the task's size decides its allocator chunk, memory per
+     * stream conn (bench/idle_mem.py). */
+    unsigned nargs : 21;       /* values pushed on co for the next resume
+                                * (a stack holds under 2^20, LUAI_MAXSTACK) */
+    unsigned wait : 8;         /* LSV_WAIT_* */
+    unsigned cancelled : 1;
+    unsigned reusable : 1;     /* returned: its thread may serve again */
     lsv_conn_t *conn;          /* the conn this handle() task serves */
     lsv_task_end_fn on_end;    /* told when it ends, if conn is set */
     lsv_listener_t *listener;  /* whose errors it counts in (NULL: the
@@ -52,7 +56,6 @@ struct lsv_task {
     lsv_task_t *next_ready;    /* srv->vm->sched->ready queue */
     lsv_task_t *prev, *next;   /* srv->vm->sched->tasks */
     void *handle;              /* its Lua handle (spawn), or NULL */
-    int reusable;              /* returned: its thread may serve again */
     ev_timer timer;            /* sleep and wait timeouts */
     lsv_frame_spec_t want;     /* LSV_WAIT_READ: the read request */
 };
