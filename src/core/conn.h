@@ -139,6 +139,11 @@ void lsv_conn_set_timeout(lsv_conn_t *c, double seconds);
  * Returns LSV_OK, or LSV_ERR out of memory (c's framing unchanged). */
 int lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
 
+/* Where a pull-mode user keeps its read's hint for lsv_conn_take: the
+ * field push mode keeps its framer's state in. lsv_conn_end_input resets
+ * it; its user resets it to start a new read. */
+size_t *lsv_conn_pull_hint(lsv_conn_t *c);
+
 /* Takes the next frame by `want` from c's buffered input (pull mode):
  * returns the bytes consumed (> 0) with *p, *n the frame (borrowed: valid
  * until c next reads), or what lsv_frame_next returns otherwise

@@ -20,6 +20,7 @@ int lsv_conn_fd(const lsv_conn_t *c) { return c->io.fd; }
 double lsv_conn_timeout(const lsv_conn_t *c) { return c->timeout; }
 size_t lsv_conn_buffered(const lsv_conn_t *c) { return c->in.len; }
 size_t lsv_conn_pending(const lsv_conn_t *c) { return c->out.len; }
+size_t *lsv_conn_pull_hint(lsv_conn_t *c) { return &c->hint; }
 
 const lsv_frame_spec_t *lsv_conn_framing(const lsv_conn_t *c)
 {
@@ -73,7 +74,7 @@ int lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec)
     if (unlikely(r == NULL)) return LSV_ERR;
     lsv_frame_ref_drop(c->framing);
     c->framing = r;
-    c->hint = 0;
+    if (!(c->flags & LSV_CONN_PULL)) c->hint = 0;   /* a pull read's own */
     return LSV_OK;
 }
 

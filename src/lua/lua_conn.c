@@ -119,7 +119,7 @@ static int conn_index(lua_State *L)
     const char *k = lua_tostring(L, 2);
     if (k == NULL) return 1;
     if (strcmp(k, "id") == 0) {
-        lua_pushinteger(L, u->id);
+        lua_pushinteger(L, lsv_lconn_id(u));
     } else if (strcmp(k, "state") == 0) {
         push_state(L);
     } else {
@@ -234,10 +234,10 @@ static int conn_tostring(lua_State *L)
     if (u->c) {
         socklen_t len;
         const struct sockaddr *sa = lsv_conn_peer(u->c, &len);
-        lua_pushfstring(L, "conn %I (%s)", u->id,
+        lua_pushfstring(L, "conn %I (%s)", lsv_lconn_id(u),
                         lsv_net_format(sa, len, buf));
     } else
-        lua_pushfstring(L, "conn %I (closed)", u->id);
+        lua_pushfstring(L, "conn %I (closed)", lsv_lconn_id(u));
     return 1;
 }
 
@@ -283,7 +283,6 @@ lsv_lconn_t *lsv_lconn_new(lua_State *L, lsv_conn_t *c, int outbound)
 void lsv_lconn_bind(lsv_lconn_t *u, lsv_conn_t *c)
 {
     u->c = c;
-    u->id = (lua_Integer)lsv_conn_id(c);
     lsv_conn_set_data(c, u);
 }
 
@@ -308,6 +307,7 @@ void lsv_lconn_detach(lua_State *L, lsv_conn_t *c)
     lconn_t *u = lsv_lconn_of(c);
     if (u == NULL) return;
     lsv_conn_set_data(c, NULL);
+    u->closed_id = (lua_Integer)lsv_conn_id(c);  /* task .. msg_t0 end */
     u->c = NULL;
     push_ref_table(L, lsv_conn_is_outbound(c));
     luaL_unref(L, -1, u->ref);

@@ -70,8 +70,7 @@ static void frame_done(lsv_conn_t *c)
  * ends here, the rest of it unread; writing still works. */
 static void end_input(lsv_conn_t *c)
 {
-    lsv_lconn_of(c)->hint = 0;
-    lsv_conn_end_input(c);
+    lsv_conn_end_input(c);         /* also resets the pull hint */
 }
 
 /* What a too-long frame of kind is called in the log. */
@@ -158,7 +157,7 @@ again:
     }
     const char *p;
     size_t n;
-    ssize_t r = lsv_conn_take(c, want, &u->hint, &p, &n);
+    ssize_t r = lsv_conn_take(c, want, lsv_conn_pull_hint(c), &p, &n);
     if (likely(r > 0) && likely(!lsv_frame_is_proto(want->kind))) {
         lua_pushlstring(L, p, n);
         frame_returned(c);
@@ -333,7 +332,7 @@ static int stream_read(lua_State *L, lsv_conn_t *c,
 {
     frame_done(c);
     lsv_lconn_t *u = lsv_lconn_of(c);
-    u->hint = 0;
+    *lsv_conn_pull_hint(c) = 0;
     int n = try_read(c, want, L);
     if (n >= 0) return n;
     lsv_task_t *t = lsv_task_current(L);
