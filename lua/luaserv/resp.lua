@@ -306,6 +306,9 @@ local function dispatch(svc, conn, args)
     return cmd.fn(args, s)
 end
 
+local SERVICE_OPTIONS = { server = true, version = true, databases = true,
+                          config = true }
+
 -- The handler table for luaserv: framing "resp", on_message dispatching
 -- the commands, on_close dropping the session. Extra fields of the
 -- service's options (on_connect, on_load, ...) are copied in; an on_close
@@ -315,7 +318,7 @@ function Service:handler()
     local user_close = self.options.on_close
     local h = {}
     for k, v in pairs(self.options) do
-        if k ~= "server" and k ~= "version" and k ~= "databases" then h[k] = v end
+        if not SERVICE_OPTIONS[k] then h[k] = v end
     end
     h.framing = self.options.framing or "resp"
     h.on_message = function(conn, args) return dispatch(svc, conn, args) end
@@ -439,13 +442,26 @@ local function add_connection_commands(svc)
         return _M.EMPTY_ARRAY
     end)
 
-    -- No configuration to show: redis-benchmark asks for "save" and
-    -- "appendonly" and goes on without them.
+    -- CONFIG GET name... answers the pairs of svc.config (by exact
+    -- lowercase name, or all for "*"); a name it does not hold is left
+    -- out, so an unknown one gives an empty array. redis-benchmark asks
+    -- for "save" and "appendonly" and warns unless it gets both.
     svc:command("config", -2, function(args)
         local sub_name = upper(args[2])
         if sub_name == "GET" then
             if #args < 3 then return wrong_arity("config|get") end
-            return _M.EMPTY_ARRAY
+            local out, seen = {}, {}
+            for x = 3, #args do
+                local want = lower(args[x])
+                for name, value in pairs(svc.config) do
+                    if (want == "*" or want == name) and not seen[name] then
+                        seen[name] = true
+                        out[#out + 1] = name
+                        out[#out + 1] = value
+                    end
+                end
+            end
+            return _M.array(out)
         end
         return unknown_subcommand(args)
     end)
@@ -470,7 +486,9 @@ end
 
 -- A new service. opts (all optional): framing (default "resp"; a table
 -- such as { "resp", max_bulk = 1048576 } sets the framer's limits),
--- databases (SELECT's range, default 16), server and version (HELLO's
+-- databases (SELECT's range, default 16), config (CONFIG GET's
+-- name -> value strings; default: save "", appendonly "no" and
+-- databases, a server that keeps nothing on disk), server and version (HELLO's
 -- answer, default "redis" and "6.2.0", what client libraries check), and
 -- any handler field (on_load, on_connect, on_close, ...) to copy into
 -- svc:handler()'s table.
@@ -483,7 +501,9 @@ function _M.service(opts)
         lookup = {},        -- lowercase and uppercase name -> command
         sessions = setmetatable({}, { __mode = "k" }),
         databases = opts.databases or 16,
+        config = opts.config or { save = "", appendonly = "no" },
     }, Service)
+    svc.config.databases = svc.config.databases or tostring(svc.databases)
     add_connection_commands(svc)
     return svc
 end
