@@ -286,26 +286,6 @@ local function exec(svc, s)
     return raw_array(replies, #queue)
 end
 
--- on_message's body: finds the command, checks its arity, queues it
--- inside MULTI, runs it.
-local function dispatch(svc, conn, args)
-    local s = svc.sessions[conn] or new_session(svc, conn)
-    local name = args[1]
-    local cmd = svc.lookup[name] or svc.commands[lower(name)]
-    local n = #args
-    if not cmd or (n ~= cmd.arity and (cmd.arity > 0 or n < -cmd.arity)) then
-        if s.multi then s.dirty = true end
-        if not cmd then return unknown_command(args) end
-        return wrong_arity(cmd.name)
-    end
-    if s.multi and not cmd.noqueue then
-        local q = s.multi
-        q[#q + 1] = args
-        return _M.QUEUED
-    end
-    return cmd.fn(args, s)
-end
-
 local SERVICE_OPTIONS = { server = true, version = true, databases = true,
                           config = true }
 
@@ -321,7 +301,27 @@ function Service:handler()
         if not SERVICE_OPTIONS[k] then h[k] = v end
     end
     h.framing = self.options.framing or "resp"
-    h.on_message = function(conn, args) return dispatch(svc, conn, args) end
+    -- The hot path: finds the session and the command, checks the arity,
+    -- queues inside MULTI, else runs the command as a tail call.
+    local sessions, by_name, commands = self.sessions, self.lookup, self.commands
+    local QUEUED = _M.QUEUED
+    h.on_message = function(conn, args)
+        local s = sessions[conn] or new_session(svc, conn)
+        local name = args[1]
+        local cmd = by_name[name] or commands[lower(name)]
+        local n, arity = #args, cmd and cmd.arity
+        if not cmd or (n ~= arity and (arity > 0 or n < -arity)) then
+            if s.multi then s.dirty = true end
+            if not cmd then return unknown_command(args) end
+            return wrong_arity(cmd.name)
+        end
+        local q = s.multi
+        if q and not cmd.noqueue then
+            q[#q + 1] = args
+            return QUEUED
+        end
+        return cmd.fn(args, s)
+    end
     h.on_close = function(conn, reason)
         svc.sessions[conn] = nil
         if user_close then return user_close(conn, reason) end
