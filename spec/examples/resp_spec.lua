@@ -543,7 +543,7 @@ describe("examples/resp.lua", function()
                 ["*1\r\n$abc\r\n"] = "invalid bulk length",
                 ["*1\r\n$-1\r\n"] = "invalid bulk length",
                 ["*1\r\n:4\r\n"] = "expected '$', got ':'",
-                ["*1\r\n$4\r\nPINGxx"] = "bulk string not followed by CRLF",
+                ["*1\r\n$4\r\nPINGxx"] = "expected CRLF after bulk data",
                 ["SET \"open\r\n"] = "unbalanced quotes in request",
                 ["SET \"a\"b\r\n"] = "unbalanced quotes in request",
             }
