@@ -47,7 +47,17 @@ local OK, NULL, ZERO, ONE = resp.OK, resp.NULL, resp.ZERO, resp.ONE
 local WRONGTYPE, SYNTAX = resp.WRONGTYPE, resp.ERR_SYNTAX
 local NOT_INTEGER, NOT_FLOAT = resp.ERR_NOT_INTEGER, resp.ERR_NOT_FLOAT
 
-local svc = resp.service()
+-- One command's input is limited, so one client cannot make the server
+-- hold gigabytes for a command it has not finished sending: at most 65,536
+-- arguments, 8 MiB in one, 64 MiB in all (Redis allows 1,048,576 and
+-- 512 MiB, the framer's defaults). Past a limit the answer is a protocol
+-- error and a close. A wrapper script may change them:
+--   local handler = dofile("examples/resp.lua")
+--   handler.framing.max_bulk = 100 * 1024 * 1024
+local svc = resp.service({
+    framing = { "resp", max_args = 64 * 1024, max_bulk = 8 * 1024 * 1024,
+                max = 64 * 1024 * 1024 },
+})
 
 -- The keyspace ----------------------------------------------------------------
 
