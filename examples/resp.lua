@@ -104,7 +104,7 @@ end
 -- Strings ---------------------------------------------------------------------
 
 svc:command("get", 2, function(args, client)
-    local v = lookup(db_of(client), args[2])
+    local v = lookup(dbs[client.db], args[2])
     if type(v) == "table" then return WRONGTYPE end
     return bulk(v)
 end, "readonly")
@@ -146,9 +146,11 @@ local function set_options(args)
 end
 
 svc:command("set", -3, function(args, client)
-    local db, key = db_of(client), args[2]
+    local db, key = dbs[client.db], args[2]
     if not args[4] then             -- the common case, without options
-        db.data[key], db.expires[key] = args[3], nil
+        db.data[key] = args[3]
+        local expires = db.expires
+        if expires[key] then expires[key] = nil end
         return OK
     end
     local o, err = set_options(args)
