@@ -47,6 +47,10 @@ local OK, NULL, ZERO, ONE = resp.OK, resp.NULL, resp.ZERO, resp.ONE
 local WRONGTYPE, SYNTAX = resp.WRONGTYPE, resp.ERR_SYNTAX
 local NOT_INTEGER, NOT_FLOAT = resp.ERR_NOT_INTEGER, resp.ERR_NOT_FLOAT
 
+-- MSET and HSET take pairs: an odd count is an arity error, in its words.
+local WRONG_ARITY_MSET = resp.error("ERR wrong number of arguments for 'mset' command")
+local WRONG_ARITY_HSET = resp.error("ERR wrong number of arguments for 'hset' command")
+
 -- One command's input is limited, so one client cannot make the server
 -- hold gigabytes for a command it has not finished sending: at most 65,536
 -- arguments, 8 MiB in one, 64 MiB in all (Redis allows 1,048,576 and
@@ -180,7 +184,7 @@ svc:command("mget", -2, function(args, client)
 end, "readonly")
 
 svc:command("mset", -3, function(args, client)
-    if #args % 2 == 0 then return resp.error("ERR wrong number of arguments for 'mset' command") end
+    if #args % 2 == 0 then return WRONG_ARITY_MSET end
     local db = db_of(client)
     for x = 2, #args, 2 do
         db.data[args[x]], db.expires[args[x]] = args[x + 1], nil
@@ -632,7 +636,7 @@ end, "readonly")
 -- Hashes ----------------------------------------------------------------------
 
 svc:command("hset", -4, function(args, client)
-    if #args % 2 == 1 then return resp.error("ERR wrong number of arguments for 'hset' command") end
+    if #args % 2 == 1 then return WRONG_ARITY_HSET end
     local db, key = db_of(client), args[2]
     local h = typed(db, key, "hash")
     if h == false then return WRONGTYPE end
