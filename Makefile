@@ -135,11 +135,13 @@ $(BUILD)/ref_libev: bench/ref_libev.c
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = frame_fuzz addr_fuzz
+FUZZ_TARGETS += resp_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
+build/fuzz/resp_fuzz: fuzz/resp_fuzz.c $(FRAME_C)
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz
