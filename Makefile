@@ -48,6 +48,7 @@ INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
 UNIT_TESTS += http_test
 UNIT_TESTS += ws_test
+UNIT_TESTS += resp_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
@@ -99,10 +100,9 @@ FRAME_OBJ = $(BUILD)/core/frame.o $(BUILD)/core/resp.o $(BUILD)/core/http.o \
 FRAME_C = src/core/frame.c src/core/resp.c src/core/http.c src/core/ws.c \
           src/core/frame.h src/core/frame_spec.h src/core/resp.h src/core/http.h src/core/ws.h \
           src/core/lsv.h
-$(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(FRAME_OBJ)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS)
-$(BUILD)/unit/http_test: $(BUILD)/unit/http_test.o $(FRAME_OBJ)
-$(BUILD)/unit/ws_test: $(BUILD)/unit/ws_test.o $(FRAME_OBJ)
+# Each framer's checks link the framer with every protocol framer.
+FRAME_TESTS = frame_test http_test ws_test resp_test
+$(FRAME_TESTS:%=$(BUILD)/unit/%): $(BUILD)/unit/%: $(BUILD)/unit/%.o $(FRAME_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
@@ -142,6 +142,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = frame_fuzz addr_fuzz
 FUZZ_TARGETS += http_fuzz
 FUZZ_TARGETS += ws_fuzz
+FUZZ_TARGETS += resp_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -149,6 +150,7 @@ FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
 build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
 build/fuzz/http_fuzz: fuzz/http_fuzz.c $(FRAME_C)
 build/fuzz/ws_fuzz: fuzz/ws_fuzz.c $(FRAME_C)
+build/fuzz/resp_fuzz: fuzz/resp_fuzz.c $(FRAME_C)
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz
