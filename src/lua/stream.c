@@ -179,7 +179,6 @@ again:
          * by the close (lsv_stream_closing), or it is queued twice. */
         u->reader = NULL;
         lsv_conn_hold(c);
-        u->reader = NULL;   /* answered by our caller, not by the close */
         lsv_conn_reject(c, want, r);
         lsv_push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long"
                                                  : "protocol error");
