@@ -100,7 +100,7 @@ local client_mt = { __index = command_index(Client) }
 -- next call says nil, "closed".
 local function fail(self, err)
     local conn = self.conn
-    self.conn = nil
+    self.conn = false
     self.busy = false
     if conn then conn:close() end
     return nil, err or "closed"
@@ -212,7 +212,7 @@ function Client:pipeline(fn)
     end
     local wok, err = conn:write(p.out)
     if not wok then return fail(self, err) end
-    p.out = nil
+    p.out = false
     for i = 1, p.count do
         local v, rerr = conn:read_frame()
         if v == nil then return fail(self, rerr) end
@@ -321,7 +321,7 @@ end
 
 -- r:is_closed() -> whether the client can no longer be used.
 function Client:is_closed()
-    return self.conn == nil or self.conn:is_closed()
+    return not self.conn or self.conn:is_closed()
 end
 
 -- r:release(): gives a pooled client back to its pool (see pool:put);
@@ -352,8 +352,13 @@ function _M.connect(host, port, opts)
     if not conn then return nil, err end
     conn:set_framing({ "resp", client = true, max = opts.max_reply })
     conn:set_timeout(timeout)
+    -- Every field is set (false for none): a missing one would read as a
+    -- command through __index.
     local self = setmetatable({ conn = conn, timeout = timeout, db = 0,
-                                busy = false }, client_mt)
+                                busy = false, pool = false, pooled = false,
+                                dirty = false, in_multi = false,
+                                watching = false, idle_since = 0 },
+                              client_mt)
     if opts.password then
         local ok, aerr
         if opts.username then
@@ -454,7 +459,7 @@ end
 function Pool:put(r)
     if r.pool ~= self then error("redis: a client from another pool", 2) end
     if r.pooled then error("redis: this client is already in its pool", 2) end
-    if r.conn == nil or r.busy or r.dirty or r.in_multi or r.watching
+    if not r.conn or r.busy or r.dirty or r.in_multi or r.watching
             or r.db ~= self.db or r.conn:is_closed() then
         fail(r, "closed")
         return false

@@ -378,14 +378,14 @@ describe("luaserv.redis", function()
         end)
 
         it("closes idle clients after idle_timeout", function()
-            assert.equal('1, 0, nil', run(fill([[
+            assert.equal('1, 0, true', run(fill([[
                 local p = redis.pool("127.0.0.1", $PORT,
                                      { idle_timeout = 0.2 })
                 local r = assert(p:get())
                 r:release()
                 local n = p:idle_count()
                 luaserv.sleep(0.6)
-                return n, p:idle_count(), r.conn
+                return n, p:idle_count(), r:is_closed()
             ]], redis1)))
         end)
 
