@@ -44,6 +44,7 @@ BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/his
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
+UNIT_TESTS += resp_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
@@ -96,6 +97,8 @@ FRAME_C = src/core/frame.c src/core/resp.c src/core/http.c src/core/ws.c \
           src/core/frame.h src/core/frame_spec.h src/core/resp.h src/core/http.h src/core/ws.h \
           src/core/lsv.h
 $(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(FRAME_OBJ)
+	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+$(BUILD)/unit/resp_test: $(BUILD)/unit/resp_test.o $(FRAME_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)

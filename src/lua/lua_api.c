@@ -174,6 +174,10 @@ int luaopen_luaserv(lua_State *L)
     lua_setfield(L, -2, "log");
     lua_pushliteral(L, LSV_VERSION);
     lua_setfield(L, -2, "version");
+    /* luaserv.null: a RESP null reply ($-1, *-1), a light userdata NULL
+     * so every null is equal to it (resp_lua.c pushes the same). */
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
     lua_createtable(L, 0, 2);
     set_worker_fields(L);
     lua_setfield(L, -2, "worker");
