@@ -166,7 +166,7 @@ describe("luaserv.redis", function()
 
         it("sends binary strings, empty strings and numbers as they are",
            function()
-            assert.equal('"a\\r\\n\\0b", "", "3", "2.5", 7', run(fill([[
+            assert.equal('"a\\13\\n\\0b", "", "3", "2.5", 7', run(fill([[
                 local r = assert(redis.connect("127.0.0.1", $PORT))
                 r:set("b1", "a\r\n\0b")
                 r:set("b2", "")
@@ -479,7 +479,7 @@ describe("luaserv.redis", function()
                 S.r = assert(redis.connect("127.0.0.1", $PORT))
                 S.p = redis.pool("127.0.0.1", $PORT)
                 return S.r:set("rk", "before"), S.r:get("rk"),
-                       S.p:call("SET", "pk", "x")
+                       (S.p:call("SET", "pk", "x"))
             ]], r)))
             r:stop()
             local out = run([[
