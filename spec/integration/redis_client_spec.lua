@@ -465,6 +465,47 @@ describe("luaserv.redis", function()
             assert.is_true(socket.gettime() - t0 < 5)
         end)
 
+        it("returns nil, err for a malformed, oversized or cut-off reply",
+           function()
+            local fake = assert(socket.bind("127.0.0.1", 0))
+            finally(function() fake:close() end)
+            fake:settimeout(10)
+            local _, port = fake:getsockname()
+            local code = ([[
+                local out = {}
+                for i = 1, 4 do
+                    local r = assert(redis.connect("127.0.0.1", %d,
+                        { timeout = 5, max_reply = 1000000 }))
+                    local v, err = r:get("k")
+                    local _, err2 = r:ping()
+                    out[i] = tostring(v) .. " " .. tostring(err) .. " " ..
+                             tostring(err2)
+                end
+                return out
+            ]]):format(port)
+            drv:settimeout(TIMEOUT)
+            assert(drv:send("RUN " .. #code .. "\n" .. code))
+            for _, reply in ipairs({ "?garbage\r\n", "$10\r\nabc",
+                                     "$99999999\r\n", "*2\r\n:1\r\n" }) do
+                local c = assert(fake:accept())
+                c:settimeout(5)
+                if not c:receive("*l") then     -- *2, then GET k
+                    local n = assert(drv:receive("*l"))
+                    error(reply .. ": " .. drv:receive(tonumber(n)))
+                end
+                c:send(reply)
+                c:close()
+            end
+            local n = assert(drv:receive("*l"))
+            local out = drv:receive(tonumber(n))
+            -- A reply cut off by the server's close is a protocol error
+            -- for the framer (TRUNCATED), as a malformed one is.
+            assert.equal('{"nil protocol error closed",' ..
+                         '"nil protocol error closed",' ..
+                         '"nil too long closed","nil protocol error closed"}',
+                         out)
+        end)
+
         it("returns nil, 'connection refused'", function()
             assert.equal('nil, "connection refused"', run(([[
                 return redis.connect("127.0.0.1", %d)
