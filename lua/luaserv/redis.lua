@@ -31,6 +31,10 @@ _M.null = null
 local DEFAULT_TIMEOUT = 5        -- seconds, every connect, read and write
 local DEFAULT_POOL_SIZE = 16     -- idle clients a pool keeps
 local DEFAULT_IDLE_TIMEOUT = 60  -- seconds an idle pooled client lives
+local DEFAULT_CHECK_IDLE = 1     -- seconds idle before get() checks it
+-- The read timeout of that check: the conn has read the server's end of
+-- stream already, if there was one, so one loop turn tells.
+local PROBE_TIMEOUT = 1e-6
 -- Arguments up to this size are copied into their header's string; a
 -- bigger one goes to conn:write as its own piece, never copied in Lua.
 local INLINE_ARG = 4096
@@ -428,24 +432,38 @@ function _M.pool(host, port, opts)
                           size = size, db = opts.db or 0,
                           idle_timeout = opts.idle_timeout
                               or DEFAULT_IDLE_TIMEOUT,
+                          check_idle = opts.check_idle or DEFAULT_CHECK_IDLE,
                           idle = {} }, Pool)
 end
 
+-- Whether an idle client's server is still there: a read that must time
+-- out at once. End of stream (a restarted server, its idle timeout) or a
+-- stray reply says the client is not usable.
+local function alive(r)
+    local conn = r.conn
+    if not conn or conn:is_closed() then return false end
+    conn:set_timeout(PROBE_TIMEOUT)
+    local v, err = conn:read_frame()
+    conn:set_timeout(r.timeout)
+    return v == nil and err == "timeout"
+end
+
 -- pool:get() -> client | nil, err: the most recently returned idle
--- client, else a new connection. In a task.
+-- client, else a new connection. A client idle for check_idle seconds or
+-- more is checked first (one loop turn) and dropped if its server went
+-- away. In a task.
 function Pool:get()
     sweep(self)
-    local r = remove(self.idle)
-    while r and r:is_closed() do
+    local now = luaserv.now()
+    while #self.idle > 0 do
+        local r = remove(self.idle)
         r.pooled = false
+        if now - r.idle_since < self.check_idle or alive(r) then
+            return r
+        end
         fail(r, "closed")
-        r = remove(self.idle)
     end
-    if r then
-        r.pooled = false
-        return r
-    end
-    local err
+    local r, err
     r, err = _M.connect(self.host, self.port, self.opts)
     if not r then return nil, err end
     r.pool = self
