@@ -191,6 +191,37 @@ describe("luaserv.redis", function()
             assert.matches('^false, ".*argument #3 is a table.*", "PONG"$', out)
         end)
 
+        it("raises when a second task uses a client that is waiting",
+           function()
+            local out = run(fill([[
+                local r = assert(redis.connect("127.0.0.1", $PORT))
+                r:del("bq")
+                local got
+                local t = luaserv.spawn(function()
+                    got = { r:blpop("bq", 5) }
+                end)
+                luaserv.sleep(0.1)
+                local ok, err = pcall(r.ping, r)
+                local r2 = assert(redis.connect("127.0.0.1", $PORT))
+                r2:rpush("bq", "item")
+                for _ = 1, 100 do
+                    if got then break end
+                    luaserv.sleep(0.02)
+                end
+                return ok, err, got, t:status(), r:ping()
+            ]], redis1))
+            assert.matches('^false, ".*client is busy.*", {{"bq","item"}}, ' ..
+                           '"dead", "PONG"$', out)
+        end)
+
+        it("closes the client after QUIT", function()
+            assert.equal('"OK", true, nil, "closed"', run(fill([[
+                local r = assert(redis.connect("127.0.0.1", $PORT))
+                local q = r:quit()
+                return q, r:is_closed(), r:ping()
+            ]], redis1)))
+        end)
+
         it("round-trips 300 KB and 24 MiB values", function()
             assert.equal('"OK", true, 300000, "OK", true, 25165824, ' ..
                          '{300000,25165824}', run(fill([[
