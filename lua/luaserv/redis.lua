@@ -141,9 +141,11 @@ local function track(self, name, v, ...)
         self.watching = false
     elseif u == "MONITOR" or u == "CLIENT" or u == "RESET" then
         -- CLIENT REPLY OFF / TRACKING and RESET change the session.
-        local sub = u == "CLIENT" and upper(tostring((...) or "")) or ""
+        -- From a pipeline the subcommand is not known here: dirty.
+        local sub = u == "CLIENT" and select("#", ...) > 0
+                    and upper(tostring((...))) or "?"
         if u ~= "CLIENT" or sub == "REPLY" or sub == "TRACKING"
-                or sub == "SETNAME" then
+                or sub == "SETNAME" or sub == "?" then
             self.dirty = true
         end
     elseif u == "QUIT" then
