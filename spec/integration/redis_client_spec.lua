@@ -39,6 +39,15 @@ end
 local Redis = {}
 Redis.__index = Redis
 
+-- Every redis-server started here, by pid; whatever a failed run left
+-- running is killed when busted exits, as helpers does for luaserv.
+local started = {}
+helpers._redis_sweeper = setmetatable({}, { __gc = function()
+    for pid in pairs(started) do
+        os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+    end
+end })
+
 -- Starts redis-server on a port nothing listens on (the same port again
 -- when given, for a restart), with extra flags; waits until it answers.
 local function start_redis(extra, port)
@@ -53,6 +62,7 @@ local function start_redis(extra, port)
         f:close()
         local r = setmetatable({ pid = pid, port = p, log = log,
                                  extra = extra }, Redis)
+        started[pid] = true
         if helpers.wait_for(function() return answers(p) end, 10) then
             return r
         end
@@ -67,6 +77,7 @@ end
 
 -- Stops it by PID (TERM, then KILL after 5 s) and waits until it is gone.
 function Redis:stop()
+    started[self.pid] = nil
     if not self:alive() then return end
     os.execute("kill " .. self.pid .. " 2>/dev/null")
     if not helpers.wait_for(function() return not self:alive() end, 5) then
