@@ -234,13 +234,27 @@ function Client:pipeline(fn)
     return results
 end
 
+local PING = "*1\r\n$4\r\nPING\r\n"
+
 -- Reads push-mode replies until fn returns false (or a failure); see
--- r:subscribe.
-local function listen(self, conn, kind, fn)
+-- r:subscribe. With a limit (timeout), a quiet spell that long ends it.
+-- Without one it waits for messages as long as the server is there: after
+-- the client's timeout with nothing read it sends PING, and a server that
+-- does not answer that within the timeout fails it with "timeout".
+local function listen(self, conn, kind, fn, limit)
+    local pinged = false
+    conn:set_timeout(limit or self.timeout)
     while true do
         local v, err = conn:read_frame()
-        if v == nil then return fail(self, err) end
-        if type(v) == "table" and v[1] == kind then
+        if v == nil then
+            if err ~= "timeout" or limit or pinged then
+                return fail(self, err)
+            end
+            local ok, werr = conn:write(PING)
+            if not ok then return fail(self, werr) end
+            pinged = true
+        elseif type(v) == "table" and v[1] == kind then
+            pinged = false
             local ok, more
             if kind == "pmessage" then
                 ok, more = pcall(fn, v[4], v[3], v[2])
@@ -255,6 +269,8 @@ local function listen(self, conn, kind, fn)
         elseif type(v) == "table" and v.err then
             fail(self, "closed")
             return nil, v.err
+        else
+            pinged = false      -- a pong, or a subscribe confirmation
         end
     end
 end
@@ -291,8 +307,7 @@ local function subscribe(self, cmd, unsub_cmd, kind, channels, fn, timeout)
     self.busy = true
     local ok, err = conn:write(out)
     if not ok then return fail(self, err) end
-    conn:set_timeout(timeout or 0)
-    ok, err = listen(self, conn, kind, fn)
+    ok, err = listen(self, conn, kind, fn, timeout)
     if not ok then return nil, err end
     ok, err = unsubscribe(self, conn, unsub_cmd)
     if not ok then return nil, err end
@@ -304,8 +319,9 @@ end
 -- Calls fn(message, channel) for each message until fn returns false,
 -- then unsubscribes; the client is then usable again. It waits for
 -- messages without limit unless timeout (seconds without any message) is
--- given; every other read has the client's timeout. An error fn raises
--- closes the client and is raised again.
+-- given, checking with PING after each quiet spell of the client's
+-- timeout that the server is still there. An error fn raises closes the
+-- client and is raised again.
 function Client:subscribe(channels, fn, timeout)
     return subscribe(self, "SUBSCRIBE", "UNSUBSCRIBE", "message", channels,
                      fn, timeout)

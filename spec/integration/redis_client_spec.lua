@@ -350,6 +350,30 @@ describe("luaserv.redis", function()
             ]], redis1)))
         end)
 
+        it("waits past the client's timeout while the server answers PING",
+           function()
+            local code = fill([[
+                local r = assert(redis.connect("127.0.0.1", $PORT,
+                                               { timeout = 0.2 }))
+                local t0 = luaserv.now()
+                local got = {}
+                local ok, err = r:subscribe("slow", function(msg)
+                    got[#got + 1] = msg
+                    return msg ~= "stop"
+                end)
+                return ok, err, got[#got], luaserv.now() - t0 > 1
+            ]], redis1)
+            drv:settimeout(TIMEOUT)
+            assert(drv:send("RUN " .. #code .. "\n" .. code))
+            helpers.wait_until(function()
+                return redis1:command("PUBLISH", "slow", "hi") == ":1"
+            end, 10, "the subscriber")
+            helpers.sleep(1.2)
+            assert.equal(":1", redis1:command("PUBLISH", "slow", "stop"))
+            local n = assert(drv:receive("*l"))
+            assert.equal('true, nil, "stop", true', drv:receive(tonumber(n)))
+        end)
+
         it("psubscribe passes the pattern too", function()
             local code = fill([[
                 local r = assert(redis.connect("127.0.0.1", $PORT))
@@ -518,9 +542,13 @@ describe("luaserv.redis", function()
                 local v2, err2 = r:ping()
                 local r3, err3 = redis.connect("127.0.0.1", %d,
                                                { timeout = 0.3, db = 1 })
-                return v, err, v2, err2, r3, err3
-            ]]):format(port, port))
-            assert.equal('nil, "timeout", nil, "closed", nil, "timeout"', out)
+                local r4 = assert(redis.connect("127.0.0.1", %d,
+                                                { timeout = 0.3 }))
+                local ok4, err4 = r4:subscribe("ch", function() end)
+                return v, err, v2, err2, r3, err3, ok4, err4
+            ]]):format(port, port, port))
+            assert.equal('nil, "timeout", nil, "closed", nil, "timeout", ' ..
+                         'nil, "timeout"', out)
             assert.is_true(socket.gettime() - t0 < 5)
         end)
 
