@@ -593,6 +593,41 @@ describe("luaserv.redis", function()
                          out)
         end)
 
+        it("reads a reply split at every byte, and many in one read",
+           function()
+            local fake = assert(socket.bind("127.0.0.1", 0))
+            finally(function() fake:close() end)
+            fake:settimeout(10)
+            local _, port = fake:getsockname()
+            local code = ([[
+                local r = assert(redis.connect("127.0.0.1", %d))
+                local one = r:call("X")
+                local many = r:pipeline(function(p)
+                    for _ = 1, 3 do p:call("Y") end
+                end)
+                return one, many
+            ]]):format(port)
+            drv:settimeout(TIMEOUT)
+            assert(drv:send("RUN " .. #code .. "\n" .. code))
+            local c = assert(fake:accept())
+            finally(function() c:close() end)
+            c:settimeout(5)
+            c:setoption("tcp-nodelay", true)
+            assert.equal("*1", c:receive("*l"))
+            c:receive("*l")
+            c:receive("*l")
+            local reply = "*3\r\n$3\r\nabc\r\n:42\r\n*2\r\n$-1\r\n+OK\r\n"
+            for i = 1, #reply do
+                c:send(reply:sub(i, i))
+                helpers.sleep(0.002)
+            end
+            for _ = 1, 9 do c:receive("*l") end      -- 3 x *1 $1 Y
+            c:send("+a\r\n:-7\r\n-ERR no\r\n")
+            local n = assert(drv:receive("*l"))
+            assert.equal('{"abc",42,{null,"OK"}}, {"a",-7,{err="ERR no"}}',
+                         drv:receive(tonumber(n)))
+        end)
+
         it("returns nil, 'connection refused'", function()
             assert.equal('nil, "connection refused"', run(([[
                 return redis.connect("127.0.0.1", %d)
