@@ -175,7 +175,10 @@ again:
         return 2;
     }
     if (lsv_frame_is_proto(want->kind)) {
-        /* The framer names the fault and the protocol's error reply. */
+        /* The framer names the fault and the protocol's error reply. The
+         * reject closes c: a reader it answers must not also be woken
+         * by the close (lsv_stream_closing), or it is queued twice. */
+        u->reader = NULL;
         lsv_conn_hold(c);
         lsv_conn_reject(c, want, r);
         lsv_push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long"
