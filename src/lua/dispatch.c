@@ -282,6 +282,16 @@ static int refuse_when_full(lsv_listener_t *l, int fd)
     return 1;
 }
 
+/* listen{ max_frame } over the framing's own max, within the kind's hard
+ * limit (the protocol framers pack their resume state for at most 1 GiB). */
+static void apply_max_frame(const lsv_listener_t *l, lsv_frame_spec_t *out)
+{
+    uint32_t hard = lsv_frame_is_proto(out->kind) ? LSV_FRAME_PROTO_HARD_MAX
+                                                   : LSV_FRAME_HARD_MAX;
+    if (l->opt.max_frame)
+        out->max = l->opt.max_frame < hard ? l->opt.max_frame : hard;
+}
+
 /* Reads handler.framing for a new connection, so assigning a new value
  * takes effect for the next one. A bad value is logged and the last good
  * one (kept in the listener) is used. */
@@ -290,7 +300,7 @@ static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
     lua_State *L = l->srv->vm->L;
     if (l->opt.has_framing) {       /* the config file's listen{} wins */
         *out = l->opt.framing;
-        if (l->opt.max_frame) out->max = l->opt.max_frame;
+        apply_max_frame(l, out);
         return;
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, lsv_handler_ref(l));
@@ -307,7 +317,7 @@ static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
     }
     lua_pop(L, 2);
     *out = l->framing;
-    if (l->opt.max_frame) out->max = l->opt.max_frame;
+    apply_max_frame(l, out);
 }
 
 /* Under lua_setup's pcall: makes c's userdata (and with it its registry
