@@ -174,7 +174,7 @@ again:
         lsv_push_fail(L, "closed");
         return 2;
     }
-    if (lsv_frame_is_proto(want->kind)) {
+    if (lsv_frame_is_proto(want->kind) && r != LSV_FRAME_TRUNCATED) {
         /* The framer names the fault and the protocol's error reply. The
          * reject closes c: a reader it answers must not also be woken
          * by the close (lsv_stream_closing), or it is queued twice. */
