@@ -199,6 +199,14 @@ for _, style in ipairs({ "callback", "stream" }) do
             local all, err = helpers.read_to_close(c)
             assert.equal("+PONG\r\n", all)
             assert.equal("closed", err)
+            -- Dropped as any cut-off frame is: no on_error, no -ERR.
+            assert.truthy(helpers.wait_for(function()
+                return srv:log():find("resp close %d+ " ..
+                    (style == "stream" and "closed" or "truncated"))
+            end, TIMEOUT))
+            local log = srv:log()
+            assert.falsy(log:find("resp error", 1, true))
+            assert.truthy(log:find("frame cut off at end of stream", 1, true))
         end)
     end)
 end

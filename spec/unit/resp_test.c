@@ -5,9 +5,12 @@
 #include "resp.h"
 #include "tap.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #define S(lit) lit, sizeof(lit) - 1
 
@@ -638,6 +641,84 @@ static void test_random(int client)
                        "random reads");
 }
 
+/* ---- guard pages ----------------------------------------------------------
+ * Every prefix of some inputs placed flush against a PROT_NONE page, after
+ * the data and before it: a read outside data[0, len) faults, which the
+ * handler reports as a failed test before dying. Frames found are walked
+ * by the decoders there too. */
+
+static char guard_msg[128];
+
+static void guard_segv(int sig)
+{
+    (void)sig;
+    if (write(STDOUT_FILENO, guard_msg, strlen(guard_msg)) < 0) _exit(3);
+    _exit(1);
+}
+
+/* Frames all of p[0, n) in place (no copy), with and without eof, and
+ * walks every frame found with the decoders. */
+static void frame_prefix(const lsv_frame_spec_t *s, const char *p, size_t n)
+{
+    out_t o = { 0 };
+    for (int eof = 0; eof <= 1; eof++) {
+        size_t start = 0, hint = 0, off, mlen;
+        ssize_t r;
+        while ((r = lsv_frame_next(s, p + start, n - start, eof, &hint, &off,
+                                   &mlen)) > 0) {
+            put_frame(&o, s, p + start, mlen);
+            start += (size_t)r;
+        }
+    }
+    free(o.buf);
+}
+
+static void test_guard_pages(void)
+{
+    static const char *const inputs[][2] = {
+        { "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n", "s" },
+        { "SET k \"a\\x4\" 'b\\'\r\nPING\r\n", "s" },
+        { "GET \"\\x41\\", "s" },
+        { "*1\r\n$-1\r\n*-12", "s" },
+        { "*3\r\n$1\r\na\r\n*2\r\n:1\r\n*1\r\n$-1\r\n+x\r\n", "c" },
+        { "-ERR a\rb\r\n:-922337203685477580\r\n$3\r\nab", "c" },
+    };
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *mem = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(mem != MAP_FAILED);
+    if (mem == MAP_FAILED) {
+        test_done("guard page: no read outside the input");
+        return;
+    }
+    CHECK(mprotect(mem, page, PROT_NONE) == 0);
+    CHECK(mprotect(mem + 2 * page, page, PROT_NONE) == 0);
+    char *lo = mem + page, *hi = mem + 2 * page;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = guard_segv;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    snprintf(guard_msg, sizeof guard_msg, "not ok %d - guard page: the "
+             "resp framer read outside its input\n", tests_run + 1);
+    for (size_t c = 0; c < sizeof inputs / sizeof *inputs; c++) {
+        lsv_frame_spec_t s = resp_spec(inputs[c][1][0] == 'c');
+        const char *in = inputs[c][0];
+        size_t n = strlen(in);
+        for (size_t k = 0; k <= n; k++) {
+            memcpy(hi - k, in, k);
+            frame_prefix(&s, hi - k, k);
+            memcpy(lo, in, k);
+            frame_prefix(&s, lo, k);
+        }
+    }
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    munmap(mem, 3 * page);
+    test_done("guard page: no read outside the input for any prefix, "
+              "decoders included");
+}
+
 int main(void)
 {
     rng_seed(0x5eed2e5b1234567u);
@@ -653,5 +734,6 @@ int main(void)
     test_many_in_one();
     test_random(0);
     test_random(1);
+    test_guard_pages();
     return tap_end();
 }

@@ -404,7 +404,8 @@ static void process_input(lsv_conn_t *c, int drained)
         }
         c->flags &= ~LSV_CONN_PARTIAL;
         if (unlikely(r < 0)) {
-            if (lsv_frame_is_proto(c->framing->spec.kind)) {
+            if (lsv_frame_is_proto(c->framing->spec.kind) &&
+                r != LSV_FRAME_TRUNCATED) {
                 lsv_conn_reject(c, &c->framing->spec, r);
             } else if (r == LSV_FRAME_TOO_LONG) {
                 frame_error(c, "frame too long", "too long");
