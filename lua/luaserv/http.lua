@@ -43,7 +43,6 @@ local tonumber = tonumber
 local tostring = tostring
 local traceback = debug.traceback
 local type = type
-local unpack = table.unpack
 local xpcall = xpcall
 
 local has_cjson, cjson = pcall(require, "cjson")
@@ -594,13 +593,13 @@ end
 -- Whether req has a Host header. The framer's request keeps its head in
 -- req.head and builds req.headers only when first read: a look at the
 -- head (a field name starts a line; the framer refuses space before the
--- colon) spares a request that reads no header the headers' tables.
+-- colon) spares a request that reads no header the headers' tables. The
+-- kit sees req first, so the head is what the headers will say. Plain
+-- finds first: a pattern, tried at every byte, costs 20 times as much.
 local function has_host(req)
-    local head = rawget(req, "headers") == nil and req.head
-    if type(head) == "string" then
-        -- plain finds first: a pattern tried at every byte costs 20 times
+    local head = req.head
+    if head then
         return find(head, "\nHost:", 1, true) ~= nil or
-               find(head, "\nhost:", 1, true) ~= nil or
                find(head, "\n[Hh][Oo][Ss][Tt]:") ~= nil
     end
     return req.headers.host ~= nil
@@ -858,7 +857,11 @@ function App:handler(opts)
         local keep, h = serve(app, conn, req)
         collecting = nil
         if keep == true then
-            if filled then return unpack(OUT, 1, 9) end
+            if filled then
+                -- indexed in the VM: cheaper than unpack's 9 lua_geti
+                return OUT[1], OUT[2], OUT[3], OUT[4], OUT[5], OUT[6],
+                       OUT[7], OUT[8], OUT[9]
+            end
             return
         end
         if keep == "upgraded" then
