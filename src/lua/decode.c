@@ -45,6 +45,8 @@ int lsv_decode_pcall(lua_State *L, int nargs, lsv_conn_t *c,
                      const lsv_frame_spec_t *spec, const char *p, size_t n,
                      int nresults)
 {
+    if (spec->kind == LSV_FRAME_WS && lsv_ws_push_small(L, p, n) == 2)
+        return lsv_vm_pcall(L, nargs + 2, nresults);
     frame_arg_t a = { c, spec, p, n };
     lua_pushcfunction(L, call_with_frame);
     lua_insert(L, -(nargs + 2));
