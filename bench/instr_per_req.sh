@@ -7,6 +7,7 @@
 # are not counted.
 #   MODE   luaserv-bench's load (default "-m persistent -c 50 -P 16")
 #   DUR    seconds of load (default 4)
+#   KEEP   a file to copy callgrind's output to (for callgrind_annotate)
 # Example: bench/instr_per_req.sh build/luaserv scripts/handle.lua
 #          bench/instr_per_req.sh build/ref_libev
 # Prints: requests, instructions, instructions per request.
@@ -33,6 +34,7 @@ build/luaserv-bench -p "$port" ${MODE:--m persistent -c 50 -P 16} \
 callgrind_control -i off "$pid" > /dev/null 2>&1
 kill "$pid"
 wait "$pid" 2> /dev/null || true
+[ -n "${KEEP:-}" ] && cat "$out"/cg.out* > "$KEEP"
 python3 - "$out" <<'EOF'
 import json, sys, glob
 out = sys.argv[1]

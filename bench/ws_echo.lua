@@ -69,12 +69,23 @@ local function header(op, n)
     return char(0x80 | op, 127) .. pack(">I8", n)
 end
 
+-- The headers of short messages by kind, made once: a table lookup
+-- instead of a string.char call per message.
+local SHORT = { text = {}, binary = {} }
+for kind, op in pairs{ text = 1, binary = 2 } do
+    for n = 0, 125 do SHORT[kind][n] = header(op, n) end
+end
+
 local handler = { framing = "http" }
 
 local BAD = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
             .. "Connection: close\r\n\r\n"
 
 function handler.on_message(conn, msg, kind)
+    local short = SHORT[kind]           -- a text or binary message: echo it
+    if short then
+        return short[#msg] or header(kind == "binary" and 2 or 1, #msg), msg
+    end
     if kind == nil then                 -- the HTTP request: upgrade it
         local key = msg.headers["sec-websocket-key"]
         if msg.upgrade ~= "websocket" or not key then
@@ -86,10 +97,8 @@ function handler.on_message(conn, msg, kind)
                    .. "Connection: Upgrade\r\nSec-WebSocket-Accept: "
                    .. base64(sha1(key .. GUID)) .. "\r\n\r\n")
         conn:set_framing("websocket")
-        return
     end
-    if kind == "close" then return end  -- the core answers the close
-    return header(kind == "binary" and 2 or 1, #msg), msg
+    -- "close": the core answers the close
 end
 
 return handler

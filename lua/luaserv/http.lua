@@ -43,7 +43,6 @@ local tonumber = tonumber
 local tostring = tostring
 local traceback = debug.traceback
 local type = type
-local unpack = table.unpack
 local xpcall = xpcall
 
 local has_cjson, cjson = pcall(require, "cjson")
@@ -591,6 +590,21 @@ end
 
 -- Serving --------------------------------------------------------------------
 
+-- Whether req has a Host header. The framer's request keeps its head in
+-- req.head and builds req.headers only when first read: a look at the
+-- head (a field name starts a line; the framer refuses space before the
+-- colon) spares a request that reads no header the headers' tables. The
+-- kit sees req first, so the head is what the headers will say. Plain
+-- finds first: a pattern, tried at every byte, costs 20 times as much.
+local function has_host(req)
+    local head = req.head
+    if head then
+        return find(head, "\nHost:", 1, true) ~= nil or
+               find(head, "\n[Hh][Oo][Ss][Tt]:") ~= nil
+    end
+    return req.headers.host ~= nil
+end
+
 -- A status-only answer: "404 Not Found\n". Returns like emit.
 local function answer(res, code, allow)
     res.code, res.ctype, res.extra = code, nil, nil
@@ -651,8 +665,7 @@ local function serve(app, conn, req, stream)
             return not res.close
         end
     end
-    -- a present header is a plain table hit; the metatable runs on a miss
-    if req.version == "1.1" and req.headers.host == nil then
+    if req.version == "1.1" and not has_host(req) then
         answer(new_response(app, conn, req, stream), 400)
         return false
     end
@@ -844,7 +857,11 @@ function App:handler(opts)
         local keep, h = serve(app, conn, req)
         collecting = nil
         if keep == true then
-            if filled then return unpack(OUT, 1, 9) end
+            if filled then
+                -- indexed in the VM: cheaper than unpack's 9 lua_geti
+                return OUT[1], OUT[2], OUT[3], OUT[4], OUT[5], OUT[6],
+                       OUT[7], OUT[8], OUT[9]
+            end
             return
         end
         if keep == "upgraded" then

@@ -126,7 +126,11 @@ function _M.upgrade(req, conn, opts)
     ok, err = conn:set_framing(opts.max and { "websocket", max = opts.max }
                                or "websocket")
     if not ok then return nil, err end
-    return setmetatable({ conn = conn, protocol = protocol }, WS)
+    -- conn's read_frame and write, looked up once: a conn's fields come
+    -- through a C __index, a call per message otherwise
+    return setmetatable({ conn = conn, protocol = protocol,
+                          _read_frame = conn.read_frame,
+                          _write = conn.write }, WS)
 end
 
 local function opcode_of(kind, what)
@@ -189,7 +193,8 @@ end
 -- ws:receive() -> data, "text"|"binary" | reason, "close", code|nil |
 -- nil, err ("closed", "timeout", "too long", "protocol error")
 function WS:receive()
-    local data, kind, code = self.conn:read_frame()
+    local conn = self.conn
+    local data, kind, code = (self._read_frame or conn.read_frame)(conn)
     -- After the peer's close (answered by the core) or the end of the
     -- input, ws:close() must not send a second close frame.
     if kind == "close" or data == nil then self.closed = true end
@@ -197,7 +202,11 @@ function WS:receive()
 end
 
 function WS:send(data, kind)
-    return _M.send(self.conn, data, kind)
+    local op = (kind == nil or kind == "text") and OP_TEXT or
+               opcode_of(kind, "send")
+    local n, conn = #data, self.conn
+    return (self._write or conn.write)(conn, n < 126 and SHORT[op][n] or
+                                                header(op, n), data)
 end
 
 function WS:ping(data)

@@ -114,6 +114,20 @@ describe("framing http, callback style", function()
         assert.matches("\nlookup=nil|nil\n", out)
     end)
 
+    it("keeps the head whole in req.head and builds headers from it", function()
+        local out = exchange(srv.port, "GET /head?q HTTP/1.1\r\nHost: a\r\n" ..
+                             "X-One:  1 \r\nConnection: close\r\n\r\n")
+        assert.matches("\nlazy=true same=true\n", out, 1, true)
+        assert.matches("\nhead=GET /head?q HTTP/1.1|\\Host: a|\\X-One:  1 |" ..
+                       "\\Connection: close|\\|\\\n", out, 1, true)
+        assert.matches("nheaders=3\n", out, 1, true)
+        assert.matches("first=Host:a\n", out, 1, true)
+        -- a POST's head stops at the blank line; the body is apart
+        out = exchange(srv.port, "POST /head HTTP/1.1\r\nHost: a\r\n" ..
+                       "Content-Length: 3\r\nConnection: close\r\n\r\nabc")
+        assert.matches("|\\Connection: close|\\|\\\nbody=abc\n", out, 1, true)
+    end)
+
     it("answers curl's HEAD", function()
         local out = curl("-I " .. url("/h"))
         assert.matches("^HTTP/1.1 200 OK\r\n", out)

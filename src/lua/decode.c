@@ -45,6 +45,18 @@ int lsv_decode_pcall(lua_State *L, int nargs, lsv_conn_t *c,
                      const lsv_frame_spec_t *spec, const char *p, size_t n,
                      int nresults)
 {
+    /* Small frames are decoded outside the protected call, as the core
+     * makes small strings (LSV_VM_SMALL_STR, vm.h): their allocations are
+     * small, and a C call level per message is a fifth of its cost. */
+    if (spec->kind == LSV_FRAME_WS && lsv_ws_push_small(L, p, n) == 2)
+        return lsv_vm_pcall(L, nargs + 2, nresults);
+    if (spec->kind == LSV_FRAME_HTTP && n <= LSV_VM_SMALL_STR &&
+        lua_checkstack(L, 16)) {
+        /* a frame the framer accepted: lsv_http_push raises only for
+         * memory, and its luaL_checkstack is covered by the check above */
+        lsv_http_push(L, spec, p, n);
+        return lsv_vm_pcall(L, nargs + 1, nresults);
+    }
     frame_arg_t a = { c, spec, p, n };
     lua_pushcfunction(L, call_with_frame);
     lua_insert(L, -(nargs + 2));

@@ -36,4 +36,10 @@ int lsv_http_push(lua_State *L, const lsv_frame_spec_t *spec, const char *p,
 int lsv_ws_push(lua_State *L, lsv_conn_t *c, const lsv_frame_spec_t *spec,
                 const char *p, size_t n);
 
+/* The common WebSocket frame, one small valid data message, decoded
+ * outside a protected call (its string is under LSV_VM_SMALL_STR, the
+ * policy in vm.h): pushes its 2 values and returns 2, or returns -1,
+ * pushing nothing, for any other frame (lsv_ws_push decodes it then). */
+int lsv_ws_push_small(lua_State *L, const char *p, size_t n);
+
 #endif

@@ -63,8 +63,26 @@ static int bad_result(lsv_conn_t *c, lua_State *L, int base, int i,
 #define NUMBER_LEN 64
 
 /* Replies of up to this many values (none a table) take the one-copy
- * path of write_result. */
-#define REPLY_PIECES 8
+ * path of write_result (luaserv.http's replies are 9 values). */
+#define REPLY_PIECES 12
+
+/* Formats the integer x in decimal into out (at least 21 bytes), as Lua's
+ * tostring would ("%lld"), without making a Lua string. Returns the
+ * length. */
+static size_t format_integer(lua_Integer x, char *out)
+{
+    char tmp[24];
+    size_t n = 0, len = 0;
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x
+                                 : (unsigned long long)x;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (x < 0) out[len++] = '-';
+    while (n > 0) out[len++] = tmp[--n];
+    return len;
+}
 
 /* Writes what on_message returned: the values above stack slot base, each
  * a string (or number), a table of strings, or nil; all popped. Several
@@ -89,9 +107,16 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
      * saw (the strings stay on the stack) into one reservation. */
     const char *piece[REPLY_PIECES];
     size_t piece_len[REPLY_PIECES];
+    char nums[REPLY_PIECES][24];        /* integers formatted here */
     int pieces = top - base <= REPLY_PIECES;
     for (int i = base + 1; i <= top; i++) {
-        const char *s = lua_tolstring(L, i, &n);
+        const char *s;
+        if (pieces && lua_isinteger(L, i)) {
+            n = format_integer(lua_tointeger(L, i), nums[i - base - 1]);
+            s = nums[i - base - 1];
+        } else {
+            s = lua_tolstring(L, i, &n);
+        }
         if (pieces) {
             piece[i - base - 1] = s;
             piece_len[i - base - 1] = s ? n : 0;

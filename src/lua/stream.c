@@ -110,10 +110,17 @@ static int return_all(lua_State *L)
  * where nothing may be called): decoded in a protected call on the
  * running state, then moved. Returns how many it pushed, or 0 when the
  * frame decoded to nothing for the task (a WebSocket ping, answered):
- * the read takes the next frame. */
+ * the read takes the next frame. A small WebSocket data frame is pushed
+ * straight onto L. */
 static int push_decoded(lsv_conn_t *c, const lsv_frame_spec_t *want,
                         const char *p, size_t n, lua_State *L)
 {
+    /* The common WebSocket frame needs no protected call (decode.h);
+     * pushing onto a suspended thread is allowed, calling on it is not. */
+    if (want->kind == LSV_FRAME_WS && lsv_ws_push_small(L, p, n) == 2) {
+        frame_returned(c);
+        return 2;
+    }
     lua_State *D = lua_status(L) == LUA_OK ? L : lsv_conn_server(c)->vm->L;
     int base = lua_gettop(D);
     lua_pushcfunction(D, return_all);

@@ -124,26 +124,33 @@ static size_t data_total(const char *p, size_t n)
  * and pushed, with no buffer box and no second walk. */
 #define SMALL_MESSAGE 1024
 
+/* See decode.h. A single unfragmented text or binary frame of at most
+ * SMALL_MESSAGE bytes, valid UTF-8 if text, is unmasked on the C stack and
+ * pushed as one string with its kind. lua_checkstack does not raise. */
+int lsv_ws_push_small(lua_State *L, const char *p, size_t n)
+{
+    lsv_ws_head_t h;
+    size_t hl = lsv_ws_head(p, n, &h);
+    if (unlikely(!(hl > 0 && h.fin && h.opcode < LSV_WS_CLOSE &&
+                   h.len <= SMALL_MESSAGE && h.len == n - hl)))
+        return -1;
+    char small[SMALL_MESSAGE];
+    size_t len = (size_t)h.len;
+    lsv_ws_unmask(small, p + hl, len, h.mask);
+    if (h.opcode == LSV_WS_TEXT && unlikely(!lsv_ws_utf8_valid(small, len)))
+        return -1;                      /* lsv_ws_push fails the conn */
+    if (unlikely(!lua_checkstack(L, 2))) return -1;
+    lua_pushlstring(L, small, len);
+    if (h.opcode == LSV_WS_TEXT) lua_pushliteral(L, "text");
+    else lua_pushliteral(L, "binary");
+    return 2;
+}
+
+
 int lsv_ws_push(lua_State *L, lsv_conn_t *c, const lsv_frame_spec_t *spec,
                 const char *p, size_t n)
 {
-    lsv_ws_head_t h0;
-    size_t hl0 = lsv_ws_head(p, n, &h0);
-    if (likely(hl0 > 0 && h0.fin && h0.opcode < LSV_WS_CLOSE &&
-               h0.len <= SMALL_MESSAGE && h0.len == n - hl0)) {
-        char small[SMALL_MESSAGE];
-        size_t len = (size_t)h0.len;
-        lsv_ws_unmask(small, p + hl0, len, h0.mask);
-        if (h0.opcode == LSV_WS_TEXT && unlikely(!lsv_ws_utf8_valid(small,
-                                                                    len))) {
-            fail(c, spec, 1007, "websocket text not UTF-8");
-            return 0;
-        }
-        lua_pushlstring(L, small, len);
-        if (h0.opcode == LSV_WS_TEXT) lua_pushliteral(L, "text");
-        else lua_pushliteral(L, "binary");
-        return 2;
-    }
+    if (lsv_ws_push_small(L, p, n) == 2) return 2;
     size_t total = data_total(p, n), got = 0, at = 0;
     if (unlikely(total == SIZE_MAX)) {
         fail(c, spec, 1002, "websocket frames out of step");
