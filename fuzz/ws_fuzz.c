@@ -8,7 +8,8 @@
  * safety it checks the contract in frame.h, that a stream split into
  * reads of any sizes gives the same frames as the stream in one piece,
  * that each frame walks again as whole frames (as the decoder walks it)
- * and that lsv_ws_reject writes a well-formed close frame. */
+ * that lsv_ws_reject writes a well-formed close frame and that the
+ * interim replies (pongs between fragments) are whole pongs. */
 #include "lsv.h"
 #include "frame.h"
 #include "ws.h"
@@ -48,6 +49,28 @@ static void walk(const lsv_frame_spec_t *s, const char *p, size_t r)
     if (total > s->max) fail("message over max", 0);
 }
 
+/* As the conn does after PARTIAL: the pongs owed, until none; each
+ * output a run of whole pongs of at most 125 bytes, masked as a client. */
+static void interim(const lsv_frame_spec_t *s, char *p, size_t len,
+                    size_t *hint)
+{
+    char out[300];
+    size_t n;
+    int calls = 0;
+    while ((n = lsv_frame_interim(s, p, len, hint, out, sizeof out)) > 0) {
+        if (++calls > 100000) fail("interim does not end", 0);
+        if ((uint32_t)*hint > len) fail("interim hint past the input", 0);
+        for (size_t at = 0; at < n;) {
+            lsv_ws_head_t h;
+            size_t hl = lsv_ws_head(out + at, n - at, &h);
+            if (hl == 0 || h.len > n - at - hl || h.opcode != LSV_WS_PONG ||
+                h.len > 125 || h.masked != s->client)
+                fail("interim wrote no pong", 0);
+            at += hl + (size_t)h.len;
+        }
+    }
+}
+
 static ssize_t next(const lsv_frame_spec_t *s, const uint8_t *data,
                     size_t len, int eof, size_t *hint, size_t *mlen)
 {
@@ -63,6 +86,7 @@ static ssize_t next(const lsv_frame_spec_t *s, const uint8_t *data,
         walk(s, copy, (size_t)r);
     } else if (r == LSV_FRAME_PARTIAL) {
         if ((uint32_t)*hint > len) fail("hint past the input", r);
+        if (!eof) interim(s, copy, len, hint);
     } else if (r == LSV_FRAME_TRUNCATED) {
         if (!eof) fail("truncated before eof", r);
     } else if (r == LSV_FRAME_TOO_LONG || r == LSV_FRAME_BAD) {

@@ -34,6 +34,10 @@ local SCENARIOS = {
     { "too_big", "closes with 1009 on a message over max (1 MiB)" },
     { "raw_frag_ping", "answers a ping between fragments, split at " ..
                        "every byte, before the message" },
+    { "raw_ping_mid", "answers pings sent after a first fragment before " ..
+                      "the message is finished, each once" },
+    { "raw_close_mid", "echoes a close sent after a first fragment at " ..
+                       "once and closes" },
     { "raw_bad_utf8", "closes with 1007 on text that is not UTF-8" },
     { "raw_unmasked", "closes with 1002 on an unmasked frame, RSV bits, " ..
                       "a lone continuation, a long ping" },

@@ -483,8 +483,10 @@ static ssize_t feed(const lsv_frame_spec_t *s, const char *in, size_t upto,
 static size_t interim(const lsv_frame_spec_t *s, const char *in, size_t n,
                       size_t *hint)
 {
-    char out[64];
-    return lsv_frame_interim(s, in, n, hint, out, sizeof out);
+    char out[64], copy[256];
+    if (n > sizeof copy) return 0;
+    memcpy(copy, in, n);
+    return lsv_frame_interim(s, copy, n, hint, out, sizeof out);
 }
 
 static void test_continue(void)

@@ -192,19 +192,25 @@ static void test_resume(void)
         put(buf, &at, i == 0 ? 0x02 : i == 999 ? 0x80 : 0x00, NULL, 100, 1);
         if (i % 10 == 5) put(buf, &at, 0x89, "x", 1, 1);
     }
-    size_t hint = 0, off, mlen, last = 0;
+    size_t hint = 0, off, mlen, last = 0, pongs = 0;
     int monotone = 1;
     ssize_t r = 0;
     for (size_t k = 37; ; k += 37) {
         if (k > at) k = at;
         r = lsv_frame_next(&s, buf, k, 0, &hint, &off, &mlen);
         if (r != LSV_FRAME_PARTIAL) break;
+        /* As the conn does: the pings between fragments answered. */
+        char out[512];
+        size_t n;
+        while ((n = lsv_frame_interim(&s, buf, k, &hint, out, sizeof out)))
+            pongs += n / 3;
         size_t pos = (uint32_t)hint;
         if (pos < last || pos > k || k - pos > 120 + 2) monotone = 0;
         last = pos;
     }
     CHECK(r == (ssize_t)at && mlen == at);
     CHECK(monotone);
+    CHECKF(pongs == 100, "%zu pongs", pongs);
     test_done("a 1000-fragment message read 37 bytes at a time resumes");
 
     /* The payload cap counts every fragment, across resumes. */
@@ -235,6 +241,140 @@ static void test_resume(void)
         CHECKF(r == (ssize_t)at, "stale hint %zu gave %zd", stale, r);
     }
     test_done("a hint from another framing restarts the scan");
+}
+
+/* Unmasks the payload of the frame at p (n bytes there) into pl;
+ * returns its opcode, -1 when p holds no whole frame. */
+static int frame_at(const char *p, size_t n, char *pl, size_t *plen,
+                    size_t *flen)
+{
+    lsv_ws_head_t h;
+    size_t hl = lsv_ws_head(p, n, &h);
+    if (hl == 0 || h.len > n - hl) return -1;
+    lsv_ws_unmask(pl, p + hl, (size_t)h.len, h.mask);
+    *plen = (size_t)h.len;
+    *flen = hl + (size_t)h.len;
+    return h.masked == 0 || h.mask[0] | h.mask[1] | h.mask[2] | h.mask[3] ?
+           h.opcode : -2;
+}
+
+/* lsv_frame_interim on a fragmented message: each ping between its
+ * fragments is answered once, as soon as it is whole, with its payload;
+ * the answered ping reads as a pong. */
+static void test_interim(int client)
+{
+    lsv_frame_spec_t s = ws_spec(1024, client);
+    static char buf[4096];
+    char out[512], pl[200], name[100];
+    int m = !client;
+    size_t at = 0, hint = 0, off, mlen, plen, flen;
+    put(buf, &at, 0x01, "hel", 3, m);
+    size_t ping_at = at;
+    put(buf, &at, 0x89, "ping-1", 6, m);
+    put(buf, &at, 0x00, "lo ", 3, m);
+    size_t mid = at;
+    put(buf, &at, 0x80, "world", 5, m);
+    size_t whole = at;
+    /* Before the ping is whole: nothing owed. */
+    CHECK(lsv_frame_next(&s, buf, ping_at + 3, 0, &hint, &off, &mlen) ==
+          LSV_FRAME_PARTIAL);
+    CHECK(lsv_frame_interim(&s, buf, ping_at + 3, &hint, out, sizeof out) ==
+          0);
+    /* The ping whole, more fragments to come: its pong, once. */
+    CHECK(lsv_frame_next(&s, buf, mid, 0, &hint, &off, &mlen) ==
+          LSV_FRAME_PARTIAL);
+    CHECK((uint32_t)hint == ping_at);
+    size_t n = lsv_frame_interim(&s, buf, mid, &hint, out, sizeof out);
+    CHECK(frame_at(out, n, pl, &plen, &flen) == LSV_WS_PONG && flen == n &&
+          plen == 6 && memcmp(pl, "ping-1", 6) == 0);
+    CHECK((out[1] & 0x80) == (client ? 0x80 : 0));
+    CHECK((uint32_t)hint == mid);
+    CHECK((unsigned char)buf[ping_at] == 0x8A);
+    CHECK(lsv_frame_interim(&s, buf, mid, &hint, out, sizeof out) == 0);
+    CHECK(lsv_frame_next(&s, buf, mid, 0, &hint, &off, &mlen) ==
+          LSV_FRAME_PARTIAL);
+    CHECK(lsv_frame_interim(&s, buf, mid, &hint, out, sizeof out) == 0);
+    /* Resumed: the whole message, its payload intact. */
+    CHECK(lsv_frame_next(&s, buf, whole, 0, &hint, &off, &mlen) ==
+          (ssize_t)whole && mlen == whole);
+    char msg[32];
+    size_t got = 0;
+    for (size_t p = 0; p < whole; p += flen) {
+        int op = frame_at(buf + p, whole - p, pl, &plen, &flen);
+        CHECK(op >= 0);
+        if (op < LSV_WS_CLOSE) {
+            memcpy(msg + got, pl, plen);
+            got += plen;
+        } else {
+            CHECK(op == LSV_WS_PONG);
+        }
+    }
+    CHECK(got == 11 && memcmp(msg, "hello world", 11) == 0);
+    snprintf(name, sizeof name, "%s: a ping between fragments answered "
+             "once, before the message ends", client ? "client" : "server");
+    test_done(name);
+}
+
+/* Pings that do not fit the interim cap wait for the next call; a close
+ * between fragments ends the frame. */
+static void test_interim_more(int client)
+{
+    lsv_frame_spec_t s = ws_spec(1024, client);
+    static char buf[4096];
+    char out[512], pl[200], name[100];
+    int m = !client;
+    size_t at = 0, hint = 0, off, mlen, plen, flen, n;
+
+    /* Five 125-byte pings in one read, a cap for three: three now, two
+     * on the next call, in order. */
+    at = 0;
+    put(buf, &at, 0x02, "a", 1, m);
+    for (int i = 0; i < 5; i++) {
+        char p[125];
+        memset(p, '0' + i, sizeof p);
+        put(buf, &at, 0x89, p, 125, m);
+    }
+    hint = 0;
+    CHECK(lsv_frame_next(&s, buf, at, 0, &hint, &off, &mlen) ==
+          LSV_FRAME_PARTIAL);
+    int seen = 0;
+    size_t caps[] = { 3 * (LSV_WS_HEAD_MAX + 125), sizeof out };
+    for (int call = 0; call < 2; call++) {
+        n = lsv_frame_interim(&s, buf, at, &hint, out, caps[call]);
+        for (size_t p = 0; p < n; p += flen) {
+            CHECK(frame_at(out + p, n - p, pl, &plen, &flen) == LSV_WS_PONG &&
+                  plen == 125 && pl[0] == '0' + seen && pl[124] == pl[0]);
+            seen++;
+        }
+        CHECKF(seen == (call == 0 ? 3 : 5), "call %d: %d pongs", call, seen);
+    }
+    CHECK(lsv_frame_interim(&s, buf, at, &hint, out, sizeof out) == 0);
+    CHECK((uint32_t)hint == at);
+    snprintf(name, sizeof name, "%s: pings over the cap answered on the "
+             "next call", client ? "client" : "server");
+    test_done(name);
+
+    /* A close between fragments: the frame ends with it. */
+    at = 0;
+    put(buf, &at, 0x01, "hel", 3, m);
+    put(buf, &at, 0x89, "p", 1, m);
+    put(buf, &at, 0x88, "\x03\xe8", 2, m);
+    size_t through = at;
+    put(buf, &at, 0x80, "lo", 2, m);
+    hint = 0;
+    CHECK(lsv_frame_next(&s, buf, through - 1, 0, &hint, &off, &mlen) ==
+          LSV_FRAME_PARTIAL);
+    CHECK(lsv_frame_interim(&s, buf, through - 1, &hint, out, sizeof out) ==
+          LSV_WS_HEAD_MAX - 12 + (client ? 4 : 0) + 1);
+    CHECK(lsv_frame_next(&s, buf, through, 0, &hint, &off, &mlen) ==
+          (ssize_t)through);
+    hint = 0;
+    CHECK(lsv_frame_next(&s, buf, at, 0, &hint, &off, &mlen) ==
+          (ssize_t)through);
+    every_split(&s, buf, through, client ? "client: a close between "
+                "fragments ends the frame at every split"
+                : "server: a close between fragments ends the frame at "
+                "every split");
 }
 
 static void test_helpers(void)
@@ -270,6 +410,10 @@ int main(void)
     test_shapes(1);
     test_errors();
     test_resume();
+    test_interim(0);
+    test_interim(1);
+    test_interim_more(0);
+    test_interim_more(1);
     test_helpers();
     return tap_end();
 }

@@ -81,8 +81,8 @@ static inline lsv_server_t *lsv_conn_srv(const lsv_conn_t *c)
 void lsv_conn_stop_reading(lsv_conn_t *c);
 void lsv_conn_arm_timer(lsv_conn_t *c, double after);
 void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b);
-/* A partial frame may owe the peer an interim reply (HTTP's 100 Continue,
- * lsv_frame_interim): queued past the output cap and dropped if memory
+/* A partial frame may owe the peer interim replies (HTTP's 100 Continue,
+ * WebSocket's pongs between fragments; lsv_frame_interim): queued past the output cap and dropped if memory
  * is short (the peer then sends its body after its own wait), so it
  * never fails or frees c. (conn_out.c) */
 void lsv_conn_send_interim(lsv_conn_t *c, const lsv_frame_spec_t *spec,

@@ -216,11 +216,16 @@ void lsv_conn_reject(lsv_conn_t *c, const lsv_frame_spec_t *spec, ssize_t r)
 void lsv_conn_send_interim(lsv_conn_t *c, const lsv_frame_spec_t *spec,
                            size_t *hint)
 {
-    char out[64];
-    size_t n = lsv_frame_interim(spec, lsv_buf_head(&c->in), c->in.len, hint,
-                                 out, sizeof out);
-    if (n == 0 || (c->flags & LSV_CONN_CLOSING)) return;
-    lsv_conn_ensure_buf(lsv_conn_srv(c), &c->out);
-    if (c->out.len == 0) c->out_since = ev_now(lsv_conn_srv(c)->loop);
-    if (lsv_buf_try_append(&c->out, out, n) == LSV_OK) lsv_conn_queued(c);
+    char out[512];
+    size_t n;
+    if (c->flags & LSV_CONN_CLOSING) return;
+    /* Each call moves *hint on, so the loop ends; what did not fit in out
+     * comes on the next turn. */
+    while ((n = lsv_frame_interim(spec, lsv_buf_head(&c->in), c->in.len,
+                                  hint, out, sizeof out)) > 0) {
+        lsv_conn_ensure_buf(lsv_conn_srv(c), &c->out);
+        if (c->out.len == 0) c->out_since = ev_now(lsv_conn_srv(c)->loop);
+        if (lsv_buf_try_append(&c->out, out, n) != LSV_OK) break;
+        lsv_conn_queued(c);
+    }
 }

@@ -248,10 +248,12 @@ size_t lsv_frame_reject(const lsv_frame_spec_t *spec, ssize_t r,
     }
 }
 
-size_t lsv_frame_interim(const lsv_frame_spec_t *spec, const char *data,
+size_t lsv_frame_interim(const lsv_frame_spec_t *spec, char *data,
                          size_t len, size_t *hint, char *out, size_t cap)
 {
     if (spec->kind == LSV_FRAME_HTTP)
         return lsv_http_interim(spec, data, len, hint, out, cap);
+    if (spec->kind == LSV_FRAME_WS)
+        return lsv_ws_interim(spec, data, len, hint, out, cap);
     return 0;
 }

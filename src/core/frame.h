@@ -45,11 +45,15 @@ size_t lsv_frame_reject(const lsv_frame_spec_t *spec, ssize_t r,
 
 /* A protocol kind may owe its peer an interim reply while a frame is
  * partial (HTTP: "100 Continue" once the head of a request that expects
- * it is in and its body is not). Call it after lsv_frame_next returned
+ * it is in and its body is not; WebSocket: the pong for each ping between
+ * the fragments of a message). Call it after lsv_frame_next returned
  * LSV_FRAME_PARTIAL, with the same data, len and hint. Writes the reply
  * into out (at most cap bytes) and returns its length, 0 for none; it
- * updates *hint so the reply is owed only once per frame. */
-size_t lsv_frame_interim(const lsv_frame_spec_t *spec, const char *data,
+ * updates *hint so the reply is owed only once per frame. Call it again
+ * until it returns 0: what did not fit in cap comes next. It may rewrite
+ * the partial frame's bytes it answered so the decoder does not answer
+ * them again (WebSocket: an answered ping becomes a pong). */
+size_t lsv_frame_interim(const lsv_frame_spec_t *spec, char *data,
                          size_t len, size_t *hint, char *out, size_t cap);
 
 #endif

@@ -3,6 +3,7 @@
 #include "ws.h"
 
 #include <string.h>
+#include <sys/random.h>
 
 _Static_assert(sizeof(size_t) >= 8, "ws.c packs two 32-bit values in *hint");
 
@@ -65,9 +66,12 @@ static const char *bad_head(const lsv_frame_spec_t *spec,
 }
 
 /* The framer proper; *why names a fault. Walks frame by frame from the
- * resume point in *hint: pos, the first frame not yet complete, and
- * total, the data payload before it. pos > 0 only inside a fragmented
- * message (a lone frame before it would have been returned). */
+ * resume point in *hint: pos, the first frame not yet complete or the
+ * first ping between fragments not yet answered (lsv_ws_interim answers
+ * it and moves pos on), and total, the data payload before it. pos > 0
+ * only inside a fragmented message (a lone frame before it would have
+ * been returned). A close between fragments ends the message there: the
+ * frame returned runs through the close, which the decoder answers. */
 static ssize_t scan(const lsv_frame_spec_t *spec, const char *data,
                     size_t len, int eof, size_t *hint, size_t *mlen,
                     const char **why)
@@ -81,6 +85,8 @@ static ssize_t scan(const lsv_frame_spec_t *spec, const char *data,
         pos = 0;
         total = 0;
     }
+    size_t keep = SIZE_MAX;     /* the first unanswered ping, if any */
+    uint64_t keep_total = 0;
     for (;;) {
         lsv_ws_head_t h;
         if (len - pos >= 2) {
@@ -104,9 +110,13 @@ static ssize_t scan(const lsv_frame_spec_t *spec, const char *data,
         }
         if (len - pos - hl < h.len) break;
         size_t end = pos + hl + (size_t)h.len;
-        if (control && pos == 0) {
+        if (control && (pos == 0 || h.opcode == LSV_WS_CLOSE)) {
             *mlen = end;
             return (ssize_t)end;
+        }
+        if (h.opcode == LSV_WS_PING && keep == SIZE_MAX) {
+            keep = pos;
+            keep_total = total;
         }
         if (!control) {
             total += h.len;
@@ -121,6 +131,10 @@ static ssize_t scan(const lsv_frame_spec_t *spec, const char *data,
         *why = "frame cut off at end of stream";
         return LSV_FRAME_TRUNCATED;
     }
+    if (keep != SIZE_MAX) {
+        pos = keep;
+        total = keep_total;
+    }
     *hint = pos || total ? (size_t)pos | (size_t)total << 32 | HINT_TAG : 0;
     return LSV_FRAME_PARTIAL;
 }
@@ -130,6 +144,49 @@ ssize_t lsv_ws_frame(const lsv_frame_spec_t *spec, const char *data,
 {
     const char *why;
     return scan(spec, data, len, eof, hint, mlen, &why);
+}
+
+void lsv_ws_mask_key(uint8_t key[4])
+{
+    if (getrandom(key, 4, GRND_NONBLOCK) != 4)
+        memset(key, 0x5a, 4);           /* no entropy yet: still valid */
+}
+
+/* Walks on from the resume point in *hint over the complete frames of the
+ * open message, answering each ping with a pong in out while the pong
+ * fits; stops at the frame not yet complete (or a close, which the framer
+ * returns with the message). An answered ping is rewritten in data into
+ * a pong, which the decoder ignores, so it is answered once. */
+size_t lsv_ws_interim(const lsv_frame_spec_t *spec, char *data, size_t len,
+                      size_t *hint, char *out, size_t cap)
+{
+    size_t pos = (size_t)(uint32_t)*hint, n = 0;
+    uint64_t total = (*hint >> 32) & ~HINT_TAG32;
+    if (!(*hint >> 63) || pos == 0 || pos > len) return 0;
+    for (;;) {
+        lsv_ws_head_t h;
+        size_t hl = lsv_ws_head(data + pos, len - pos, &h);
+        if (hl == 0 || h.len > len - pos - hl || h.opcode == LSV_WS_CLOSE ||
+            (h.opcode < LSV_WS_CLOSE && h.fin))
+            break;
+        size_t plen = (size_t)h.len;
+        if (h.opcode == LSV_WS_PING) {
+            if (plen > 125 || cap - n < LSV_WS_HEAD_MAX + plen) break;
+            uint8_t key[4];
+            if (spec->client) lsv_ws_mask_key(key);
+            size_t at = n + lsv_ws_put_head(out + n, LSV_WS_PONG, plen,
+                                            spec->client ? key : NULL);
+            lsv_ws_unmask(out + at, data + pos + hl, plen, h.mask);
+            if (spec->client) lsv_ws_unmask(out + at, out + at, plen, key);
+            n = at + plen;
+            data[pos] = (char)(0x80 | LSV_WS_PONG);
+        } else if (h.opcode < LSV_WS_CLOSE) {
+            total += h.len;
+        }
+        pos += hl + plen;
+    }
+    *hint = (size_t)pos | (size_t)total << 32 | HINT_TAG;
+    return n;
 }
 
 size_t lsv_ws_put_head(char *out, int opcode, uint64_t len,

@@ -15,10 +15,15 @@
  * payload of 1 byte), LSV_FRAME_TOO_LONG over the caps, as soon as the
  * offending header is in.
  *
+ * A close between fragments ends the message early: the frame returned
+ * then runs through the close (the decoder answers it and drops the
+ * partial message).
+ *
  * *hint packs the resume state: the offset of the first frame not yet
- * complete (low 32 bits), the data payload before it (bits 32-62) and a
- * tag (bit 63), so a big message arriving in many reads is parsed once;
- * a nonzero hint without the tag (another framing's) restarts the scan. */
+ * complete, or of the first ping between fragments not yet answered
+ * (low 32 bits), the data payload before it (bits 32-62) and a tag (bit
+ * 63), so a big message arriving in many reads is parsed once; a nonzero
+ * hint without the tag (another framing's) restarts the scan. */
 #ifndef LSV_WS_H
 #define LSV_WS_H
 
@@ -57,6 +62,19 @@ ssize_t lsv_ws_frame(const lsv_frame_spec_t *spec, const char *data,
 size_t lsv_ws_reject(const lsv_frame_spec_t *spec, ssize_t r,
                      const char *data, size_t len, char *out, size_t cap,
                      const char **why);
+
+/* See lsv_frame_interim (frame.h): while a fragmented message is partial,
+ * the pongs owed for the complete pings between its fragments, as many
+ * as fit in cap (the rest on the next call), masked in client mode. Each
+ * answered ping is rewritten in data[] into a pong (opcode byte only), so
+ * the decoder, which answers pings and ignores pongs, answers it once;
+ * *hint moves past it. */
+size_t lsv_ws_interim(const lsv_frame_spec_t *spec, char *data, size_t len,
+                      size_t *hint, char *out, size_t cap);
+
+/* A fresh masking key for a client's frame (getrandom; a fixed one when
+ * the kernel has no entropy yet, which is still a valid frame). */
+void lsv_ws_mask_key(uint8_t key[4]);
 
 /* Parses the header at p[0, n) without judging it. Returns its length
  * (h filled), or 0 when p[0, n) does not hold all of it yet. */

@@ -11,7 +11,6 @@
 
 #include <lauxlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 /* --- replies the decoder sends itself ------------------------------------ */
 
@@ -23,8 +22,7 @@ static void send_control(lsv_conn_t *c, const lsv_frame_spec_t *spec,
     char out[LSV_WS_HEAD_MAX + 125];
     uint8_t key[4] = { 0 };
     if (lsv_conn_is_closing(c)) return;
-    if (spec->client && getrandom(key, sizeof key, GRND_NONBLOCK) != 4)
-        memset(key, 0x5a, sizeof key);  /* no entropy yet: still valid */
+    if (spec->client) lsv_ws_mask_key(key);
     size_t hl = lsv_ws_put_head(out, opcode, n, spec->client ? key : NULL);
     if (spec->client) lsv_ws_unmask(out + hl, p, n, key);
     else memcpy(out + hl, p, n);
@@ -118,7 +116,10 @@ static size_t data_total(const char *p, size_t n)
 /* The frame p[0, n) is what lsv_ws_frame returned, so every header in it
  * is whole and valid and the walk needs no checks. A message is unmasked
  * straight into a Lua buffer of its final size; the control frames
- * between its fragments are answered in order as the walk meets them.
+ * between its fragments are answered in order as the walk meets them
+ * (the pings lsv_ws_interim answered while the message was partial now
+ * read as pongs and are skipped). A close between fragments ends the
+ * frame: the partial message is dropped and the close pushed.
  * may raise (memory) */
 /* A small unfragmented message, the common case: unmasked on the C stack
  * and pushed, with no buffer box and no second walk. */
