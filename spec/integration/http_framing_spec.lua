@@ -300,8 +300,8 @@ describe("framing http refuses", function()
             assert.equal("", out)
         end
         helpers.wait_until(function()
-            return helpers.count(srv:log(), "request cut off by the end of " ..
-                                 "the stream") >= 2
+            return helpers.count(srv:log(), " bytes of an incomplete http " ..
+                                 "frame dropped") >= 2
         end, 5, "two log lines")
         keep:close()
     end)
