@@ -44,8 +44,8 @@ static ssize_t bad(scan_t *s, int why, size_t at)
     return LSV_FRAME_BAD;
 }
 
-/* A command's resume state: an element's offset and a count of elements still
- * expected, both under 2^32 (a frame is at most 1 GiB, a count at most
+/* A command's resume state: an element's offset and a count of elements
+ * still expected, both under 2^32 (a frame is at most 1 GiB, a count at most
  * INT32_MAX). Where size_t cannot hold both, no resume: still correct,
  * only slower for frames that arrive in many reads. */
 #if SIZE_MAX > 0xffffffffu
