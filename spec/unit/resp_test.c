@@ -496,16 +496,30 @@ static void test_resume(void)
     hint = 0;
     CHECK(lsv_frame_next(&s, S("GET ke"), 0, &hint, &off, &mlen) ==
           LSV_FRAME_PARTIAL && hint == 6);
-    /* Client: resumes at the outermost array's next element. */
+    /* Client: resumes at the innermost array's next element (":2" at
+     * 19, two levels open); the bytes before it are not read again. */
     lsv_frame_spec_t c = resp_spec(1);
     char rep[] = "*3\r\n$1\r\na\r\n*2\r\n:1\r\n:2\r\n$3\r\nxyz\r\n";
     hint = 0;
     CHECK(lsv_frame_next(&c, rep, 22, 0, &hint, &off, &mlen) ==
           LSV_FRAME_PARTIAL);
-    CHECK((hint & 0xffffffffu) == 11 && (hint >> 32) == 2);
-    memset(rep + 4, '#', 7);
+    CHECK((hint & 0xffffffffu) == 19 && (hint >> 32 & 3) == 1);
+    memset(rep + 1, '#', 18);
     CHECK(lsv_frame_next(&c, rep, sizeof rep - 1, 0, &hint, &off, &mlen) ==
           (ssize_t)sizeof rep - 1);
+    /* Outer counts too big to pack with the inner one: the anchor is the
+     * outermost array's next element (the inner array's header, at 7). */
+    char wide[] = "*1000\r\n*1000000\r\n:1\r\n:2\r\n";
+    hint = 0;
+    CHECK(lsv_frame_next(&c, wide, sizeof wide - 1, 0, &hint, &off, &mlen) ==
+          LSV_FRAME_PARTIAL);
+    CHECK((hint & 0xffffffffu) == 7 && (hint >> 32 & 3) == 0);
+    /* A count whose elements cannot fit in max is too long at once. */
+    lsv_frame_spec_t small = c;
+    small.max = 100;
+    hint = 0;
+    CHECK(lsv_frame_next(&small, S("*1\r\n*40\r\n"), 0, &hint, &off, &mlen) ==
+          LSV_FRAME_TOO_LONG);
     test_done("the hint packs the next element and the count left, and "
               "resuming does not read framed bytes again");
 }
@@ -570,6 +584,94 @@ static void test_big_arrivals(void)
     free(big);
     test_done("a 1M-argument command and a 24 MiB bulk arriving 64 KiB at a "
               "time are framed in linear time");
+}
+
+/* A reply of prefix, n one-byte bulks and suffix. */
+static char *nested_reply(const char *prefix, size_t nb,
+                          const char *suffix, size_t *n)
+{
+    size_t pl = strlen(prefix), sl = strlen(suffix);
+    char *buf = malloc(pl + nb * 7 + sl);
+    if (buf == NULL) abort();
+    memcpy(buf, prefix, pl);
+    for (size_t i = 0; i < nb; i++)
+        memcpy(buf + pl + i * 7, "$1\r\nx\r\n", 7);
+    memcpy(buf + pl + nb * 7, suffix, sl);
+    *n = pl + nb * 7 + sl;
+    return buf;
+}
+
+/* Feeds in[0, n) in reads of step bytes to a client framer, spoiling with
+ * '#' every byte before the resume offset after each partial call: the
+ * reply is still framed whole only if no call reads before its anchor.
+ * Returns the result; *lag is the most bytes a call had to read again
+ * (from the anchor to the end of the data it had), *calls the calls. */
+static ssize_t arrive_spoiled(const char *in, size_t n, size_t step,
+                              size_t *lag, size_t *calls)
+{
+    lsv_frame_spec_t s = resp_spec(1);
+    char *work = malloc(n);
+    if (work == NULL) abort();
+    size_t hint = 0, off, mlen, have = 0;
+    ssize_t r = LSV_FRAME_PARTIAL;
+    *lag = 0;
+    *calls = 0;
+    while (r == LSV_FRAME_PARTIAL && have < n) {
+        size_t next = have + step < n ? have + step : n;
+        memcpy(work + have, in + have, next - have);
+        have = next;
+        r = lsv_frame_next(&s, work, have, 0, &hint, &off, &mlen);
+        ++*calls;
+        if (r != LSV_FRAME_PARTIAL)
+            break;
+        size_t at = hint & 0xffffffffu;
+        if (at == 0 || at > have) { r = LSV_FRAME_BAD; break; }
+        if (have - at > *lag)
+            *lag = have - at;
+        memset(work + 1, '#', at - 1);   /* byte 0 says "an array" */
+    }
+    free(work);
+    return r;
+}
+
+/* Nested replies of 100k+ elements arriving 64 KiB at a time resume at
+ * the innermost array: no call reads a framed byte again, and each reads
+ * again at most the one partial element it stopped in. */
+static void test_nested_resume(void)
+{
+    static const struct { const char *pre, *suf; size_t nb; } shapes[] = {
+        { "*1\r\n*1000000\r\n", "", 1000000 },             /* depth 2 */
+        { "*1\r\n*1\r\n*200000\r\n", "", 200000 },        /* depth 3 */
+        { "*3\r\n+OK\r\n*150000\r\n", ":7\r\n", 150000 }, /* EXEC */
+        { "*2\r\n$1\r\n0\r\n*120000\r\n", "", 120000 },  /* SCAN */
+        { "*4\r\n:1\r\n*2\r\n*3\r\n:1\r\n:2\r\n*100000\r\n",
+          ":5\r\n*1\r\n:1\r\n+end\r\n", 100000 },        /* depth 4 */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        size_t n, lag, calls;
+        char *in = nested_reply(shapes[i].pre, shapes[i].nb, shapes[i].suf,
+                                &n);
+        ssize_t r = arrive_spoiled(in, n, 64 * 1024, &lag, &calls);
+        CHECKF(r == (ssize_t)n && lag <= 7 && calls > 10,
+               "shape %zu: r %zd of %zu, lag %zu, %zu calls", i, r, n, lag,
+               calls);
+        free(in);
+    }
+    /* XRANGE-like: 100k entries { id, { field, value } }: the entries
+     * are small, the anchor stays at the outer array; still one entry. */
+    size_t cap = 64 + 100000 * 40, k, lag, calls;
+    char *x = malloc(cap);
+    if (x == NULL) abort();
+    k = (size_t)sprintf(x, "*100000\r\n");
+    for (int i = 0; i < 100000; i++)
+        k += (size_t)sprintf(x + k, "*2\r\n$3\r\n%03d\r\n*2\r\n$1\r\nf\r\n"
+                             "$1\r\nv\r\n", i % 1000);
+    ssize_t r = arrive_spoiled(x, k, 64 * 1024, &lag, &calls);
+    CHECKF(r == (ssize_t)k && lag < 40, "xrange: r %zd of %zu, lag %zu", r,
+           k, lag);
+    free(x);
+    test_done("nested replies (depth 2 to 4, 100k+ elements) arriving 64 "
+              "KiB at a time never read a framed byte again");
 }
 
 static void test_many_in_one(void)
@@ -731,6 +833,7 @@ int main(void)
     test_inline_quoting();
     test_resume();
     test_big_arrivals();
+    test_nested_resume();
     test_many_in_one();
     test_random(0);
     test_random(1);

@@ -44,8 +44,8 @@ static ssize_t bad(scan_t *s, int why, size_t at)
     return LSV_FRAME_BAD;
 }
 
-/* The resume state: an element's offset and a count of elements still
- * expected, both under 2^32 (a frame is at most 1 GiB, a count at most
+/* A command's resume state: an element's offset and a count of elements
+ * still expected, both under 2^32 (a frame is at most 1 GiB, a count at most
  * INT32_MAX). Where size_t cannot hold both, no resume: still correct,
  * only slower for frames that arrive in many reads. */
 #if SIZE_MAX > 0xffffffffu
@@ -304,25 +304,116 @@ static ssize_t element(scan_t *s, size_t *pos, long long *count)
     return *pos > spec->max ? LSV_FRAME_TOO_LONG : 1;
 }
 
+/* A reply's resume state: the stack of counts still expected by the
+ * arrays open at an anchor, the offset of the element the innermost of
+ * them reads next. Levels are packed up to RESUME_LEVELS deep: the offset
+ * in the low 32 bits (so a hint never points past the data), then 2 bits
+ * for the level count k - 1, then 30 bits holding the outer k - 1 counts
+ * in Elias gamma code (1 takes 1 bit, 2-3 take 3, 100 takes 13) and the
+ * innermost count raw in the bits left. Counts are under 2^29 (each
+ * element takes 3 bytes or more of a frame of at most 1 GiB, checked as
+ * an array's header announces them), so one level always fits; deeper
+ * stacks fit when their outer counts are small, as in the usual shapes
+ * (an EXEC reply, SCAN's cursor and keys, XRANGE's entries). */
+#define RESUME_LEVELS 4
+#define RESUME_BITS 30
+
+#if SIZE_MAX > 0xffffffffu
+/* Packs the stack c[0, k) at offset pos; returns 0 when it does not fit. */
+static size_t reply_pack(size_t pos, const uint32_t *c, int k)
+{
+    uint64_t bits = 0;
+    int used = 0;
+    if (pos > 0xffffffffu || k < 1 || k > RESUME_LEVELS)
+        return 0;
+    for (int i = 0; i < k - 1; i++) {
+        int w = 32 - __builtin_clz(c[i]);   /* c[i] >= 1 */
+        if (used + 2 * w - 1 > RESUME_BITS)
+            return 0;
+        used += w - 1;                      /* w - 1 zeros, a 1 (the top */
+        bits |= (uint64_t)1 << used++;      /* bit), then the w - 1 below */
+        bits |= (uint64_t)(c[i] & ((1u << (w - 1)) - 1)) << used;
+        used += w - 1;
+    }
+    if (c[k - 1] >> (RESUME_BITS - used) != 0)
+        return 0;
+    bits |= (uint64_t)c[k - 1] << used;
+    return (size_t)pos | (size_t)(k - 1) << 32 | (size_t)bits << 34;
+}
+
+/* Unpacks a hint into *pos and c[0, k), returning k; 0 when hint is not
+ * a resume state that fits data of len bytes (a count of 0, an offset
+ * before the first element or past len, a code that runs out). */
+static int reply_unpack(size_t hint, size_t len, size_t *pos, uint32_t *c)
+{
+    int k = (int)(hint >> 32 & 3) + 1, used = 0;
+    uint64_t bits = (uint64_t)hint >> 34;
+    *pos = hint & 0xffffffffu;
+    if (*pos < 4 || *pos > len)
+        return 0;
+    for (int i = 0; i < k - 1; i++) {
+        uint64_t rest = bits >> used;
+        if (rest == 0)
+            return 0;
+        int z = __builtin_ctzll(rest);      /* the code's w - 1 zeros */
+        if (used + 2 * z + 1 > RESUME_BITS)
+            return 0;
+        c[i] = (uint32_t)(1ull << z | (rest >> (z + 1) & ((1ull << z) - 1)));
+        used += 2 * z + 1;
+    }
+    c[k - 1] = (uint32_t)(bits >> used);
+    return c[k - 1] > 0 ? k : 0;
+}
+#else
+static size_t reply_pack(size_t pos, const uint32_t *c, int k)
+{
+    (void)pos; (void)c; (void)k;
+    return 0;
+}
+
+static int reply_unpack(size_t hint, size_t len, size_t *pos, uint32_t *c)
+{
+    (void)hint; (void)len; (void)pos; (void)c;
+    return 0;
+}
+#endif
+
+/* The resume state to keep at a partial reply: the deepest anchor level
+ * (at most RESUME_LEVELS, and not above low, the shallowest level whose
+ * anchor at[] this scan saw) whose stack packs. */
+static size_t reply_hint(const size_t *at, const uint32_t *stack, int depth,
+                         int low)
+{
+    for (int k = depth < RESUME_LEVELS ? depth : RESUME_LEVELS; k >= 1 &&
+         k >= low; k--) {
+        size_t h = reply_pack(at[k], stack, k);
+        if (h != 0)
+            return h;
+    }
+    return 0;
+}
+
 /* Client: one reply, arrays nested up to LSV_RESP_MAX_DEPTH, walked with
- * a stack of the counts still expected per level. *hint resumes at the
- * outermost array's next element (an element nested deeper is rescanned
- * from its start, which its bulks' lengths keep cheap). */
+ * a stack of the counts still expected per level. at[k] is where the
+ * element the level-k array reads next begins (its anchor): *hint resumes
+ * at the deepest anchor it can pack (see reply_pack), so only a partial
+ * element nested deeper than that is scanned again on the next call. */
 static ssize_t reply(scan_t *s, size_t *hint, size_t *mlen)
 {
     uint32_t stack[LSV_RESP_MAX_DEPTH];
-    int depth = 0;
-    size_t pos = 0, top_pos = 0;
-    uint32_t top_left = 0;
+    size_t at[RESUME_LEVELS + 1] = { 0 };
+    int depth = 0, low;
+    size_t pos = 0;
     if (s->p[0] == '+' || s->p[0] == '-')
         return simple_reply(s, hint, mlen);
-    if (s->p[0] == '*' && unpack(*hint, s->len, 4, &pos, &stack[0]))
-        depth = 1;
+    if (s->p[0] == '*')
+        depth = reply_unpack(*hint, s->len, &pos, stack);
+    low = depth;
     for (;;) {
-        if (depth == 1) {
-            top_pos = pos;
-            top_left = stack[0];
-        }
+        if (depth <= RESUME_LEVELS)
+            at[depth] = pos;
+        if (depth < low)
+            low = depth;
         if (pos >= s->len)
             break;
         long long count;
@@ -334,6 +425,9 @@ static ssize_t reply(scan_t *s, size_t *hint, size_t *mlen)
         if (count > 0) {
             if (unlikely(depth == LSV_RESP_MAX_DEPTH))
                 return bad(s, W_DEPTH, pos);
+            /* Each element takes 3 bytes or more ("+\r\n"). */
+            if (unlikely((uint64_t)pos + 3 * (uint64_t)count > s->spec->max))
+                return LSV_FRAME_TOO_LONG;
             stack[depth++] = (uint32_t)count;
             continue;
         }
@@ -344,7 +438,7 @@ static ssize_t reply(scan_t *s, size_t *hint, size_t *mlen)
             return (ssize_t)pos;
         }
     }
-    *hint = top_left > 0 ? pack(top_pos, top_left) : 0;
+    *hint = depth > 0 ? reply_hint(at, stack, depth, low) : 0;
     return LSV_FRAME_PARTIAL;
 }
 

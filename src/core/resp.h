@@ -25,15 +25,25 @@
  * length. Beyond it:
  *   - returns LSV_FRAME_BAD on a protocol error (lsv_resp_reject names it);
  *     LSV_FRAME_TOO_LONG when the frame would pass spec->max bytes, found
- *     as soon as a length announces it, so at most spec->max bytes plus
- *     one partial length line are ever buffered.
- *   - *hint is the resume state: the offset of the next unparsed element
- *     (low 32 bits) and how many elements the command or the reply's
- *     outermost array still expects (high 32 bits); for an inline command
- *     or a simple-string reply, how far the line was searched. A bulk's
- *     payload is skipped by its length, never scanned, so a command that
- *     arrives in many reads costs O(its size) in all. A hint that does not
- *     fit the data (past len, or from another framing) restarts at 0.
+ *     as soon as a length announces it (a reply's array of n elements at
+ *     offset o needs o + 3n bytes), so at most spec->max bytes plus one
+ *     partial length line are ever buffered.
+ *   - *hint is the resume state, its low 32 bits always an offset within
+ *     the data. A command: the offset of the next unparsed bulk and how
+ *     many the command still expects (high 32 bits). A reply: the offset
+ *     of the next element of the innermost open array and the counts
+ *     still expected by every array open there, up to 4 levels deep, when
+ *     they pack (resp.c reply_pack: always for one level; for deeper ones
+ *     when the outer counts are small, e.g. an EXEC reply's commands, a
+ *     SCAN reply's cursor); else the deepest anchor that packs, at worst
+ *     the outermost array's next element. So a reply of depth <= 4 with
+ *     small outer counts, however big its innermost array, and a reply
+ *     whose outer array holds many small elements, cost O(their size) in
+ *     all however they arrive; only an element nested below the anchor is
+ *     read again. An inline command or a simple-string reply: how far the
+ *     line was searched. A bulk's payload is skipped by its length, never
+ *     scanned. A hint that does not fit the data (past len, or from
+ *     another framing) restarts at 0.
  *   - "*0\r\n", "*-1\r\n" and an empty inline line are frames of their own
  *     that decode to no arguments (server mode).
  *   - at eof a partial frame is LSV_FRAME_TRUNCATED. */
