@@ -178,6 +178,7 @@ install: all
 	install -m 644 lua/luaserv/*.lua $(DESTDIR)$(PREFIX)/share/luaserv/lua/luaserv/
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/luaserv/
 	install -m 644 examples/*.lua $(DESTDIR)$(PREFIX)/share/doc/luaserv/examples/
+	cp -R examples/static $(DESTDIR)$(PREFIX)/share/doc/luaserv/examples/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/luaserv $(DESTDIR)$(PREFIX)/bin/luaserv-cli \
