@@ -30,19 +30,25 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/udp core/net \
            core/server core/loop core/transport \
-           core/buf core/frame core/util core/resolve \
+           core/buf core/frame core/resp core/http core/ws core/util \
+           core/resolve \
            core/shdict core/shdict_heap core/shdict_read
+CORE_SRC += core/sha1 core/base64
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
-          lua/shared
+          lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
 BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/hist \
+            tools/bench_ws \
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
+UNIT_TESTS += http_test
+UNIT_TESTS += ws_test
+UNIT_TESTS += resp_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
@@ -88,7 +94,15 @@ $(BUILD)/luaserv-cli: $(CLI_OBJ)
 $(BUILD)/luaserv-bench: $(BENCH_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EV_LIBS) -lm
 
-$(BUILD)/unit/frame_test: $(BUILD)/unit/frame_test.o $(BUILD)/core/frame.o
+# The framer and the protocol framers it dispatches to.
+FRAME_OBJ = $(BUILD)/core/frame.o $(BUILD)/core/resp.o $(BUILD)/core/http.o \
+            $(BUILD)/core/ws.o
+FRAME_C = src/core/frame.c src/core/resp.c src/core/http.c src/core/ws.c \
+          src/core/frame.h src/core/frame_spec.h src/core/resp.h src/core/http.h src/core/ws.h \
+          src/core/lsv.h
+# Each framer's checks link the framer with every protocol framer.
+FRAME_TESTS = frame_test http_test ws_test resp_test
+$(FRAME_TESTS:%=$(BUILD)/unit/%): $(BUILD)/unit/%: $(BUILD)/unit/%.o $(FRAME_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(BUILD)/unit/buf_test: $(BUILD)/unit/buf_test.o $(BUILD)/core/buf.o $(BUILD)/core/util.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
@@ -110,10 +124,11 @@ test: all units
 	@LUASERV_BUILD=$(BUILD) sh spec/run $(UNIT_TESTS:%=$(BUILD)/unit/%)
 
 # The benchmark: luaserv against the bare C and Python reference servers,
-# pinned to separate cores; QUICK=1 for a run under a minute.
+# pinned to separate cores; QUICK=1 for a short run, ONLY=protocols (or
+# lines, idle, shdict, resp, http, ws) for some parts alone.
 bench: all $(BUILD)/ref_libev
 	@sh .ci/deps bench
-	QUICK=$(QUICK) BUILD=$(BUILD) python3 bench/run.py
+	QUICK=$(QUICK) ONLY=$(ONLY) BUILD=$(BUILD) python3 bench/run.py
 
 $(BUILD)/ref_libev: bench/ref_libev.c
 	@mkdir -p $(BUILD)
@@ -125,11 +140,17 @@ $(BUILD)/ref_libev: bench/ref_libev.c
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = frame_fuzz addr_fuzz
+FUZZ_TARGETS += http_fuzz
+FUZZ_TARGETS += ws_fuzz
+FUZZ_TARGETS += resp_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
-build/fuzz/frame_fuzz: fuzz/frame_fuzz.c src/core/frame.c src/core/frame.h src/core/lsv.h
+build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
+build/fuzz/http_fuzz: fuzz/http_fuzz.c $(FRAME_C)
+build/fuzz/ws_fuzz: fuzz/ws_fuzz.c $(FRAME_C)
+build/fuzz/resp_fuzz: fuzz/resp_fuzz.c $(FRAME_C)
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz
@@ -157,6 +178,7 @@ install: all
 	install -m 644 lua/luaserv/*.lua $(DESTDIR)$(PREFIX)/share/luaserv/lua/luaserv/
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/luaserv/
 	install -m 644 examples/*.lua $(DESTDIR)$(PREFIX)/share/doc/luaserv/examples/
+	cp -R examples/static $(DESTDIR)$(PREFIX)/share/doc/luaserv/examples/
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/luaserv $(DESTDIR)$(PREFIX)/bin/luaserv-cli \

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""bench/idle_mem.py SCRIPT [N]: RSS bytes per idle connection above the
-empty server, for a handler script. Starts build/luaserv on 127.0.0.1:0,
-opens N connections that send nothing (a stream handler's task waits in
-readline), and reads VmRSS from /proc before and after."""
+"""bench/idle_mem.py [--request] SCRIPT [N]: RSS bytes per idle connection
+above the empty server, for a handler script. Starts build/luaserv on
+127.0.0.1:0, opens N connections that send nothing (a stream handler's
+task waits in readline), and reads VmRSS from /proc before and after.
+--request: each connection first sends one line and reads its reply, so
+what a served connection keeps (its buffers given back, its task's
+thread grown) is what is measured."""
 import os, socket, subprocess, sys, time, resource
 
-script = sys.argv[1]
-n = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
+args = [a for a in sys.argv[1:] if a != "--request"]
+request = "--request" in sys.argv[1:]
+script = args[0]
+n = int(args[1]) if len(args) > 1 else 10000
 binary = os.environ.get("LUASERV", "build/luaserv")
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -29,13 +34,23 @@ try:
     conns = []
     deadline = time.time() + 60
     for i in range(n):
-        conns.append(socket.create_connection(("127.0.0.1", port)))
+        s = socket.create_connection(("127.0.0.1", port))
+        if request:
+            s.sendall(b"hello\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    raise RuntimeError("closed before the reply")
+                reply += chunk
+        conns.append(s)
         if time.time() > deadline:
             break
     time.sleep(1.0)
     after = rss(p.pid)
     per = (after - before) / len(conns)
-    print(f"{script}: {len(conns)} idle connections: RSS {before/1024:.0f} KiB"
+    what = " (after one request each)" if request else ""
+    print(f"{script}: {len(conns)} idle connections{what}: RSS {before/1024:.0f} KiB"
           f" -> {after/1024:.0f} KiB, {per:.0f} bytes per connection")
     for c in conns:
         c.close()

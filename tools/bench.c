@@ -45,29 +45,7 @@
  * the payload is shorter), so a reply can be matched to its request. */
 #define SEQ_DIGITS 8
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- requests and replies ---- */
-
-/* Writes seq as the request's last digits (lowercase hex). */
-static inline void put_seq(char *p, uint32_t seq, int digits)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (int i = digits - 1; i >= 0; i--, seq >>= 4)
-        p[i] = hex[seq & 15];
-}
-
-/* Whether p holds exactly request line seq (the template with its number). */
-static inline int is_request(bench_t *b, const char *p, uint32_t seq)
-{
-    put_seq(b->line + b->size - b->digits, seq, b->digits);
-    return memcmp(p, b->line, b->line_len) == 0;
-}
 
 /* Whether p starts like "[Tue Apr  8 20:55:49 2006] ". */
 static inline int stamp_ok(const char *p)
@@ -92,18 +70,9 @@ static inline int reply_ok(bench_t *b, const char *p, size_t n, uint32_t seq)
     }
 }
 
-static inline void record(bench_t *b, bconn_t *c, int64_t ns)
-{
-    uint64_t v = ns > 0 ? (uint64_t)ns : 0;
-    b->st.requests++;
-    b->requests_total++;
-    lsv_hist_record(&b->st.lat, v);
-    c->backoff = 0;
-}
-
 /* Counts a reply that failed the check; the first is kept for the report,
  * quoted, with CR and LF shown as \r and \n and other controls as '?'. */
-static void bad_reply(bench_t *b, const char *p, size_t n)
+void bench_bad_reply(bench_t *b, const char *p, size_t n)
 {
     char *o = b->bad_sample, *end = o + sizeof b->bad_sample - 4;
 
@@ -135,6 +104,7 @@ static void conn_close(bench_t *b, bconn_t *c)
     if (c->state == ST_CONNECTING) b->connecting--;
     c->state = ST_OFF;
     c->head = c->inflight = c->nqueued = 0;
+    c->hs = 0;
     lsv_buf_consume(&c->in, c->in.len);
     lsv_buf_consume(&c->out, c->out.len);
 }
@@ -143,8 +113,8 @@ static void conn_close(bench_t *b, bconn_t *c)
  * 0 for a close by the server). A connection that had a good reply since
  * its last failure opens again at once; after that the sweep retries it
  * with a backoff that doubles, so a dead server is not hammered. */
-static void conn_fail(bench_t *b, bconn_t *c, uint64_t *counter,
-                      const char *what, int err)
+void bench_conn_fail(bench_t *b, bconn_t *c, uint64_t *counter,
+                     const char *what, int err)
 {
     int64_t wait = c->backoff;
 
@@ -184,7 +154,7 @@ static void stream_queue(bench_t *b, bconn_t *c, uint32_t n, int64_t now)
 
 /* Writes what c->out holds; waits for EV_WRITE only after EAGAIN. Returns
  * LSV_OK, or LSV_ERR with errno set when the connection failed. */
-static int stream_flush(bench_t *b, bconn_t *c)
+int bench_stream_flush(bench_t *b, bconn_t *c)
 {
     while (c->out.len > 0) {
         ssize_t n = send(c->fd, lsv_buf_head(&c->out), c->out.len,
@@ -295,7 +265,7 @@ static void udp_reply(bench_t *b, bconn_t *c, const char *p, size_t n,
     } else if (form && (any || is_request(b, req, v))) {
         b->st.late++;
     } else {
-        bad_reply(b, p, n);
+        bench_bad_reply(b, p, n);
         if (oldest >= 0) udp_requeue(c, (uint32_t)oldest);
     }
 }
@@ -313,12 +283,15 @@ static void conn_connected(bench_t *b, bconn_t *c)
     case MODE_SHORT:
         stream_queue(b, c, b->mode == MODE_SHORT ? 1 : b->pipeline,
                      b->mode == MODE_SHORT ? c->since : now_ns());
-        if (stream_flush(b, c) != LSV_OK)
-            conn_fail(b, c, &b->st.closed, "send", errno);
+        if (bench_stream_flush(b, c) != LSV_OK)
+            bench_conn_fail(b, c, &b->st.closed, "send", errno);
         break;
     case MODE_UDP:
         for (uint32_t i = 0; i < b->pipeline; i++) udp_requeue(c, i);
         udp_flush(b, c);
+        break;
+    case MODE_WS:
+        bench_ws_start(b, c);
         break;
     default:
         if (!b->ready && b->open == b->nconns) {
@@ -340,12 +313,13 @@ static void conn_open(bench_t *b, bconn_t *c)
 
     c->since = now_ns();
     if (fd < 0) {
-        conn_fail(b, c, &b->st.connect, "socket", errno);
+        bench_conn_fail(b, c, &b->st.connect, "socket", errno);
         return;
     }
     /* Batches of pipelined requests must not wait for an ACK. A short
      * exchange is one write, which Nagle never holds. */
-    if (b->mode == MODE_PERSISTENT && b->sa.ss_family != AF_UNIX) {
+    if ((b->mode == MODE_PERSISTENT || b->mode == MODE_WS)
+        && b->sa.ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
@@ -361,7 +335,7 @@ static void conn_open(bench_t *b, bconn_t *c)
     } else {
         /* EADDRNOTAVAIL when short mode ran out of ephemeral ports,
          * EAGAIN for a full unix backlog: back off and count it. */
-        conn_fail(b, c, &b->st.connect, "connect", errno);
+        bench_conn_fail(b, c, &b->st.connect, "connect", errno);
     }
 }
 
@@ -388,27 +362,27 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
             err = errno;
         if (err != 0)
-            conn_fail(b, c, &b->st.connect, "connect", err);
+            bench_conn_fail(b, c, &b->st.connect, "connect", err);
         else
             conn_connected(b, c);
         open_more(b);
     } else if (b->mode == MODE_UDP) {
         udp_flush(b, c);
-    } else if (stream_flush(b, c) != LSV_OK) {
-        conn_fail(b, c, &b->st.closed, "send", errno);
+    } else if (bench_stream_flush(b, c) != LSV_OK) {
+        bench_conn_fail(b, c, &b->st.closed, "send", errno);
     }
 }
 
 /* Reads once into the shared buffer. Returns the bytes, or 0 after the
  * connection failed (it is closed and counted) or had nothing. */
-static size_t stream_read(bench_t *b, bconn_t *c)
+size_t bench_stream_read(bench_t *b, bconn_t *c)
 {
     ssize_t n = recv(c->fd, b->rbuf, b->rbuf_size, 0);
 
     if (likely(n > 0)) return (size_t)n;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
-    conn_fail(b, c, &b->st.closed, "read", n == 0 ? 0 : errno);
+    bench_conn_fail(b, c, &b->st.closed, "read", n == 0 ? 0 : errno);
     return 0;
 }
 
@@ -421,7 +395,7 @@ static void stream_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     bench_t *b = ev_userdata(loop);
     bconn_t *c = container_of(w, bconn_t, rio);
-    size_t len = stream_read(b, c), off = 0;
+    size_t len = bench_stream_read(b, c), off = 0;
     const char *p = b->rbuf;
     int buffered = c->in.len > 0;
     uint32_t done = 0;
@@ -440,13 +414,13 @@ static void stream_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (nl == NULL) break;
         size_t n = (size_t)(nl + 1 - (p + off));
         if (unlikely(c->inflight == 0)) {
-            bad_reply(b, p + off, n);           /* nothing was asked */
+            bench_bad_reply(b, p + off, n);           /* nothing was asked */
         } else {
             slot_t *s = &c->slots[c->head];
             if (likely(reply_ok(b, p + off, n, s->seq)))
                 record(b, c, now - s->sent);
             else
-                bad_reply(b, p + off, n);
+                bench_bad_reply(b, p + off, n);
             if (++c->head == b->pipeline) c->head = 0;
             c->inflight--;
             done++;
@@ -463,12 +437,12 @@ static void stream_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     else if (off < len)
         lsv_buf_append(&c->in, p + off, len - off);
     if (unlikely(c->in.len > REPLY_MAX)) {
-        bad_reply(b, lsv_buf_head(&c->in), 64);
-        conn_fail(b, c, &b->st.closed, "read", EMSGSIZE);
+        bench_bad_reply(b, lsv_buf_head(&c->in), 64);
+        bench_conn_fail(b, c, &b->st.closed, "read", EMSGSIZE);
     } else if (done > 0) {
         stream_queue(b, c, done, now_ns());
-        if (stream_flush(b, c) != LSV_OK)
-            conn_fail(b, c, &b->st.closed, "send", errno);
+        if (bench_stream_flush(b, c) != LSV_OK)
+            bench_conn_fail(b, c, &b->st.closed, "send", errno);
     }
 }
 
@@ -502,7 +476,7 @@ static void idle_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     bench_t *b = ev_userdata(loop);
     bconn_t *c = container_of(w, bconn_t, rio);
     (void)revents;
-    (void)stream_read(b, c);
+    (void)bench_stream_read(b, c);
 }
 
 /* ---- the run ---- */
@@ -526,7 +500,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
             break;
         case ST_CONNECTING:
             if (now - c->since > tmo)
-                conn_fail(b, c, &b->st.connect, "connect", ETIMEDOUT);
+                bench_conn_fail(b, c, &b->st.connect, "connect", ETIMEDOUT);
             break;
         default:
             if (b->mode == MODE_UDP) {
@@ -542,9 +516,11 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
                 if (c->nqueued > 0 && !ev_is_active(&c->wio))
                     udp_flush(b, c);
             } else if ((b->mode == MODE_SHORT && now - c->since > tmo)
-                       || (b->mode == MODE_PERSISTENT && c->inflight > 0
+                       || (b->mode != MODE_SHORT && c->inflight > 0
                            && now - c->slots[c->head].sent > tmo)) {
-                conn_fail(b, c, &b->st.timeout, "reply", ETIMEDOUT);
+                bench_conn_fail(b, c, &b->st.timeout, "reply", ETIMEDOUT);
+            } else if (c->hs && now - c->since > tmo) {
+                bench_conn_fail(b, c, &b->st.timeout, "upgrade", ETIMEDOUT);
             }
         }
     }
@@ -654,7 +630,8 @@ static int probe(bench_t *b)
 static void setup(bench_t *b)
 {
     static void (*const read_cbs[])(struct ev_loop *, ev_io *, int) = {
-        stream_read_cb, stream_read_cb, udp_read_cb, idle_read_cb
+        stream_read_cb, stream_read_cb, udp_read_cb, idle_read_cb,
+        bench_ws_read_cb
     };
 
     b->line_len = b->size + 2;
@@ -680,6 +657,7 @@ static void setup(bench_t *b)
         }
     }
 
+    if (b->mode == MODE_WS) bench_ws_setup(b);
     b->conns = lsv_calloc((size_t)b->nconns, sizeof *b->conns);
     for (int i = 0; i < b->nconns; i++) {
         bconn_t *c = &b->conns[i];

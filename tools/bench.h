@@ -15,6 +15,8 @@
 
 #include <ev.h>
 #include <stdint.h>
+#include <string.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -33,7 +35,7 @@
 
 #define NAMELEN 300
 
-enum { MODE_PERSISTENT, MODE_SHORT, MODE_UDP, MODE_IDLE };
+enum { MODE_PERSISTENT, MODE_SHORT, MODE_UDP, MODE_IDLE, MODE_WS };
 enum { CHECK_TIMESTAMP, CHECK_ECHO, CHECK_LINE };
 
 /* NULL-ended, indexed by MODE_* and CHECK_* (bench_args.c). */
@@ -65,6 +67,7 @@ typedef struct bconn {
     slot_t *slots;          /* pipeline of them */
     uint32_t *queued;       /* udp: slot indices waiting to be sent */
     uint32_t nqueued;
+    int hs;                 /* websocket: the upgrade's 101 not in yet */
     lsv_buf_t in;           /* a reply split between reads */
     lsv_buf_t out;          /* requests the kernel did not take yet */
 } bconn_t;
@@ -101,7 +104,12 @@ typedef struct bench {
     double t_start, t_begin, measured, ready_after;
     struct rusage ru0, ru1;
     char *line;             /* request template: x...x, digits, CRLF */
-    size_t line_len;
+    size_t line_len;        /* websocket: the payload, without the CRLF */
+    char *ws_frame;         /* websocket: the masked frame template */
+    size_t ws_frame_len, ws_hdr;    /* its length, its header's */
+    char *ws_upgrade;       /* websocket: the upgrade request */
+    size_t ws_upgrade_len;
+    const char *ws_path;    /* its target (--path) */
     int digits;
     uint32_t seq_mask;
     char *rbuf;
@@ -114,6 +122,58 @@ typedef struct bench {
     char last_err[128];
     char bad_sample[80];
 } bench_t;
+
+/* ---- shared by bench.c and bench_ws.c ---- */
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Writes seq as the request's last digits (lowercase hex). */
+static inline void put_seq(char *p, uint32_t seq, int digits)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = digits - 1; i >= 0; i--, seq >>= 4)
+        p[i] = hex[seq & 15];
+}
+
+/* Whether p holds exactly request line seq (the template with its number):
+ * b->line_len bytes. */
+static inline int is_request(bench_t *b, const char *p, uint32_t seq)
+{
+    put_seq(b->line + b->size - b->digits, seq, b->digits);
+    return memcmp(p, b->line, b->line_len) == 0;
+}
+
+/* Counts a good reply to a request sent ns ago. */
+static inline void record(bench_t *b, bconn_t *c, int64_t ns)
+{
+    uint64_t v = ns > 0 ? (uint64_t)ns : 0;
+    b->st.requests++;
+    b->requests_total++;
+    lsv_hist_record(&b->st.lat, v);
+    c->backoff = 0;
+}
+
+/* bench.c: a reply that failed the check (counted, the first kept); a
+ * connection's failure (closed, counted in *counter, retried); writing
+ * c->out (LSV_ERR with errno on failure); one read into b->rbuf (0 when
+ * nothing came or the connection failed and was closed). */
+void bench_bad_reply(bench_t *b, const char *p, size_t n);
+void bench_conn_fail(bench_t *b, bconn_t *c, uint64_t *counter,
+                     const char *what, int err);
+int bench_stream_flush(bench_t *b, bconn_t *c);
+size_t bench_stream_read(bench_t *b, bconn_t *c);
+
+/* bench_ws.c, the websocket mode: builds the upgrade request and the frame
+ * template (after setup() built b->line); starts a connected c (sends the
+ * upgrade); reads c's replies (the 101, then echoed frames). */
+void bench_ws_setup(bench_t *b);
+void bench_ws_start(bench_t *b, bconn_t *c);
+void bench_ws_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 /* Fills b's options from argv (b zeroed before). On a bad option prints
  * why and the usage and exits 2; --help and --version print and exit 0. */

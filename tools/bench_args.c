@@ -9,13 +9,14 @@
 #include <string.h>
 
 const char *const bench_mode_names[] = {
-    "persistent", "short", "udp", "idle", NULL };
+    "persistent", "short", "udp", "idle", "websocket", NULL };
 const char *const bench_check_names[] = { "timestamp", "echo", "line", NULL };
 
 #define USAGE \
 "usage: " PROG " [-m MODE] [-H HOST] [-p PORT | --unix PATH] [-c N] [-P N]\n" \
 "       " "              [-s BYTES] [-d SECS] [--warmup SECS] [-t SECS]\n" \
-"       " "              [--check timestamp|echo|line] [--json]\n"
+"       " "              [--check timestamp|echo|line] [--path PATH]\n" \
+"       " "              [--json]\n"
 
 static void help(void)
 {
@@ -31,14 +32,18 @@ static void help(void)
 "  idle        opens N connections and sends nothing; prints \"ready N\"\n"
 "              once all are open, holds them until the duration ends and\n"
 "              reports how many are open\n"
+"  websocket   N connections, each upgraded to WebSocket (GET --path), then\n"
+"              keeping P masked text frames of -s bytes in flight, each\n"
+"              checked when it comes back (echo, the default, or line: any\n"
+"              data frame)\n"
 "Options:\n"
-"  -m, --mode MODE        persistent, short, udp or idle\n"
+"  -m, --mode MODE        persistent, short, udp, idle or websocket\n"
 "  -H, --host HOST        server host (default " DEFAULT_HOST ")\n"
 "  -p, --port PORT        server port (default %d)\n"
 "      --unix PATH        a unix stream socket instead of TCP (not udp)\n"
 "  -c, --connections N    connections or sockets (default %d; short %d)\n"
 "  -P, --pipeline N       requests in flight per connection, for\n"
-"                         persistent and udp (default 1)\n"
+"                         persistent, udp and websocket (default 1)\n"
 "  -s, --size BYTES       line length without CRLF (default 16)\n"
 "  -d, --duration SECS    measured time (default 5); idle: from the start\n"
 "      --warmup SECS      unmeasured load before it (default 1; not idle)\n"
@@ -47,6 +52,7 @@ static void help(void)
 "      --check KIND       how a reply is checked: timestamp, \"[\" ctime \"] \"\n"
 "                         and the request line (default); echo, the request\n"
 "                         line; line, any line\n"
+"      --path PATH        websocket: the upgrade's target (default /)\n"
 "      --json             print one JSON object instead of the report\n"
 "  -V, --version          print the version and exit\n"
 "  -h, --help             print this help and exit\n"
@@ -90,7 +96,7 @@ static int pick(const char *const *names, const char *s, const char *what)
 
 void bench_parse_args(bench_t *b, int argc, char **argv)
 {
-    enum { OPT_UNIX = 256, OPT_CHECK, OPT_WARMUP, OPT_JSON };
+    enum { OPT_UNIX = 256, OPT_CHECK, OPT_WARMUP, OPT_JSON, OPT_PATH };
     static const struct option longopts[] = {
         { "mode", 1, NULL, 'm' }, { "host", 1, NULL, 'H' },
         { "port", 1, NULL, 'p' }, { "unix", 1, NULL, OPT_UNIX },
@@ -98,11 +104,12 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
         { "size", 1, NULL, 's' }, { "duration", 1, NULL, 'd' },
         { "warmup", 1, NULL, OPT_WARMUP }, { "timeout", 1, NULL, 't' },
         { "check", 1, NULL, OPT_CHECK }, { "json", 0, NULL, OPT_JSON },
+        { "path", 1, NULL, OPT_PATH },
         { "version", 0, NULL, 'V' }, { "help", 0, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
     const char *host = DEFAULT_HOST, *path = NULL;
-    int opt, port = DEFAULT_PORT, inet_opts = 0;
+    int opt, port = DEFAULT_PORT, inet_opts = 0, check = -1;
     char spec[sizeof b->addr.host + sizeof b->addr.path + 16];
     char err[LSV_ERRLEN];
 
@@ -132,7 +139,10 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
         case OPT_WARMUP: b->warmup = number(optarg, 0, 1e6, 0, "warmup");
                          break;
         case 't': b->timeout = number(optarg, 1e-3, 1e6, 0, "timeout"); break;
-        case OPT_CHECK: b->check = pick(bench_check_names, optarg, "check"); break;
+        case OPT_CHECK:
+            check = pick(bench_check_names, optarg, "check");
+            break;
+        case OPT_PATH: b->ws_path = optarg; break;
         case OPT_JSON: b->json = 1; break;
         case 'V': printf(PROG " %s\n", LSV_VERSION); exit(0);
         case 'h': help(); exit(0);
@@ -141,6 +151,16 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
     }
     if (optind < argc)
         args_bad_option("unexpected argument '%s'", argv[optind]);
+    b->check = check >= 0 ? check : b->mode == MODE_WS ? CHECK_ECHO
+                                                       : CHECK_TIMESTAMP;
+    if (b->mode == MODE_WS && b->check == CHECK_TIMESTAMP)
+        args_bad_option("%s", "websocket checks echo or line, not timestamp");
+    if (b->ws_path != NULL && b->mode != MODE_WS)
+        args_bad_option("%s", "--path applies to websocket only");
+    if (b->ws_path == NULL) b->ws_path = "/";
+    if (b->ws_path[0] != '/' || strpbrk(b->ws_path, " \r\n") != NULL)
+        args_bad_option("bad --path '%s': expected /... without blanks",
+                        b->ws_path);
     if (b->nconns == 0)
         b->nconns = b->mode == MODE_SHORT ? DEFAULT_SHORT_CONNS
                                           : DEFAULT_CONNS;

@@ -85,7 +85,8 @@ static void print_run(const bench_t *b, const figures_t *f)
     printf("%s %s: %d connections", bench_mode_names[b->mode], b->name,
            b->nconns);
     if (b->mode != MODE_SHORT) printf(" x %u in flight", b->pipeline);
-    printf(", %zu-byte lines, check %s\n", b->size,
+    printf(", %zu-byte %s, check %s\n", b->size,
+           b->mode == MODE_WS ? "messages" : "lines",
            bench_check_names[b->check]);
     printf("  measured    %.2f s after %.2f s warmup%s\n", f->d, b->warmup,
            b->interrupted ? " (interrupted)" : "");

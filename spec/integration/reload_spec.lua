@@ -437,6 +437,37 @@ describe("a reload", function()
         assert.equal("v2 count=5 conn=4 from=v1", ask(c, "e"))
     end)
 
+    it("keeps an open connection's framing when the new handler changes "
+       .. "it; new connections get the new framing", function()
+        local function version(v, framing)
+            return ("local handler = { framing = %s }\n"
+                .. "function handler.on_message(_, m)\n"
+                .. "    return 'v%d:' .. m .. '\\n'\n"
+                .. "end\n"
+                .. "return handler\n"):format(framing, v)
+        end
+        local srv, script = serve_new("reload_framing.lua",
+                                      version(1, '{ "line" }'))
+        local ctl = admin_connect(srv)
+        local old = track(helpers.connect(srv.tcp, TIMEOUT))
+        assert.equal("v1:a", ask(old, "a"))
+        write_atomic(script, version(2, '{ "delim", ";" }'))
+        assert.same({ true, { "ok" } }, { admin(ctl, "reload") })
+        for _ = 1, 2 do
+            local new = track(helpers.connect(srv.tcp, TIMEOUT))
+            assert(new:send("b;c;"))
+            assert.equal("v2:b", new:receive("*l"))
+            assert.equal("v2:c", new:receive("*l"))
+        end
+        assert.equal("v2:d", ask(old, "d"))     -- still lines
+        write_atomic(script, version(3, '{ "line" }'))
+        assert.same({ true, { "ok" } }, { admin(ctl, "reload") })
+        local third = track(helpers.connect(srv.tcp, TIMEOUT))
+        assert.equal("v3:e", ask(third, "e"))
+        assert.equal("v3:f", ask(old, "f"))
+        assert.equal(0, srv:stop(nil, TIMEOUT))
+    end)
+
     it("lets a running stream task go on with the old code, new connections "
        .. "get the new", function()
         local src = fixture("reload_stream.lua")

@@ -76,7 +76,8 @@ local function stop_pid(pid)
 end
 
 -- Starts the fixture with a pid file and extra args, in a copy of the
--- script a test may break (opts.bin: the binary to run). Returns the server and the pid file's path.
+-- script a test may break (opts.bin: the binary to run). Returns the server
+-- and the pid file's path.
 local function start(args, opts)
     local script = helpers.write_file(helpers.tmpname(".lua"),
                                       assert(helpers.read_file(FIXTURE)))

@@ -1,5 +1,6 @@
 -- Fuzzing kept in the repository, issue 8: `make fuzz` builds libFuzzer
--- targets for the framer and the address parser and runs each for
+-- targets for the framer, the address parser and (issue 11) the RESP,
+-- HTTP and WebSocket framers, and runs each for
 -- FUZZ_SECONDS. These checks build them, replay the seed corpora, run
 -- fuzz/run briefly, and prove the harness catches a real bug: the framer
 -- with a one-byte over-read planted in it must be caught.
@@ -9,6 +10,9 @@ local q = helpers.shell_quote
 
 local sh = helpers.sh
 
+local TARGETS = { "frame_fuzz", "addr_fuzz", "http_fuzz", "ws_fuzz",
+                  "resp_fuzz" }
+
 local HAVE_CLANG = os.execute("command -v clang >/dev/null 2>&1") == true
 
 describe("make fuzz", function()
@@ -17,10 +21,10 @@ describe("make fuzz", function()
         return
     end
 
-    it("builds both targets, and each passes its seeds", function()
+    it("builds every target, and each passes its seeds", function()
         local status, out = sh("make -s fuzz-build")
         assert.equal(0, status, out)
-        for _, t in ipairs({ "frame_fuzz", "addr_fuzz" }) do
+        for _, t in ipairs(TARGETS) do
             local _, n = select(2, sh("ls fuzz/corpus/" .. t)):gsub("\n", "")
             assert.is_true(n >= 5, t .. " has " .. n .. " seeds")
             -- libFuzzer given files runs each once
@@ -34,9 +38,12 @@ describe("make fuzz", function()
         local t0 = helpers.now()
         local status, out = sh("make -s fuzz FUZZ_SECONDS=2")
         assert.equal(0, status, out)
-        assert.truthy(out:find("\nok 1 %- fuzz frame_fuzz: %d+ runs in 2 s"), out)
-        assert.truthy(out:find("\nok 2 %- fuzz addr_fuzz: %d+ runs in 2 s"), out)
-        assert.truthy(out:find("\n2 passed, 0 failed\n$"), out)
+        for i, t in ipairs(TARGETS) do
+            assert.truthy(out:find("\nok " .. i .. " %- fuzz " .. t ..
+                                   ": %d+ runs in 2 s"), out)
+        end
+        assert.truthy(out:find("\n" .. #TARGETS .. " passed, 0 failed\n$"),
+                      out)
         assert.is_true(helpers.now() - t0 < 60, "took too long")
     end)
 
@@ -54,7 +61,11 @@ describe("make fuzz", function()
                                "clang -std=c11 -g -O1 -Isrc " ..
                                "-fsanitize=fuzzer,address,undefined " ..
                                "-o fuzz/frame_fuzz " ..
-                               q(os.getenv("PWD") .. "/fuzz/frame_fuzz.c") .. " src/core/frame.c")
+                               q(os.getenv("PWD") .. "/fuzz/frame_fuzz.c") ..
+                               " src/core/frame.c " ..
+                               q(os.getenv("PWD") .. "/src/core/resp.c") .. " " ..
+                               q(os.getenv("PWD") .. "/src/core/http.c") .. " " ..
+                               q(os.getenv("PWD") .. "/src/core/ws.c"))
         assert.equal(0, status, out)
         status, out = sh("cd " .. q(tmp) .. " && mkdir build && cp -r " ..
                          q(os.getenv("PWD") .. "/fuzz/corpus") .. " fuzz/ && " ..

@@ -1,7 +1,9 @@
 -- examples/http.lua parses header fields in linear time (issue 8, item 7):
 -- its trims were s:match("^%s*(.-)%s*$") and "(.-)[ \t]*$", quadratic in
 -- a run of inner spaces, so one 56 KB request took 3.6 s of CPU, and no
--- hook can interrupt a pattern match. The CPU time is read from /proc.
+-- hook can interrupt a pattern match. Since issue 11 the C framer
+-- (framing "http") parses and trims, and luaserv.http routes: the same
+-- requests must stay cheap. The CPU time is read from /proc.
 local helpers = require "helpers"
 
 local SLOW = helpers.sanitize and 3 or 1
@@ -45,7 +47,8 @@ describe("examples/http.lua", function()
         assert.is_true(#request > 56000)
         local before = cpu_seconds(srv.pid)
         local status = exchange(srv.port, request)
-        -- a Transfer-Encoding of one long value, answered 501
+        -- a Transfer-Encoding of one long value, answered 501, and a
+        -- coding list the framer does not take (gzip), 501 as well
         local te = exchange(srv.port, "POST /echo HTTP/1.1\r\nHost: x\r\n"
             .. "Transfer-Encoding: " .. PAD:gsub(" ", "x", 4000) .. " \t \r\n\r\n")
         local chunked = exchange(srv.port, "POST /echo HTTP/1.1\r\nHost: x\r\n"
@@ -55,7 +58,7 @@ describe("examples/http.lua", function()
             .. "of server CPU\n"):format(used))
         assert.equal("HTTP/1.1 200 OK", status)
         assert.equal("HTTP/1.1 501 Not Implemented", te)
-        assert.equal("HTTP/1.1 411 Length Required", chunked)
+        assert.equal("HTTP/1.1 501 Not Implemented", chunked)
         assert.is_true(used < 0.5 * SLOW, ("took %.2f s of CPU"):format(used))
     end)
 

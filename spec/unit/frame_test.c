@@ -475,8 +475,11 @@ static void test_kind_name(void)
     CHECK(strcmp(lsv_frame_kind_name(LSV_FRAME_FIXED), "fixed") == 0);
     CHECK(strcmp(lsv_frame_kind_name(LSV_FRAME_PREFIX), "prefix") == 0);
     CHECK(strcmp(lsv_frame_kind_name(LSV_FRAME_RAW), "raw") == 0);
+    CHECK(strcmp(lsv_frame_kind_name(LSV_FRAME_RESP), "resp") == 0);
+    CHECK(strcmp(lsv_frame_kind_name(LSV_FRAME_HTTP), "http") == 0);
+    CHECK(strcmp(lsv_frame_kind_name(LSV_FRAME_WS), "websocket") == 0);
     CHECK(strcmp(lsv_frame_kind_name(-1), "?") == 0);
-    CHECK(strcmp(lsv_frame_kind_name(5), "?") == 0);
+    CHECK(strcmp(lsv_frame_kind_name(LSV_FRAME_LAST + 1), "?") == 0);
     test_done("kind_name names every kind, ? otherwise");
 }
 

@@ -9,6 +9,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <float.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,9 +23,9 @@
 /* Seconds a closing conn waits for its peer to take queued output. */
 #define CLOSE_LINGER 10.0
 
-static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_writable(lsv_conn_t *c);
 static void write_timer(lsv_conn_t *c);
 static void conn_finish(lsv_conn_t *c);
 static void conn_settle(lsv_conn_t *c);
@@ -32,21 +33,45 @@ static void conn_input(lsv_conn_t *c);
 
 /* --- watchers ----------------------------------------------------------- */
 
+/* Sets c's one io watcher to what its flags ask: readable while READING,
+ * writable while WRITING (also a connect in progress), stopped for
+ * neither. A change restarts it, which drops an event it had pending;
+ * the level-triggered backend reports it again on the next turn. */
+static void io_update(lsv_conn_t *c)
+{
+    int want = ((c->flags & LSV_CONN_READING) ? EV_READ : 0) |
+               ((c->flags & LSV_CONN_WRITING) ? EV_WRITE : 0);
+    struct ev_loop *loop = lsv_conn_srv(c)->loop;
+    ev_io_stop(loop, &c->io);
+    if (want == 0) return;
+    ev_io_modify(&c->io, want);
+    ev_io_start(loop, &c->io);
+}
+
 static void start_reading(lsv_conn_t *c)
 {
     if (c->flags & (LSV_CONN_READING | LSV_CONN_CLOSING | LSV_CONN_PAUSED |
                     LSV_CONN_BLOCKED | LSV_CONN_EOF | LSV_CONN_FULL |
                     LSV_CONN_CONNECTING) || c->type == NULL)
         return;
-    ev_io_start(c->srv->loop, &c->rio);
     c->flags |= LSV_CONN_READING;
+    io_update(c);
 }
 
 static void stop_reading(lsv_conn_t *c)
 {
     if (!(c->flags & LSV_CONN_READING)) return;
-    ev_io_stop(c->srv->loop, &c->rio);
     c->flags &= ~LSV_CONN_READING;
+    io_update(c);
+}
+
+/* Watches for c's socket taking output (on) or stops (off). */
+static void watch_writable(lsv_conn_t *c, int on)
+{
+    if (!!(c->flags & LSV_CONN_WRITING) == !!on) return;
+    if (on) c->flags |= LSV_CONN_WRITING;
+    else c->flags &= ~LSV_CONN_WRITING;
+    io_update(c);
 }
 
 /* Asks for one more pass over c's input on the next loop turn: frames
@@ -55,7 +80,7 @@ static void stop_reading(lsv_conn_t *c)
  * turn per loop iteration like any other. */
 static void schedule_read(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     if (c->flags & LSV_CONN_AGAIN) return;
     c->flags |= LSV_CONN_AGAIN;
     lsv_conn_t **list = srv->running_again ? &srv->again_next : &srv->again;
@@ -66,7 +91,7 @@ static void schedule_read(lsv_conn_t *c)
 
 static void arm_timer(lsv_conn_t *c, ev_tstamp after)
 {
-    struct ev_loop *loop = c->srv->loop;
+    struct ev_loop *loop = lsv_conn_srv(c)->loop;
     if (c->flags & LSV_CONN_TIMER) ev_timer_stop(loop, &c->timer);
     ev_timer_set(&c->timer, after, 0.);
     ev_timer_start(loop, &c->timer);
@@ -76,7 +101,7 @@ static void arm_timer(lsv_conn_t *c, ev_tstamp after)
 static void disarm_timer(lsv_conn_t *c)
 {
     if (!(c->flags & LSV_CONN_TIMER)) return;
-    ev_timer_stop(c->srv->loop, &c->timer);
+    ev_timer_stop(lsv_conn_srv(c)->loop, &c->timer);
     c->flags &= ~LSV_CONN_TIMER;
 }
 
@@ -104,20 +129,26 @@ static void ensure_buf(lsv_server_t *srv, lsv_buf_t *b)
 
 /* --- lifecycle ---------------------------------------------------------- */
 
+/* A timeout in seconds as c->timeout keeps it (a float: 7 digits, as a
+ * timer needs): 0 for none, and a positive one never rounds to 0. */
+static float timeout_of(double seconds)
+{
+    if (!(seconds > 0)) return 0;
+    if (seconds < FLT_MIN) return FLT_MIN;
+    return seconds < FLT_MAX ? (float)seconds : FLT_MAX;
+}
+
 static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
                       int fd, const struct sockaddr *sa, socklen_t salen)
 {
-    c->srv = srv;
     c->listener = l;
     c->transport = &lsv_transport_plain;
-    c->fd = fd;
     c->id = ++srv->next_conn_id;
     if (salen > sizeof c->peer) salen = sizeof c->peer;
     memcpy(&c->peer, sa, salen);
-    c->peer_len = salen;
+    c->peer_len = (uint16_t)salen;
     c->last_active = c->started = ev_now(srv->loop);
-    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_io_init(&c->io, conn_io_cb, fd, 0);
     ev_init(&c->timer, conn_timer_cb);
     l->stats.conns_total++;
     l->stats.conns_active++;
@@ -130,8 +161,8 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     lsv_server_t *srv = l->srv;
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     init_conn(c, srv, l, fd, sa, salen);
-    c->framing = *framing;
-    c->timeout = l->opt.idle_timeout;
+    c->framing = lsv_conn_share_framing(l, framing);
+    c->timeout = timeout_of(l->opt.idle_timeout);
     lsv_conn_set_type(c, type);
     if (l->addr.kind == LSV_NET_TCP) {
         int one = 1;
@@ -162,11 +193,11 @@ lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
 {
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     init_conn(c, srv, srv->outbound_listener, fd, sa, salen);
-    c->framing = c->listener->framing;
+    c->framing = lsv_conn_share_framing(c->listener,
+                                        &c->listener->framing);
     c->flags = LSV_CONN_OUTBOUND | LSV_CONN_CONNECTING;
     lsv_conn_set_type(c, type);
-    ev_io_start(srv->loop, &c->wio);
-    c->flags |= LSV_CONN_WRITING;
+    watch_writable(c, 1);       /* the connect's end */
     c->next = srv->outbound;
     if (srv->outbound) srv->outbound->prev = c;
     srv->outbound = c;
@@ -215,7 +246,7 @@ void lsv_conn_report(lsv_conn_t *c, const char *msg)
  * fd, logs the access line. Deferred while c is held. */
 static void conn_finish(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     if (c->busy) return;
     const char *reason = c->close_reason ? c->close_reason : "closed";
     c->busy++;
@@ -230,9 +261,8 @@ static void conn_finish(lsv_conn_t *c)
                        c->nmsg, reason);
     }
 
-    stop_reading(c);
-    ev_io_stop(srv->loop, &c->rio);  /* also clears a fed event */
-    ev_io_stop(srv->loop, &c->wio);
+    c->flags &= ~(LSV_CONN_READING | LSV_CONN_WRITING);
+    ev_io_stop(srv->loop, &c->io);  /* also clears a pending event */
     ev_timer_stop(srv->loop, &c->timer);
     c->transport->close(c);
 
@@ -259,6 +289,7 @@ static void conn_finish(lsv_conn_t *c)
     c->in.len = c->out.len = 0;
     release_buf(srv, &c->in);
     release_buf(srv, &c->out);
+    lsv_frame_ref_drop(c->framing);
     if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
     c->listener->stats.conns_active--;
     free(c);
@@ -312,8 +343,9 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason)
 
 static void frame_error(lsv_conn_t *c, const char *err, const char *reason)
 {
+    const lsv_frame_spec_t *spec = &c->framing->spec;
     lsv_conn_log(LSV_LOG_WARN, c, "%s (%s framing, max %u); closing", err,
-                 lsv_frame_kind_name(c->framing.kind), c->framing.max);
+                 lsv_frame_kind_name(spec->kind), spec->max);
     c->in.len = 0;
     lsv_conn_report(c, err);
     lsv_conn_close(c, reason);
@@ -330,7 +362,7 @@ static void pull_input(lsv_conn_t *c)
         c->flags |= LSV_CONN_FULL;
         stop_reading(c);
     }
-    if (c->in.len == 0) release_buf(c->srv, &c->in);
+    if (c->in.len == 0) release_buf(lsv_conn_srv(c), &c->in);
     conn_settle(c);                     /* may free c */
 }
 
@@ -340,7 +372,7 @@ static void pull_input(lsv_conn_t *c)
  * a stopping server then closes an idle conn. */
 static void process_input(lsv_conn_t *c, int drained)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     int eof = (c->flags & LSV_CONN_EOF) != 0;
     int count = 0;
 
@@ -360,23 +392,28 @@ static void process_input(lsv_conn_t *c, int drained)
             break;
         }
         size_t hint = c->hint, off, mlen;
-        ssize_t r = lsv_frame_next(&c->framing, lsv_buf_head(&c->in),
+        ssize_t r = lsv_frame_next(&c->framing->spec, lsv_buf_head(&c->in),
                                    c->in.len, eof, &hint, &off, &mlen);
         if (r == LSV_FRAME_PARTIAL) {
-            c->hint = (uint32_t)hint;
+            if (lsv_frame_is_proto(c->framing->spec.kind))
+                lsv_conn_send_interim(c, &c->framing->spec, &hint);
+            c->hint = hint;
             c->flags |= LSV_CONN_PARTIAL;
             if (eof) lsv_conn_close(c, "eof");
             break;
         }
         c->flags &= ~LSV_CONN_PARTIAL;
         if (unlikely(r < 0)) {
-            if (r == LSV_FRAME_TOO_LONG) {
+            if (lsv_frame_is_proto(c->framing->spec.kind) &&
+                r != LSV_FRAME_TRUNCATED) {
+                lsv_conn_reject(c, &c->framing->spec, r);
+            } else if (r == LSV_FRAME_TOO_LONG) {
                 frame_error(c, "frame too long", "too long");
             } else {
                 lsv_conn_log(LSV_LOG_INFO, c, "frame cut off at end of "
                              "stream: %u bytes of an incomplete %s frame "
                              "dropped; closing", c->in.len,
-                             lsv_frame_kind_name(c->framing.kind));
+                             lsv_frame_kind_name(c->framing->spec.kind));
                 lsv_conn_close(c, "truncated");
             }
             break;
@@ -414,7 +451,7 @@ static void process_input(lsv_conn_t *c, int drained)
  * when the conn was aborted. */
 static int read_some(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     size_t room = SIZE_MAX;
     if (c->flags & LSV_CONN_PULL) {
         room = c->type->room(c);
@@ -458,10 +495,26 @@ static int read_some(lsv_conn_t *c)
     }
 }
 
-static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* c's socket is writable or readable or both: output first (a connect's
+ * end comes this way), then input unless c closed meanwhile. */
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop; (void)revents;
-    conn_input(container_of(w, lsv_conn_t, rio));
+    (void)loop;
+    lsv_conn_t *c = container_of(w, lsv_conn_t, io);
+    if (revents & EV_WRITE) {
+        if (!(revents & EV_READ)) {
+            conn_writable(c);
+            return;
+        }
+        c->busy++;
+        conn_writable(c);
+        c->busy--;
+        if (c->flags & LSV_CONN_CLOSING) {
+            conn_settle(c);     /* may free c */
+            return;
+        }
+    }
+    if (c->flags & LSV_CONN_READING) conn_input(c);
 }
 
 /* Input work for c: read if there is room for it, then frame. A conn
@@ -537,11 +590,11 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds)
 {
-    c->timeout = seconds > 0 ? seconds : 0;
+    c->timeout = timeout_of(seconds);
     /* Pull mode: the timeout applies to each read (its user's). */
     if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_PULL)) return;
     if (c->timeout > 0) {
-        c->last_active = ev_now(c->srv->loop);
+        c->last_active = ev_now(lsv_conn_srv(c)->loop);
         arm_timer(c, c->timeout);
     } else {
         disarm_timer(c);
@@ -562,12 +615,6 @@ void lsv_conn_resume(lsv_conn_t *c)
     if (!(c->flags & LSV_CONN_CLOSING) &&
         (c->in.len || (c->flags & LSV_CONN_EOF)))
         schedule_read(c);
-}
-
-void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec)
-{
-    c->framing = *spec;
-    c->hint = 0;
 }
 
 /* --- whole server ------------------------------------------------------- */
@@ -604,7 +651,11 @@ ssize_t lsv_conn_take(lsv_conn_t *c, const lsv_frame_spec_t *want,
         mlen = c->in.len;
     }
     if (r <= 0) {
-        if (r == LSV_FRAME_PARTIAL) c->flags |= LSV_CONN_PARTIAL;
+        if (r == LSV_FRAME_PARTIAL) {
+            c->flags |= LSV_CONN_PARTIAL;
+            if (lsv_frame_is_proto(want->kind) && !eof)
+                lsv_conn_send_interim(c, want, hint);
+        }
         return r;
     }
     *p = lsv_buf_head(&c->in) + off;
@@ -631,7 +682,7 @@ void lsv_conn_end_input(lsv_conn_t *c)
  * unless the kernel took everything and more could fit. */
 static void conn_flush(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     while (c->out.len) {
         ssize_t n = c->transport->write(c, lsv_buf_head(&c->out),
                                         c->out.len);
@@ -644,10 +695,7 @@ static void conn_flush(lsv_conn_t *c)
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!(c->flags & LSV_CONN_WRITING)) {
-                ev_io_start(srv->loop, &c->wio);
-                c->flags |= LSV_CONN_WRITING;
-            }
+            watch_writable(c, 1);
             break;
         }
         lsv_debug("conn %llu: send: %s", (unsigned long long)c->id,
@@ -657,10 +705,7 @@ static void conn_flush(lsv_conn_t *c)
     }
     if (c->type->drained) c->type->drained(c);
     if (c->out.len == 0) {
-        if (c->flags & LSV_CONN_WRITING) {
-            ev_io_stop(srv->loop, &c->wio);
-            c->flags &= ~LSV_CONN_WRITING;
-        }
+        watch_writable(c, 0);
         release_buf(srv, &c->out);
         if (c->flags & LSV_CONN_CLOSING) {
             conn_finish(c);
@@ -685,20 +730,19 @@ void lsv_conn_flush_pending(lsv_server_t *srv)
     }
 }
 
-static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* c's socket takes output, or its connect ended. */
+static void conn_writable(lsv_conn_t *c)
 {
-    (void)revents;
-    lsv_conn_t *c = container_of(w, lsv_conn_t, wio);
     if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
         int err = 0;
         socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
-        ev_io_stop(loop, &c->wio);
-        c->flags &= ~(LSV_CONN_WRITING | LSV_CONN_CONNECTING);
+        c->flags &= ~LSV_CONN_CONNECTING;
+        watch_writable(c, 0);
         if (err == 0) {
             int one = 1;
-            setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            setsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             start_reading(c);
             if (c->out.len) conn_flush(c);
         }
@@ -719,7 +763,7 @@ static void write_timer(lsv_conn_t *c)
         c->flags &= ~LSV_CONN_WATCH;
         return;
     }
-    ev_tstamp stalled = ev_now(c->srv->loop) - c->out_since;
+    ev_tstamp stalled = ev_now(lsv_conn_srv(c)->loop) - c->out_since;
     if (stalled < c->timeout - 0.001) {
         arm_timer(c, c->timeout - stalled);
         return;

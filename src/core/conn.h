@@ -108,6 +108,17 @@ int lsv_conn_check_room(lsv_conn_t *c, size_t n);
 int lsv_conn_append(lsv_conn_t *c, const char *p, size_t n);
 void lsv_conn_queued(lsv_conn_t *c);
 
+/* Makes room for n more bytes of output, already checked with
+ * lsv_conn_check_room, and returns where they go: the caller copies
+ * exactly n bytes there and calls lsv_conn_commit, with no call that may
+ * touch c in between. One reservation for a reply in pieces instead of an
+ * append per piece. Returns NULL after failing c when memory runs out, as
+ * lsv_conn_append does. */
+char *lsv_conn_reserve(lsv_conn_t *c, size_t n);
+/* Queues the n bytes copied at lsv_conn_reserve's pointer, with
+ * lsv_conn_queued's bookkeeping. */
+void lsv_conn_commit(lsv_conn_t *c, size_t n);
+
 /* A task waits on c's output: in pull mode, with an idle timeout, a
  * write that sees no progress for that long reaches type->stalled. */
 void lsv_conn_watch_write(lsv_conn_t *c);
@@ -124,8 +135,14 @@ void lsv_conn_abort(lsv_conn_t *c, const char *reason);
 void lsv_conn_pause(lsv_conn_t *c);
 void lsv_conn_resume(lsv_conn_t *c);
 void lsv_conn_set_timeout(lsv_conn_t *c, double seconds);
-/* Changes framing; the framer restarts on the bytes already buffered. */
-void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
+/* Changes framing; the framer restarts on the bytes already buffered.
+ * Returns LSV_OK, or LSV_ERR out of memory (c's framing unchanged). */
+int lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
+
+/* Where a pull-mode user keeps its read's hint for lsv_conn_take: the
+ * field push mode keeps its framer's state in. lsv_conn_end_input resets
+ * it; its user resets it to start a new read. */
+size_t *lsv_conn_pull_hint(lsv_conn_t *c);
 
 /* Takes the next frame by `want` from c's buffered input (pull mode):
  * returns the bytes consumed (> 0) with *p, *n the frame (borrowed: valid
@@ -135,6 +152,12 @@ void lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec);
  * truncated FIXED frame comes back whole as what is left. */
 ssize_t lsv_conn_take(lsv_conn_t *c, const lsv_frame_spec_t *want,
                       size_t *hint, const char **p, size_t *n);
+
+/* A protocol framing (RESP, HTTP, WS) refused c's input with r (< 0):
+ * queues the protocol's error reply (lsv_frame_reject), logs one info
+ * line, tells c's user (type->error) and closes c, in either mode.
+ * Frees c unless the caller holds it. */
+void lsv_conn_reject(lsv_conn_t *c, const lsv_frame_spec_t *spec, ssize_t r);
 
 /* Ends c's input: what is buffered is dropped, reading stops; writing
  * still works (a stream that cannot be resynchronised). */
@@ -159,6 +182,15 @@ double lsv_conn_timeout(const lsv_conn_t *c);
 /* Bytes of input buffered, and of output queued, not yet written. */
 size_t lsv_conn_buffered(const lsv_conn_t *c);
 size_t lsv_conn_pending(const lsv_conn_t *c);
+
+/* Sends up to n bytes of the open file fd from *off (advanced) to c's
+ * peer through its transport's sendfile, past the output queue, which
+ * must be empty: queued bytes would be overtaken. Returns the bytes sent
+ * (0 at the file's end), LSV_AGAIN when the socket is full, or LSV_ERR
+ * with errno: EBUSY (output is queued), ENOTSUP (the transport cannot),
+ * EPIPE (c is closing), or sendfile's own. Counts the bytes as output.
+ * In conn_out.c. */
+ssize_t lsv_conn_sendfile(lsv_conn_t *c, int fd, off_t *off, size_t n);
 /* closing: no more input, maybe output left; at_eof: the input ended
  * (the peer's end, a close, or lsv_conn_end_input); draining: the server
  * is stopping; outbound: made by lsv_conn_outbound. */

@@ -4,6 +4,7 @@
 #define LSV_CONN_INT_H
 
 #include "lsv.h"
+#include "listener.h"
 #include "server.h"
 
 #include <netinet/in.h>
@@ -16,8 +17,8 @@ enum {
     LSV_CONN_ABORT = 1 << 4,      /* closing without flushing */
     LSV_CONN_PENDING = 1 << 5,    /* on srv->pending */
     LSV_CONN_DRAIN = 1 << 7,      /* the server is stopping */
-    LSV_CONN_READING = 1 << 8,    /* rio started */
-    LSV_CONN_WRITING = 1 << 9,    /* wio started */
+    LSV_CONN_READING = 1 << 8,    /* io watches for input */
+    LSV_CONN_WRITING = 1 << 9,    /* io watches for output room */
     LSV_CONN_TIMER = 1 << 10,     /* timer armed */
     LSV_CONN_PULL = 1 << 11,      /* its type takes frames itself */
     LSV_CONN_OUTBOUND = 1 << 12,  /* made by lsv_conn_outbound */
@@ -28,26 +29,22 @@ enum {
     LSV_CONN_WATCH = 1 << 17      /* the timer watches a waiting write */
 };
 
+/* Ordered so that it packs: its size decides the allocator's chunk, what
+ * every idle conn costs (bench/idle_mem.py). */
 struct lsv_conn {
-    lsv_server_t *srv;
-    lsv_listener_t *listener;
+    lsv_listener_t *listener;     /* outbound: srv->outbound_listener */
     const struct lsv_conn_type *type;
     const struct lsv_transport *transport;   /* how bytes reach fd */
     void *data;                   /* the user's (lsv_conn_data) */
     lsv_conn_t *prev, *next;      /* srv->conns or srv->outbound */
     lsv_conn_t *next_pending;     /* srv->pending */
     lsv_conn_t *next_again;       /* srv->again */
-    ev_io rio;
-    ev_io wio;
+    ev_io io;                     /* READING and WRITING's events */
     ev_timer timer;               /* idle timeout, write watch, linger */
     lsv_buf_t in;
     lsv_buf_t out;
-    lsv_frame_spec_t framing;
-    uint32_t hint;                /* push: framer scan position in `in` */
-    uint32_t flags;
-    int fd;
-    int busy;                     /* holds (callbacks in progress) */
-    socklen_t peer_len;
+    lsv_frame_ref_t *framing;     /* shared; its spec is c's framing */
+    size_t hint;                  /* push: the framer's resume state */
     uint64_t id;
     ev_tstamp last_active;
     ev_tstamp started;
@@ -55,8 +52,11 @@ struct lsv_conn {
     uint64_t nmsg;
     ev_tstamp out_since;          /* last output progress: a send took
                                    * bytes, or output was queued onto none */
-    ev_tstamp timeout;            /* idle timeout, 0 = none */
     const char *close_reason;     /* static string */
+    float timeout;                /* idle timeout, 0 = none (timeout_of) */
+    uint32_t flags;
+    uint16_t busy;                /* holds (callbacks in progress) */
+    uint16_t peer_len;            /* of peer (the fd is io's) */
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
@@ -64,10 +64,29 @@ struct lsv_conn {
     } peer;
 };
 
+/* c's framing for a conn accepted on l with spec: a new reference to the
+ * one l's last conns share when spec frames alike, else to a new one that
+ * l's next conns share. Aborts out of memory, as the conn's own
+ * allocation does. (conn_info.c) */
+lsv_frame_ref_t *lsv_conn_share_framing(lsv_listener_t *l,
+                                        const lsv_frame_spec_t *spec);
+
+/* c's server. */
+static inline lsv_server_t *lsv_conn_srv(const lsv_conn_t *c)
+{
+    return c->listener->srv;
+}
+
 /* conn.c's watchers, buffers and lifecycle, for conn_out.c. */
 void lsv_conn_stop_reading(lsv_conn_t *c);
 void lsv_conn_arm_timer(lsv_conn_t *c, double after);
 void lsv_conn_ensure_buf(lsv_server_t *srv, lsv_buf_t *b);
+/* A partial frame may owe the peer interim replies (HTTP's 100 Continue,
+ * WebSocket's pongs between fragments; lsv_frame_interim): queued past the output cap and dropped if memory
+ * is short (the peer then sends its body after its own wait), so it
+ * never fails or frees c. (conn_out.c) */
+void lsv_conn_send_interim(lsv_conn_t *c, const lsv_frame_spec_t *spec,
+                           size_t *hint);
 /* Tells c's user of a failure (type->error), with c held. */
 void lsv_conn_report(lsv_conn_t *c, const char *msg);
 

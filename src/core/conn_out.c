@@ -1,14 +1,18 @@
 /* conn_out.c: queueing a stream connection's output under the output cap,
  * and failing a conn whose output cannot be queued (the cap, a peer that
  * does not read, memory). Its functions are declared in conn.h; conn.c
- * writes the queue out. */
+ * writes the queue out. Also the replies a framer owes the peer: a
+ * protocol error's, an interim 100 Continue. */
 #include "lsv.h"
 #include "conn.h"
 #include "conn_int.h"
+#include "frame.h"
 #include "listener.h"
 #include "log.h"
 #include "net.h"
+#include "transport.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,7 +26,7 @@
  * high-water mark. */
 void lsv_conn_queued(lsv_conn_t *c)
 {
-    lsv_server_t *srv = c->srv;
+    lsv_server_t *srv = lsv_conn_srv(c);
     if (unlikely(!(c->flags & LSV_CONN_PENDING))) {
         c->flags |= LSV_CONN_PENDING;
         c->next_pending = srv->pending;
@@ -59,7 +63,7 @@ int lsv_conn_check_room(lsv_conn_t *c, size_t n)
 {
     char msg[LSV_ERRLEN];
     if (unlikely(c->flags & LSV_CONN_ABORT)) return LSV_ERR;   /* failed */
-    size_t cap = c->srv->opt.max_output;
+    size_t cap = lsv_conn_srv(c)->opt.max_output;
     if (unlikely(cap && n > cap - (cap > c->out.len ? c->out.len : cap))) {
         if (c->out.len)
             snprintf(msg, sizeof msg, "reply of %zu bytes exceeds the "
@@ -75,7 +79,7 @@ int lsv_conn_check_room(lsv_conn_t *c, size_t n)
                  OUTPUT_CAP_FACTOR * c->listener->opt.high_water) &&
         c->out.len > 0) {
         ev_tstamp stall = c->timeout > 0 ? c->timeout : LSV_OUTPUT_STALL;
-        ev_tstamp idle = ev_now(c->srv->loop) - c->out_since;
+        ev_tstamp idle = ev_now(lsv_conn_srv(c)->loop) - c->out_since;
         if (idle >= stall) {
             snprintf(msg, sizeof msg, "the peer has read nothing for %.1f s "
                      "and %u bytes are queued for it", idle,
@@ -89,15 +93,16 @@ int lsv_conn_check_room(lsv_conn_t *c, size_t n)
 
 int lsv_conn_append(lsv_conn_t *c, const char *p, size_t n)
 {
-    if (unlikely(c->out.data == NULL)) lsv_conn_ensure_buf(c->srv, &c->out);
-    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
+    lsv_server_t *srv = lsv_conn_srv(c);
+    if (unlikely(c->out.data == NULL)) lsv_conn_ensure_buf(srv, &c->out);
+    if (c->out.len == 0) c->out_since = ev_now(srv->loop);
     int rc = lsv_buf_try_append(&c->out, p, n);
     if (unlikely(rc != LSV_OK)) {
         /* Garbage (Lua strings) may hold what we need: the layer above
          * frees what it can, and we retry once. p is the caller's and
          * stays put. */
-        if (c->srv->hooks && c->srv->hooks->low_memory) {
-            c->srv->hooks->low_memory(c->srv);
+        if (srv->hooks && srv->hooks->low_memory) {
+            srv->hooks->low_memory(srv);
             rc = lsv_buf_try_append(&c->out, p, n);
         }
     }
@@ -109,6 +114,33 @@ int lsv_conn_append(lsv_conn_t *c, const char *p, size_t n)
         return LSV_ERR;
     }
     return LSV_OK;
+}
+
+char *lsv_conn_reserve(lsv_conn_t *c, size_t n)
+{
+    lsv_server_t *srv = lsv_conn_srv(c);
+    if (unlikely(c->out.data == NULL)) lsv_conn_ensure_buf(srv, &c->out);
+    if (c->out.len == 0) c->out_since = ev_now(srv->loop);
+    if (likely(lsv_buf_avail(&c->out) >= n))
+        return c->out.data + c->out.start + c->out.len;
+    char *tail = lsv_buf_try_reserve(&c->out, n);
+    if (unlikely(tail == NULL) && srv->hooks && srv->hooks->low_memory) {
+        srv->hooks->low_memory(srv);      /* as lsv_conn_append */
+        tail = lsv_buf_try_reserve(&c->out, n);
+    }
+    if (unlikely(tail == NULL)) {
+        char msg[LSV_ERRLEN];
+        snprintf(msg, sizeof msg, "out of memory queueing %zu bytes of "
+                 "output (%u already queued)", n, (unsigned)c->out.len);
+        output_failed(c, msg);
+    }
+    return tail;
+}
+
+void lsv_conn_commit(lsv_conn_t *c, size_t n)
+{
+    lsv_buf_commit(&c->out, n);
+    lsv_conn_queued(c);
 }
 
 int lsv_conn_write(lsv_conn_t *c, const char *p, size_t n)
@@ -128,7 +160,72 @@ void lsv_conn_watch_write(lsv_conn_t *c)
         !(c->flags & LSV_CONN_PULL))
         return;
     c->flags |= LSV_CONN_WATCH;
-    if (c->out.len == 0) c->out_since = ev_now(c->srv->loop);
-    ev_tstamp left = c->out_since + c->timeout - ev_now(c->srv->loop);
+    if (c->out.len == 0) c->out_since = ev_now(lsv_conn_srv(c)->loop);
+    ev_tstamp left = c->out_since + c->timeout - ev_now(lsv_conn_srv(c)->loop);
     lsv_conn_arm_timer(c, left > 0.001 ? left : 0.001);
+}
+
+ssize_t lsv_conn_sendfile(lsv_conn_t *c, int fd, off_t *off, size_t n)
+{
+    if (c->flags & LSV_CONN_CLOSING) {
+        errno = EPIPE;
+        return LSV_ERR;
+    }
+    if (c->out.len) {
+        errno = EBUSY;
+        return LSV_ERR;
+    }
+    if (c->transport->sendfile == NULL) {
+        errno = ENOTSUP;
+        return LSV_ERR;
+    }
+    for (;;) {
+        ssize_t r = c->transport->sendfile(c, fd, off, n);
+        if (r >= 0) {
+            c->listener->stats.bytes_out += (uint64_t)r;
+            c->nout += (uint64_t)r;
+            if (r > 0)
+                c->last_active = c->out_since = ev_now(lsv_conn_srv(c)->loop);
+            return r;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return LSV_AGAIN;
+        return LSV_ERR;
+    }
+}
+
+/* --- the replies a framer owes the peer ---------------------------------- */
+
+void lsv_conn_reject(lsv_conn_t *c, const lsv_frame_spec_t *spec, ssize_t r)
+{
+    char reply[512];
+    const char *why = "bad frame";
+    size_t n = lsv_frame_reject(spec, r, lsv_buf_head(&c->in), c->in.len,
+                                reply, sizeof reply, &why);
+    lsv_conn_log(LSV_LOG_INFO, c, "%s (%s framing); closing", why,
+                 lsv_frame_kind_name(spec->kind));
+    c->in.len = 0;
+    lsv_conn_hold(c);
+    if (n > 0 && !(c->flags & LSV_CONN_CLOSING))
+        lsv_conn_write(c, reply, n);
+    lsv_conn_report(c, why);
+    lsv_conn_close(c, r == LSV_FRAME_TOO_LONG ? "too long" : "protocol error");
+    lsv_conn_release(c);                /* may free c */
+}
+
+void lsv_conn_send_interim(lsv_conn_t *c, const lsv_frame_spec_t *spec,
+                           size_t *hint)
+{
+    char out[512];
+    size_t n;
+    if (c->flags & LSV_CONN_CLOSING) return;
+    /* Each call moves *hint on, so the loop ends; what did not fit in out
+     * comes on the next turn. */
+    while ((n = lsv_frame_interim(spec, lsv_buf_head(&c->in), c->in.len,
+                                  hint, out, sizeof out)) > 0) {
+        lsv_conn_ensure_buf(lsv_conn_srv(c), &c->out);
+        if (c->out.len == 0) c->out_since = ev_now(lsv_conn_srv(c)->loop);
+        if (lsv_buf_try_append(&c->out, out, n) != LSV_OK) break;
+        lsv_conn_queued(c);
+    }
 }

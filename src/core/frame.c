@@ -1,6 +1,9 @@
 /* frame.c: splits a byte stream into frames; pure, see frame.h. */
 #include "lsv.h"
 #include "frame.h"
+#include "http.h"
+#include "resp.h"
+#include "ws.h"
 
 #include <assert.h>
 #include <string.h>
@@ -18,6 +21,23 @@ void lsv_frame_spec_init(lsv_frame_spec_t *spec, lsv_frame_kind_t kind)
     spec->big_endian = 1;
     spec->delim_len = 2;
     memcpy(spec->delim, "\r\n", 2);
+    switch (kind) {
+    case LSV_FRAME_RESP:
+        spec->max = LSV_RESP_DEFAULT_MAX;
+        spec->max_args = LSV_RESP_DEFAULT_MAX_ARGS;
+        spec->max_bulk = LSV_RESP_DEFAULT_MAX_BULK;
+        break;
+    case LSV_FRAME_HTTP:
+        spec->max = LSV_HTTP_DEFAULT_MAX_BODY;
+        spec->max_args = LSV_HTTP_DEFAULT_MAX_HEADERS;
+        spec->max_bulk = LSV_HTTP_DEFAULT_MAX_HEAD;
+        break;
+    case LSV_FRAME_WS:
+        spec->max = LSV_WS_DEFAULT_MAX;
+        break;
+    default:
+        break;
+    }
 }
 
 /* Returns a static string; "?" for a kind out of range. */
@@ -29,6 +49,9 @@ const char *lsv_frame_kind_name(int kind)
     case LSV_FRAME_FIXED: return "fixed";
     case LSV_FRAME_PREFIX: return "prefix";
     case LSV_FRAME_RAW: return "raw";
+    case LSV_FRAME_RESP: return "resp";
+    case LSV_FRAME_HTTP: return "http";
+    case LSV_FRAME_WS: return "websocket";
     default: return "?";
     }
 }
@@ -164,7 +187,7 @@ ssize_t lsv_frame_next(const lsv_frame_spec_t *spec, const char *data,
         *hint = 0;
         return LSV_FRAME_PARTIAL;
     }
-    if (unlikely(*hint > len))
+    if (unlikely(*hint > len) && !lsv_frame_is_proto(spec->kind))
         *hint = 0;
 
     ssize_t r;
@@ -189,6 +212,15 @@ ssize_t lsv_frame_next(const lsv_frame_spec_t *spec, const char *data,
     case LSV_FRAME_RAW:
         r = frame_raw(spec, len, mlen);
         break;
+    case LSV_FRAME_RESP:
+        r = lsv_resp_frame(spec, data, len, eof, hint, mlen);
+        break;
+    case LSV_FRAME_HTTP:
+        r = lsv_http_frame(spec, data, len, eof, hint, mlen);
+        break;
+    case LSV_FRAME_WS:
+        r = lsv_ws_frame(spec, data, len, eof, hint, mlen);
+        break;
     default:
         assert(!"unknown frame kind");
         r = LSV_FRAME_TOO_LONG;
@@ -197,4 +229,31 @@ ssize_t lsv_frame_next(const lsv_frame_spec_t *spec, const char *data,
     if (r > 0)
         *hint = 0;
     return r;
+}
+
+size_t lsv_frame_reject(const lsv_frame_spec_t *spec, ssize_t r,
+                        const char *data, size_t len, char *out, size_t cap,
+                        const char **why)
+{
+    switch (spec->kind) {
+    case LSV_FRAME_RESP:
+        return lsv_resp_reject(spec, r, data, len, out, cap, why);
+    case LSV_FRAME_HTTP:
+        return lsv_http_reject(spec, r, data, len, out, cap, why);
+    case LSV_FRAME_WS:
+        return lsv_ws_reject(spec, r, data, len, out, cap, why);
+    default:
+        *why = r == LSV_FRAME_TOO_LONG ? "frame too long" : "bad frame";
+        return 0;
+    }
+}
+
+size_t lsv_frame_interim(const lsv_frame_spec_t *spec, char *data,
+                         size_t len, size_t *hint, char *out, size_t cap)
+{
+    if (spec->kind == LSV_FRAME_HTTP)
+        return lsv_http_interim(spec, data, len, hint, out, cap);
+    if (spec->kind == LSV_FRAME_WS)
+        return lsv_ws_interim(spec, data, len, hint, out, cap);
+    return 0;
 }

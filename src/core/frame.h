@@ -19,38 +19,7 @@
 #ifndef LSV_FRAME_H
 #define LSV_FRAME_H
 
-#include "lsv.h"
-#include <sys/types.h>
-
-#define LSV_FRAME_PARTIAL 0
-#define LSV_FRAME_TOO_LONG -1
-#define LSV_FRAME_TRUNCATED -2
-
-#define LSV_FRAME_DELIM_MAX 32
-
-/* Default and absolute limits on a frame's payload, in bytes. */
-#define LSV_FRAME_DEFAULT_MAX (64u * 1024)
-#define LSV_FRAME_PREFIX_DEFAULT_MAX (1024u * 1024)
-#define LSV_FRAME_HARD_MAX (64u * 1024 * 1024)
-
-typedef enum {
-    LSV_FRAME_LINE = 0,  /* LF or CRLF */
-    LSV_FRAME_DELIM,     /* an arbitrary delimiter string */
-    LSV_FRAME_FIXED,     /* exactly `size` bytes */
-    LSV_FRAME_PREFIX,    /* a 1/2/4/8 byte length, then that many bytes */
-    LSV_FRAME_RAW        /* whatever arrived, up to max bytes */
-} lsv_frame_kind_t;
-
-typedef struct lsv_frame_spec {
-    uint32_t max;          /* payload limit (LINE, DELIM, PREFIX, RAW) */
-    uint32_t size;         /* FIXED: the frame size */
-    uint8_t kind;          /* lsv_frame_kind_t */
-    uint8_t keep_eol;      /* LINE, DELIM: keep the terminator */
-    uint8_t prefix_len;    /* PREFIX: 1, 2, 4 or 8 */
-    uint8_t big_endian;    /* PREFIX: network order (default) */
-    uint8_t delim_len;     /* DELIM */
-    char delim[LSV_FRAME_DELIM_MAX];
-} lsv_frame_spec_t;
+#include "frame_spec.h"
 
 /* Fills spec with the defaults for kind ("line": max 64 KiB, no keep_eol;
  * "prefix": 4 bytes big endian, max 1 MiB; ...). */
@@ -63,5 +32,28 @@ ssize_t lsv_frame_next(const lsv_frame_spec_t *spec, const char *data,
 
 /* The name of a framing kind ("line", "delim", ...). */
 const char *lsv_frame_kind_name(int kind);
+
+/* A protocol kind (RESP, HTTP, WS): what to answer when lsv_frame_next
+ * returned r < 0 on data[0, len). Writes the protocol's error reply into
+ * out (at most cap bytes; RESP "-ERR Protocol error: ...", HTTP a 400,
+ * 413, 414, 431, 501 or 505 response, WS a close frame) and returns its
+ * length, 0 for none; *why gets a static description for the log. For
+ * the simple kinds it returns 0. */
+size_t lsv_frame_reject(const lsv_frame_spec_t *spec, ssize_t r,
+                        const char *data, size_t len, char *out, size_t cap,
+                        const char **why);
+
+/* A protocol kind may owe its peer an interim reply while a frame is
+ * partial (HTTP: "100 Continue" once the head of a request that expects
+ * it is in and its body is not; WebSocket: the pong for each ping between
+ * the fragments of a message). Call it after lsv_frame_next returned
+ * LSV_FRAME_PARTIAL, with the same data, len and hint. Writes the reply
+ * into out (at most cap bytes) and returns its length, 0 for none; it
+ * updates *hint so the reply is owed only once per frame. Call it again
+ * until it returns 0: what did not fit in cap comes next. It may rewrite
+ * the partial frame's bytes it answered so the decoder does not answer
+ * them again (WebSocket: an answered ping becomes a pong). */
+size_t lsv_frame_interim(const lsv_frame_spec_t *spec, char *data,
+                         size_t len, size_t *hint, char *out, size_t cap);
 
 #endif

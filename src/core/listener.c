@@ -131,6 +131,7 @@ void lsv_listener_free_all(lsv_server_t *srv)
         lsv_listener_t *l = srv->listeners;
         srv->listeners = l->next;
         if (l->ops && l->ops->free) l->ops->free(l);
+        lsv_frame_ref_drop(l->shared);
         free(l);
     }
 }

@@ -64,6 +64,8 @@ struct lsv_listener {
                                  * its master): left out of the stats,
                                  * the metrics and the conns lists */
     lsv_frame_spec_t framing;   /* the handler's default framing */
+    lsv_frame_ref_t *shared;    /* the framing the last conns accepted
+                                 * here share (lsv_conn_share_framing) */
     char name[LSV_ADDRSTRLEN + 16];  /* "tcp://127.0.0.1:21567" */
     ev_io io;
     ev_timer pause_timer;       /* restarts accepting after EMFILE */

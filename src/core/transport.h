@@ -21,6 +21,11 @@ typedef struct lsv_transport {
     /* The conn is being freed: ends the transport's session and closes
      * the socket. */
     void (*close)(lsv_conn_t *c);
+    /* Sends up to n bytes of the open file fd from *off straight to the
+     * socket, as sendfile(2): bytes taken (*off advanced), 0 at the
+     * file's end, -1 with errno (EAGAIN: the socket is full). NULL for a
+     * transport that must see the bytes (TLS): they go through write. */
+    ssize_t (*sendfile)(lsv_conn_t *c, int fd, off_t *off, size_t n);
 } lsv_transport_t;
 
 /* Bytes as they are: the socket's own read, send and close. */

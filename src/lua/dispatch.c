@@ -4,6 +4,7 @@
  * handler asks for); datagrams (one on_message each); on_stop. */
 #include "lsv.h"
 #include "dispatch.h"
+#include "decode.h"
 #include "conn.h"
 #include "guard.h"
 #include "handler.h"
@@ -61,6 +62,28 @@ static int bad_result(lsv_conn_t *c, lua_State *L, int base, int i,
  * string is made only when it is copied). */
 #define NUMBER_LEN 64
 
+/* Replies of up to this many values (none a table) take the one-copy
+ * path of write_result (luaserv.http's replies are 9 values). */
+#define REPLY_PIECES 12
+
+/* Formats the integer x in decimal into out (at least 21 bytes), as Lua's
+ * tostring would ("%lld"), without making a Lua string. Returns the
+ * length. */
+static size_t format_integer(lua_Integer x, char *out)
+{
+    char tmp[24];
+    size_t n = 0, len = 0;
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x
+                                 : (unsigned long long)x;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (x < 0) out[len++] = '-';
+    while (n > 0) out[len++] = tmp[--n];
+    return len;
+}
+
 /* Writes what on_message returned: the values above stack slot base, each
  * a string (or number), a table of strings, or nil; all popped. Several
  * values are written in order, so `return "[", ctime(), "] ", line`
@@ -80,13 +103,31 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
         return LSV_OK;
     }
     size_t total = 0, n;
+    /* The common reply, a few strings, is copied from what the first pass
+     * saw (the strings stay on the stack) into one reservation. */
+    const char *piece[REPLY_PIECES];
+    size_t piece_len[REPLY_PIECES];
+    char nums[REPLY_PIECES][24];        /* integers formatted here */
+    int pieces = top - base <= REPLY_PIECES;
     for (int i = base + 1; i <= top; i++) {
-        if (likely(lua_tolstring(L, i, &n) != NULL)) {
+        const char *s;
+        if (pieces && lua_isinteger(L, i)) {
+            n = format_integer(lua_tointeger(L, i), nums[i - base - 1]);
+            s = nums[i - base - 1];
+        } else {
+            s = lua_tolstring(L, i, &n);
+        }
+        if (pieces) {
+            piece[i - base - 1] = s;
+            piece_len[i - base - 1] = s ? n : 0;
+        }
+        if (likely(s != NULL)) {
             total += n;
             continue;
         }
         int t = lua_type(L, i);
         if (t == LUA_TTABLE) {
+            pieces = 0;
             lua_Integer len = (lua_Integer)lua_rawlen(L, i);
             for (lua_Integer k = 1; k <= len; k++) {
                 int et = lua_rawgeti(L, i, k);
@@ -100,6 +141,19 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
         }
     }
     if (total == 0 || lsv_conn_check_room(c, total) != LSV_OK) {
+        lua_settop(L, base);
+        return LSV_OK;
+    }
+    if (pieces) {
+        char *dst = lsv_conn_reserve(c, total);
+        if (likely(dst != NULL)) {
+            for (int k = 0; k < top - base; k++) {
+                if (piece_len[k] == 0) continue;     /* nil or "" */
+                memcpy(dst, piece[k], piece_len[k]);
+                dst += piece_len[k];
+            }
+            lsv_conn_commit(c, total);
+        }
         lua_settop(L, base);
         return LSV_OK;
     }
@@ -124,15 +178,17 @@ static int write_result(lsv_conn_t *c, lua_State *L, int base)
 }
 
 
-/* A run of frames keeps the handler table and the conn on the stack;
- * on_message is still looked up for every frame, so a reload or an
- * assignment takes effect at once. */
+/* A run of frames keeps the handler table, the key "on_message" and the
+ * conn on the stack; on_message is still looked up for every frame, so a
+ * reload or an assignment takes effect at once, but with the key at hand
+ * (lua_getfield would find the string "on_message" again every time). */
 static void callback_begin(lsv_conn_t *c)
 {
     lsv_server_t *srv = lsv_conn_server(c);
     lua_State *L = srv->vm->L;
     srv->vm->listener = lsv_conn_listener(c);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lsv_handler_ref(lsv_conn_listener(c)));
+    lua_pushliteral(L, "on_message");
     lsv_lconn_push(L, c);
 }
 
@@ -140,7 +196,7 @@ static void callback_end(lsv_conn_t *c)
 {
     lsv_server_t *srv = lsv_conn_server(c);
     srv->vm->listener = NULL;
-    lua_pop(srv->vm->L, 2);
+    lua_pop(srv->vm->L, 3);
 }
 
 /* One frame: on_message(conn, frame), its return value queued. */
@@ -148,13 +204,18 @@ static void callback_frame(lsv_conn_t *c, const char *p, size_t n)
 {
     lsv_server_t *srv = lsv_conn_server(c);
     lua_State *L = srv->vm->L;
-    int conn = lua_gettop(L), handler = conn - 1;
-    if (unlikely(lua_getfield(L, handler, "on_message") != LUA_TFUNCTION)) {
+    int conn = lua_gettop(L), handler = conn - 2;
+    lua_pushvalue(L, conn - 1);
+    if (unlikely(lua_gettable(L, handler) != LUA_TFUNCTION)) {
         lua_pop(L, 1);
         return;
     }
     lua_pushvalue(L, conn);
-    if (likely(lsv_vm_pcall_str(L, 1, p, n, LUA_MULTRET) == LUA_OK)) {
+    const lsv_frame_spec_t *spec = lsv_conn_framing(c);
+    int rc = likely(!lsv_frame_is_proto(spec->kind))
+           ? lsv_vm_pcall_str(L, 1, p, n, LUA_MULTRET)
+           : lsv_decode_pcall(L, 1, c, spec, p, n, LUA_MULTRET);
+    if (likely(rc == LUA_OK)) {
         if (unlikely(write_result(c, L, conn) != LSV_OK))
             lsv_handler_failed(c, "on_message");
         return;
@@ -246,6 +307,16 @@ static int refuse_when_full(lsv_listener_t *l, int fd)
     return 1;
 }
 
+/* listen{ max_frame } over the framing's own max, within the kind's hard
+ * limit (the protocol framers pack their resume state for at most 1 GiB). */
+static void apply_max_frame(const lsv_listener_t *l, lsv_frame_spec_t *out)
+{
+    uint32_t hard = lsv_frame_is_proto(out->kind) ? LSV_FRAME_PROTO_HARD_MAX
+                                                   : LSV_FRAME_HARD_MAX;
+    if (l->opt.max_frame)
+        out->max = l->opt.max_frame < hard ? l->opt.max_frame : hard;
+}
+
 /* Reads handler.framing for a new connection, so assigning a new value
  * takes effect for the next one. A bad value is logged and the last good
  * one (kept in the listener) is used. */
@@ -254,7 +325,7 @@ static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
     lua_State *L = l->srv->vm->L;
     if (l->opt.has_framing) {       /* the config file's listen{} wins */
         *out = l->opt.framing;
-        if (l->opt.max_frame) out->max = l->opt.max_frame;
+        apply_max_frame(l, out);
         return;
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, lsv_handler_ref(l));
@@ -271,7 +342,7 @@ static void read_framing(lsv_listener_t *l, lsv_frame_spec_t *out)
     }
     lua_pop(L, 2);
     *out = l->framing;
-    if (l->opt.max_frame) out->max = l->opt.max_frame;
+    apply_max_frame(l, out);
 }
 
 /* Under lua_setup's pcall: makes c's userdata (and with it its registry

@@ -14,6 +14,7 @@
 #include "server.h"
 #include "stream.h"
 #include "vm.h"
+#include "ws_lua.h"
 
 #include <lauxlib.h>
 #include <string.h>
@@ -174,6 +175,10 @@ int luaopen_luaserv(lua_State *L)
     lua_setfield(L, -2, "log");
     lua_pushliteral(L, LSV_VERSION);
     lua_setfield(L, -2, "version");
+    /* luaserv.null: a RESP null reply ($-1, *-1), a light userdata NULL
+     * so every null is equal to it (resp_lua.c pushes the same). */
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
     lua_createtable(L, 0, 2);
     set_worker_fields(L);
     lua_setfield(L, -2, "worker");
@@ -199,6 +204,8 @@ void lsv_lua_open(lsv_server_t *srv, const char *script)
     lua_setfield(L, -2, "luaserv");
     lua_pushcfunction(L, luaopen_luaserv_core);
     lua_setfield(L, -2, "luaserv.core");
+    lua_pushcfunction(L, luaopen_luaserv_wscore);
+    lua_setfield(L, -2, "luaserv.wscore");
     lua_pop(L, 1);
     lsv_lconn_open(L);
     lsv_stream_open_methods(L);

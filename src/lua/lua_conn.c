@@ -9,30 +9,36 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef lsv_lconn_t lconn_t;
+
+/* The most one conn:sendfile call sends before it returns, so that one
+ * fast reader of a big file does not hold the loop. */
+#define SENDFILE_SLICE (1u << 20)
 
 typedef struct ldgram {
     lsv_dgram_t *d;
 } ldgram_t;
 
-/* The conn metatable, by address: checking a conn argument compares its
- * metatable with this instead of looking the name up (luaL_checkudata
- * hashes and compares the name on every call; this is on the hot path of
- * every conn:write and conn:readline). */
-static const void *conn_mt;
+/* What lsv_lconn_new writes first in every conn userdata. Checking a
+ * conn argument (on the hot path of every conn:write and conn:readline)
+ * reads its length and this word instead of pushing, comparing and
+ * popping its metatable (luaL_checkudata would also hash the name): only
+ * lsv_lconn_new writes it, Lua code cannot write a userdata's bytes, and
+ * a light userdata's length is 0. */
+static const char lconn_tag = 'c';
 
 lsv_lconn_t *lsv_lconn_check(lua_State *L, int idx)
 {
     lconn_t *u = lua_touserdata(L, idx);
-    if (likely(u != NULL) && lua_getmetatable(L, idx)) {
-        int ok = lua_topointer(L, -1) == conn_mt;
-        lua_pop(L, 1);
-        if (likely(ok)) return u;
-    }
+    if (likely(u != NULL) && likely(lua_rawlen(L, idx) == sizeof *u) &&
+        likely(u->tag == &lconn_tag))
+        return u;
     luaL_typeerror(L, idx, LSV_CONN_MT);
     return NULL;
 }
@@ -82,6 +88,28 @@ static int push_addr_field(lua_State *L, const char *k,
     return 1;
 }
 
+/* Registry key of the weak-keyed table of conns' state tables. A user
+ * value would cost every conn 24 bytes (its slot and Udata's longer
+ * header: a 128-byte block instead of 112); this costs only the conns
+ * whose handler uses conn.state. An ephemeron table keeps a state for as
+ * long as its conn's userdata lives, even one that refers back to it. */
+static const char states_key = 's';
+
+/* Pushes the state table of the conn at 1, made on first use. [-0, +1, m] */
+static void push_state(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &states_key);
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, -2) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, 1);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_remove(L, -2);
+}
+
 /* conn.field or conn:method. [-0, +1, -] */
 static int conn_index(lua_State *L)
 {
@@ -91,13 +119,9 @@ static int conn_index(lua_State *L)
     const char *k = lua_tostring(L, 2);
     if (k == NULL) return 1;
     if (strcmp(k, "id") == 0) {
-        lua_pushinteger(L, u->id);
+        lua_pushinteger(L, lsv_lconn_id(u));
     } else if (strcmp(k, "state") == 0) {
-        if (lua_getiuservalue(L, 1, 1) == LUA_TNIL) {
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setiuservalue(L, 1, 1);
-        }
+        push_state(L);
     } else {
         socklen_t len = 0;
         const struct sockaddr *sa = u->c ? lsv_conn_peer(u->c, &len) : NULL;
@@ -160,7 +184,8 @@ static int conn_set_framing(lua_State *L)
     if (lsv_vm_parse_framing(L, 2, &spec, err) != LSV_OK)
         return luaL_argerror(L, 2, err);
     if (u->c == NULL) return closed_result(L);
-    lsv_conn_set_framing(u->c, &spec);
+    if (lsv_conn_set_framing(u->c, &spec) != LSV_OK)
+        return luaL_error(L, "not enough memory");
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -209,10 +234,10 @@ static int conn_tostring(lua_State *L)
     if (u->c) {
         socklen_t len;
         const struct sockaddr *sa = lsv_conn_peer(u->c, &len);
-        lua_pushfstring(L, "conn %I (%s)", u->id,
+        lua_pushfstring(L, "conn %I (%s)", lsv_lconn_id(u),
                         lsv_net_format(sa, len, buf));
     } else
-        lua_pushfstring(L, "conn %I (closed)", u->id);
+        lua_pushfstring(L, "conn %I (closed)", lsv_lconn_id(u));
     return 1;
 }
 
@@ -242,8 +267,9 @@ static void push_ref_table(lua_State *L, int outbound)
 
 lsv_lconn_t *lsv_lconn_new(lua_State *L, lsv_conn_t *c, int outbound)
 {
-    lconn_t *u = lua_newuserdatauv(L, sizeof *u, 1);
+    lconn_t *u = lua_newuserdatauv(L, sizeof *u, 0);
     memset(u, 0, sizeof *u);
+    u->tag = &lconn_tag;
     u->ref = LUA_NOREF;
     luaL_setmetatable(L, LSV_CONN_MT);
     push_ref_table(L, outbound);
@@ -257,7 +283,6 @@ lsv_lconn_t *lsv_lconn_new(lua_State *L, lsv_conn_t *c, int outbound)
 void lsv_lconn_bind(lsv_lconn_t *u, lsv_conn_t *c)
 {
     u->c = c;
-    u->id = (lua_Integer)lsv_conn_id(c);
     lsv_conn_set_data(c, u);
 }
 
@@ -282,6 +307,7 @@ void lsv_lconn_detach(lua_State *L, lsv_conn_t *c)
     lconn_t *u = lsv_lconn_of(c);
     if (u == NULL) return;
     lsv_conn_set_data(c, NULL);
+    u->closed_id = (lua_Integer)lsv_conn_id(c);  /* task .. msg_t0 end */
     u->c = NULL;
     push_ref_table(L, lsv_conn_is_outbound(c));
     luaL_unref(L, -1, u->ref);
@@ -306,6 +332,67 @@ static int conn_pending(lua_State *L)
     lconn_t *u = check_conn(L);
     lua_pushinteger(L, u->c ? (lua_Integer)lsv_conn_pending(u->c) : 0);
     return 1;
+}
+
+/* conn:buffered() -> bytes received and not yet taken as a frame or read:
+ * with a protocol framing, the part of a request still arriving (how
+ * luaserv.http tells a stalled request from an idle keep-alive).
+ * [-0, +1, -] */
+static int conn_buffered(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    lua_pushinteger(L, u->c ? (lua_Integer)lsv_conn_buffered(u->c) : 0);
+    return 1;
+}
+
+/* conn:sendfile(path, offset, count) -> bytes sent[, "again" | "eof"]
+ * | nil, "pending" | "unsupported" | "closed" | err
+ * Sends up to count bytes of the file from offset straight from the
+ * kernel (sendfile(2)), past the output queue, which must be empty
+ * (conn:flush() first): "pending" otherwise. Stops at 1 MiB, at "again"
+ * (the socket is full: queue some bytes with conn:write and flush, then
+ * call again) or at "eof" (the file is shorter). "unsupported": the
+ * transport must see the bytes (TLS); copy them with conn:write.
+ * [-0, +(1|2), -] */
+static int conn_sendfile(lua_State *L)
+{
+    lconn_t *u = check_conn(L);
+    const char *path = luaL_checkstring(L, 2);
+    lua_Integer off = luaL_checkinteger(L, 3);
+    lua_Integer count = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, off >= 0, 3, "offset must be >= 0");
+    luaL_argcheck(L, count >= 0, 4, "count must be >= 0");
+    if (u->c == NULL) return lsv_push_fail(L, "closed");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return luaL_fileresult(L, 0, path);
+    off_t at = (off_t)off;
+    size_t left = count > SENDFILE_SLICE ? SENDFILE_SLICE : (size_t)count;
+    lua_Integer sent = 0;
+    const char *stop = NULL;
+    int err = 0;
+    while (left > 0) {
+        ssize_t r = lsv_conn_sendfile(u->c, fd, &at, left);
+        if (r > 0) {
+            sent += r;
+            left -= (size_t)r;
+        } else {
+            if (r == 0) stop = "eof";
+            else if (r == LSV_AGAIN) stop = "again";
+            else err = errno;
+            break;
+        }
+    }
+    close(fd);
+    if (err && sent == 0) {
+        return lsv_push_fail(L, err == EBUSY ? "pending"
+                              : err == ENOTSUP ? "unsupported"
+                              : err == EPIPE ? "closed" : strerror(err));
+    }
+    lua_pushinteger(L, sent);
+    if (err) stop = "again";            /* the next call reports it */
+    if (stop == NULL) return 1;
+    lua_pushstring(L, stop);
+    return 2;
 }
 
 /* --- the light conn of a datagram listener ------------------------------ */
@@ -411,6 +498,8 @@ static const luaL_Reg conn_methods[] = {
     { "resume", conn_resume },
     { "is_closed", conn_is_closed },
     { "pending", conn_pending },
+    { "buffered", conn_buffered },
+    { "sendfile", conn_sendfile },
     { NULL, NULL }
 };
 
@@ -452,10 +541,13 @@ void lsv_lconn_open(lua_State *L)
     lua_pushvalue(L, -1);
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &weak_key);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_pushvalue(L, -1);
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &states_key);
     new_metatable(L, LSV_CONN_MT, conn_methods, conn_index, conn_tostring);
-    luaL_getmetatable(L, LSV_CONN_MT);
-    conn_mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
     new_metatable(L, LSV_DGRAM_MT, dgram_methods, dgram_index,
                   dgram_tostring);
 }

@@ -12,6 +12,12 @@
 
 #define TASK_MT "luaserv.task"
 
+/* t->nargs's bits hold any count of values a stack can. */
+_Static_assert(LUAI_MAXSTACK < (1 << 21), "lsv_task_t.nargs is 21 bits");
+
+/* Returned tasks kept for reuse, at most (about 1.3 KiB each). */
+#define SPARE_MAX 64
+
 /* A task's Lua handle, returned by spawn: cleared when the task ends. */
 typedef struct task_handle {
     lsv_task_t *t;
@@ -65,18 +71,34 @@ void lsv_sched_init(lsv_server_t *srv)
 lsv_task_t *lsv_task_spawn(lsv_server_t *srv, lua_State *L, int nargs,
                            lsv_conn_t *conn, lsv_task_end_fn on_end)
 {
-    /* The thread first: it may raise (memory) on L, and nothing is held
-     * yet. L is the caller's thread, whose error handling covers that:
-     * the main thread has none while a task runs. */
-    lua_State *co = lua_newthread(L);
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lsv_task_t *t = lsv_calloc(1, sizeof *t);
+    lsv_sched_t *s = srv->vm->sched;
+    lsv_task_t *t = s->spare;
+    if (t != NULL) {
+        /* A returned task's thread: its stack is empty, its hook is set
+         * at each resume, and a thread holds no upvalues of its own, so
+         * nothing of the last task (nor of a script since reloaded)
+         * reaches this one. */
+        lua_State *co = t->co;
+        int ref = t->ref;
+        s->spare = t->next;
+        s->nspare--;
+        memset(t, 0, sizeof *t);
+        t->co = co;
+        t->ref = ref;
+    } else {
+        /* The thread first: it may raise (memory) on L, and nothing is
+         * held yet. L is the caller's thread, whose error handling covers
+         * that: the main thread has none while a task runs. */
+        lua_State *co = lua_newthread(L);
+        int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        t = lsv_calloc(1, sizeof *t);
+        t->co = co;
+        t->ref = ref;
+    }
     t->srv = srv;
-    t->co = co;
-    t->ref = ref;
     *(lsv_task_t **)lua_getextraspace(t->co) = t;
     lua_xmove(L, t->co, nargs + 1);
-    t->nargs = nargs;
+    t->nargs = (unsigned)nargs;
     t->conn = conn;
     t->on_end = on_end;
     lsv_task_t *parent = lsv_task_current(L);
@@ -100,18 +122,31 @@ static void task_free(lsv_task_t *t)
     /* The thread may outlive us in a user's table: point it back at the
      * main task so nothing reads freed memory through its extra space. */
     *(lsv_task_t **)lua_getextraspace(t->co) = &srv->vm->sched->main_task;
-    luaL_unref(srv->vm->L, LUA_REGISTRYINDEX, t->ref);
     if (t->prev) t->prev->next = t->next;
     else srv->vm->sched->tasks = t->next;
     if (t->next) t->next->prev = t->prev;
     srv->stats.tasks_active--;
+    lsv_sched_t *s = srv->vm->sched;
+    /* Only a task that returned: a failed or cancelled one's thread is
+     * dead or stopped mid-call. (A thread the user kept from
+     * coroutine.running() is then another task's; resuming a task's
+     * thread by hand was never supported.) */
+    if (t->reusable && s->nspare < SPARE_MAX &&
+        lua_status(t->co) == LUA_OK) {
+        lua_settop(t->co, 0);      /* its results: nothing is kept alive */
+        t->next = s->spare;
+        s->spare = t;
+        s->nspare++;
+        return;
+    }
+    luaL_unref(srv->vm->L, LUA_REGISTRYINDEX, t->ref);
     free(t);
 }
 
 void lsv_task_wait(lsv_task_t *t, int wait, void *obj, lsv_unwait_fn unwait,
                    double timeout)
 {
-    t->wait = wait;
+    t->wait = (unsigned)wait;
     t->wait_obj = obj;
     t->unwait = unwait;
     if (timeout > 0) {
@@ -131,7 +166,7 @@ void lsv_task_unwait(lsv_task_t *t)
 void lsv_task_wake(lsv_task_t *t, int nargs)
 {
     lsv_task_unwait(t);
-    t->nargs = nargs;
+    t->nargs = (unsigned)nargs;
     enqueue(t->srv, t);
 }
 
@@ -198,6 +233,7 @@ static void task_done(lsv_task_t *t, int status)
     } else if (c) {
         t->on_end(t, c, NULL, 0);
     }
+    t->reusable = status == LUA_OK;
     task_free(t);
 }
 
@@ -267,6 +303,13 @@ void lsv_sched_free_all(lsv_server_t *srv)
         task_free(t);
     }
     srv->vm->sched->ready = srv->vm->sched->ready_tail = NULL;
+    lsv_task_t *t;
+    while ((t = srv->vm->sched->spare) != NULL) {
+        srv->vm->sched->spare = t->next;
+        luaL_unref(srv->vm->L, LUA_REGISTRYINDEX, t->ref);
+        free(t);
+    }
+    srv->vm->sched->nspare = 0;
 }
 
 /* --- Lua API ------------------------------------------------------------ */

@@ -40,9 +40,13 @@ struct lsv_task {
     lsv_server_t *srv;         /* first: lsv_vm_server() reads it */
     lua_State *co;             /* the coroutine */
     int ref;                   /* registry ref anchoring co */
-    int nargs;                 /* values pushed on co for the next resume */
-    int wait;                  /* LSV_WAIT_* */
-    int cancelled;
+    /* One word: the task's size decides its allocator chunk, memory per
+     * stream conn (bench/idle_mem.py). */
+    unsigned nargs : 21;       /* values pushed on co for the next resume
+                                * (a stack holds under 2^20, LUAI_MAXSTACK) */
+    unsigned wait : 8;         /* LSV_WAIT_* */
+    unsigned cancelled : 1;
+    unsigned reusable : 1;     /* returned: its thread may serve again */
     lsv_conn_t *conn;          /* the conn this handle() task serves */
     lsv_task_end_fn on_end;    /* told when it ends, if conn is set */
     lsv_listener_t *listener;  /* whose errors it counts in (NULL: the
@@ -78,6 +82,12 @@ typedef struct lsv_sched {
     lsv_task_t main_task;      /* the main thread's extra space points here */
     lsv_task_t *tasks;         /* every live task; doubly linked */
     lsv_task_t *ready, *ready_tail;    /* tasks to resume this turn */
+    /* Tasks that returned, kept with their threads (stack emptied, ref
+     * kept) for the next spawns: a new thread, its registry ref and the
+     * task's allocation cost more than the rest of a short connection's
+     * task; linked by next. */
+    lsv_task_t *spare;
+    int nspare;
 } lsv_sched_t;
 
 /* Makes srv->vm->sched, after lsv_vm_open: lsv_vm_server works from then

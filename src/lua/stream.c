@@ -3,6 +3,7 @@
 #include "lsv.h"
 #include "stream.h"
 #include "conn.h"
+#include "decode.h"
 #include "handler.h"
 #include "listener.h"
 #include "log.h"
@@ -69,8 +70,7 @@ static void frame_done(lsv_conn_t *c)
  * ends here, the rest of it unread; writing still works. */
 static void end_input(lsv_conn_t *c)
 {
-    lsv_lconn_of(c)->hint = 0;
-    lsv_conn_end_input(c);
+    lsv_conn_end_input(c);         /* also resets the pull hint */
 }
 
 /* What a too-long frame of kind is called in the log. */
@@ -99,12 +99,61 @@ static size_t stream_room(const lsv_conn_t *c)
     return need + (ahead ? ahead : LSV_READ_AHEAD);
 }
 
+/* Returns all its arguments: what lsv_decode_pcall calls to leave the
+ * decoded values on the stack. */
+static int return_all(lua_State *L)
+{
+    return lua_gettop(L);
+}
+
+/* A protocol frame's values onto L (maybe a suspended task's thread,
+ * where nothing may be called): decoded in a protected call on the
+ * running state, then moved. Returns how many it pushed, or 0 when the
+ * frame decoded to nothing for the task (a WebSocket ping, answered):
+ * the read takes the next frame. A small WebSocket data frame is pushed
+ * straight onto L. */
+static int push_decoded(lsv_conn_t *c, const lsv_frame_spec_t *want,
+                        const char *p, size_t n, lua_State *L)
+{
+    /* The common WebSocket frame needs no protected call (decode.h);
+     * pushing onto a suspended thread is allowed, calling on it is not. */
+    if (want->kind == LSV_FRAME_WS && lsv_ws_push_small(L, p, n) == 2) {
+        frame_returned(c);
+        return 2;
+    }
+    lua_State *D = lua_status(L) == LUA_OK ? L : lsv_conn_server(c)->vm->L;
+    int base = lua_gettop(D);
+    lua_pushcfunction(D, return_all);
+    if (lsv_decode_pcall(D, 0, c, want, p, n, LUA_MULTRET) != LUA_OK) {
+        lsv_conn_log(LSV_LOG_WARN, c, "decoding a %s frame failed: %s",
+                     lsv_frame_kind_name(want->kind), lua_tostring(D, -1));
+        lua_settop(D, base);
+        end_input(c);
+        lsv_push_fail(L, "out of memory");
+        return 2;
+    }
+    int k = lua_gettop(D) - base;
+    if (k == 0) return 0;
+    frame_returned(c);
+    if (D != L) {
+        if (!lua_checkstack(L, k + 2)) {
+            lua_settop(D, base);
+            end_input(c);
+            lsv_push_fail(L, "out of memory");
+            return 2;
+        }
+        lua_xmove(D, L, k);
+    }
+    return k;
+}
+
 /* Answers the read request `want` from c's buffered input, pushing the
  * results onto L (which may be a suspended task's thread). Returns how
  * many values it pushed, or -1 when the request must wait for input. */
 static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
 {
     lsv_lconn_t *u = lsv_lconn_of(c);
+again:
     if (lsv_conn_buffered(c) == 0 && !lsv_conn_at_eof(c)) {
         /* A stopping server ends idle reads on its own connections. */
         if (lsv_conn_is_draining(c) && !lsv_conn_is_outbound(c)) {
@@ -115,15 +164,33 @@ static int try_read(lsv_conn_t *c, const lsv_frame_spec_t *want, lua_State *L)
     }
     const char *p;
     size_t n;
-    ssize_t r = lsv_conn_take(c, want, &u->hint, &p, &n);
-    if (likely(r > 0)) {
+    ssize_t r = lsv_conn_take(c, want, lsv_conn_pull_hint(c), &p, &n);
+    if (likely(r > 0) && likely(!lsv_frame_is_proto(want->kind))) {
         lua_pushlstring(L, p, n);
         frame_returned(c);
         return 1;
     }
+    if (r > 0) {
+        int k = push_decoded(c, want, p, n, L);
+        if (k == 0) goto again;
+        return k;
+    }
     if (r == LSV_FRAME_PARTIAL) {
         if (!lsv_conn_at_eof(c)) return -1;
         lsv_push_fail(L, "closed");
+        return 2;
+    }
+    if (lsv_frame_is_proto(want->kind) && r != LSV_FRAME_TRUNCATED) {
+        /* The framer names the fault and the protocol's error reply (a
+         * message cut off by the peer's end is "closed", below). The
+         * reject closes c: a reader it answers must not also be woken
+         * by the close (lsv_stream_closing), or it is queued twice. */
+        u->reader = NULL;
+        lsv_conn_hold(c);
+        lsv_conn_reject(c, want, r);
+        lsv_push_fail(L, r == LSV_FRAME_TOO_LONG ? "too long"
+                                                 : "protocol error");
+        lsv_conn_release(c);
         return 2;
     }
     if (r == LSV_FRAME_TOO_LONG)
@@ -171,6 +238,8 @@ static int input_cb(lua_State *L)
         input_came(c, t);
         return 0;
     }
+    if (t->wait != LSV_WAIT_READ) return 0;   /* woken by a close inside
+                                               * the read: see below */
     if (!lua_checkstack(t->co, n)) return luaL_error(L, "stack overflow");
     lua_xmove(L, t->co, n);
     u->reader = NULL;
@@ -189,6 +258,14 @@ static void stream_input(lsv_conn_t *c)
     if (likely(lsv_conn_buffered(c) <= LSV_VM_SMALL_STR)) {
         /* The fast path, for a small result (see LSV_VM_SMALL_STR). */
         int n = try_read(c, &t->want, t->co);
+        if (n >= 0 && t->wait != LSV_WAIT_READ) {
+            /* A decoder that closed c inside the read (a WebSocket close
+             * frame) had the closing hook wake t already with nil,
+             * "closed": waking it again would queue it twice. (A reject
+             * detaches the reader first, so its caller answers.) */
+            lua_pop(t->co, n);
+            return;
+        }
         if (n >= 0) {
             u->reader = NULL;
             lsv_task_wake(t, n);
@@ -265,7 +342,7 @@ static int stream_read(lua_State *L, lsv_conn_t *c,
 {
     frame_done(c);
     lsv_lconn_t *u = lsv_lconn_of(c);
-    u->hint = 0;
+    *lsv_conn_pull_hint(c) = 0;
     int n = try_read(c, want, L);
     if (n >= 0) return n;
     lsv_task_t *t = lsv_task_current(L);
@@ -477,14 +554,56 @@ static int write_from(lua_State *L, int top, lua_Integer j, size_t off)
     return 1;
 }
 
+/* Replies of up to this many strings take write_whole's one copy. */
+#define WRITE_PIECES 8
+
+/* The common write, a few strings that fit (for a task, under the
+ * high-water mark, so it would not wait): one check, one reservation and
+ * one copy, not a lsv_conn_write per piece. The strings are still on the
+ * stack. Returns what conn:write returns, or -1 when write_from must take
+ * it. [-0, +(1|2), -] */
+static int write_whole(lua_State *L, lsv_conn_t *c, const char **piece,
+                       const size_t *len, int npieces, size_t total)
+{
+    if (writer_task(L, c) != NULL) {
+        size_t hw = high_water(c);
+        size_t cap = lsv_conn_server(c)->opt.max_output;
+        if (cap && hw > cap) hw = cap;
+        if (lsv_conn_pending(c) + total > hw) return -1;
+    }
+    if (lsv_conn_check_room(c, total) != LSV_OK) {
+        lsv_push_fail(L, "overflow");           /* c failed; may be gone */
+        return 2;
+    }
+    char *dst = lsv_conn_reserve(c, total);
+    if (dst == NULL) {
+        lsv_push_fail(L, "overflow");
+        return 2;
+    }
+    for (int k = 0; k < npieces; k++) {
+        if (len[k] == 0) continue;
+        memcpy(dst, piece[k], len[k]);
+        dst += len[k];
+    }
+    lsv_conn_commit(c, total);
+    lua_settop(L, 1);
+    return 1;
+}
+
 int lsv_stream_write(lua_State *L, lsv_conn_t *c)
 {
     int top = lua_gettop(L);
     int tables = 0;
     size_t total = 0, n;
+    const char *piece[WRITE_PIECES];
+    size_t piece_len[WRITE_PIECES];
     for (int i = 2; i <= top; i++) {
         if (lua_type(L, i) != LUA_TTABLE) {
-            lua_tolstring(L, i, &n);
+            const char *s = lua_tolstring(L, i, &n);
+            if (i - 2 < WRITE_PIECES) {
+                piece[i - 2] = s;
+                piece_len[i - 2] = n;
+            }
             total += n;
             continue;
         }
@@ -523,6 +642,10 @@ int lsv_stream_write(lua_State *L, lsv_conn_t *c)
     if (lsv_conn_is_closing(c)) {
         lsv_push_fail(L, "closed");
         return 2;
+    }
+    if (!tables && top - 1 <= WRITE_PIECES && total > 0) {
+        int rc = write_whole(L, c, piece, piece_len, top - 1, total);
+        if (rc >= 0) return rc;
     }
     /* A writer that cannot wait queues the whole reply or none of it. */
     if (writer_task(L, c) == NULL && lsv_conn_check_room(c, total) != LSV_OK) {

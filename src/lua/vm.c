@@ -167,7 +167,7 @@ void lsv_vm_close(lsv_server_t *srv)
 
 static int parse_kind(const char *name)
 {
-    for (int k = LSV_FRAME_LINE; k <= LSV_FRAME_RAW; k++)
+    for (int k = LSV_FRAME_LINE; k <= LSV_FRAME_LAST; k++)
         if (strcmp(name, lsv_frame_kind_name(k)) == 0) return k;
     return -1;
 }
@@ -193,6 +193,36 @@ static int pop_uint(lua_State *L, const char *key, lua_Integer lo,
     return LSV_OK;
 }
 
+/* The protocol kinds' own options: RESP max_args, max_bulk and client;
+ * HTTP max_head and max_headers; WebSocket client. */
+static int parse_proto(lua_State *L, int idx, lsv_frame_spec_t *s,
+                       char err[LSV_ERRLEN])
+{
+    if (s->kind == LSV_FRAME_RESP) {
+        lua_getfield(L, idx, "max_args");
+        if (pop_uint(L, "max_args", 1, INT32_MAX, &s->max_args, err))
+            return LSV_ERR;
+        lua_getfield(L, idx, "max_bulk");
+        if (pop_uint(L, "max_bulk", 1, LSV_FRAME_PROTO_HARD_MAX, &s->max_bulk,
+                     err))
+            return LSV_ERR;
+    } else if (s->kind == LSV_FRAME_HTTP) {
+        lua_getfield(L, idx, "max_headers");
+        if (pop_uint(L, "max_headers", 1, 65535, &s->max_args, err))
+            return LSV_ERR;
+        lua_getfield(L, idx, "max_head");
+        if (pop_uint(L, "max_head", 64, LSV_FRAME_HARD_MAX, &s->max_bulk,
+                     err))
+            return LSV_ERR;
+    }
+    if (s->kind != LSV_FRAME_HTTP) {
+        lua_getfield(L, idx, "client");
+        s->client = (uint8_t)lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    return LSV_OK;
+}
+
 int lsv_vm_parse_framing(lua_State *L, int idx, lsv_frame_spec_t *spec,
                          char err[LSV_ERRLEN])
 {
@@ -202,7 +232,7 @@ int lsv_vm_parse_framing(lua_State *L, int idx, lsv_frame_spec_t *spec,
         if (k < 0 || k == LSV_FRAME_DELIM || k == LSV_FRAME_FIXED) {
             snprintf(err, LSV_ERRLEN, k < 0 ?
                      "framing: unknown kind '%s' (line, delim, fixed, "
-                     "prefix, raw)" : "framing: '%s' needs a table with its "
+                     "prefix, raw, resp, http, websocket)" : "framing: '%s' needs a table with its "
                      "argument, e.g. { \"delim\", \"\\r\\n\" }",
                      lua_tostring(L, idx));
             return LSV_ERR;
@@ -221,13 +251,18 @@ int lsv_vm_parse_framing(lua_State *L, int idx, lsv_frame_spec_t *spec,
     lua_pop(L, 1);
     if (k < 0) {
         snprintf(err, LSV_ERRLEN, "framing: the first element must name the "
-                 "kind (line, delim, fixed, prefix, raw)");
+                 "kind (line, delim, fixed, prefix, raw, resp, http, "
+                 "websocket)");
         return LSV_ERR;
     }
     lsv_frame_spec_t s;
     lsv_frame_spec_init(&s, (lsv_frame_kind_t)k);
     lua_getfield(L, idx, "max");
-    if (pop_uint(L, "max", 1, LSV_FRAME_HARD_MAX, &s.max, err))
+    if (pop_uint(L, "max", 1, lsv_frame_is_proto(k) ? LSV_FRAME_PROTO_HARD_MAX
+                                                    : LSV_FRAME_HARD_MAX,
+                 &s.max, err))
+        return LSV_ERR;
+    if (lsv_frame_is_proto(k) && parse_proto(L, idx, &s, err) != LSV_OK)
         return LSV_ERR;
     lua_getfield(L, idx, "keep_eol");
     s.keep_eol = (uint8_t)lua_toboolean(L, -1);
