@@ -156,11 +156,13 @@ static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
 
 lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                          socklen_t salen, const lsv_frame_spec_t *framing,
-                         const lsv_conn_type_t *type)
+                         const lsv_conn_type_t *type,
+                         lsv_proxy_info_t *proxy)
 {
     lsv_server_t *srv = l->srv;
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     init_conn(c, srv, l, fd, sa, salen);
+    c->proxy = proxy;
     c->framing = lsv_conn_share_framing(l, framing);
     c->timeout = timeout_of(l->opt.idle_timeout);
     lsv_conn_set_type(c, type);
@@ -290,6 +292,7 @@ static void conn_finish(lsv_conn_t *c)
     release_buf(srv, &c->in);
     release_buf(srv, &c->out);
     lsv_frame_ref_drop(c->framing);
+    free(c->proxy);
     if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
     c->listener->stats.conns_active--;
     free(c);

@@ -16,6 +16,10 @@ uint64_t lsv_conn_id(const lsv_conn_t *c) { return c->id; }
 const lsv_conn_type_t *lsv_conn_type(const lsv_conn_t *c) { return c->type; }
 void *lsv_conn_data(const lsv_conn_t *c) { return c->data; }
 void lsv_conn_set_data(lsv_conn_t *c, void *data) { c->data = data; }
+const lsv_proxy_info_t *lsv_conn_proxy(const lsv_conn_t *c)
+{
+    return c->proxy;
+}
 int lsv_conn_fd(const lsv_conn_t *c) { return c->io.fd; }
 double lsv_conn_timeout(const lsv_conn_t *c) { return c->timeout; }
 size_t lsv_conn_buffered(const lsv_conn_t *c) { return c->in.len; }

@@ -44,6 +44,7 @@ struct lsv_conn {
     lsv_buf_t in;
     lsv_buf_t out;
     lsv_frame_ref_t *framing;     /* shared; its spec is c's framing */
+    lsv_proxy_info_t *proxy;      /* owned: the PROXY header's, or NULL */
     size_t hint;                  /* push: the framer's resume state */
     uint64_t id;
     ev_tstamp last_active;

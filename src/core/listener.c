@@ -195,6 +195,6 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             pause_accepting(l, errno);
             return;
         }
-        l->srv->hooks->accept(l, fd, (struct sockaddr *)&ss, len);
+        l->srv->hooks->accept(l, fd, (struct sockaddr *)&ss, len, NULL);
     }
 }

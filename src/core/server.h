@@ -16,14 +16,20 @@ typedef struct lsv_listener lsv_listener_t;
 typedef struct lsv_conn lsv_conn_t;
 typedef struct lsv_dgram lsv_dgram_t;
 typedef struct lsv_resolver lsv_resolver_t;
+typedef struct lsv_proxy_info lsv_proxy_info_t;   /* proxy.h */
 
 /* What the server hands to the layer that serves it (src/lua), set once
  * before the loop runs. Core calls these; it never calls Lua itself. */
 typedef struct lsv_hooks {
     /* A stream listener accepted fd (non-blocking) from sa: takes
-     * ownership of fd, making a conn of it (lsv_conn_new) or closing it. */
+     * ownership of fd, making a conn of it (lsv_conn_new) or closing it.
+     * On a proxy_protocol listener this comes once the handshake stage
+     * has read the PROXY header: proxy is what it said, and sa the client
+     * it names (the socket's peer for a LOCAL header). proxy is NULL
+     * without a header; else the callee owns it (lsv_conn_new takes it,
+     * or free() it). */
     void (*accept)(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                   socklen_t salen);
+                   socklen_t salen, lsv_proxy_info_t *proxy);
     /* Datagram p[0, n) (borrowed) arrived on l from d's peer; a reply is
      * appended with lsv_udp_write. Returns 1 to send what was appended. */
     int (*datagram)(lsv_listener_t *l, lsv_dgram_t *d, const char *p,
