@@ -318,11 +318,22 @@ describe("the PROXY stage", function()
         assert.matches("PROXY header: .* %(bad%); closed", srv:log())
     end)
 
-    it("closes a v1 header over 107 bytes as too long", function()
-        local srv = serve()
+    it("closes a header over its bounds as too long", function()
+        local srv = serve({ "--proxy-protocol", "--metrics", "127.0.0.1:0",
+                            announce = 2 })
         local long = "PROXY UNKNOWN " .. ("x"):rep(120) .. "\r\n"
         assert.equal("", (refused(srv.port, long)))
-        assert.matches("%(too_long%); closed", log_with(srv, "too_long"))
+        assert.matches("v1: header over 107 bytes %(too_long%); closed",
+                       log_with(srv, "too_long"))
+        -- v2: an INET address block that does not fit the declared length
+        local short = SIG .. "\x21\x11\0\4" .. inet4("1.2.3.4", 1, "5.6.7.8", 2)
+        assert.equal("", (refused(srv.port, short)))
+        local lbl = 'listener="tcp://127.0.0.1:' .. srv.port .. '"'
+        helpers.wait_until(function()
+            return op.sample(metrics(srv.listening[2].port),
+                             "luaserv_proxy_header_errors_total",
+                             lbl .. ',reason="too_long"') == 2
+        end, 10 * SLOW, "2 too_long counted")
     end)
 
     it("closes a stalled header after --proxy-timeout", function()

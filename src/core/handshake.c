@@ -126,13 +126,15 @@ static void stage_done(lsv_handshake_t *h, const lsv_proxy_hdr_t *hdr)
     l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, info);
 }
 
-/* Makes room for h->need bytes (a v2 header longer than the stage's own
- * buffer). Returns LSV_OK, or LSV_ERR out of memory. */
+/* h's buffer is full of a v2 header longer than it: makes room for more,
+ * at most 4 times what came so far and never past h->need (the header's
+ * length), so a peer that declares 64 KiB and stalls costs little.
+ * Returns LSV_OK, or LSV_ERR out of memory. */
 static int stage_grow(lsv_handshake_t *h)
 {
-    size_t cap = h->need;
+    size_t cap = h->need < 4 * h->cap ? h->need : 4 * h->cap;
     if (cap > LSV_PROXY_V2_MAX) cap = LSV_PROXY_V2_MAX;
-    if (cap <= h->cap) return LSV_OK;
+    if (cap <= h->cap) return LSV_ERR;     /* the parser's need is wrong */
     char *p = malloc(cap);
     if (unlikely(p == NULL)) return LSV_ERR;
     memcpy(p, h->buf, h->have);
@@ -167,8 +169,8 @@ static int stage_consume(lsv_handshake_t *h, size_t n)
 static int stage_read(lsv_handshake_t *h)
 {
     for (;;) {
-        if (h->need > h->cap && stage_grow(h) != LSV_OK) {
-            stage_fail(h, LSV_PROXY_ERR_BAD, "out of memory for its length");
+        if (h->have == h->cap && stage_grow(h) != LSV_OK) {
+            stage_fail(h, LSV_PROXY_ERR_BAD, "no room for its length");
             return STAGE_DONE;
         }
         ssize_t n = recv(h->io.fd, h->buf + h->have, h->cap - h->have,
