@@ -150,6 +150,7 @@ FUZZ_TARGETS = frame_fuzz addr_fuzz
 FUZZ_TARGETS += http_fuzz
 FUZZ_TARGETS += ws_fuzz
 FUZZ_TARGETS += resp_fuzz
+FUZZ_TARGETS += proxy_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -158,6 +159,7 @@ build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
 build/fuzz/http_fuzz: fuzz/http_fuzz.c $(FRAME_C)
 build/fuzz/ws_fuzz: fuzz/ws_fuzz.c $(FRAME_C)
 build/fuzz/resp_fuzz: fuzz/resp_fuzz.c $(FRAME_C)
+build/fuzz/proxy_fuzz: fuzz/proxy_fuzz.c src/core/proxy.c src/core/proxy.h src/core/lsv.h
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz
