@@ -451,6 +451,33 @@ describe("PROXY protocol in the stream style", function()
     end)
 end)
 
+describe("a luaserv proxy in front of a luaserv PROXY listener", function()
+    it("passes the client on through luaserv.connect", function()
+        local back = serve()
+        for _, version in ipairs({ 1, 2 }) do
+            local front = op.start{ source = ([[
+                local luaserv = require "luaserv"
+                return { handle = function(conn)
+                    local up = assert(luaserv.connect("127.0.0.1", %d, {
+                        proxy_protocol = %d, src = conn.peer,
+                        dst = conn.local_addr }))
+                    up:write(conn:readline(), "\n")
+                    conn:write(up:readline(), "\n")
+                end }
+            ]]):format(back.port, version) }
+            local c = client(front.port)
+            assert(c:send("through\n"))
+            local r = fields(assert(c:receive("*l")))
+            local _, cport = c:getsockname()
+            assert.equal("127.0.0.1:" .. cport, r.peer)   -- the spec client
+            assert.equal("127.0.0.1:" .. front.port, r["local"])
+            assert.equal(tostring(version), r.v)
+            assert.equal("through", r.head)
+            front:stop()
+        end
+    end)
+end)
+
 describe("turning the PROXY protocol on", function()
     it("leaves conn.proxy nil and the bytes as data without it", function()
         local srv = op.start{ script = FIXTURE }
