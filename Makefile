@@ -34,11 +34,13 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/resolve \
            core/shdict core/shdict_heap core/shdict_read
 CORE_SRC += core/sha1 core/base64
+CORE_SRC += core/handshake
 CORE_SRC += core/proxy
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
           lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
+LUA_SRC += lua/proxy_lua
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util

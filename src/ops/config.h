@@ -21,6 +21,7 @@ typedef struct lsv_plan_entry {
     int private_socket;      /* the admin socket: mode 0600 */
     int internal;            /* a worker's channel to its master */
     int cfg_index;           /* its listen{} in the config, or 0 */
+    int proxy_protocol;      /* a -l stream listener with --proxy-protocol */
     int fd;                  /* a socket systemd passed for it, or -1 */
 } lsv_plan_entry_t;
 
