@@ -244,6 +244,7 @@ describe("--workers 2", function()
         local mport, hport = p[1], p[2]   -- metrics comes first
         assert.equal(200, code_of(hport))
         assert.equal("echo w", (op.ask(dport, "w")))
+        for _ = 1, 6 do assert.equal("false", (op.ask(dport, "draining"))) end
         local t0 = helpers.now()
         os.execute("kill -TERM " .. srv.pid)
         assert.truthy(helpers.wait_for(function()
@@ -254,6 +255,8 @@ describe("--workers 2", function()
         assert.equal(1, helpers.count(text, "# TYPE luaserv_draining gauge"))
         assert.equal(1, op.sample(text, "luaserv_draining"))
         assert.equal("echo during", (op.ask(dport, "during")))
+        -- every worker's handlers see the master's drain
+        for _ = 1, 6 do assert.equal("true", (op.ask(dport, "draining"))) end
         local slow = helpers.connect(dport, 10 * SLOW)
         helpers.close_at_end({ slow })
         assert(slow:send("slow " .. (2 * delay) .. "\n"))
