@@ -134,7 +134,7 @@ end)
 
 describe("draining", function()
     it("with --drain-delay: 503 at once, served for the delay, then the stop", function()
-        local delay = 1.5 * SLOW
+        local delay = 2.5 * SLOW   -- room for the checks below under load
         local srv, dport, p = start({ "--metrics", "127.0.0.1:0",
                                       "--health", "127.0.0.1:0",
                                       "--drain-delay", tostring(delay) },
@@ -161,7 +161,7 @@ describe("draining", function()
         -- work in flight when the delay ends holds the stop
         local slow = helpers.connect(dport, 10 * SLOW)
         helpers.close_at_end({ slow })
-        assert(slow:send("slow " .. (2 * delay) .. "\n"))
+        assert(slow:send("slow " .. (delay + 2 * SLOW) .. "\n"))
         assert.truthy(helpers.wait_for(function() return refused(dport) end,
                                        5 * SLOW), "the data listener stayed open")
         assert.is_true(helpers.now() - t0 >= delay * 0.9,
@@ -236,7 +236,7 @@ end)
 
 describe("--workers 2", function()
     it("the master answers 503 at the stop; the workers serve through the delay", function()
-        local delay = 1.5 * SLOW
+        local delay = 2.5 * SLOW   -- room for the checks below under load
         local srv, dport, p = start({ "--workers", "2", "--health", "127.0.0.1:0",
                                       "--metrics", "127.0.0.1:0",
                                       "--drain-delay", tostring(delay) },
@@ -259,7 +259,7 @@ describe("--workers 2", function()
         for _ = 1, 6 do assert.equal("true", (op.ask(dport, "draining"))) end
         local slow = helpers.connect(dport, 10 * SLOW)
         helpers.close_at_end({ slow })
-        assert(slow:send("slow " .. (2 * delay) .. "\n"))
+        assert(slow:send("slow " .. (delay + 2 * SLOW) .. "\n"))
         assert.truthy(helpers.wait_for(function() return refused(dport) end,
                                        5 * SLOW), "the workers kept accepting")
         assert.is_true(helpers.now() - t0 >= delay * 0.9)
