@@ -27,7 +27,7 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 # Sources by layer (docs/architecture.md): src/core knows no Lua, src/lua
 # is the handler layer, src/ops the options, config and operations, tools/
 # the client and the load generator. Objects keep the layer's folder.
-CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
+CORE_SRC = core/log core/conn core/conn_out core/conn_in core/conn_info core/listener \
            core/udp core/net \
            core/server core/loop core/transport \
            core/buf core/frame core/resp core/http core/ws core/util \
