@@ -42,7 +42,7 @@ OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
 BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/hist \
-            tools/bench_ws \
+            tools/bench_ws tools/bench_conn \
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
