@@ -27,7 +27,7 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 # Sources by layer (docs/architecture.md): src/core knows no Lua, src/lua
 # is the handler layer, src/ops the options, config and operations, tools/
 # the client and the load generator. Objects keep the layer's folder.
-CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
+CORE_SRC = core/log core/conn core/conn_out core/conn_in core/conn_info core/listener \
            core/udp core/net \
            core/server core/loop core/transport \
            core/buf core/frame core/resp core/http core/ws core/util \
@@ -45,7 +45,7 @@ OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
 BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/hist \
-            tools/bench_ws \
+            tools/bench_ws tools/bench_conn \
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
