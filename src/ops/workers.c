@@ -66,6 +66,8 @@ static struct {
     int status;              /* the master's exit status */
     ev_signal sigterm, sigint, sighup;
     ev_timer kill_timer;
+    ev_timer drain_timer;    /* --drain-delay; no ev_once: a worker forked
+                              * in it must stop it, not run our stop */
 } m;
 
 /* Where each entry's TCP or UDP sockets are bound (a port 0 resolved):
@@ -349,6 +351,7 @@ static void stop_master_watchers(struct ev_loop *loop)
     ev_signal_stop(loop, &m.sigint);
     ev_signal_stop(loop, &m.sighup);
     ev_timer_stop(loop, &m.kill_timer);
+    ev_timer_stop(loop, &m.drain_timer);
     for (int k = 0; k < m.n; k++) {
         slot_t *s = &m.slots[k];
         ev_child_stop(loop, &s->child);
@@ -668,10 +671,11 @@ static void close_worker_sockets(void)
 
 /* The stop proper (once): no more restarts, every worker drains as the
  * single process would; workers left after --shutdown-timeout and
- * KILL_GRACE are killed. Also the end of --drain-delay (ev_once). */
-static void stop_workers(int revents, void *loop)
+ * KILL_GRACE are killed. Also m.drain_timer's callback (w unused). */
+static void stop_workers(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)revents;
+    (void)w; (void)revents;
+    ev_timer_stop(loop, &m.drain_timer);
     if (m.stopping) return;
     m.stopping = 1;
     for (int k = 0; k < m.n; k++) ev_timer_stop(loop, &m.slots[k].restart);
@@ -691,7 +695,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     if (m.stopping || (m.srv->draining & LSV_DRAIN_STOP)) {
         lsv_warn("signal %d again: stopping the workers now", w->signum);
-        stop_workers(0, loop);
+        stop_workers(loop, NULL, 0);
         signal_all(SIGINT);
         return;
     }
@@ -701,8 +705,9 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     double delay = lsv_upgrade_handed_over() ? 0 : m.srv->opt.drain_delay;
     lsv_info("signal %d: draining: health checks answer 503; stopping %d "
              "workers in %.1f s (--drain-delay)", w->signum, alive(), delay);
-    if (delay > 0) ev_once(loop, -1, 0, delay, stop_workers, loop);
-    else stop_workers(0, loop);
+    ev_timer_set(&m.drain_timer, delay, 0.);
+    if (delay > 0) ev_timer_start(loop, &m.drain_timer);
+    else stop_workers(loop, NULL, 0);
 }
 
 static void kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -761,6 +766,7 @@ static void init_master(struct ev_loop *loop)
     ev_signal_init(&m.sigint, stop_cb, SIGINT);
     ev_signal_init(&m.sighup, hup_cb, SIGHUP);
     ev_timer_init(&m.kill_timer, kill_cb, 0., 0.);
+    ev_timer_init(&m.drain_timer, stop_workers, 0., 0.);
     ev_signal_start(loop, &m.sigterm);
     ev_signal_start(loop, &m.sigint);
     ev_signal_start(loop, &m.sighup);
