@@ -51,6 +51,14 @@ void lsv_loop_stop(lsv_server_t *srv)
 
 void lsv_loop_stop_now(lsv_server_t *srv)
 {
+    if (!srv->stopping && ev_is_active(&srv->drain_timer)) {
+        /* A --drain-delay cut short: the stop's listeners close and its
+         * hooks->stopping (on_stop) runs, as at every signal stop. */
+        ev_timer_stop(srv->loop, &srv->drain_timer);
+        srv->stopping = 1;
+        lsv_listener_close_serving(srv);
+        if (srv->hooks->stopping) srv->hooks->stopping(srv);
+    }
     lsv_handshake_stop_all(srv, 0);
     lsv_conn_abort_all(srv, "shutdown");
     ev_break(srv->loop, EVBREAK_ALL);

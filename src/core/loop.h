@@ -28,7 +28,8 @@ void lsv_loop_drain(lsv_server_t *srv);
  * signal now is a second one). */
 int lsv_loop_is_draining(const lsv_server_t *srv);
 
-/* A second stop signal: aborts every conn and ends the loop now. */
+/* A second stop signal: aborts every conn and ends the loop now (during
+ * a --drain-delay, after the stop's hooks->stopping). */
 void lsv_loop_stop_now(lsv_server_t *srv);
 
 /* Asks for lsv_loop_stop at the loop's next turn: for callers inside a
