@@ -42,7 +42,11 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop; (void)revents;
     lsv_server_t *srv = w->data;
-    if (lsv_loop_is_draining(srv)) {
+    /* After a hand-over (whose own SIGTERM this may be) a drain delay
+     * that an earlier signal began has nothing left to wait for: this
+     * signal begins the stop, it is not a second one. */
+    int handed_over = lsv_upgrade_handed_over();
+    if (lsv_loop_is_draining(srv) && !(handed_over && !srv->stopping)) {
         lsv_warn("signal %d again: closing now", w->signum);
         lsv_loop_stop_now(srv);
         return;
@@ -50,7 +54,7 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     lsv_info("signal %d: shutting down", w->signum);
     /* An old generation's stop after its hand-over: nothing to wait for,
      * its listeners are the new one's already. */
-    if (lsv_upgrade_handed_over()) lsv_loop_stop(srv);
+    if (handed_over) lsv_loop_stop(srv);
     else lsv_loop_drain(srv);
 }
 

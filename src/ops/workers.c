@@ -66,8 +66,7 @@ static struct {
     int status;              /* the master's exit status */
     ev_signal sigterm, sigint, sighup;
     ev_timer kill_timer;
-    ev_timer drain_timer;    /* --drain-delay; no ev_once: a worker forked
-                              * in it must stop it, not run our stop */
+    ev_timer drain_timer;    /* --drain-delay (a forked worker stops it) */
 } m;
 
 /* Where each entry's TCP or UDP sockets are bound (a port 0 resolved):
@@ -693,7 +692,8 @@ static void stop_workers(struct ev_loop *loop, ev_timer *w, int revents)
 static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
-    if (m.stopping || (m.srv->draining & LSV_DRAIN_STOP)) {
+    if (m.stopping || ((m.srv->draining & LSV_DRAIN_STOP) &&
+                       !lsv_upgrade_handed_over())) {   /* see main.c */
         lsv_warn("signal %d again: stopping the workers now", w->signum);
         stop_workers(loop, NULL, 0);
         signal_all(SIGINT);
