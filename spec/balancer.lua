@@ -324,15 +324,25 @@ function balancer.redis(opts)
 end
 
 -- One command to this redis from the spec (RESP over its unix socket);
--- returns the first reply line.
+-- returns the reply: a string for +status and $bulk, a number for
+-- :integer, false for a null bulk, or nil and the text of an -error.
 function Proc:redis(...)
     local c = unix.stream()
     c:settimeout(5)
     assert(c:connect(self.path))
     c:send(helpers.resp(...))
-    local line = c:receive("*l")
+    local line = assert(c:receive("*l"))
+    local kind, rest = line:sub(1, 1), line:sub(2)
+    local value, err
+    if kind == "+" then value = rest
+    elseif kind == ":" then value = tonumber(rest)
+    elseif kind == "-" then err = rest
+    elseif kind == "$" then
+        local n = tonumber(rest)
+        value = n >= 0 and assert(c:receive(n + 2)):sub(1, n)
+    else error("unexpected reply " .. line) end
     c:close()
-    return line
+    return value, err
 end
 
 -- luaserv behind a balancer ------------------------------------------------
