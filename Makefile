@@ -34,6 +34,7 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/resolve \
            core/shdict core/shdict_heap core/shdict_read
 CORE_SRC += core/sha1 core/base64
+CORE_SRC += core/proxy
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
@@ -49,6 +50,7 @@ UNIT_TESTS = frame_test buf_test net_test shdict_test
 UNIT_TESTS += http_test
 UNIT_TESTS += ws_test
 UNIT_TESTS += resp_test
+UNIT_TESTS += proxy_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
@@ -111,6 +113,9 @@ $(BUILD)/unit/net_test: $(BUILD)/unit/net_test.o $(BUILD)/core/net.o $(BUILD)/co
 $(BUILD)/unit/shdict_test: $(BUILD)/unit/shdict_test.o $(BUILD)/core/shdict.o \
                            $(BUILD)/core/shdict_heap.o $(BUILD)/core/shdict_read.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) -lpthread
+
+$(BUILD)/unit/proxy_test: $(BUILD)/unit/proxy_test.o $(BUILD)/core/proxy.o
+	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 
 units: $(UNIT_TESTS:%=$(BUILD)/unit/%)
 

@@ -63,6 +63,9 @@ struct lsv_listener {
     int internal;               /* luaserv's own channel (a worker's, to
                                  * its master): left out of the stats,
                                  * the metrics and the conns lists */
+    int health;                 /* serves /healthz (--metrics, --health):
+                                 * stays open through a stop until the
+                                 * exit, and its conns do not hold it */
     lsv_frame_spec_t framing;   /* the handler's default framing */
     lsv_frame_ref_t *shared;    /* the framing the last conns accepted
                                  * here share (lsv_conn_share_framing) */
@@ -88,6 +91,10 @@ void lsv_listener_start_all(lsv_server_t *srv);
  * the structs so in-flight state stays valid; lsv_listener_free_all frees. */
 void lsv_listener_close_all(lsv_server_t *srv);
 void lsv_listener_free_all(lsv_server_t *srv);
+
+/* The same for every listener but the health ones (l->health), which a
+ * graceful stop keeps answering until the process exits. */
+void lsv_listener_close_serving(lsv_server_t *srv);
 
 static inline int lsv_listener_is_dgram(const lsv_listener_t *l)
 {

@@ -74,6 +74,8 @@ typedef struct lsv_options {
     size_t max_output;        /* bytes queued for one peer, 0 = any */
     int workers;              /* worker processes (src/ops/workers.c),
                                * 0 = one per online CPU ("auto") */
+    double drain_delay;       /* seconds a stop stays draining (health
+                               * 503, still serving) before it begins */
 } lsv_options_t;
 
 struct lsv_server {
@@ -100,7 +102,10 @@ struct lsv_server {
     ev_idle kick_watcher;        /* active while work is queued: no blocking */
     ev_timer shutdown_timer;
     ev_timer stop_soon;          /* lsv_server_stop_soon: stops next turn */
+    ev_timer drain_timer;        /* --drain-delay: the stop it holds back */
     int stopping;
+    int draining;                /* a stop or an upgrade began: /healthz
+                                  * answers 503 (lsv_loop_drain) */
 
     /* Spare read buffers given back by idle connections. */
     char *free_bufs[64];
@@ -127,11 +132,9 @@ static inline void lsv_server_kick(lsv_server_t *srv)
 /* Frees the pooled read buffers (at exit). */
 void lsv_server_free_bufs(lsv_server_t *srv);
 
-/* Ends the loop if a stopping server has nothing left (conn.c calls it
- * as each conn goes). */
-static inline void lsv_server_maybe_done(lsv_server_t *srv)
-{
-    if (srv->stopping && srv->conns == NULL) ev_break(srv->loop, EVBREAK_ALL);
-}
+/* Ends the loop if a stopping server has nothing left that holds the
+ * stop: no conn but those of health listeners (conn.c calls it as each
+ * conn goes). In loop.c. */
+void lsv_server_maybe_done(lsv_server_t *srv);
 
 #endif

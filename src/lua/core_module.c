@@ -179,6 +179,15 @@ void lsv_core_set_control(const char *dir, int master)
     control_master = master;
 }
 
+/* core.draining() -> whether a stop or an upgrade began (/healthz
+ * answers 503): true from a stop signal (its --drain-delay included) or
+ * an upgrade's start until the exit. */
+static int core_draining(lua_State *L)
+{
+    lua_pushboolean(L, lsv_vm_server(L)->draining);
+    return 1;
+}
+
 /* core.control() -> the directory of the workers' admin channels (DIR/K
  * is worker K's), or nil without workers. */
 static int core_control(lua_State *L)
@@ -380,6 +389,7 @@ int luaopen_luaserv_core(lua_State *L)
         { "upgrade_status", core_upgrade_status },
         { "metrics", core_metrics },
         { "control", core_control },
+        { "draining", core_draining },
         { "notify", core_notify },
         { "process_metrics", lsv_procstat_metrics },
         { NULL, NULL }

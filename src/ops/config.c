@@ -406,6 +406,23 @@ static void default_listen(lsv_server_t *srv, lsv_plan_t *p)
     }
 }
 
+/* --health HOST:PORT (config health): GET /healthz alone, served by
+ * luaserv's own script as the metrics endpoint is. */
+static int health_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
+{
+    const char *health = f->health ? f->health : cfg_string(L, p, "health");
+    if (health == NULL) return LSV_OK;
+    const char *file = lsv_config_module_file(L, "luaserv.health_endpoint");
+    lsv_plan_entry_t *e = file ? add(p, health, file, "--health: ") : NULL;
+    if (e == NULL) return LSV_ERR;
+    if (e->addr.kind != LSV_NET_TCP) {
+        fprintf(stderr, "luaserv: --health must be a TCP address\n");
+        return LSV_ERR;
+    }
+    e->builtin = e->health = 1;
+    return LSV_OK;
+}
+
 /* The admin socket and the metrics endpoint, served by luaserv's own
  * scripts. */
 static int builtin_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
@@ -428,9 +445,9 @@ static int builtin_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
             fprintf(stderr, "luaserv: --metrics must be a TCP address\n");
             return LSV_ERR;
         }
-        e->builtin = 1;
+        e->builtin = e->health = 1;
     }
-    return LSV_OK;
+    return health_listen(L, f, p);
 }
 
 int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)

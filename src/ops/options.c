@@ -56,6 +56,12 @@ const lsv_option_t lsv_option_table[] = {
       .help = "on SIGTERM/SIGINT, wait this long for\n"
               "connections to finish (default %D)",
       SRV(shutdown_timeout) },
+    { .name = "drain-delay", .key = "drain_delay", .where = SETTING,
+      .type = LSV_OPT_SECONDS, .def = "0", .arg = "SEC",
+      .help = "on SIGTERM/SIGINT, first answer /healthz 503\n"
+              "and go on serving for SEC seconds, so a\n"
+              "balancer takes this instance out (default %D)",
+      SRV(drain_delay) },
     { .name = "high-water", .key = "high_water", .where = SETTING | LISTEN,
       .type = LSV_OPT_BYTES, .min = 1024, .max = 1LL << 30,
       .def = "1048576", .arg = "BYTES",
@@ -109,6 +115,12 @@ const lsv_option_t lsv_option_table[] = {
     { .name = "metrics", .key = "metrics", .where = CALL,
       .type = LSV_OPT_STRING, .arg = "HOST:PORT",
       .help = "serve Prometheus metrics at GET /metrics", FLG(metrics) },
+    { .name = "health", .key = "health", .where = SETTING | CALL,
+      .type = LSV_OPT_STRING, .arg = "HOST:PORT",
+      .help = "serve GET /healthz alone (--metrics has it\n"
+              "too): 200 ok while serving, 503 draining\n"
+              "once a stop or an upgrade begins",
+      FLG(health) },
     { .name = "watch", .key = "watch", .where = SETTING, .type = LSV_OPT_FLAG,
       .help = "reload when the script or its modules change", SRV(watch) },
     { .name = "handler-timeout", .key = "handler_timeout", .where = SETTING,

@@ -33,6 +33,7 @@ typedef struct lsv_flags {
     const char *script;
     const char *admin;
     const char *metrics;
+    const char *health;                   /* --health HOST:PORT */
     const char *shared[LSV_MAX_SHARED];   /* --shared NAME=SIZE, checked */
     int nshared;
     int check;
