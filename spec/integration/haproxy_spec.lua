@@ -161,13 +161,27 @@ local function assert_even(count, n)
                    ("a answered %d, b %d"):format(count.a or 0, count.b or 0))
 end
 
+-- A persistent connection through the balancer at port that reached
+-- instance a (round robin: a few tries); closed when the test ends.
+local function hold(port, a)
+    for _ = 1, 10 do
+        local c = assert(balancer.client(port, CLIENT_IP, TIMEOUT))
+        helpers.close_at_end({ c })
+        assert(c:send("who\n"))
+        local f = balancer.fields(assert(c:receive("*l")))
+        if f.instance == a.name then return c end
+        c:close()
+    end
+    error("no connection through the balancer reached " .. a.name)
+end
+
 -- The stop under traffic. A client loop asks "who" through the balancer
 -- on a new connection every 20 ms while instance a gets SIGTERM and drains
 -- (DRAIN seconds of 503 on /healthz, then its stop), until a has exited
--- and b answered a few more, bounded in time and count. On a persistent
--- connection opened to a before the signal, a request sent during the
--- delay is still answered by a. is_down(), when given, says whether the
--- balancer has marked a down. Returns what was seen:
+-- and b answered a few more, bounded in time and count. On held, a
+-- persistent connection to a opened before (see hold), a request sent
+-- during the delay is still answered by a. is_down(), when given, says
+-- whether the balancer has marked a down. Returns what was seen:
 --   errors     the client loop's failed requests (each "connect: ..." or
 --              "receive: ...")
 --   after_down instances that answered after is_down() first held
@@ -177,19 +191,7 @@ end
 --   health     a's /healthz status code during the delay
 --   held       the persistent connection's answer during the delay
 --   status     a's exit status
-local function stop_under_traffic(port, a, is_down)
-    -- A persistent connection that lands on a (round robin: a few tries).
-    local held_conn
-    for _ = 1, 10 do
-        local c = assert(balancer.client(port, CLIENT_IP, TIMEOUT))
-        helpers.close_at_end({ c })
-        assert(c:send("who\n"))
-        local f = balancer.fields(assert(c:receive("*l")))
-        if f.instance == a.name then held_conn = c break end
-        c:close()
-    end
-    assert.truthy(held_conn, "no connection through the balancer reached " .. a.name)
-
+local function stop_under_traffic(port, a, held_conn, is_down)
     local seen = { errors = {}, after_down = {}, replies = 0 }
     local t0 = helpers.now()
     os.execute("kill -TERM " .. a.pid)
@@ -199,7 +201,7 @@ local function stop_under_traffic(port, a, is_down)
         local now = helpers.now() - t0
         if now > deadline - t0 then break end
         if not seen.down_at and is_down and is_down() then seen.down_at = now end
-        if not seen.closed_at and a:log():find("stopping", 1, true) then
+        if not seen.closed_at and a:log():find("stopping: no new connections", 1, true) then
             seen.closed_at = now
         end
         if not seen.health and now > 0.3 then
@@ -286,7 +288,8 @@ else
                 it("takes a draining instance out through /healthz before "
                    .. "its listener closes; the client sees no error", function()
                     local a, _, hap = setup()
-                    local seen = stop_under_traffic(hap.port, a, function()
+                    local held = hold(hap.port, a)
+                    local seen = stop_under_traffic(hap.port, a, held, function()
                         return (hap:stat("luaserv").app1 or ""):find("^DOWN") ~= nil
                     end)
                     assert.same({}, seen.errors)
@@ -312,35 +315,75 @@ else
     end)
 end
 
+-- nginx's worker pids, from its log: "start worker process N" lines.
+local function nginx_workers(ngx)
+    local pids = {}
+    for pid in ngx:log():gmatch("start worker process (%d+)") do
+        pids[#pids + 1] = tonumber(pid)
+    end
+    return pids
+end
+
 describe("nginx stream in front of luaserv", function()
-    local nginx_why = balancer.nginx_missing()
-    local why = nginx_why or missing()
+    local why = balancer.nginx_missing() or missing()
     if why then
         pending(why)
         return
     end
 
-    it("passes the client's address with proxy_protocol on, spreads "
-       .. "connections, and leaves a stopped instance with no client error",
-       function()
+    -- Two instances and nginx in front with docs/scaling.md's stream block.
+    local function setup()
         local a, b = instance("a"), instance("b")
-        local ngx = balancer.nginx(nginx_config({ a, b }))
-        local f = who_through(ngx.port)
-        assert.equal(f.client, f.peer)
-        assert.equal("1", f.proxy)
-        assert.equal("127.0.0.1:" .. ngx.port, f["local"])
+        return a, b, balancer.nginx(nginx_config({ a, b }))
+    end
+
+    it("passes the client's address with proxy_protocol on and spreads "
+       .. "connections over both instances", function()
+        local _, _, ngx = setup()
+        for _ = 1, 2 do
+            local f = who_through(ngx.port)
+            assert.equal(f.client, f.peer)
+            assert.equal(CLIENT_IP, f.peer_ip)
+            assert.equal("1", f.proxy)
+            assert.equal("127.0.0.1:" .. ngx.port, f["local"])
+            assert.equal("127.0.0.1", f.socket_peer:match("^(.*):%d+$"))
+        end
         local count, errors = spread(ngx.port, 20)
         assert.same({}, errors)
         assert_even(count, 20)
-        -- nginx has no active health check: it leaves a once a connect to
-        -- it fails, and proxy_next_upstream sends that client to b.
-        local seen = stop_under_traffic(ngx.port, a)
+        -- QUIT is nginx's graceful stop
+        assert.equal(0, ngx:stop("QUIT"))
+    end)
+
+    it("passes a client to the other instance when one is gone "
+       .. "(proxy_next_upstream, no active check)", function()
+        local a, _, ngx = setup()
+        a:stop("KILL")
+        local count, errors = spread(ngx.port, 20)
+        assert.same({}, errors)
+        assert.same({ b = 20 }, count)
+    end)
+
+    it("drains an instance marked down and reloaded, with no client error",
+       function()
+        local a, _, ngx = setup()
+        local held = hold(ngx.port, a)
+        -- the documented planned stop: mark a down, reload nginx, then
+        -- stop a; the old worker keeps the held connection to a
+        local conf = ngx.dir .. "/nginx.conf"
+        local text = assert(helpers.read_file(conf))
+        helpers.write_file(conf, replace_once(text,
+            "server 127.0.0.1:" .. a.port .. " ",
+            "server 127.0.0.1:" .. a.port .. " down "))
+        os.execute("kill -HUP " .. ngx.pid)
+        helpers.wait_until(function() return #nginx_workers(ngx) >= 2 end,
+                           TIMEOUT, "nginx's reload (a new worker)")
+        local seen = stop_under_traffic(ngx.port, a, held)
         assert.same({}, seen.errors)
         assert.equal(0, seen.status)
         assert.equal(503, seen.health)
         assert.equal("a", seen.held.instance)
-        assert.truthy(seen.replies > 50)
-        -- QUIT is nginx's graceful stop
-        assert.equal(0, ngx:stop("QUIT"))
+        assert.truthy(seen.replies > 50, "only " .. seen.replies ..
+                      " requests in the loop")
     end)
 end)
