@@ -34,11 +34,13 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
            core/resolve \
            core/shdict core/shdict_heap core/shdict_read
 CORE_SRC += core/sha1 core/base64
+CORE_SRC += core/handshake
 CORE_SRC += core/proxy
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
           lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
+LUA_SRC += lua/proxy_lua
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
@@ -148,6 +150,7 @@ FUZZ_TARGETS = frame_fuzz addr_fuzz
 FUZZ_TARGETS += http_fuzz
 FUZZ_TARGETS += ws_fuzz
 FUZZ_TARGETS += resp_fuzz
+FUZZ_TARGETS += proxy_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -156,6 +159,7 @@ build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
 build/fuzz/http_fuzz: fuzz/http_fuzz.c $(FRAME_C)
 build/fuzz/ws_fuzz: fuzz/ws_fuzz.c $(FRAME_C)
 build/fuzz/resp_fuzz: fuzz/resp_fuzz.c $(FRAME_C)
+build/fuzz/proxy_fuzz: fuzz/proxy_fuzz.c src/core/proxy.c src/core/proxy.h src/core/lsv.h
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz

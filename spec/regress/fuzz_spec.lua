@@ -1,6 +1,6 @@
 -- Fuzzing kept in the repository, issue 8: `make fuzz` builds libFuzzer
 -- targets for the framer, the address parser and (issue 11) the RESP,
--- HTTP and WebSocket framers, and runs each for
+-- HTTP and WebSocket framers (issue 12: the PROXY header), and runs each for
 -- FUZZ_SECONDS. These checks build them, replay the seed corpora, run
 -- fuzz/run briefly, and prove the harness catches a real bug: the framer
 -- with a one-byte over-read planted in it must be caught.
@@ -12,6 +12,7 @@ local sh = helpers.sh
 
 local TARGETS = { "frame_fuzz", "addr_fuzz", "http_fuzz", "ws_fuzz",
                   "resp_fuzz" }
+TARGETS[#TARGETS + 1] = "proxy_fuzz"
 
 local HAVE_CLANG = os.execute("command -v clang >/dev/null 2>&1") == true
 

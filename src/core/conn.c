@@ -144,9 +144,11 @@ static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
     c->listener = l;
     c->transport = &lsv_transport_plain;
     c->id = ++srv->next_conn_id;
-    if (salen > sizeof c->peer) salen = sizeof c->peer;
-    memcpy(&c->peer, sa, salen);
-    c->peer_len = (uint16_t)salen;
+    if (sa) {
+        if (salen > sizeof c->peer) salen = sizeof c->peer;
+        memcpy(&c->peer, sa, salen);
+        c->peer_len = (uint16_t)salen;
+    }
     c->last_active = c->started = ev_now(srv->loop);
     ev_io_init(&c->io, conn_io_cb, fd, 0);
     ev_init(&c->timer, conn_timer_cb);
@@ -161,8 +163,13 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
 {
     lsv_server_t *srv = l->srv;
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
-    init_conn(c, srv, l, fd, sa, salen);
-    c->proxy = proxy;
+    /* With a header, sa is the one it names (or its socket_peer): the
+     * info keeps it, and peer keeps the info. */
+    init_conn(c, srv, l, fd, proxy ? NULL : sa, salen);
+    if (proxy) {
+        memcpy(c->peer.proxy, &proxy, sizeof proxy);
+        c->flags |= LSV_CONN_PROXY;
+    }
     c->framing = lsv_conn_share_framing(l, framing);
     c->timeout = timeout_of(l->opt.idle_timeout);
     lsv_conn_set_type(c, type);
@@ -257,8 +264,10 @@ static void conn_finish(lsv_conn_t *c)
     lsv_debug("conn %llu closed (%s)", (unsigned long long)c->id, reason);
     if (srv->opt.access_log && !(c->flags & LSV_CONN_OUTBOUND)) {
         char peer[LSV_ADDRSTRLEN];
+        socklen_t plen;
+        const struct sockaddr *psa = lsv_conn_peer(c, &plen);
         lsv_log_access(c->listener->name,
-                       lsv_net_format(&c->peer.sa, c->peer_len, peer), c->id,
+                       lsv_net_format(psa, plen, peer), c->id,
                        ev_now(srv->loop) - c->started, c->nin, c->nout,
                        c->nmsg, reason);
     }
@@ -292,7 +301,7 @@ static void conn_finish(lsv_conn_t *c)
     release_buf(srv, &c->in);
     release_buf(srv, &c->out);
     lsv_frame_ref_drop(c->framing);
-    free(c->proxy);
+    free((void *)lsv_conn_proxy(c));
     if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
     c->listener->stats.conns_active--;
     free(c);

@@ -73,6 +73,10 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
 /* The PROXY header c came with (conn.proxy), or NULL. */
 const lsv_proxy_info_t *lsv_conn_proxy(const lsv_conn_t *c);
 
+/* Formats the address c's client connected to: the PROXY header's dst,
+ * else the socket's own (getsockname). Returns out. */
+char *lsv_conn_local(const lsv_conn_t *c, char *out /* LSV_ADDRSTRLEN */);
+
 /* Starts c: reads, and in push mode arms the idle timeout. Call it after
  * the user's set-up, with c not held. Returns LSV_OK, or LSV_ERR when c
  * was closed meanwhile and is freed now (or has only output to write). */

@@ -26,7 +26,8 @@ enum {
     LSV_CONN_FULL = 1 << 14,      /* pull read-ahead is full */
     LSV_CONN_AGAIN = 1 << 15,     /* on srv->again or srv->again_next */
     LSV_CONN_PARTIAL = 1 << 16,   /* the buffer ends in an incomplete frame */
-    LSV_CONN_WATCH = 1 << 17      /* the timer watches a waiting write */
+    LSV_CONN_WATCH = 1 << 17,     /* the timer watches a waiting write */
+    LSV_CONN_PROXY = 1 << 18      /* peer.proxy holds the PROXY header's */
 };
 
 /* Ordered so that it packs: its size decides the allocator's chunk, what
@@ -44,7 +45,6 @@ struct lsv_conn {
     lsv_buf_t in;
     lsv_buf_t out;
     lsv_frame_ref_t *framing;     /* shared; its spec is c's framing */
-    lsv_proxy_info_t *proxy;      /* owned: the PROXY header's, or NULL */
     size_t hint;                  /* push: the framer's resume state */
     uint64_t id;
     ev_tstamp last_active;
@@ -58,10 +58,15 @@ struct lsv_conn {
     uint32_t flags;
     uint16_t busy;                /* holds (callbacks in progress) */
     uint16_t peer_len;            /* of peer (the fd is io's) */
+    /* With LSV_CONN_PROXY the header's info (owned) names the peer, so
+     * the room that would hold its address holds the pointer instead,
+     * as bytes (lsv_conn_proxy): a pointer field of its own would cost
+     * every conn 16 bytes of allocator chunk (bench/idle_mem.py). */
     union {
         struct sockaddr sa;
         struct sockaddr_in in4;
         struct sockaddr_in6 in6;
+        unsigned char proxy[sizeof(lsv_proxy_info_t *)];
     } peer;
 };
 

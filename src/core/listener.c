@@ -75,6 +75,7 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
     l->inherited = inherited;
     lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
     l->opt.idle_timeout = srv->opt.idle_timeout;
+    l->opt.proxy_timeout = srv->opt.proxy_timeout;
     l->opt.high_water = srv->opt.high_water;
     l->opt.low_water = srv->opt.low_water;
     l->opt.rcvbuf = srv->opt.rcvbuf;
@@ -206,6 +207,9 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             pause_accepting(l, errno);
             return;
         }
-        l->srv->hooks->accept(l, fd, (struct sockaddr *)&ss, len, NULL);
+        if (l->stage)
+            l->stage(l, fd, (struct sockaddr *)&ss, len);
+        else
+            l->srv->hooks->accept(l, fd, (struct sockaddr *)&ss, len, NULL);
     }
 }

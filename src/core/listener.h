@@ -22,6 +22,9 @@ typedef struct lsv_lstats {
     uint64_t reloads;
     uint64_t reload_failures;
     uint64_t udp_drops;       /* datagrams the kernel dropped (SO_RXQ_OVFL) */
+    uint64_t proxy_headers[3];   /* PROXY headers read: v1, v2, local */
+    uint64_t proxy_errors[4];    /* closed in the stage (handshake.h) */
+    uint64_t proxy_empty;        /* closed before a byte: a TCP check */
     uint64_t hist[LSV_HIST_BUCKETS + 1];   /* last: +Inf */
     uint64_t hist_count;
     double hist_sum;
@@ -34,6 +37,8 @@ typedef struct lsv_lopts {
     size_t low_water;
     uint32_t max_frame;      /* 0 = the framing's own max */
     size_t rcvbuf, sndbuf;   /* datagram kinds: socket buffers, 0 = kernel's */
+    int proxy_protocol;      /* read a PROXY header first (handshake.c) */
+    double proxy_timeout;    /* ... within this many seconds, 0 = none */
     int has_framing;         /* framing below overrides the handler's */
     lsv_frame_spec_t framing;
 } lsv_lopts_t;
@@ -75,6 +80,12 @@ struct lsv_listener {
     ev_tstamp last_pause_log;
     uint64_t paused_count;      /* pauses not yet logged */
     const lsv_listener_ops_t *ops;     /* a kind's own, or NULL */
+    /* A transport stage between accept and the conn (a PROXY header's,
+     * lsv_handshake_attach): takes ownership of fd and calls
+     * hooks->accept itself once done. NULL: accepted fds go straight to
+     * hooks->accept. */
+    void (*stage)(lsv_listener_t *l, int fd, const struct sockaddr *sa,
+                  socklen_t salen);
     lsv_dgram_t *dgram;         /* datagram kinds: the light conn state */
 };
 

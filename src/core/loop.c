@@ -3,6 +3,7 @@
 #include "lsv.h"
 #include "loop.h"
 #include "conn.h"
+#include "handshake.h"
 #include "listener.h"
 #include "log.h"
 
@@ -39,6 +40,7 @@ void lsv_loop_stop(lsv_server_t *srv)
              "(up to %.1f s)", srv->opt.shutdown_timeout);
     if (srv->hooks->notify) srv->hooks->notify(srv, "STOPPING=1");
     lsv_listener_close_serving(srv);
+    lsv_handshake_stop_all(srv, 1);
     if (srv->hooks->stopping) srv->hooks->stopping(srv);
     ev_timer_set(&srv->shutdown_timer, srv->opt.shutdown_timeout, 0.);
     ev_timer_start(srv->loop, &srv->shutdown_timer);
@@ -48,6 +50,7 @@ void lsv_loop_stop(lsv_server_t *srv)
 
 void lsv_loop_stop_now(lsv_server_t *srv)
 {
+    lsv_handshake_stop_all(srv, 0);
     lsv_conn_abort_all(srv, "shutdown");
     ev_break(srv->loop, EVBREAK_ALL);
 }
@@ -129,6 +132,7 @@ void lsv_loop_init(lsv_server_t *srv, struct ev_loop *loop)
 void lsv_loop_close(lsv_server_t *srv)
 {
     /* Reached after a graceful stop: everything is closed or aborted. */
+    lsv_handshake_stop_all(srv, 0);
     lsv_conn_abort_all(srv, "shutdown");
     lsv_conn_flush_pending(srv);
     ev_timer_stop(srv->loop, &srv->shutdown_timer);

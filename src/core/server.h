@@ -59,6 +59,7 @@ typedef struct lsv_stats {
 
 typedef struct lsv_options {
     double idle_timeout;      /* seconds, 0 = none */
+    double proxy_timeout;     /* seconds to read a PROXY header, 0 = none */
     double shutdown_timeout;  /* seconds */
     size_t high_water;        /* output bytes that stop reading */
     size_t low_water;         /* output bytes that restart it */
@@ -88,6 +89,8 @@ struct lsv_server {
     lsv_listener_t *listeners;   /* owned; singly linked */
     lsv_conn_t *conns;           /* open connections; doubly linked */
     lsv_conn_t *outbound;        /* luaserv.connect() conns; doubly linked */
+    struct lsv_handshake *stages;  /* accepted, reading a PROXY header
+                                    * (handshake.c); doubly linked */
     lsv_listener_t *outbound_listener;  /* what outbound conns point at */
     lsv_listener_t *server_listener;    /* "server": counts what belongs to
                                          * no listener (on_load, a timer) */

@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "guard.h"
 #include "listener.h"
+#include "handshake.h"
 #include "log.h"
 #include "procstat.h"
 #include "sched.h"
@@ -298,6 +299,52 @@ static void per_listener(luaL_Buffer *b, lsv_server_t *srv, const char *name,
     }
 }
 
+/* Appends the PROXY protocol stage's counters of the listeners that read
+ * a header (nothing when none does). */
+static void proxy_metrics(luaL_Buffer *b, lsv_server_t *srv)
+{
+    static const char *const versions[] = { "1", "2", "local" };
+    char line[512];
+    lsv_listener_t *any = srv->listeners;
+    while (any && !any->opt.proxy_protocol) any = any->next;
+    if (any == NULL) return;      /* no PROXY listener: no families */
+    family(b, "luaserv_proxy_headers_total", "counter",
+           "PROXY protocol headers read, by version (local: a v2 LOCAL or "
+           "a v1 UNKNOWN, a balancer's own connection).");
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (!l->opt.proxy_protocol || l->internal) continue;
+        for (int i = 0; i < 3; i++) {
+            snprintf(line, sizeof line, "luaserv_proxy_headers_total{"
+                     "listener=\"%s\",version=\"%s\"} %llu\n", l->name,
+                     versions[i],
+                     (unsigned long long)l->stats.proxy_headers[i]);
+            luaL_addstring(b, line);
+        }
+    }
+    family(b, "luaserv_proxy_header_errors_total", "counter",
+           "Connections closed for want of a good PROXY header, by reason.");
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (!l->opt.proxy_protocol || l->internal) continue;
+        for (int i = 0; i < LSV_PROXY_ERR_COUNT; i++) {
+            snprintf(line, sizeof line, "luaserv_proxy_header_errors_total{"
+                     "listener=\"%s\",reason=\"%s\"} %llu\n", l->name,
+                     lsv_proxy_err_names[i],
+                     (unsigned long long)l->stats.proxy_errors[i]);
+            luaL_addstring(b, line);
+        }
+    }
+    family(b, "luaserv_proxy_empty_total", "counter",
+           "Connections to a PROXY protocol listener closed before their "
+           "first byte (a balancer's TCP health check).");
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (!l->opt.proxy_protocol || l->internal) continue;
+        snprintf(line, sizeof line, "luaserv_proxy_empty_total{listener="
+                 "\"%s\"} %llu\n", l->name,
+                 (unsigned long long)l->stats.proxy_empty);
+        luaL_addstring(b, line);
+    }
+}
+
 /* core.metrics() -> the core's metrics in the Prometheus text format. */
 static int core_metrics(lua_State *L)
 {
@@ -343,6 +390,7 @@ static int core_metrics(lua_State *L)
                  (unsigned long long)l->stats.udp_drops);
         luaL_addstring(&b, drops);
     }
+    proxy_metrics(&b, srv);
     family(&b, "luaserv_handler_duration_seconds", "histogram",
            "Time spent in on_message calls.");
     char line[512];
