@@ -216,3 +216,109 @@ describe("draining", function()
         assert.equal(0, srv:wait(10 * SLOW))
     end)
 end)
+
+describe("--workers 2", function()
+    it("the master answers 503 at the stop; the workers serve through the delay", function()
+        local delay = 1.5 * SLOW
+        local srv, dport, p = start({ "--workers", "2", "--health", "127.0.0.1:0",
+                                      "--drain-delay", tostring(delay) })
+        local hport = p[1]
+        assert.equal(200, code_of(hport))
+        assert.equal("echo w", (op.ask(dport, "w")))
+        local t0 = helpers.now()
+        os.execute("kill -TERM " .. srv.pid)
+        assert.truthy(helpers.wait_for(function()
+            return code_of(hport) == 503
+        end, 5 * SLOW), "health did not turn 503")
+        assert.equal("echo during", (op.ask(dport, "during")))
+        local slow = helpers.connect(dport, 10 * SLOW)
+        helpers.close_at_end({ slow })
+        assert(slow:send("slow " .. (2 * delay) .. "\n"))
+        assert.truthy(helpers.wait_for(function() return refused(dport) end,
+                                       5 * SLOW), "the workers kept accepting")
+        assert.is_true(helpers.now() - t0 >= delay * 0.9)
+        -- the master serves health until it exits, after its workers
+        assert.equal(503, code_of(hport))
+        assert.equal("slow done", (slow:receive("*l")))
+        assert.equal(0, srv:wait(15 * SLOW))
+        assert.matches(("stopping 2 workers in %.1f s"):format(delay), srv:log(),
+                       1, true)
+    end)
+
+    it("stops its workers at once on a second signal during the delay", function()
+        local srv, _, p = start({ "--workers", "2", "--health", "127.0.0.1:0",
+                                  "--drain-delay", "30" })
+        os.execute("kill -TERM " .. srv.pid)
+        assert.truthy(helpers.wait_for(function()
+            return code_of(p[1]) == 503
+        end, 5 * SLOW))
+        local t0 = helpers.now()
+        os.execute("kill -INT " .. srv.pid)
+        assert.equal(0, srv:wait(15 * SLOW))
+        assert.is_true(helpers.now() - t0 < 5 * SLOW)
+    end)
+end)
+
+-- Whether process pid runs (a zombie, or no such process, does not).
+local function running(pid)
+    local stat = helpers.read_file("/proc/" .. pid .. "/stat")
+    return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+describe("an upgrade (SIGUSR2)", function()
+    it("answers 503 from the old generation once it begins, 200 from the new", function()
+        local hold = helpers.tmpname(".hold")
+        local srv, dport, p = start({ "--health", "127.0.0.1:0" },
+            { shell = "HEALTH_HOLD_LOAD=" .. helpers.shell_quote(hold) .. " " })
+        local hport = p[1]
+        local newpid
+        helpers.defer(function()
+            os.remove(hold)
+            if newpid and running(newpid) then
+                os.execute("kill -KILL " .. newpid .. " 2>/dev/null")
+            end
+        end)
+        assert.equal(200, code_of(hport))
+        local oldpid = tonumber((op.ask(dport, "pid")))
+        assert.equal(srv.pid, oldpid)
+        -- the new generation waits in on_load while the file exists
+        helpers.write_file(hold, "")
+        os.execute("kill -USR2 " .. srv.pid)
+        assert.truthy(helpers.wait_for(function()
+            return code_of(hport) == 503
+        end, 5 * SLOW), "the old generation's health did not turn 503")
+        assert.equal("true", (op.ask(dport, "draining")))
+        local _, _, text = op.http_get(hport, "/healthz")
+        assert.equal("draining\n", text)
+        os.remove(hold)
+        -- the new generation serves: 200, and its own pid answers
+        assert.truthy(helpers.wait_for(function()
+            return code_of(hport) == 200
+        end, 10 * SLOW), "the new generation's health did not answer 200")
+        assert.equal(0, srv:wait(15 * SLOW))
+        newpid = tonumber((op.ask(dport, "pid")))
+        assert.is_not.equal(oldpid, newpid)
+        assert.equal("false", (op.ask(dport, "draining")))
+        assert.equal(200, code_of(hport))
+    end)
+
+    it("answers 200 again when the upgrade fails", function()
+        local hold = helpers.tmpname(".hold")
+        local srv, dport, p = start({ "--health", "127.0.0.1:0",
+                                      "--load-timeout", "1" },
+            { shell = "HEALTH_HOLD_LOAD=" .. helpers.shell_quote(hold) .. " " })
+        helpers.defer(function() os.remove(hold) end)
+        local hport = p[1]
+        helpers.write_file(hold, "")   -- the new one's on_load times out
+        os.execute("kill -USR2 " .. srv.pid)
+        assert.truthy(helpers.wait_for(function()
+            return code_of(hport) == 503
+        end, 5 * SLOW))
+        assert.truthy(helpers.wait_until and helpers.wait_for(function()
+            return srv:log():find("upgrade failed", 1, true)
+        end, 20 * SLOW), "the upgrade did not fail:\n" .. srv:log())
+        assert.equal(200, code_of(hport))
+        assert.equal("false", (op.ask(dport, "draining")))
+        assert.equal(0, srv:stop())
+    end)
+end)

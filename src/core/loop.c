@@ -35,7 +35,7 @@ void lsv_loop_stop(lsv_server_t *srv)
     if (srv->stopping) return;
     ev_timer_stop(srv->loop, &srv->drain_timer);
     srv->stopping = 1;
-    srv->draining = 1;
+    srv->draining |= LSV_DRAIN_STOP;
     lsv_info("stopping: no new connections; finishing open ones "
              "(up to %.1f s)", srv->opt.shutdown_timeout);
     if (srv->hooks->notify) srv->hooks->notify(srv, "STOPPING=1");
@@ -69,7 +69,7 @@ void lsv_loop_drain(lsv_server_t *srv)
         lsv_loop_stop(srv);
         return;
     }
-    srv->draining = 1;
+    srv->draining |= LSV_DRAIN_STOP;
     lsv_info("draining: health checks answer 503; serving as before for "
              "%.1f s (--drain-delay), then stopping", srv->opt.drain_delay);
     if (srv->hooks->notify) srv->hooks->notify(srv, "STOPPING=1");

@@ -107,13 +107,19 @@ struct lsv_server {
     ev_timer stop_soon;          /* lsv_server_stop_soon: stops next turn */
     ev_timer drain_timer;        /* --drain-delay: the stop it holds back */
     int stopping;
-    int draining;                /* a stop or an upgrade began: /healthz
-                                  * answers 503 (lsv_loop_drain) */
+    int draining;                /* LSV_DRAIN_* bits: a stop or an upgrade
+                                  * began, so /healthz answers 503 */
 
     /* Spare read buffers given back by idle connections. */
     char *free_bufs[64];
     int nfree_bufs;
 };
+
+/* Why srv->draining is set: a stop began (lsv_loop_drain, a --workers
+ * master's stop), which lasts until the exit; an upgrade is under way in
+ * the old generation, which a failed upgrade clears again. */
+#define LSV_DRAIN_STOP 1
+#define LSV_DRAIN_UPGRADE 2
 
 /* Read buffers are this big; the pool above holds only this size. */
 #define LSV_READ_SIZE (16u * 1024)

@@ -185,7 +185,7 @@ void lsv_core_set_control(const char *dir, int master)
  * an upgrade's start until the exit. */
 static int core_draining(lua_State *L)
 {
-    lua_pushboolean(L, lsv_vm_server(L)->draining);
+    lua_pushboolean(L, lsv_vm_server(L)->draining != 0);
     return 1;
 }
 
