@@ -247,8 +247,9 @@ else
                 end
 
                 -- Two instances and haproxy in front, both servers up.
-                local function setup()
-                    local a, b = instance("a"), instance("b")
+                -- extra: more flags for both instances.
+                local function setup(extra)
+                    local a, b = instance("a", extra), instance("b", extra)
                     local hap = balancer.haproxy(haproxy_config({ a, b }, version))
                     hap:wait_state("luaserv", "app1", "^UP", TIMEOUT)
                     hap:wait_state("luaserv", "app2", "^UP", TIMEOUT)
@@ -309,6 +310,27 @@ else
                                   hap:log())
                     assert.truthy(seen.replies > 50, "only " .. seen.replies ..
                                   " requests in the loop")
+                end)
+
+                it("does the same with --workers 2 instances", function()
+                    local a, _, hap = setup({ "--workers", "2" })
+                    local f = who_through(hap.port)
+                    assert.equal(f.client, f.peer)
+                    assert.equal(tostring(version), f.proxy)
+                    local held = hold(hap.port, a)
+                    local seen = stop_under_traffic(hap.port, a, held, function()
+                        return (hap:stat("luaserv").app1 or ""):find("^DOWN") ~= nil
+                    end)
+                    assert.same({}, seen.errors)
+                    assert.equal(0, seen.status)
+                    assert.equal(503, seen.health)
+                    assert.equal("a", seen.held.instance)
+                    assert.truthy(seen.down_at, "haproxy never marked a down")
+                    assert.truthy(seen.closed_at, "a never logged its stop")
+                    assert.is_true(seen.down_at < seen.closed_at,
+                        ("down at %.2f s, listener closed at %.2f s")
+                        :format(seen.down_at, seen.closed_at))
+                    assert.same({ b = true }, seen.after_down)
                 end)
             end)
         end
