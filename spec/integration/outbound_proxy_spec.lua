@@ -256,4 +256,49 @@ describe("luaserv.connect with proxy_protocol", function()
         assert.is_nil(data)
         assert.equal("closed", err)
     end)
+
+    -- HAProxy reads the header (accept-proxy on a unix socket, so no port
+    -- is guessed) and passes the client it names on with its own v1
+    -- header (send-proxy) to the spec's socket.
+    it("is accepted by HAProxy, which passes the client on", function()
+        if os.execute("command -v haproxy >/dev/null 2>&1") ~= true then
+            pending("haproxy is not installed: apt-get install haproxy")
+            return
+        end
+        local dir = helpers.tmpname(".hap")
+        assert(os.execute("mkdir -p " .. helpers.shell_quote(dir)))
+        helpers.defer(function()
+            os.execute("rm -rf " .. helpers.shell_quote(dir))
+        end)
+        local l, port = upstream()
+        local sock = dir .. "/front.sock"
+        helpers.write_file(dir .. "/h.cfg", table.concat({
+            "defaults", "  mode tcp", "  timeout connect 2s",
+            "  timeout client 10s", "  timeout server 10s",
+            "frontend f", "  bind " .. sock .. " accept-proxy",
+            "  default_backend b",
+            "backend b", "  server s 127.0.0.1:" .. port .. " send-proxy", ""
+        }, "\n"))
+        os.execute("haproxy -db -f " .. helpers.shell_quote(dir .. "/h.cfg") ..
+                   " >" .. helpers.shell_quote(dir .. "/log") .. " 2>&1 & " ..
+                   "echo $! >" .. helpers.shell_quote(dir .. "/pid"))
+        local pid = helpers.wait_for(function()
+            local p = helpers.read_file(dir .. "/pid")
+            return p and p:match("%d+")
+        end, 5)
+        assert.truthy(pid, "haproxy did not start")
+        helpers.defer(function() os.execute("kill -KILL " .. pid) end)
+        assert.truthy(helpers.wait_for(function()
+            return os.execute("test -S " .. helpers.shell_quote(sock)) == true
+        end, 10), helpers.read_file(dir .. "/log"))
+        local driver = helpers.serve{ source = DRIVER }
+        for _, v in ipairs({ "1", "2" }) do
+            local h = exchange(driver, l, sock .. " " .. v ..
+                               " 192.0.2.1:1234 198.51.100.2:80")
+            assert.equal("PROXY TCP4 192.0.2.1 198.51.100.2 1234 80\r\n", h)
+            h = exchange(driver, l, sock .. " " .. v ..
+                         " [2001:db8::1]:5 [2001:db8::2]:6")
+            assert.equal("PROXY TCP6 2001:db8::1 2001:db8::2 5 6\r\n", h)
+        end
+    end)
 end)

@@ -78,4 +78,33 @@ describe("make fuzz", function()
         local log = helpers.read_file(tmp .. "/fuzz/frame_fuzz.log") or ""
         assert.truthy(log:find("heap-buffer-overflow", 1, true), log)
     end)
+
+    it("catches a PROXY header parser that reads one byte past its input",
+       function()
+        local tmp = helpers.tmpname(".fuzz")
+        helpers.defer(function() os.execute("rm -rf " .. q(tmp)) end)
+        assert(os.execute("mkdir -p " .. q(tmp .. "/fuzz") .. " " ..
+                          q(tmp .. "/src")))
+        local pwd = os.getenv("PWD")
+        -- v1 UNKNOWN's CR checked for its LF one byte too far
+        local src = helpers.read_file("src/core/proxy.c")
+        local bad, n = src:gsub("if %(i %+ 1 >= lim%) return LSV_PROXY_PARTIAL;",
+                                "if (i + 1 > lim) return LSV_PROXY_PARTIAL;")
+        assert.equal(1, n, "the line to plant the bug in moved")
+        helpers.write_file(tmp .. "/src/proxy.c", bad)
+        local status, out = sh("cd " .. q(tmp) .. " && cp " ..
+                               q(pwd .. "/src/core/") .. "*.h src/ && " ..
+                               "clang -std=c11 -g -O1 -Isrc " ..
+                               "-fsanitize=fuzzer,address,undefined " ..
+                               "-o fuzz/proxy_fuzz " ..
+                               q(pwd .. "/fuzz/proxy_fuzz.c") .. " src/proxy.c")
+        assert.equal(0, status, out)
+        status, out = sh("cd " .. q(tmp) .. " && mkdir build && cp -r " ..
+                         q(pwd .. "/fuzz/corpus") .. " fuzz/ && " ..
+                         "sh " .. q(pwd .. "/fuzz/run") .. " 20 fuzz/proxy_fuzz")
+        assert.is_false(status == 0, out)
+        assert.truthy(out:find("not ok 1 - fuzz proxy_fuzz", 1, true), out)
+        local log = helpers.read_file(tmp .. "/fuzz/proxy_fuzz.log") or ""
+        assert.truthy(log:find("heap-buffer-overflow", 1, true), log)
+    end)
 end)

@@ -19,7 +19,7 @@
  * past n is an overflow the ASan build reports; checks the contract every
  * result keeps. */
 static inline ssize_t parse(const char *p, size_t n, lsv_proxy_hdr_t *h,
-                     size_t *need, const char **err)
+                            size_t *need, const char **err)
 {
     char *copy = malloc(n ? n : 1);
     if (copy == NULL) abort();
@@ -42,8 +42,8 @@ static inline ssize_t parse(const char *p, size_t n, lsv_proxy_hdr_t *h,
     return r;
 }
 
-static inline const char *ip_of(const struct sockaddr_storage *sa, char *buf,
-                         size_t cap, unsigned *port)
+static inline const char *ip_of(const struct sockaddr_storage *sa,
+                                char *buf, size_t cap, unsigned *port)
 {
     if (sa->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
@@ -60,8 +60,9 @@ static inline const char *ip_of(const struct sockaddr_storage *sa, char *buf,
 }
 
 /* Checks that *h names src ip:port -> dst ip:port of family af. */
-static inline void check_addrs(const lsv_proxy_hdr_t *h, int af, const char *sip,
-                        unsigned sport, const char *dip, unsigned dport)
+static inline void check_addrs(const lsv_proxy_hdr_t *h, int af,
+                               const char *sip, unsigned sport,
+                               const char *dip, unsigned dport)
 {
     char a[64], b[64];
     unsigned sp, dp;
@@ -106,8 +107,8 @@ static inline void check_prefixes(const char *hdr, size_t n)
 }
 
 /* Appends a TLV to the header being built at b (length *n). */
-static inline void tlv(unsigned char *b, size_t *n, int type, const void *v,
-                size_t len)
+static inline void tlv(unsigned char *b, size_t *n, int type,
+                       const void *v, size_t len)
 {
     b[(*n)++] = (unsigned char)type;
     b[(*n)++] = (unsigned char)(len >> 8);
@@ -134,7 +135,7 @@ static inline void v2_len(unsigned char *b, size_t n)
 }
 
 static inline size_t put_bytes(unsigned char *b, size_t n, const void *v,
-                        size_t len)
+                               size_t len)
 {
     memcpy(b + n, v, len);
     return n + len;
@@ -172,7 +173,8 @@ static inline void set_crc(unsigned char *b, size_t n, size_t voff)
 
 /* The bad header in[0, n) is PARTIAL for each prefix shorter than at,
  * and BAD with the message want from at on, however much more arrives. */
-static inline void check_bad(const char *in, size_t n, size_t at, const char *want)
+static inline void check_bad(const char *in, size_t n, size_t at,
+                             const char *want)
 {
     for (size_t k = 0; k <= n; k++) {
         const char *err = NULL;

@@ -12,7 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* ---- v1 ------------------------------------------------------------------ */
+/* ---- v1 ----------------------------------------------------------------- */
 
 static void test_v1_tcp4(void)
 {
@@ -185,7 +185,7 @@ static void test_v1_bad(void)
     test_done("v1 faults: each BAD at its first impossible byte, named");
 }
 
-/* ---- v2 ------------------------------------------------------------------ */
+/* ---- v2 ----------------------------------------------------------------- */
 
 static void test_v2_inet(void)
 {
@@ -528,7 +528,7 @@ static void test_v2_bad_tlvs(void)
     test_done("v2 TLV faults: overrun, leftover bytes, short SSL TLV");
 }
 
-/* ---- build ------------------------------------------------------------------ */
+/* ---- build -------------------------------------------------------------- */
 
 static struct sockaddr_storage sa_ip(const char *ip, unsigned port)
 {
@@ -641,7 +641,7 @@ static void test_build_unix_and_faults(void)
               "refused");
 }
 
-/* ---- hostile input ---------------------------------------------------------- */
+/* ---- hostile input ------------------------------------------------------ */
 
 /* BAD is final and a length is kept: once a prefix of in is BAD or a
  * header, every longer prefix says the same. */

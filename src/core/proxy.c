@@ -366,7 +366,7 @@ static ssize_t parse_v2(const char *p, size_t n, lsv_proxy_hdr_t *h,
     return (ssize_t)total;
 }
 
-/* ---- the interface --------------------------------------------------------- */
+/* ---- the interface ------------------------------------------------------ */
 
 ssize_t lsv_proxy_parse(const char *p, size_t n, lsv_proxy_hdr_t *h,
                         size_t *need, const char **err)

@@ -58,12 +58,22 @@ typedef struct lsv_proxy_hdr {
 /* Parses the header at p[0, n), the first bytes of a connection.
  * - returns its length (> 0): *h is filled; what follows is the client's.
  * - returns LSV_PROXY_PARTIAL: p is a header's valid beginning; more
- *   bytes are needed. *need is then the header's whole length once n
- *   tells it (v2 after 16 bytes), else the least length it may have.
- * - returns LSV_PROXY_BAD: *err is a static string naming the fault
- *   ("no PROXY header", "v1: header over 107 bytes", "v2: bad
- *   command", "v2: CRC32C mismatch", ...).
- * Never reads outside p[0, n). need and err may not be NULL. */
+ *   bytes are needed. *need (> n) is then the header's whole length once
+ *   n tells it (v2 after 16 bytes), else the least length it may have
+ *   (v1: a lower bound only, so a reader peeks up to LSV_PROXY_V1_MAX).
+ * - returns LSV_PROXY_BAD: *err is a static string naming the fault:
+ *   "no PROXY header", "v1: bad protocol", "v1: bad address", "v1: bad
+ *   port", "v1: too few fields", "v1: too many fields", "v1: bad line
+ *   ending", "v1: header over 107 bytes", "v2: bad version", "v2: bad
+ *   command", "v2: bad address family", "v2: address block over the
+ *   declared length", "v2: TLV past the header's end", "v2: bad CRC32C
+ *   TLV", "v2: CRC32C mismatch", "v2: bad SSL TLV".
+ * BAD comes at the first byte no valid header can have there (a
+ * plaintext client's first byte, "PROXYX"), and is final: more bytes do
+ * not change it. A v2 LOCAL's family is ignored (proxy-protocol.txt
+ * 2.2); its TLVs are checked and kept when the family says where they
+ * start. *h is written only when a length is returned. Never reads
+ * outside p[0, n); no I/O, no allocation. need and err may not be NULL. */
 ssize_t lsv_proxy_parse(const char *p, size_t n, lsv_proxy_hdr_t *h,
                         size_t *need, const char **err);
 
