@@ -192,9 +192,10 @@ static int stage_read(lsv_handshake_t *h)
         const char *err = "bad header";
         size_t seen = h->have + (size_t)n;
         ssize_t r = lsv_proxy_parse(h->buf, seen, &hdr, &need, &err);
-        if (r == LSV_PROXY_PARTIAL && need <= seen) {
-            r = LSV_PROXY_BAD;         /* a parser that asks for nothing */
-            err = "parser wants no more bytes yet says partial";
+        if ((r == LSV_PROXY_PARTIAL && need <= seen) ||
+            (r > 0 && (size_t)r < h->have)) {
+            r = LSV_PROXY_BAD;   /* the parser contradicts itself: a bug */
+            err = "parser contradicts itself";
         }
         if (r < 0) {
             stage_fail(h, fault_is_length(err) ? LSV_PROXY_ERR_TOO_LONG
