@@ -81,6 +81,23 @@ describe("GET /healthz on the metrics endpoint", function()
                                .. "Connection: close\r\n\r\n")
         assert.equal(2, helpers.count(two, "HTTP/1.1 200 OK\r\n"))
     end)
+
+    it("answers a request split at every byte, and HAProxy's HTTP/1.0 check", function()
+        local _, _, p = start({ "--metrics", "127.0.0.1:0" })
+        local req = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        local c = helpers.connect(p[1], 5 * SLOW)
+        helpers.close_at_end({ c })
+        c:setoption("tcp-nodelay", true)
+        for i = 1, #req do
+            assert(c:send(req:sub(i, i)))
+            if i % 7 == 0 then helpers.sleep(0.001) end
+        end
+        local resp = helpers.read_to_close(c)
+        assert.matches("^HTTP/1.1 200 OK\r\n.*\r\n\r\nok\n$", resp)
+        resp = raw(p[1], "GET /healthz HTTP/1.0\r\n\r\n")
+        assert.matches("^HTTP/1.1 200 OK\r\n.*\r\n\r\nok\n$", resp)
+        assert.matches("^HTTP/1.1 400 ", raw(p[1], "\0\1garbage\r\n\r\n"))
+    end)
 end)
 
 describe("--health HOST:PORT", function()
@@ -117,7 +134,7 @@ end)
 
 describe("draining", function()
     it("with --drain-delay: 503 at once, served for the delay, then the stop", function()
-        local delay = 1.5 * SLOW
+        local delay = 2.5 * SLOW   -- room for the checks below under load
         local srv, dport, p = start({ "--metrics", "127.0.0.1:0",
                                       "--health", "127.0.0.1:0",
                                       "--drain-delay", tostring(delay) },
@@ -144,7 +161,7 @@ describe("draining", function()
         -- work in flight when the delay ends holds the stop
         local slow = helpers.connect(dport, 10 * SLOW)
         helpers.close_at_end({ slow })
-        assert(slow:send("slow " .. (2 * delay) .. "\n"))
+        assert(slow:send("slow " .. (delay + 2 * SLOW) .. "\n"))
         assert.truthy(helpers.wait_for(function() return refused(dport) end,
                                        5 * SLOW), "the data listener stayed open")
         assert.is_true(helpers.now() - t0 >= delay * 0.9,
@@ -219,21 +236,30 @@ end)
 
 describe("--workers 2", function()
     it("the master answers 503 at the stop; the workers serve through the delay", function()
-        local delay = 1.5 * SLOW
+        local delay = 2.5 * SLOW   -- room for the checks below under load
         local srv, dport, p = start({ "--workers", "2", "--health", "127.0.0.1:0",
-                                      "--drain-delay", tostring(delay) })
-        local hport = p[1]
+                                      "--metrics", "127.0.0.1:0",
+                                      "--drain-delay", tostring(delay) },
+                                    { extra = 2 })
+        local mport, hport = p[1], p[2]   -- metrics comes first
         assert.equal(200, code_of(hport))
         assert.equal("echo w", (op.ask(dport, "w")))
+        for _ = 1, 6 do assert.equal("false", (op.ask(dport, "draining"))) end
         local t0 = helpers.now()
         os.execute("kill -TERM " .. srv.pid)
         assert.truthy(helpers.wait_for(function()
             return code_of(hport) == 503
         end, 5 * SLOW), "health did not turn 503")
+        -- one luaserv_draining, the master's, beside the workers' merged
+        local _, _, text = op.http_get(mport, "/metrics")
+        assert.equal(1, helpers.count(text, "# TYPE luaserv_draining gauge"))
+        assert.equal(1, op.sample(text, "luaserv_draining"))
         assert.equal("echo during", (op.ask(dport, "during")))
+        -- every worker's handlers see the master's drain
+        for _ = 1, 6 do assert.equal("true", (op.ask(dport, "draining"))) end
         local slow = helpers.connect(dport, 10 * SLOW)
         helpers.close_at_end({ slow })
-        assert(slow:send("slow " .. (2 * delay) .. "\n"))
+        assert(slow:send("slow " .. (delay + 2 * SLOW) .. "\n"))
         assert.truthy(helpers.wait_for(function() return refused(dport) end,
                                        5 * SLOW), "the workers kept accepting")
         assert.is_true(helpers.now() - t0 >= delay * 0.9)

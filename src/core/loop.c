@@ -34,11 +34,12 @@ void lsv_loop_stop(lsv_server_t *srv)
 {
     if (srv->stopping) return;
     ev_timer_stop(srv->loop, &srv->drain_timer);
+    int told = srv->draining & LSV_DRAIN_STOP;   /* by lsv_loop_drain */
     srv->stopping = 1;
     srv->draining |= LSV_DRAIN_STOP;
     lsv_info("stopping: no new connections; finishing open ones "
              "(up to %.1f s)", srv->opt.shutdown_timeout);
-    if (srv->hooks->notify) srv->hooks->notify(srv, "STOPPING=1");
+    if (srv->hooks->notify && !told) srv->hooks->notify(srv, "STOPPING=1");
     lsv_listener_close_serving(srv);
     lsv_handshake_stop_all(srv, 1);
     if (srv->hooks->stopping) srv->hooks->stopping(srv);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* core.conns() -> { { id=, peer=, listener=, age=, bytes_in=, bytes_out=,
  * messages=, style= }, ... } for every open inbound connection. */
@@ -180,12 +181,29 @@ void lsv_core_set_control(const char *dir, int master)
     control_master = master;
 }
 
+/* A master's stop, shared with its workers (lsv_core_share_draining). */
+static volatile int *master_draining;
+
+void lsv_core_share_draining(void)
+{
+    void *p = mmap(NULL, sizeof *master_draining, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) master_draining = p;
+}
+
+void lsv_core_mark_draining(void)
+{
+    if (master_draining) *master_draining = 1;
+}
+
 /* core.draining() -> whether a stop or an upgrade began (/healthz
- * answers 503): true from a stop signal (its --drain-delay included) or
- * an upgrade's start until the exit. */
+ * answers 503): true from a stop signal (its --drain-delay included, in
+ * a --workers master's workers too) or an upgrade's start until the
+ * exit, or until the upgrade fails. */
 static int core_draining(lua_State *L)
 {
-    lua_pushboolean(L, lsv_vm_server(L)->draining != 0);
+    lua_pushboolean(L, lsv_vm_server(L)->draining != 0 ||
+                       (master_draining && *master_draining));
     return 1;
 }
 

@@ -696,6 +696,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     m.srv->draining |= LSV_DRAIN_STOP;
+    lsv_core_mark_draining();   /* the workers' core.draining() too */
     lsv_notify(m.srv, "STOPPING=1");
     double delay = lsv_upgrade_handed_over() ? 0 : m.srv->opt.drain_delay;
     lsv_info("signal %d: draining: health checks answer 503; stopping %d "
@@ -774,6 +775,7 @@ int lsv_workers_run(lsv_server_t *srv, lsv_plan_t *plan, int n,
     m.n = n;
     open_sockets();
     make_control_dir(srv);
+    lsv_core_share_draining();
     lsv_notify_close_unused(srv);
     init_master(srv->loop);
     for (int k = 0; k < n && self == 0; k++) spawn(&m.slots[k]);
