@@ -136,8 +136,9 @@ end
 -- listen_exec.py, which binds 127.0.0.1:0, writes the port, fills @PORT@
 -- into dir/template.conf to make dir/CONFIG, and execs the command with the
 -- socket as fd 3. Returns the process, .port set.
-local function spawn_front(name, dir, config, command)
-    local argv = { "/usr/bin/python3",
+local function spawn_front(name, dir, config, command, host)
+    local argv = { host and "LISTEN_HOST=" .. shell_quote(host) or "",
+                   "/usr/bin/python3",
                    shell_quote(cwd .. "/spec/fixtures/listen_exec.py"),
                    shell_quote(dir .. "/port"),
                    shell_quote(dir .. "/template.conf"),
@@ -158,16 +159,18 @@ end
 -- HAProxy --------------------------------------------------------------
 
 -- Starts haproxy in the foreground (-db) on config, a template whose
--- frontend binds `fd@3` (the front socket; its port is .port) and in
--- which {{dir}} is the process's folder and other {{names}} come from
--- vars. The global section should hold `stats socket {{dir}}/admin.sock
--- level admin` for :stat(). Waits until haproxy answers on that socket.
-function balancer.haproxy(config, vars)
+-- frontend binds `fd@3` (the front socket on 127.0.0.1, or on host when
+-- given, "::1" say; its port is .port) and in which {{dir}} is the
+-- process's folder and other {{names}} come from vars. The global section
+-- should hold `stats socket {{dir}}/admin.sock level admin` for :stat().
+-- Waits until haproxy answers on that socket.
+function balancer.haproxy(config, vars, host)
     local dir = tmpdir()
     vars = setmetatable({ dir = dir }, { __index = vars or {} })
     helpers.write_file(dir .. "/template.conf", balancer.fill(config, vars))
     local p = spawn_front("haproxy", dir, "haproxy.cfg",
-                          { "haproxy", "-db", "-f", dir .. "/haproxy.cfg" })
+                          { "haproxy", "-db", "-f", dir .. "/haproxy.cfg" },
+                          host)
     p.admin = dir .. "/admin.sock"
     if config:find("admin.sock", 1, true) then
         local ok = helpers.wait_for(function()
@@ -350,13 +353,15 @@ end
 -- A TCP client of 127.0.0.1:port whose own address is src (another
 -- loopback address, 127.0.0.2, ...: every 127/8 address is local on
 -- Linux), so that a server behind a balancer can tell it from the
--- balancer, whose connections come from 127.0.0.1. Returns the client,
--- or nil and the error.
+-- balancer, whose connections come from 127.0.0.1. With src "::1", an
+-- IPv6 client of [::1]:port. Returns the client, or nil and the error.
 function balancer.client(port, src, timeout)
-    local c = assert(socket.tcp())
+    src = src or "127.0.0.1"
+    local v6 = src:find(":", 1, true) ~= nil
+    local c = assert(v6 and socket.tcp6() or socket.tcp())
     c:settimeout(timeout or 5)
-    local ok, err = c:bind(src or "127.0.0.1", 0)
-    if ok then ok, err = c:connect("127.0.0.1", port) end
+    local ok, err = c:bind(src, 0)
+    if ok then ok, err = c:connect(v6 and "::1" or "127.0.0.1", port) end
     if not ok then
         c:close()
         return nil, err

@@ -124,16 +124,17 @@ local function healthz(port)
     return tonumber(code), body
 end
 
--- Asks "who" through the balancer at port from CLIENT_IP, checking the
--- answer against the client's own address. Returns the answer's fields.
-local function who_through(port)
-    local c = assert(balancer.client(port, CLIENT_IP, TIMEOUT))
+-- Asks "who" through the balancer at port from src (default CLIENT_IP).
+-- Returns the answer's fields, and .client: the client's own address as
+-- luaserv formats one ("127.0.0.2:40000", "[::1]:40000").
+local function who_through(port, src)
+    local c = assert(balancer.client(port, src or CLIENT_IP, TIMEOUT))
     helpers.close_at_end({ c })
     local ip, cport = c:getsockname()
     assert(c:send("who\n"))
     local f = balancer.fields(assert(c:receive("*l")))
     c:close()
-    f.client = ip .. ":" .. cport
+    f.client = (ip:find(":", 1, true) and "[" .. ip .. "]" or ip) .. ":" .. cport
     return f
 end
 
@@ -247,10 +248,12 @@ else
                 end
 
                 -- Two instances and haproxy in front, both servers up.
-                -- extra: more flags for both instances.
-                local function setup(extra)
+                -- extra: more flags for both instances; host: where
+                -- haproxy listens (default 127.0.0.1).
+                local function setup(extra, host)
                     local a, b = instance("a", extra), instance("b", extra)
-                    local hap = balancer.haproxy(haproxy_config({ a, b }, version))
+                    local hap = balancer.haproxy(haproxy_config({ a, b }, version),
+                                                 nil, host)
                     hap:wait_state("luaserv", "app1", "^UP", TIMEOUT)
                     hap:wait_state("luaserv", "app2", "^UP", TIMEOUT)
                     helpers.wait_until(function()
@@ -277,6 +280,18 @@ else
                     assert.equal(200, (healthz(a.health_port)))
                     -- USR1 is haproxy's graceful stop
                     assert.equal(0, hap:stop("USR1"))
+                end)
+
+                it("passes an IPv6 client's address", function()
+                    local _, _, hap = setup(nil, "::1")
+                    for _ = 1, 2 do
+                        local f = who_through(hap.port, "::1")
+                        assert.equal(f.client, f.peer)
+                        assert.equal("::1", f.peer_ip)
+                        assert.equal("[::1]:" .. hap.port, f["local"])
+                        assert.equal(tostring(version), f.proxy)
+                        assert.equal("127.0.0.1", f.socket_peer:match("^(.*):%d+$"))
+                    end
                 end)
 
                 it("spreads connections over both instances", function()
