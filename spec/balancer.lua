@@ -245,9 +245,11 @@ end
 
 -- Whether this nginx can load the stream module: nil, or the reason not.
 function balancer.nginx_missing()
-    if not balancer.have("nginx") then return "nginx is not installed" end
+    if not balancer.have("nginx") then
+        return "nginx is not installed: apt-get install nginx libnginx-mod-stream"
+    end
     if not read_file(balancer.NGINX_STREAM) then
-        return "nginx's stream module is not installed (libnginx-mod-stream)"
+        return "nginx's stream module is not installed: apt-get install libnginx-mod-stream"
     end
     local dir = tmpdir()
     local conf = ("load_module %s;\npid %s/nginx.pid;\nerror_log stderr;\n" ..

@@ -229,6 +229,11 @@ local function stop_under_traffic(port, a, held_conn, is_down)
         helpers.sleep(0.02)
     end
     seen.status = a:wait(TIMEOUT)
+    print(("\n# stop under traffic: %d requests, %d failed; marked down at "
+           .. "%s, listener closed at %s (s after SIGTERM)")
+          :format(seen.replies, #seen.errors,
+                  seen.down_at and ("%.2f"):format(seen.down_at) or "-",
+                  seen.closed_at and ("%.2f"):format(seen.closed_at) or "-"))
     return seen
 end
 
