@@ -70,9 +70,24 @@ function Proc:alive()
            os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
 end
 
--- The pids of the process's children (nginx's workers).
+-- The process's children (nginx's workers): { { pid =, comm = }, ... },
+-- comm from /proc, so a pid reused by then is not taken for one.
 function Proc:children()
-    return helpers.children(self.pid)
+    local kids = {}
+    for _, k in ipairs(helpers.children(self.pid)) do
+        local comm = read_file("/proc/" .. k .. "/comm")
+        if comm then kids[#kids + 1] = { pid = k, comm = comm } end
+    end
+    return kids
+end
+
+-- KILLs those of kids (from :children()) that still run as they did.
+local function kill_children(kids)
+    for _, k in ipairs(kids) do
+        if read_file("/proc/" .. k.pid .. "/comm") == k.comm then
+            os.execute("kill -KILL " .. k.pid .. " 2>/dev/null")
+        end
+    end
 end
 
 -- Sends sig (default TERM), waits up to timeout seconds (default 10) for
@@ -89,9 +104,7 @@ function Proc:stop(sig, timeout)
         os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
         rc = helpers.wait_for(function() return read_file(self.rc_path) end, 5)
     end
-    for _, k in ipairs(kids) do
-        os.execute("kill -KILL " .. k .. " 2>/dev/null")
-    end
+    kill_children(kids)
     running[self.pid] = nil
     self.status = tonumber(rc) or -1
     return self.status
@@ -101,12 +114,12 @@ end
 -- output to dir/NAME.log, its pid and exit status recorded in files, as
 -- helpers.start_server runs luaserv: nothing here holds a pipe the process
 -- could block on. Stopped when the running test ends (if inside one).
-local function spawn(name, dir, argv, env)
+local function spawn(name, dir, argv)
     local base = dir .. "/" .. name
     local p = setmetatable({ name = name, dir = dir, log_path = base .. ".log",
                              pid_path = base .. ".pid",
                              rc_path = base .. ".rc" }, Proc)
-    local inner = "cd " .. shell_quote(dir) .. " && " .. (env or "") ..
+    local inner = "cd " .. shell_quote(dir) .. " && " ..
         table.concat(argv, " ") .. " >" .. shell_quote(p.log_path) ..
         " 2>&1 </dev/null & echo $! >" .. shell_quote(p.pid_path) ..
         "; wait $!; echo $? >" .. shell_quote(p.rc_path .. ".tmp") ..
@@ -119,8 +132,9 @@ local function spawn(name, dir, argv, env)
     end, 10))
     assert(p.pid, "could not start " .. name)
     running[p.pid] = p
-    local ok = pcall(helpers.defer, function() p:stop("KILL", 5) end)
-    p.deferred = ok
+    -- inside a test, stopped when it ends; outside one (lazy_setup), by
+    -- the caller or the sweep
+    pcall(helpers.defer, function() p:stop("KILL", 5) end)
     return p
 end
 
@@ -133,9 +147,9 @@ function Proc:check(what)
 end
 
 -- Runs the balancer command (a list of words, unquoted) through
--- listen_exec.py, which binds 127.0.0.1:0, writes the port, fills @PORT@
--- into dir/template.conf to make dir/CONFIG, and execs the command with the
--- socket as fd 3. Returns the process, .port set.
+-- listen_exec.py, which binds 127.0.0.1:0 (host:0 when given), writes the
+-- port, fills @PORT@ into dir/template.conf to make dir/CONFIG, and execs
+-- the command with the socket as fd 3. Returns the process, .port set.
 local function spawn_front(name, dir, config, command, host)
     local argv = { host and "LISTEN_HOST=" .. shell_quote(host) or "",
                    "/usr/bin/python3",
@@ -400,10 +414,9 @@ end
 -- Kill whatever a failed spec left running when busted exits.
 balancer._sweeper = setmetatable({}, { __gc = function()
     for pid, p in pairs(running) do
-        for _, k in ipairs(p:children()) do
-            os.execute("kill -KILL " .. k .. " 2>/dev/null")
-        end
+        local kids = p:children()
         os.execute("kill -KILL " .. pid .. " 2>/dev/null")
+        kill_children(kids)
     end
     for _, d in ipairs(dirs) do os.execute("rm -rf " .. shell_quote(d)) end
 end })
