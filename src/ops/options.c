@@ -126,7 +126,8 @@ const lsv_option_t lsv_option_table[] = {
       FLG(admin) },
     { .name = "metrics", .key = "metrics", .where = CALL,
       .type = LSV_OPT_STRING, .arg = "HOST:PORT",
-      .help = "serve Prometheus metrics at GET /metrics", FLG(metrics) },
+      .help = "serve Prometheus metrics at GET /metrics,\n"
+              "and GET /healthz (see --health)", FLG(metrics) },
     { .name = "health", .key = "health", .where = SETTING | CALL,
       .type = LSV_OPT_STRING, .arg = "HOST:PORT",
       .help = "serve GET /healthz alone (--metrics has it\n"
