@@ -162,7 +162,17 @@ void lsv_conn_finish(lsv_conn_t *c)
     if (c->flags & LSV_CONN_OUTBOUND) srv->stats.outbound_active--;
     c->listener->stats.conns_active--;
     free(c);
-    lsv_server_maybe_done(srv);
+    lsv_conn_maybe_done(srv);
+}
+
+void lsv_conn_maybe_done(lsv_server_t *srv)
+{
+    if (!srv->stopping) return;
+    /* The walk stops at the first conn that holds the stop; only health
+     * conns come before it. */
+    for (lsv_conn_t *c = srv->conns; c; c = c->next)
+        if (!c->listener->health) return;
+    ev_break(srv->loop, EVBREAK_ALL);
 }
 
 void lsv_conn_close(lsv_conn_t *c, const char *reason)

@@ -235,6 +235,11 @@ void lsv_conn_flush_pending(lsv_server_t *srv);
 /* The server is stopping: each conn answers what it has, then closes. */
 void lsv_conn_drain_all(lsv_server_t *srv);
 
+/* Ends the loop if a stopping server has nothing left that holds the
+ * stop: no conn but those of health listeners (called as each conn
+ * goes). */
+void lsv_conn_maybe_done(lsv_server_t *srv);
+
 /* Closes every conn now, dropping output (the shutdown timeout). */
 void lsv_conn_abort_all(lsv_server_t *srv, const char *reason);
 

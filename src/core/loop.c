@@ -18,16 +18,7 @@ static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     lsv_warn("shutdown timeout: closing %d connection%s that did not finish",
              n, n == 1 ? "" : "s");
     lsv_conn_abort_all(srv, "shutdown");
-    lsv_server_maybe_done(srv);
-}
-
-void lsv_server_maybe_done(lsv_server_t *srv)
-{
-    if (!srv->stopping) return;
-    /* Health conns are newest, so at the head: the walk ends soon. */
-    for (lsv_conn_t *c = srv->conns; c; c = lsv_conn_next(c))
-        if (!lsv_conn_listener(c)->health) return;
-    ev_break(srv->loop, EVBREAK_ALL);
+    lsv_conn_maybe_done(srv);
 }
 
 void lsv_loop_stop(lsv_server_t *srv)
@@ -46,7 +37,7 @@ void lsv_loop_stop(lsv_server_t *srv)
     ev_timer_set(&srv->shutdown_timer, srv->opt.shutdown_timeout, 0.);
     ev_timer_start(srv->loop, &srv->shutdown_timer);
     lsv_conn_drain_all(srv);
-    lsv_server_maybe_done(srv);
+    lsv_conn_maybe_done(srv);
 }
 
 void lsv_loop_stop_now(lsv_server_t *srv)

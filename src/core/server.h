@@ -141,9 +141,4 @@ static inline void lsv_server_kick(lsv_server_t *srv)
 /* Frees the pooled read buffers (at exit). */
 void lsv_server_free_bufs(lsv_server_t *srv);
 
-/* Ends the loop if a stopping server has nothing left that holds the
- * stop: no conn but those of health listeners (conn.c calls it as each
- * conn goes). In loop.c. */
-void lsv_server_maybe_done(lsv_server_t *srv);
-
 #endif
