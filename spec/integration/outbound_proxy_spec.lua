@@ -26,8 +26,10 @@ end
 local function run(w)
     local host, port = "127.0.0.1", tonumber(w[1])
     if not port then host = "unix:" .. w[1] end
+    local pp = tonumber(w[2]) or w[2]
+    if pp == "false" then pp = false end
     local ok, up, err = pcall(luaserv.connect, host, port, {
-        timeout = 5, proxy_protocol = tonumber(w[2]) or w[2],
+        timeout = 5, proxy_protocol = pp,
         src = opt(w[3]), dst = opt(w[4]) })
     if not ok then return "RAISE " .. tostring(up) end
     if not up then return "ERR " .. err end
@@ -198,10 +200,24 @@ describe("luaserv.connect with proxy_protocol", function()
         assert.equal("outbound=0 tasks=0", ask(driver, "stats"):receive("*l"))
     end)
 
+    it("takes proxy_protocol = false as none, and 2.0 as 2", function()
+        local driver = helpers.serve{ source = DRIVER }
+        local l, port = upstream()
+        local c = ask(driver, port .. " false - -")
+        local s = assert(l:accept())
+        helpers.close_at_end({ s })
+        s:settimeout(TIMEOUT)
+        assert.equal("hello\n", s:receive(6))
+        assert(s:send("ack\n"))
+        assert.truthy(c:receive("*l"):find(" ack$"))
+        local h = exchange(driver, l, port .. " 2.0 - -")
+        assert.equal("\r\n\r\n\0\r\nQUIT\n\x21", h:sub(1, 13))
+    end)
+
     it("raises for a proxy_protocol other than 1 or 2", function()
         local driver = helpers.serve{ source = DRIVER }
         local _, port = upstream()
-        for _, v in ipairs({ "3", "0", "true" }) do
+        for _, v in ipairs({ "3", "0", "true", "1.5" }) do
             local answer = ask(driver, port .. " " .. v .. " - -"):receive("*l")
             assert.truthy(answer:find("^RAISE .*proxy_protocol must be 1 or 2"),
                           answer)

@@ -149,9 +149,13 @@ static int parse_ip_port(const char *s, struct sockaddr_storage *ss)
 static const char *proxy_opts(lua_State *L, proxy_out_t *po)
 {
     memset(po, 0, sizeof *po);
-    if (lua_getfield(L, 3, "proxy_protocol") != LUA_TNIL) {
-        lua_Integer v = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
-        luaL_argcheck(L, v == 1 || v == 2, 3, "proxy_protocol must be 1 or 2");
+    /* nil and false mean none, so a setting can be passed on as is */
+    int t = lua_getfield(L, 3, "proxy_protocol");
+    if (t != LUA_TNIL && !(t == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+        int exact;
+        lua_Integer v = lua_tointegerx(L, -1, &exact);
+        luaL_argcheck(L, exact && t == LUA_TNUMBER && (v == 1 || v == 2), 3,
+                      "proxy_protocol must be 1 or 2");
         po->version = (int)v;
     }
     lua_pop(L, 1);
