@@ -56,6 +56,17 @@ local function start(args, opts)
     return srv, srv.listening[1].port, ports
 end
 
+-- Sends srv SIGTERM and waits (5 * SLOW at most) for /healthz on hport to
+-- answer 503, the drain's first sign; returns the time of the signal.
+local function term_until_503(srv, hport)
+    local t0 = helpers.now()
+    os.execute("kill -TERM " .. srv.pid)
+    assert.truthy(helpers.wait_for(function()
+        return code_of(hport) == 503
+    end, 5 * SLOW), "health did not turn 503")
+    return t0
+end
+
 -- Starts FIXTURE with args, --health and a 30 s --drain-delay, sends
 -- SIGTERM and, once /healthz answers 503, SIGINT: the server must exit 0
 -- within wait seconds, less than 5 * SLOW after the second signal.
@@ -66,10 +77,7 @@ local function assert_second_signal_stops(args, wait)
         all[#all + 1] = a
     end
     local srv, _, p = start(all)
-    os.execute("kill -TERM " .. srv.pid)
-    assert.truthy(helpers.wait_for(function()
-        return code_of(p[1]) == 503
-    end, 5 * SLOW))
+    term_until_503(srv, p[1])
     local t0 = helpers.now()
     os.execute("kill -INT " .. srv.pid)
     assert.equal(0, srv:wait(wait))
@@ -162,11 +170,7 @@ describe("draining", function()
                                     { extra = 2 })
         local mport, hport = p[1], p[2]
         assert.equal(200, code_of(hport))
-        local t0 = helpers.now()
-        os.execute("kill -TERM " .. srv.pid)
-        assert.truthy(helpers.wait_for(function()
-            return code_of(hport) == 503
-        end, 5 * SLOW), "health did not turn 503")
+        local t0 = term_until_503(srv, hport)
         local _, _, body = op.http_get(hport, "/healthz")
         assert.equal("draining\n", body)
         assert.equal(503, code_of(mport))
@@ -257,11 +261,7 @@ describe("--workers 2", function()
         assert.equal(200, code_of(hport))
         assert.equal("echo w", (op.ask(dport, "w")))
         for _ = 1, 6 do assert.equal("false", (op.ask(dport, "draining"))) end
-        local t0 = helpers.now()
-        os.execute("kill -TERM " .. srv.pid)
-        assert.truthy(helpers.wait_for(function()
-            return code_of(hport) == 503
-        end, 5 * SLOW), "health did not turn 503")
+        local t0 = term_until_503(srv, hport)
         -- one luaserv_draining, the master's, beside the workers' merged
         local _, _, text = op.http_get(mport, "/metrics")
         assert.equal(1, helpers.count(text, "# TYPE luaserv_draining gauge"))
