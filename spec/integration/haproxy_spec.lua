@@ -237,6 +237,32 @@ local function stop_under_traffic(port, a, held_conn, is_down)
     return seen
 end
 
+-- Holds a connection to instance a through haproxy (hap), stops a under
+-- traffic and checks what every drain through haproxy must show: no
+-- client error, a clean exit, 503 on /healthz and the held connection
+-- served during the delay, a marked DOWN before its listener closed and
+-- only b answering after. Returns what stop_under_traffic saw, for more.
+local function assert_drained_out(hap, a)
+    local held = hold(hap.port, a)
+    local seen = stop_under_traffic(hap.port, a, held, function()
+        return (hap:stat("luaserv").app1 or ""):find("^DOWN") ~= nil
+    end)
+    assert.same({}, seen.errors)
+    assert.equal(0, seen.status)
+    assert.equal(503, seen.health)
+    -- the open connection was served during the delay
+    assert.equal("a", seen.held.instance)
+    -- haproxy saw a's 503 and took it out while a still listened, and
+    -- sent it nothing more
+    assert.truthy(seen.down_at, "haproxy never marked a down")
+    assert.truthy(seen.closed_at, "a never logged its stop")
+    assert.is_true(seen.down_at < seen.closed_at,
+        ("down at %.2f s, listener closed at %.2f s")
+        :format(seen.down_at, seen.closed_at))
+    assert.same({ b = true }, seen.after_down)
+    return seen
+end
+
 if not balancer.have("haproxy") then
     describe("haproxy in front of luaserv", function()
         pending("haproxy is not installed: apt-get install haproxy")
@@ -309,23 +335,7 @@ else
                 it("takes a draining instance out through /healthz before "
                    .. "its listener closes; the client sees no error", function()
                     local a, _, hap = setup()
-                    local held = hold(hap.port, a)
-                    local seen = stop_under_traffic(hap.port, a, held, function()
-                        return (hap:stat("luaserv").app1 or ""):find("^DOWN") ~= nil
-                    end)
-                    assert.same({}, seen.errors)
-                    assert.equal(0, seen.status)
-                    assert.equal(503, seen.health)
-                    -- the open connection was served during the delay
-                    assert.equal("a", seen.held.instance)
-                    -- haproxy saw a's 503 and took it out while a still
-                    -- listened, and sent it nothing more
-                    assert.truthy(seen.down_at, "haproxy never marked a down")
-                    assert.truthy(seen.closed_at, "a never logged its stop")
-                    assert.is_true(seen.down_at < seen.closed_at,
-                        ("down at %.2f s, listener closed at %.2f s")
-                        :format(seen.down_at, seen.closed_at))
-                    assert.same({ b = true }, seen.after_down)
+                    local seen = assert_drained_out(hap, a)
                     assert.truthy(hap:log():find("luaserv/app1 is DOWN.-503"),
                                   hap:log())
                     assert.truthy(seen.replies > 50, "only " .. seen.replies ..
@@ -337,20 +347,7 @@ else
                     local f = who_through(hap.port)
                     assert.equal(f.client, f.peer)
                     assert.equal(tostring(version), f.proxy)
-                    local held = hold(hap.port, a)
-                    local seen = stop_under_traffic(hap.port, a, held, function()
-                        return (hap:stat("luaserv").app1 or ""):find("^DOWN") ~= nil
-                    end)
-                    assert.same({}, seen.errors)
-                    assert.equal(0, seen.status)
-                    assert.equal(503, seen.health)
-                    assert.equal("a", seen.held.instance)
-                    assert.truthy(seen.down_at, "haproxy never marked a down")
-                    assert.truthy(seen.closed_at, "a never logged its stop")
-                    assert.is_true(seen.down_at < seen.closed_at,
-                        ("down at %.2f s, listener closed at %.2f s")
-                        :format(seen.down_at, seen.closed_at))
-                    assert.same({ b = true }, seen.after_down)
+                    assert_drained_out(hap, a)
                 end)
             end)
         end

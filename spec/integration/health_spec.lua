@@ -56,6 +56,35 @@ local function start(args, opts)
     return srv, srv.listening[1].port, ports
 end
 
+-- Sends srv SIGTERM and waits (5 * SLOW at most) for /healthz on hport to
+-- answer 503, the drain's first sign; returns the time of the signal.
+local function term_until_503(srv, hport)
+    local t0 = helpers.now()
+    os.execute("kill -TERM " .. srv.pid)
+    assert.truthy(helpers.wait_for(function()
+        return code_of(hport) == 503
+    end, 5 * SLOW), "health did not turn 503")
+    return t0
+end
+
+-- Starts FIXTURE with args, --health and a 30 s --drain-delay, sends
+-- SIGTERM and, once /healthz answers 503, SIGINT: the server must exit 0
+-- within wait seconds, less than 5 * SLOW after the second signal.
+-- Returns the server, for more checks on its log.
+local function assert_second_signal_stops(args, wait)
+    local all = { table.unpack(args) }
+    for _, a in ipairs({ "--health", "127.0.0.1:0", "--drain-delay", "30" }) do
+        all[#all + 1] = a
+    end
+    local srv, _, p = start(all)
+    term_until_503(srv, p[1])
+    local t0 = helpers.now()
+    os.execute("kill -INT " .. srv.pid)
+    assert.equal(0, srv:wait(wait))
+    assert.is_true(helpers.now() - t0 < 5 * SLOW)
+    return srv
+end
+
 describe("GET /healthz on the metrics endpoint", function()
     it("answers 200 ok, and HEAD, with /metrics, 404 and 405 as before", function()
         local _, _, p = start({ "--metrics", "127.0.0.1:0" })
@@ -141,11 +170,7 @@ describe("draining", function()
                                     { extra = 2 })
         local mport, hport = p[1], p[2]
         assert.equal(200, code_of(hport))
-        local t0 = helpers.now()
-        os.execute("kill -TERM " .. srv.pid)
-        assert.truthy(helpers.wait_for(function()
-            return code_of(hport) == 503
-        end, 5 * SLOW), "health did not turn 503")
+        local t0 = term_until_503(srv, hport)
         local _, _, body = op.http_get(hport, "/healthz")
         assert.equal("draining\n", body)
         assert.equal(503, code_of(mport))
@@ -204,16 +229,7 @@ describe("draining", function()
     end)
 
     it("stops at once on a second signal during the delay", function()
-        local srv, _, p = start({ "--health", "127.0.0.1:0",
-                                  "--drain-delay", "30" })
-        os.execute("kill -TERM " .. srv.pid)
-        assert.truthy(helpers.wait_for(function()
-            return code_of(p[1]) == 503
-        end, 5 * SLOW))
-        local t0 = helpers.now()
-        os.execute("kill -INT " .. srv.pid)
-        assert.equal(0, srv:wait(10 * SLOW))
-        assert.is_true(helpers.now() - t0 < 5 * SLOW)
+        local srv = assert_second_signal_stops({}, 10 * SLOW)
         assert.matches("again: closing now", srv:log(), 1, true)
     end)
 
@@ -245,11 +261,7 @@ describe("--workers 2", function()
         assert.equal(200, code_of(hport))
         assert.equal("echo w", (op.ask(dport, "w")))
         for _ = 1, 6 do assert.equal("false", (op.ask(dport, "draining"))) end
-        local t0 = helpers.now()
-        os.execute("kill -TERM " .. srv.pid)
-        assert.truthy(helpers.wait_for(function()
-            return code_of(hport) == 503
-        end, 5 * SLOW), "health did not turn 503")
+        local t0 = term_until_503(srv, hport)
         -- one luaserv_draining, the master's, beside the workers' merged
         local _, _, text = op.http_get(mport, "/metrics")
         assert.equal(1, helpers.count(text, "# TYPE luaserv_draining gauge"))
@@ -272,38 +284,16 @@ describe("--workers 2", function()
     end)
 
     it("stops its workers at once on a second signal during the delay", function()
-        local srv, _, p = start({ "--workers", "2", "--health", "127.0.0.1:0",
-                                  "--drain-delay", "30" })
-        os.execute("kill -TERM " .. srv.pid)
-        assert.truthy(helpers.wait_for(function()
-            return code_of(p[1]) == 503
-        end, 5 * SLOW))
-        local t0 = helpers.now()
-        os.execute("kill -INT " .. srv.pid)
-        assert.equal(0, srv:wait(15 * SLOW))
-        assert.is_true(helpers.now() - t0 < 5 * SLOW)
+        assert_second_signal_stops({ "--workers", "2" }, 15 * SLOW)
     end)
 end)
 
--- Whether process pid runs (a zombie, or no such process, does not).
-local function running(pid)
-    local stat = helpers.read_file("/proc/" .. pid .. "/stat")
-    return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
-end
-
 describe("an upgrade (SIGUSR2)", function()
     it("answers 503 from the old generation once it begins, 200 from the new", function()
-        local hold = helpers.tmpname(".hold")
+        local hold, shell, new = helpers.hold_upgrade()
         local srv, dport, p = start({ "--health", "127.0.0.1:0" },
-            { shell = "HEALTH_HOLD_LOAD=" .. helpers.shell_quote(hold) .. " " })
+                                    { shell = shell })
         local hport = p[1]
-        local newpid
-        helpers.defer(function()
-            os.remove(hold)
-            if newpid and running(newpid) then
-                os.execute("kill -KILL " .. newpid .. " 2>/dev/null")
-            end
-        end)
         assert.equal(200, code_of(hport))
         local oldpid = tonumber((op.ask(dport, "pid")))
         assert.equal(srv.pid, oldpid)
@@ -322,8 +312,8 @@ describe("an upgrade (SIGUSR2)", function()
             return code_of(hport) == 200
         end, 10 * SLOW), "the new generation's health did not answer 200")
         assert.equal(0, srv:wait(15 * SLOW))
-        newpid = tonumber((op.ask(dport, "pid")))
-        assert.is_not.equal(oldpid, newpid)
+        new.pid = tonumber((op.ask(dport, "pid")))
+        assert.is_not.equal(oldpid, new.pid)
         assert.equal("false", (op.ask(dport, "draining")))
         assert.equal(200, code_of(hport))
     end)

@@ -8,27 +8,14 @@ local op = require "fixtures.operations_util"
 
 local SLOW = op.SLOW
 
-local function running(pid)
-    local stat = helpers.read_file("/proc/" .. pid .. "/stat")
-    return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
-end
-
 describe("SIGTERM during an upgrade, with --drain-delay", function()
     it("lets the old generation finish its requests after the hand-over", function()
-        local hold = helpers.tmpname(".hold")
+        local hold, shell, new = helpers.hold_upgrade()
         local srv = op.start({ script = "spec/fixtures/health_handler.lua",
                                args = { "--drain-delay", "30",
                                         "--shutdown-timeout", "20" },
-                               shell = "HEALTH_HOLD_LOAD=" ..
-                                       helpers.shell_quote(hold) .. " " })
+                               shell = shell })
         local port = srv.listening[1].port
-        local newpid
-        helpers.defer(function()
-            os.remove(hold)
-            if newpid and running(newpid) then
-                os.execute("kill -KILL " .. newpid .. " 2>/dev/null")
-            end
-        end)
         local c = helpers.connect(port, 20 * SLOW)
         helpers.close_at_end({ c })
         assert(c:send("pid\n"))
@@ -52,7 +39,7 @@ describe("SIGTERM during an upgrade, with --drain-delay", function()
         assert.equal(0, srv:wait(20 * SLOW))
         assert.matches("stops accepting and drains", srv:log(), 1, true)
         assert.not_matches("again: closing now", srv:log(), 1, true)
-        newpid = tonumber((op.ask(port, "pid")))
-        assert.is_not.equal(srv.pid, newpid)
+        new.pid = tonumber((op.ask(port, "pid")))
+        assert.is_not.equal(srv.pid, new.pid)
     end)
 end)

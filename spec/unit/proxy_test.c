@@ -3,12 +3,11 @@
 #include "lsv.h"
 #include "proxy.h"
 #include "tap.h"
+#include "guard.h"
 #include "proxy_kit.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -715,15 +714,6 @@ static void test_random(void)
     test_done("20000 mutated headers: the contract holds, BAD is final");
 }
 
-static char guard_msg[128];
-
-static void guard_segv(int sig)
-{
-    (void)sig;
-    if (write(1, guard_msg, strlen(guard_msg)) < 0) _exit(3);
-    _exit(1);
-}
-
 /* Each input placed right before and right after a protected page, for
  * every prefix (as picohttpparser's tests do): no read outside it. */
 static void test_guard_pages(void)
@@ -739,24 +729,10 @@ static void test_guard_pages(void)
         { S("PROXY UNKNOWN 1234567890\r\n") },
         { (const char *)v2, v2n },
     };
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    char *mem = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    CHECK(mem != MAP_FAILED);
-    if (mem == MAP_FAILED) {
-        test_done("guard page: no read outside the input");
+    guard_t g;
+    if (!guard_open(&g, "PROXY parser"))
         return;
-    }
-    CHECK(mprotect(mem, page, PROT_NONE) == 0);
-    CHECK(mprotect(mem + 2 * page, page, PROT_NONE) == 0);
-    char *lo = mem + page, *hi = mem + 2 * page;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = guard_segv;
-    sigaction(SIGSEGV, &sa, NULL);
-    sigaction(SIGBUS, &sa, NULL);
-    snprintf(guard_msg, sizeof guard_msg, "not ok %d - guard page: the "
-             "PROXY parser read outside its input\n", tests_run + 1);
+    char *lo = g.lo, *hi = g.hi;
     for (size_t c = 0; c < sizeof inputs / sizeof *inputs; c++) {
         for (size_t k = 0; k <= inputs[c].n; k++) {
             lsv_proxy_hdr_t h;
@@ -768,9 +744,7 @@ static void test_guard_pages(void)
             lsv_proxy_parse(lo, k, &h, &need, &err);
         }
     }
-    signal(SIGSEGV, SIG_DFL);
-    signal(SIGBUS, SIG_DFL);
-    munmap(mem, 3 * page);
+    guard_close(&g);
     test_done("guard page: no read outside the input for any prefix");
 }
 

@@ -317,6 +317,22 @@ static void per_listener(luaL_Buffer *b, lsv_server_t *srv, const char *name,
     }
 }
 
+/* Appends listener's n samples of counter family name, one a value of the
+ * label key: name{listener="<listener>",<key>="<values[i]>"} <counts[i]>. */
+static void labelled_counts(luaL_Buffer *b, const char *name,
+                            const char *listener, const char *key,
+                            const char *const *values,
+                            const uint64_t *counts, int n)
+{
+    char line[512];
+    for (int i = 0; i < n; i++) {
+        snprintf(line, sizeof line, "%s{listener=\"%s\",%s=\"%s\"} %llu\n",
+                 name, listener, key, values[i],
+                 (unsigned long long)counts[i]);
+        luaL_addstring(b, line);
+    }
+}
+
 /* Appends the PROXY protocol stage's counters of the listeners that read
  * a header (nothing when none does). */
 static void proxy_metrics(luaL_Buffer *b, lsv_server_t *srv)
@@ -331,25 +347,16 @@ static void proxy_metrics(luaL_Buffer *b, lsv_server_t *srv)
            "a v1 UNKNOWN, a balancer's own connection).");
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         if (!l->opt.proxy_protocol || l->internal) continue;
-        for (int i = 0; i < 3; i++) {
-            snprintf(line, sizeof line, "luaserv_proxy_headers_total{"
-                     "listener=\"%s\",version=\"%s\"} %llu\n", l->name,
-                     versions[i],
-                     (unsigned long long)l->stats.proxy_headers[i]);
-            luaL_addstring(b, line);
-        }
+        labelled_counts(b, "luaserv_proxy_headers_total", l->name, "version",
+                        versions, l->stats.proxy_headers, 3);
     }
     family(b, "luaserv_proxy_header_errors_total", "counter",
            "Connections closed for want of a good PROXY header, by reason.");
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         if (!l->opt.proxy_protocol || l->internal) continue;
-        for (int i = 0; i < LSV_PROXY_ERR_COUNT; i++) {
-            snprintf(line, sizeof line, "luaserv_proxy_header_errors_total{"
-                     "listener=\"%s\",reason=\"%s\"} %llu\n", l->name,
-                     lsv_proxy_err_names[i],
-                     (unsigned long long)l->stats.proxy_errors[i]);
-            luaL_addstring(b, line);
-        }
+        labelled_counts(b, "luaserv_proxy_header_errors_total", l->name,
+                        "reason", lsv_proxy_err_names, l->stats.proxy_errors,
+                        LSV_PROXY_ERR_COUNT);
     }
     family(b, "luaserv_proxy_empty_total", "counter",
            "Connections to a PROXY protocol listener closed before their "
