@@ -27,28 +27,32 @@ ALL_LDFLAGS = $(LDFLAGS) $(SAN)
 # Sources by layer (docs/architecture.md): src/core knows no Lua, src/lua
 # is the handler layer, src/ops the options, config and operations, tools/
 # the client and the load generator. Objects keep the layer's folder.
-CORE_SRC = core/log core/conn core/conn_out core/conn_info core/listener \
+CORE_SRC = core/log core/conn core/conn_out core/conn_in core/conn_info core/listener \
            core/udp core/net \
            core/server core/loop core/transport \
            core/buf core/frame core/resp core/http core/ws core/util \
            core/resolve \
            core/shdict core/shdict_heap core/shdict_read
 CORE_SRC += core/sha1 core/base64
+CORE_SRC += core/handshake
+CORE_SRC += core/proxy
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
           lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
+LUA_SRC += lua/proxy_lua
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
 BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/hist \
-            tools/bench_ws \
+            tools/bench_ws tools/bench_conn \
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
 UNIT_TESTS += http_test
 UNIT_TESTS += ws_test
 UNIT_TESTS += resp_test
+UNIT_TESTS += proxy_test
 
 SERVER_OBJ = $(SERVER_SRC:%=$(BUILD)/%.o)
 CLI_OBJ = $(CLI_SRC:%=$(BUILD)/%.o)
@@ -112,6 +116,9 @@ $(BUILD)/unit/shdict_test: $(BUILD)/unit/shdict_test.o $(BUILD)/core/shdict.o \
                            $(BUILD)/core/shdict_heap.o $(BUILD)/core/shdict_read.o
 	$(CC) -o $@ $^ $(ALL_LDFLAGS) -lpthread
 
+$(BUILD)/unit/proxy_test: $(BUILD)/unit/proxy_test.o $(BUILD)/core/proxy.o
+	$(CC) -o $@ $^ $(ALL_LDFLAGS)
+
 units: $(UNIT_TESTS:%=$(BUILD)/unit/%)
 
 run: all
@@ -143,6 +150,7 @@ FUZZ_TARGETS = frame_fuzz addr_fuzz
 FUZZ_TARGETS += http_fuzz
 FUZZ_TARGETS += ws_fuzz
 FUZZ_TARGETS += resp_fuzz
+FUZZ_TARGETS += proxy_fuzz
 FUZZ_BIN = $(FUZZ_TARGETS:%=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 $(WARN) -Isrc/core \
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
@@ -151,6 +159,7 @@ build/fuzz/frame_fuzz: fuzz/frame_fuzz.c $(FRAME_C)
 build/fuzz/http_fuzz: fuzz/http_fuzz.c $(FRAME_C)
 build/fuzz/ws_fuzz: fuzz/ws_fuzz.c $(FRAME_C)
 build/fuzz/resp_fuzz: fuzz/resp_fuzz.c $(FRAME_C)
+build/fuzz/proxy_fuzz: fuzz/proxy_fuzz.c src/core/proxy.c src/core/proxy.h src/core/lsv.h
 build/fuzz/addr_fuzz: fuzz/addr_fuzz.c src/core/net.c src/core/util.c src/core/net.h src/core/lsv.h
 $(FUZZ_BIN):
 	@mkdir -p build/fuzz

@@ -169,6 +169,31 @@ function helpers.defer(fn)
     cleanups[#cleanups + 1] = fn
 end
 
+-- Whether process pid runs (a zombie, or no such process, does not).
+function helpers.pid_running(pid)
+    local stat = read_file("/proc/" .. pid .. "/stat")
+    return stat ~= nil and stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+-- For a test that upgrades a server running spec/fixtures/health_handler.lua
+-- and holds the new generation in on_load: returns the hold file's path
+-- (the new generation waits while it exists; the file is not made here),
+-- the shell prefix that passes it (HEALTH_HOLD_LOAD=...) for
+-- start_server's shell option, and a table whose pid field the test sets
+-- to the new generation's pid. When the test ends the file is removed and
+-- that pid, if it still runs, killed, so a failed test leaves nothing.
+function helpers.hold_upgrade()
+    local hold = helpers.tmpname(".hold")
+    local new = {}
+    helpers.defer(function()
+        os.remove(hold)
+        if new.pid and helpers.pid_running(new.pid) then
+            os.execute("kill -KILL " .. new.pid .. " 2>/dev/null")
+        end
+    end)
+    return hold, "HEALTH_HOLD_LOAD=" .. shell_quote(hold) .. " ", new
+end
+
 -- Closes every socket in socks when the test ends. socks is read then, so
 -- sockets added to it later are closed too, and ones already closed are
 -- harmless.

@@ -42,13 +42,20 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop; (void)revents;
     lsv_server_t *srv = w->data;
-    if (srv->stopping) {
+    /* After a hand-over (whose own SIGTERM this may be) a drain delay
+     * that an earlier signal began has nothing left to wait for: this
+     * signal begins the stop, it is not a second one. */
+    int handed_over = lsv_upgrade_handed_over();
+    if (lsv_loop_is_draining(srv) && !(handed_over && !srv->stopping)) {
         lsv_warn("signal %d again: closing now", w->signum);
         lsv_loop_stop_now(srv);
         return;
     }
     lsv_info("signal %d: shutting down", w->signum);
-    lsv_loop_stop(srv);
+    /* An old generation's stop after its hand-over: nothing to wait for,
+     * its listeners are the new one's already. */
+    if (handed_over) lsv_loop_stop(srv);
+    else lsv_loop_drain(srv);
 }
 
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -147,6 +154,7 @@ static void open_listeners(lsv_server_t *srv, lsv_plan_t *p)
         }
         if (lsv_listener_is_dgram(l)) lsv_udp_attach(l);
         l->internal = e->internal;
+        l->health = e->health;
         l->script = s;
         l->framing = s->framing;
         if (lsv_config_apply(srv, p, e, l) != LSV_OK) exit(2);

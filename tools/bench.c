@@ -1,5 +1,6 @@
 /* bench.c: luaserv-bench, the load generator for luaserv servers. */
 #include "bench.h"
+#include "bench_ws.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -36,11 +37,6 @@
  * connections, so no timer is touched per request. */
 #define SWEEP_S 0.05
 
-/* A connection failing again before a good reply waits this long before
- * its next try, doubling up to the max. */
-#define BACKOFF_MIN_NS 50000000LL
-#define BACKOFF_MAX_NS 1000000000LL
-
 /* A request line ends with its number in this many hex digits (fewer when
  * the payload is shorter), so a reply can be matched to its request. */
 #define SEQ_DIGITS 8
@@ -70,67 +66,7 @@ static inline int reply_ok(bench_t *b, const char *p, size_t n, uint32_t seq)
     }
 }
 
-/* Counts a reply that failed the check; the first is kept for the report,
- * quoted, with CR and LF shown as \r and \n and other controls as '?'. */
-void bench_bad_reply(bench_t *b, const char *p, size_t n)
-{
-    char *o = b->bad_sample, *end = o + sizeof b->bad_sample - 4;
-
-    b->st.bad++;
-    if (*o != '\0') return;
-    *o++ = '"';
-    for (size_t i = 0; i < n && o < end; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if (ch == '\r' || ch == '\n') *o++ = '\\';
-        *o++ = ch == '\r' ? 'r' : ch == '\n' ? 'n'
-               : ch < 32 || ch > 126 ? '?' : (char)ch;
-    }
-    *o++ = '"';
-    *o = '\0';
-}
-
 /* ---- connections ---- */
-
-static void conn_open(bench_t *b, bconn_t *c);
-
-/* Closes c's socket and forgets its requests; c is ST_OFF afterwards. */
-static void conn_close(bench_t *b, bconn_t *c)
-{
-    ev_io_stop(b->loop, &c->rio);
-    ev_io_stop(b->loop, &c->wio);
-    if (c->fd >= 0) close(c->fd);
-    c->fd = -1;
-    if (c->state == ST_OPEN) b->open--;
-    if (c->state == ST_CONNECTING) b->connecting--;
-    c->state = ST_OFF;
-    c->head = c->inflight = c->nqueued = 0;
-    c->hs = 0;
-    lsv_buf_consume(&c->in, c->in.len);
-    lsv_buf_consume(&c->out, c->out.len);
-}
-
-/* Closes c after a failure and counts it in *counter (err is an errno, or
- * 0 for a close by the server). A connection that had a good reply since
- * its last failure opens again at once; after that the sweep retries it
- * with a backoff that doubles, so a dead server is not hammered. */
-void bench_conn_fail(bench_t *b, bconn_t *c, uint64_t *counter,
-                     const char *what, int err)
-{
-    int64_t wait = c->backoff;
-
-    conn_close(b, c);
-    (*counter)++;
-    if (err == ETIMEDOUT)
-        snprintf(b->last_err, sizeof b->last_err, "%s: no answer within "
-                 "%g s", what, b->timeout);
-    else
-        snprintf(b->last_err, sizeof b->last_err, "%s: %s", what,
-                 err ? strerror(err) : "closed by the server");
-    c->backoff = wait == 0 ? BACKOFF_MIN_NS
-                 : wait * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : wait * 2;
-    c->retry_at = now_ns() + wait;
-    if (wait == 0) conn_open(b, c);     /* fails once at most: backoff > 0 */
-}
 
 /* Appends n requests to c->out and to the ring of c's requests in flight,
  * all stamped now. One memcpy and a few digits each. */
@@ -150,28 +86,6 @@ static void stream_queue(bench_t *b, bconn_t *c, uint32_t n, int64_t now)
     }
     c->inflight += n;
     lsv_buf_commit(&c->out, (size_t)n * b->line_len);
-}
-
-/* Writes what c->out holds; waits for EV_WRITE only after EAGAIN. Returns
- * LSV_OK, or LSV_ERR with errno set when the connection failed. */
-int bench_stream_flush(bench_t *b, bconn_t *c)
-{
-    while (c->out.len > 0) {
-        ssize_t n = send(c->fd, lsv_buf_head(&c->out), c->out.len,
-                         MSG_NOSIGNAL);
-        if (likely(n > 0)) {
-            lsv_buf_consume(&c->out, (size_t)n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!ev_is_active(&c->wio)) ev_io_start(b->loop, &c->wio);
-            return LSV_OK;
-        }
-        return LSV_ERR;
-    }
-    if (ev_is_active(&c->wio)) ev_io_stop(b->loop, &c->wio);
-    return LSV_OK;
 }
 
 /* Sends c's queued datagrams, a sendmmsg per UDP_BATCH, each with a fresh
@@ -373,19 +287,6 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-/* Reads once into the shared buffer. Returns the bytes, or 0 after the
- * connection failed (it is closed and counted) or had nothing. */
-size_t bench_stream_read(bench_t *b, bconn_t *c)
-{
-    ssize_t n = recv(c->fd, b->rbuf, b->rbuf_size, 0);
-
-    if (likely(n > 0)) return (size_t)n;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return 0;
-    bench_conn_fail(b, c, &b->st.closed, "read", n == 0 ? 0 : errno);
-    return 0;
-}
-
 /* Every complete line answers the oldest request in flight, so replies are
  * checked in order; then as many requests as were answered go out in one
  * write. Only a line split between reads is copied. In short mode the one
@@ -428,7 +329,7 @@ static void stream_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         off += n;
     }
     if (b->mode == MODE_SHORT && done > 0) {
-        conn_close(b, c);
+        bench_conn_close(b, c);
         conn_open(b, c);
         return;
     }
@@ -657,6 +558,7 @@ static void setup(bench_t *b)
         }
     }
 
+    b->reopen = conn_open;
     if (b->mode == MODE_WS) bench_ws_setup(b);
     b->conns = lsv_calloc((size_t)b->nconns, sizeof *b->conns);
     for (int i = 0; i < b->nconns; i++) {

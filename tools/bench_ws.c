@@ -10,7 +10,7 @@
  * whose accept value is known), and every frame the same masking key: the
  * server does the same work as for random ones, and the generator spends
  * nothing on SHA-1 or on masking the payload but its number's digits. */
-#include "bench.h"
+#include "bench_ws.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -90,9 +90,13 @@ end
 
 -- The metrics text /metrics serves (a master's: every worker's merged).
 local function metrics()
-    if control then return true, control.metrics() end
-    return true, core.metrics() .. core.process_metrics()
-                 .. require("luaserv.metrics").render()
+    local m = require("luaserv.metrics")
+    if control then return true, control.metrics() .. m.draining_text() end
+    -- A worker's channel leaves luaserv_draining out: its master's says
+    -- it for the whole server.
+    local draining = luaserv.worker.count == 1 and m.draining_text() or ""
+    return true, core.metrics() .. core.process_metrics() .. m.render()
+                 .. draining
 end
 
 -- reload: every script, as SIGHUP. A master's workers also take it in

@@ -204,8 +204,21 @@ function _M.render()
     return concat(out)
 end
 
+-- _M.draining_text() -> the luaserv_draining gauge in the text format:
+-- 1 once a stop or an upgrade began (core.draining()), else 0.
+function _M.draining_text()
+    local core = require "luaserv.core"
+    return "# HELP luaserv_draining Whether a stop or an upgrade began "
+        .. "(GET /healthz answers 503).\n# TYPE luaserv_draining gauge\n"
+        .. format("luaserv_draining %d\n", core.draining() and 1 or 0)
+end
+
 -- The --metrics endpoint: a small HTTP/1.1 server for GET (and HEAD)
--- /metrics. Each request, from the moment the handler waits for it, has
+-- /metrics and /healthz; with { health_only = true } (--health) for
+-- /healthz alone. /healthz answers 200 "ok" while serving and 503
+-- "draining" once a stop or an upgrade began; while draining, every
+-- answer closes its connection, so a probe does not hold the stop.
+-- Each request, from the moment the handler waits for it, has
 -- REQUEST_SECONDS in all to arrive: every readline waits only for what is
 -- left, so a client that trickles its headers one line at a time (a
 -- slowloris) is cut off then, not kept forever. A request with more than
@@ -213,27 +226,36 @@ end
 local REQUEST_SECONDS = 30
 local MAX_HEADERS = 100
 
-function _M.http_handler()
+-- Whether target is path, alone or with a query.
+local function is_path(target, path)
+    return target == path or target:sub(1, #path + 1) == path .. "?"
+end
+
+function _M.http_handler(opts)
     local core = require "luaserv.core"
     local luaserv = require "luaserv"
+    local health_only = opts ~= nil and opts.health_only
+    local home = health_only and "/healthz" or "/metrics"
     local handler = {}
 
     -- The exposition: this process's, or a --workers master's: every
     -- worker's merged (luaserv.control).
     local function text()
         if luaserv.worker.id == 0 and core.control() then
-            return require("luaserv.control").metrics()
+            return require("luaserv.control").metrics() .. _M.draining_text()
         end
         return core.metrics() .. core.process_metrics() .. _M.render()
+            .. _M.draining_text()
     end
 
     -- Sends the status line and headers, and the body unless head (a HEAD
     -- request gets the GET's headers, Content-Length included, and no
-    -- body, as RFC 9110 9.3.2 says).
-    local function respond(conn, status, body, head, ctype)
+    -- body, as RFC 9110 9.3.2 says); close adds "Connection: close".
+    local function respond(conn, status, body, head, ctype, close)
         local hdr = format("HTTP/1.1 %s\r\nContent-Type: %s\r\n"
-                           .. "Content-Length: %d\r\n\r\n", status,
-                           ctype or "text/plain; charset=utf-8", #body)
+                           .. "Content-Length: %d\r\n%s\r\n", status,
+                           ctype or "text/plain; charset=utf-8", #body,
+                           close and "Connection: close\r\n" or "")
         if head then conn:write(hdr) else conn:write(hdr, body) end
     end
 
@@ -260,6 +282,7 @@ function _M.http_handler()
                 n = n + 1
             until h == "" or n > MAX_HEADERS
             local head = method == "HEAD"
+            local draining = core.draining()
             if n > MAX_HEADERS then
                 respond(conn, "431 Request Header Fields Too Large",
                         "too many header lines\n", head)
@@ -268,14 +291,23 @@ function _M.http_handler()
                 respond(conn, "400 Bad Request", "bad request\n")
                 return
             elseif method ~= "GET" and not head then
-                respond(conn, "405 Method Not Allowed", "GET /metrics\n")
-            elseif target == "/metrics" or target:match("^/metrics%?") then
+                respond(conn, "405 Method Not Allowed", "GET " .. home .. "\n",
+                        false, nil, draining)
+            elseif is_path(target, "/healthz") then
+                if draining then
+                    respond(conn, "503 Service Unavailable", "draining\n", head,
+                            nil, true)
+                else
+                    respond(conn, "200 OK", "ok\n", head)
+                end
+            elseif not health_only and is_path(target, "/metrics") then
                 respond(conn, "200 OK", text(), head,
-                        "text/plain; version=0.0.4; charset=utf-8")
+                        "text/plain; version=0.0.4; charset=utf-8", draining)
             else
-                respond(conn, "404 Not Found", "try /metrics\n", head)
+                respond(conn, "404 Not Found", "try " .. home .. "\n", head, nil,
+                        draining)
             end
-            if close then return end
+            if close or draining then return end
         end
     end
 

@@ -2,11 +2,10 @@
 #include "lsv.h"
 #include "frame.h"
 #include "tap.h"
+#include "guard.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 /* ---- specs ------------------------------------------------------------- */
@@ -717,16 +716,6 @@ static void random_prefix(const char *desc, lsv_frame_spec_t s)
  * even without ASan. Every prefix of every stream case is framed, with and
  * without eof, carrying the hint as a connection would. */
 
-static char guard_msg[128];
-
-static void guard_segv(int sig)
-{
-    (void)sig;
-    if (write(STDOUT_FILENO, guard_msg, strlen(guard_msg)) < 0)
-        _exit(3);
-    _exit(2);
-}
-
 /* Frames data[*start, len) as a connection would, carrying *start and
  * *hint to the next call with more bytes. */
 static void frame_all(const lsv_frame_spec_t *s, const char *data,
@@ -745,26 +734,10 @@ static void frame_all(const lsv_frame_spec_t *s, const char *data,
 
 static void test_guard_pages(void)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    char *mem = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    CHECK(mem != MAP_FAILED);
-    if (mem == MAP_FAILED) {
-        test_done("guard page: no over-read for any prefix of any input");
+    guard_t g;
+    if (!guard_open(&g, "framer"))
         return;
-    }
-    /* [guard][data page][guard] */
-    CHECK(mprotect(mem, page, PROT_NONE) == 0);
-    CHECK(mprotect(mem + 2 * page, page, PROT_NONE) == 0);
-    char *lo = mem + page, *hi = mem + 2 * page;
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = guard_segv;
-    sigaction(SIGSEGV, &sa, NULL);
-    sigaction(SIGBUS, &sa, NULL);
-    snprintf(guard_msg, sizeof guard_msg, "not ok %d - guard page: the "
-             "framer read outside its input\n", tests_run + 1);
+    char *lo = g.lo, *hi = g.hi;
 
     for (size_t c = 0; c < ncases; c++) {
         const lsv_frame_spec_t *s = &cases[c].spec;
@@ -784,9 +757,7 @@ static void test_guard_pages(void)
             frame_all(s, lo, k, 1, &start, &hint);
         }
     }
-    signal(SIGSEGV, SIG_DFL);
-    signal(SIGBUS, SIG_DFL);
-    munmap(mem, 3 * page);
+    guard_close(&g);
     test_done("guard page: no read outside the input for any prefix");
 }
 

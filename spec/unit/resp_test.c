@@ -4,11 +4,10 @@
 #include "frame.h"
 #include "resp.h"
 #include "tap.h"
+#include "guard.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -749,15 +748,6 @@ static void test_random(int client)
  * handler reports as a failed test before dying. Frames found are walked
  * by the decoders there too. */
 
-static char guard_msg[128];
-
-static void guard_segv(int sig)
-{
-    (void)sig;
-    if (write(STDOUT_FILENO, guard_msg, strlen(guard_msg)) < 0) _exit(3);
-    _exit(1);
-}
-
 /* Frames all of p[0, n) in place (no copy), with and without eof, and
  * walks every frame found with the decoders. */
 static void frame_prefix(const lsv_frame_spec_t *s, const char *p, size_t n)
@@ -785,24 +775,10 @@ static void test_guard_pages(void)
         { "*3\r\n$1\r\na\r\n*2\r\n:1\r\n*1\r\n$-1\r\n+x\r\n", "c" },
         { "-ERR a\rb\r\n:-922337203685477580\r\n$3\r\nab", "c" },
     };
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    char *mem = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    CHECK(mem != MAP_FAILED);
-    if (mem == MAP_FAILED) {
-        test_done("guard page: no read outside the input");
+    guard_t g;
+    if (!guard_open(&g, "resp framer"))
         return;
-    }
-    CHECK(mprotect(mem, page, PROT_NONE) == 0);
-    CHECK(mprotect(mem + 2 * page, page, PROT_NONE) == 0);
-    char *lo = mem + page, *hi = mem + 2 * page;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = guard_segv;
-    sigaction(SIGSEGV, &sa, NULL);
-    sigaction(SIGBUS, &sa, NULL);
-    snprintf(guard_msg, sizeof guard_msg, "not ok %d - guard page: the "
-             "resp framer read outside its input\n", tests_run + 1);
+    char *lo = g.lo, *hi = g.hi;
     for (size_t c = 0; c < sizeof inputs / sizeof *inputs; c++) {
         lsv_frame_spec_t s = resp_spec(inputs[c][1][0] == 'c');
         const char *in = inputs[c][0];
@@ -814,9 +790,7 @@ static void test_guard_pages(void)
             frame_prefix(&s, lo, k);
         }
     }
-    signal(SIGSEGV, SIG_DFL);
-    signal(SIGBUS, SIG_DFL);
-    munmap(mem, 3 * page);
+    guard_close(&g);
     test_done("guard page: no read outside the input for any prefix, "
               "decoders included");
 }

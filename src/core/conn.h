@@ -62,11 +62,20 @@ typedef struct lsv_conn_type {
 /* A pull conn reads ahead at most this much while its user wants none. */
 #define LSV_READ_AHEAD (64u * 1024)
 
-/* Takes ownership of an accepted, non-blocking fd: creates the conn on l
- * with framing and type, not yet reading (lsv_conn_start). */
+/* Takes ownership of an accepted, non-blocking fd, and of proxy (the
+ * PROXY header it came with, or NULL): creates the conn on l with framing
+ * and type, not yet reading (lsv_conn_start). */
 lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                          socklen_t salen, const lsv_frame_spec_t *framing,
-                         const lsv_conn_type_t *type);
+                         const lsv_conn_type_t *type,
+                         lsv_proxy_info_t *proxy);
+
+/* The PROXY header c came with (conn.proxy), or NULL. */
+const lsv_proxy_info_t *lsv_conn_proxy(const lsv_conn_t *c);
+
+/* Formats the address c's client connected to: the PROXY header's dst,
+ * else the socket's own (getsockname). Returns out. */
+char *lsv_conn_local(const lsv_conn_t *c, char *out /* LSV_ADDRSTRLEN */);
 
 /* Starts c: reads, and in push mode arms the idle timeout. Call it after
  * the user's set-up, with c not held. Returns LSV_OK, or LSV_ERR when c
@@ -225,6 +234,11 @@ void lsv_conn_flush_pending(lsv_server_t *srv);
 
 /* The server is stopping: each conn answers what it has, then closes. */
 void lsv_conn_drain_all(lsv_server_t *srv);
+
+/* Ends the loop if a stopping server has nothing left that holds the
+ * stop: no conn but those of health listeners (called as each conn
+ * goes). */
+void lsv_conn_maybe_done(lsv_server_t *srv);
 
 /* Closes every conn now, dropping output (the shutdown timeout). */
 void lsv_conn_abort_all(lsv_server_t *srv, const char *reason);

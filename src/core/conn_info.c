@@ -6,6 +6,7 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
+#include "proxy.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -16,6 +17,12 @@ uint64_t lsv_conn_id(const lsv_conn_t *c) { return c->id; }
 const lsv_conn_type_t *lsv_conn_type(const lsv_conn_t *c) { return c->type; }
 void *lsv_conn_data(const lsv_conn_t *c) { return c->data; }
 void lsv_conn_set_data(lsv_conn_t *c, void *data) { c->data = data; }
+const lsv_proxy_info_t *lsv_conn_proxy(const lsv_conn_t *c)
+{
+    lsv_proxy_info_t *p = NULL;
+    if (c->flags & LSV_CONN_PROXY) memcpy(&p, c->peer.proxy, sizeof p);
+    return p;
+}
 int lsv_conn_fd(const lsv_conn_t *c) { return c->io.fd; }
 double lsv_conn_timeout(const lsv_conn_t *c) { return c->timeout; }
 size_t lsv_conn_buffered(const lsv_conn_t *c) { return c->in.len; }
@@ -80,8 +87,26 @@ int lsv_conn_set_framing(lsv_conn_t *c, const lsv_frame_spec_t *spec)
 
 const struct sockaddr *lsv_conn_peer(const lsv_conn_t *c, socklen_t *len)
 {
+    const lsv_proxy_info_t *p = lsv_conn_proxy(c);
+    if (p && p->hdr.local) {
+        *len = p->socket_peer_len;
+        return (const struct sockaddr *)&p->socket_peer;
+    }
+    if (p) {
+        *len = p->hdr.src_len;
+        return (const struct sockaddr *)&p->hdr.src;
+    }
     *len = c->peer_len;
     return &c->peer.sa;
+}
+
+char *lsv_conn_local(const lsv_conn_t *c, char *out)
+{
+    const lsv_proxy_info_t *p = lsv_conn_proxy(c);
+    if (p && !p->hdr.local)
+        return lsv_net_format((const struct sockaddr *)&p->hdr.dst,
+                              p->hdr.dst_len, out);
+    return lsv_net_local(c->io.fd, out);
 }
 
 int lsv_conn_is_closing(const lsv_conn_t *c)
@@ -130,9 +155,10 @@ void lsv_conn_log(int level, const lsv_conn_t *c, const char *fmt, ...)
 {
     if (level < lsv_log_level) return;
     char peer[LSV_ADDRSTRLEN];
+    socklen_t plen;
+    const struct sockaddr *psa = lsv_conn_peer(c, &plen);
     lsv_log_ctx_t ctx = { c->listener->name,
-                          lsv_net_format(&c->peer.sa, c->peer_len, peer),
-                          c->id };
+                          lsv_net_format(psa, plen, peer), c->id };
     va_list ap;
     va_start(ap, fmt);
     lsv_log_vwritec(level, &ctx, fmt, ap);

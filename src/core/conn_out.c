@@ -1,8 +1,9 @@
 /* conn_out.c: queueing a stream connection's output under the output cap,
- * and failing a conn whose output cannot be queued (the cap, a peer that
- * does not read, memory). Its functions are declared in conn.h; conn.c
- * writes the queue out. Also the replies a framer owes the peer: a
- * protocol error's, an interim 100 Continue. */
+ * failing a conn whose output cannot be queued (the cap, a peer that
+ * does not read, memory), and writing the queue out (the pending list,
+ * a writable socket, an outbound connect's end, a watched write). Its
+ * public functions are declared in conn.h. Layered between conn.c (the
+ * lifecycle it calls) and conn_in.c (input, which calls it). */
 #include "lsv.h"
 #include "conn.h"
 #include "conn_int.h"
@@ -13,6 +14,7 @@
 #include "transport.h"
 
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -194,38 +196,98 @@ ssize_t lsv_conn_sendfile(lsv_conn_t *c, int fd, off_t *off, size_t n)
     }
 }
 
-/* --- the replies a framer owes the peer ---------------------------------- */
+/* --- writing -------------------------------------------------------------- */
 
-void lsv_conn_reject(lsv_conn_t *c, const lsv_frame_spec_t *spec, ssize_t r)
+/* Writes as much queued output as the socket takes, in one send per call
+ * unless the kernel took everything and more could fit. */
+static void conn_flush(lsv_conn_t *c)
 {
-    char reply[512];
-    const char *why = "bad frame";
-    size_t n = lsv_frame_reject(spec, r, lsv_buf_head(&c->in), c->in.len,
-                                reply, sizeof reply, &why);
-    lsv_conn_log(LSV_LOG_INFO, c, "%s (%s framing); closing", why,
-                 lsv_frame_kind_name(spec->kind));
-    c->in.len = 0;
-    lsv_conn_hold(c);
-    if (n > 0 && !(c->flags & LSV_CONN_CLOSING))
-        lsv_conn_write(c, reply, n);
-    lsv_conn_report(c, why);
-    lsv_conn_close(c, r == LSV_FRAME_TOO_LONG ? "too long" : "protocol error");
-    lsv_conn_release(c);                /* may free c */
+    lsv_server_t *srv = lsv_conn_srv(c);
+    while (c->out.len) {
+        ssize_t n = c->transport->write(c, lsv_buf_head(&c->out),
+                                        c->out.len);
+        if (n > 0) {
+            lsv_buf_consume(&c->out, (size_t)n);
+            c->listener->stats.bytes_out += (uint64_t)n;
+            c->nout += (uint64_t)n;
+            c->last_active = c->out_since = ev_now(srv->loop);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            lsv_conn_watch_writable(c, 1);
+            break;
+        }
+        lsv_debug("conn %llu: send: %s", (unsigned long long)c->id,
+                  strerror(errno));
+        lsv_conn_abort(c, "reset");
+        return;
+    }
+    if (c->type->drained) c->type->drained(c);
+    if (c->out.len == 0) {
+        lsv_conn_watch_writable(c, 0);
+        lsv_conn_release_buf(srv, &c->out);
+        if (c->flags & LSV_CONN_CLOSING) {
+            lsv_conn_finish(c);
+            return;
+        }
+    }
+    if ((c->flags & LSV_CONN_BLOCKED) &&
+        c->out.len <= c->listener->opt.low_water) {
+        c->flags &= ~LSV_CONN_BLOCKED;
+        lsv_conn_start_reading(c);
+        if (c->in.len || (c->flags & LSV_CONN_EOF)) lsv_conn_schedule_read(c);
+    }
 }
 
-void lsv_conn_send_interim(lsv_conn_t *c, const lsv_frame_spec_t *spec,
-                           size_t *hint)
+void lsv_conn_flush_pending(lsv_server_t *srv)
 {
-    char out[512];
-    size_t n;
-    if (c->flags & LSV_CONN_CLOSING) return;
-    /* Each call moves *hint on, so the loop ends; what did not fit in out
-     * comes on the next turn. */
-    while ((n = lsv_frame_interim(spec, lsv_buf_head(&c->in), c->in.len,
-                                  hint, out, sizeof out)) > 0) {
-        lsv_conn_ensure_buf(lsv_conn_srv(c), &c->out);
-        if (c->out.len == 0) c->out_since = ev_now(lsv_conn_srv(c)->loop);
-        if (lsv_buf_try_append(&c->out, out, n) != LSV_OK) break;
-        lsv_conn_queued(c);
+    lsv_conn_t *c;
+    while ((c = srv->pending) != NULL) {
+        srv->pending = c->next_pending;
+        c->flags &= ~LSV_CONN_PENDING;
+        if (!(c->flags & LSV_CONN_WRITING)) conn_flush(c);
     }
+}
+
+/* c's socket takes output, or its connect ended. */
+void lsv_conn_writable(lsv_conn_t *c)
+{
+    if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        c->flags &= ~LSV_CONN_CONNECTING;
+        lsv_conn_watch_writable(c, 0);
+        if (err == 0) {
+            int one = 1;
+            setsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            lsv_conn_start_reading(c);
+            if (c->out.len) conn_flush(c);
+        }
+        c->busy++;
+        c->type->connected(c, err);
+        c->busy--;
+        if (err) lsv_conn_abort(c, "refused");
+        return;
+    }
+    conn_flush(c);
+}
+
+/* c's timer fired while it watches a waiting write: reports a write that
+ * has made no progress for the idle timeout, or re-arms for the rest. */
+void lsv_conn_write_timer(lsv_conn_t *c)
+{
+    if (c->out.len == 0) {
+        c->flags &= ~LSV_CONN_WATCH;
+        return;
+    }
+    ev_tstamp stalled = ev_now(lsv_conn_srv(c)->loop) - c->out_since;
+    if (stalled < c->timeout - 0.001) {
+        lsv_conn_arm_timer(c, c->timeout - stalled);
+        return;
+    }
+    c->flags &= ~LSV_CONN_WATCH;
+    if (c->type->stalled) c->type->stalled(c, stalled);
 }

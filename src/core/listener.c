@@ -75,6 +75,7 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
     l->inherited = inherited;
     lsv_frame_spec_init(&l->framing, LSV_FRAME_LINE);
     l->opt.idle_timeout = srv->opt.idle_timeout;
+    l->opt.proxy_timeout = srv->opt.proxy_timeout;
     l->opt.high_water = srv->opt.high_water;
     l->opt.low_water = srv->opt.low_water;
     l->opt.rcvbuf = srv->opt.rcvbuf;
@@ -107,21 +108,32 @@ void lsv_listener_start_all(lsv_server_t *srv)
     }
 }
 
+/* Stops and closes l, unlinking a unix socket file we bound; a graceful
+ * stop first answers what the socket already holds. */
+static void close_one(lsv_server_t *srv, lsv_listener_t *l)
+{
+    if (l->fd < 0) return;
+    if (srv->stopping && l->ops && l->ops->drain) l->ops->drain(l);
+    if (l->fd < 0) return;
+    ev_io_stop(srv->loop, &l->io);
+    ev_timer_stop(srv->loop, &l->pause_timer);
+    close(l->fd);
+    l->fd = -1;
+    if ((l->addr.kind == LSV_NET_UNIX ||
+         l->addr.kind == LSV_NET_UNIXGRAM) && !l->inherited)
+        unlink(l->addr.path);
+}
+
 void lsv_listener_close_all(lsv_server_t *srv)
 {
-    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
-        if (l->fd < 0) continue;
-        /* A graceful stop answers what the socket already holds. */
-        if (srv->stopping && l->ops && l->ops->drain) l->ops->drain(l);
-        if (l->fd < 0) continue;
-        ev_io_stop(srv->loop, &l->io);
-        ev_timer_stop(srv->loop, &l->pause_timer);
-        close(l->fd);
-        l->fd = -1;
-        if ((l->addr.kind == LSV_NET_UNIX ||
-             l->addr.kind == LSV_NET_UNIXGRAM) && !l->inherited)
-            unlink(l->addr.path);
-    }
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+        close_one(srv, l);
+}
+
+void lsv_listener_close_serving(lsv_server_t *srv)
+{
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next)
+        if (!l->health) close_one(srv, l);
 }
 
 void lsv_listener_free_all(lsv_server_t *srv)
@@ -195,6 +207,9 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             pause_accepting(l, errno);
             return;
         }
-        l->srv->hooks->accept(l, fd, (struct sockaddr *)&ss, len);
+        if (l->stage)
+            l->stage(l, fd, (struct sockaddr *)&ss, len);
+        else
+            l->srv->hooks->accept(l, fd, (struct sockaddr *)&ss, len, NULL);
     }
 }

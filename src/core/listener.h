@@ -22,6 +22,9 @@ typedef struct lsv_lstats {
     uint64_t reloads;
     uint64_t reload_failures;
     uint64_t udp_drops;       /* datagrams the kernel dropped (SO_RXQ_OVFL) */
+    uint64_t proxy_headers[3];   /* PROXY headers read: v1, v2, local */
+    uint64_t proxy_errors[4];    /* closed in the stage (handshake.h) */
+    uint64_t proxy_empty;        /* closed before a byte: a TCP check */
     uint64_t hist[LSV_HIST_BUCKETS + 1];   /* last: +Inf */
     uint64_t hist_count;
     double hist_sum;
@@ -34,6 +37,8 @@ typedef struct lsv_lopts {
     size_t low_water;
     uint32_t max_frame;      /* 0 = the framing's own max */
     size_t rcvbuf, sndbuf;   /* datagram kinds: socket buffers, 0 = kernel's */
+    int proxy_protocol;      /* read a PROXY header first (handshake.c) */
+    double proxy_timeout;    /* ... within this many seconds, 0 = none */
     int has_framing;         /* framing below overrides the handler's */
     lsv_frame_spec_t framing;
 } lsv_lopts_t;
@@ -63,6 +68,9 @@ struct lsv_listener {
     int internal;               /* luaserv's own channel (a worker's, to
                                  * its master): left out of the stats,
                                  * the metrics and the conns lists */
+    int health;                 /* serves /healthz (--metrics, --health):
+                                 * stays open through a stop until the
+                                 * exit, and its conns do not hold it */
     lsv_frame_spec_t framing;   /* the handler's default framing */
     lsv_frame_ref_t *shared;    /* the framing the last conns accepted
                                  * here share (lsv_conn_share_framing) */
@@ -72,6 +80,12 @@ struct lsv_listener {
     ev_tstamp last_pause_log;
     uint64_t paused_count;      /* pauses not yet logged */
     const lsv_listener_ops_t *ops;     /* a kind's own, or NULL */
+    /* A transport stage between accept and the conn (a PROXY header's,
+     * lsv_handshake_attach): takes ownership of fd and calls
+     * hooks->accept itself once done. NULL: accepted fds go straight to
+     * hooks->accept. */
+    void (*stage)(lsv_listener_t *l, int fd, const struct sockaddr *sa,
+                  socklen_t salen);
     lsv_dgram_t *dgram;         /* datagram kinds: the light conn state */
 };
 
@@ -88,6 +102,10 @@ void lsv_listener_start_all(lsv_server_t *srv);
  * the structs so in-flight state stays valid; lsv_listener_free_all frees. */
 void lsv_listener_close_all(lsv_server_t *srv);
 void lsv_listener_free_all(lsv_server_t *srv);
+
+/* The same for every listener but the health ones (l->health), which a
+ * graceful stop keeps answering until the process exits. */
+void lsv_listener_close_serving(lsv_server_t *srv);
 
 static inline int lsv_listener_is_dgram(const lsv_listener_t *l)
 {

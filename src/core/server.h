@@ -16,14 +16,20 @@ typedef struct lsv_listener lsv_listener_t;
 typedef struct lsv_conn lsv_conn_t;
 typedef struct lsv_dgram lsv_dgram_t;
 typedef struct lsv_resolver lsv_resolver_t;
+typedef struct lsv_proxy_info lsv_proxy_info_t;   /* proxy.h */
 
 /* What the server hands to the layer that serves it (src/lua), set once
  * before the loop runs. Core calls these; it never calls Lua itself. */
 typedef struct lsv_hooks {
     /* A stream listener accepted fd (non-blocking) from sa: takes
-     * ownership of fd, making a conn of it (lsv_conn_new) or closing it. */
+     * ownership of fd, making a conn of it (lsv_conn_new) or closing it.
+     * On a proxy_protocol listener this comes once the handshake stage
+     * has read the PROXY header: proxy is what it said, and sa the client
+     * it names (the socket's peer for a LOCAL header). proxy is NULL
+     * without a header; else the callee owns it (lsv_conn_new takes it,
+     * or free() it). */
     void (*accept)(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                   socklen_t salen);
+                   socklen_t salen, lsv_proxy_info_t *proxy);
     /* Datagram p[0, n) (borrowed) arrived on l from d's peer; a reply is
      * appended with lsv_udp_write. Returns 1 to send what was appended. */
     int (*datagram)(lsv_listener_t *l, lsv_dgram_t *d, const char *p,
@@ -53,6 +59,7 @@ typedef struct lsv_stats {
 
 typedef struct lsv_options {
     double idle_timeout;      /* seconds, 0 = none */
+    double proxy_timeout;     /* seconds to read a PROXY header, 0 = none */
     double shutdown_timeout;  /* seconds */
     size_t high_water;        /* output bytes that stop reading */
     size_t low_water;         /* output bytes that restart it */
@@ -68,6 +75,8 @@ typedef struct lsv_options {
     size_t max_output;        /* bytes queued for one peer, 0 = any */
     int workers;              /* worker processes (src/ops/workers.c),
                                * 0 = one per online CPU ("auto") */
+    double drain_delay;       /* seconds a stop stays draining (health
+                               * 503, still serving) before it begins */
 } lsv_options_t;
 
 struct lsv_server {
@@ -80,6 +89,8 @@ struct lsv_server {
     lsv_listener_t *listeners;   /* owned; singly linked */
     lsv_conn_t *conns;           /* open connections; doubly linked */
     lsv_conn_t *outbound;        /* luaserv.connect() conns; doubly linked */
+    struct lsv_handshake *stages;  /* accepted, reading a PROXY header
+                                    * (handshake.c); doubly linked */
     lsv_listener_t *outbound_listener;  /* what outbound conns point at */
     lsv_listener_t *server_listener;    /* "server": counts what belongs to
                                          * no listener (on_load, a timer) */
@@ -94,12 +105,21 @@ struct lsv_server {
     ev_idle kick_watcher;        /* active while work is queued: no blocking */
     ev_timer shutdown_timer;
     ev_timer stop_soon;          /* lsv_server_stop_soon: stops next turn */
+    ev_timer drain_timer;        /* --drain-delay: the stop it holds back */
     int stopping;
+    int draining;                /* LSV_DRAIN_* bits: a stop or an upgrade
+                                  * began, so /healthz answers 503 */
 
     /* Spare read buffers given back by idle connections. */
     char *free_bufs[64];
     int nfree_bufs;
 };
+
+/* Why srv->draining is set: a stop began (lsv_loop_drain, a --workers
+ * master's stop), which lasts until the exit; an upgrade is under way in
+ * the old generation, which a failed upgrade clears again. */
+#define LSV_DRAIN_STOP 1
+#define LSV_DRAIN_UPGRADE 2
 
 /* Read buffers are this big; the pool above holds only this size. */
 #define LSV_READ_SIZE (16u * 1024)
@@ -120,12 +140,5 @@ static inline void lsv_server_kick(lsv_server_t *srv)
 
 /* Frees the pooled read buffers (at exit). */
 void lsv_server_free_bufs(lsv_server_t *srv);
-
-/* Ends the loop if a stopping server has nothing left (conn.c calls it
- * as each conn goes). */
-static inline void lsv_server_maybe_done(lsv_server_t *srv)
-{
-    if (srv->stopping && srv->conns == NULL) ev_break(srv->loop, EVBREAK_ALL);
-}
 
 #endif

@@ -7,6 +7,7 @@
 #include "conn.h"
 #include "guard.h"
 #include "listener.h"
+#include "handshake.h"
 #include "log.h"
 #include "procstat.h"
 #include "sched.h"
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* core.conns() -> { { id=, peer=, listener=, age=, bytes_in=, bytes_out=,
  * messages=, style= }, ... } for every open inbound connection. */
@@ -179,6 +181,32 @@ void lsv_core_set_control(const char *dir, int master)
     control_master = master;
 }
 
+/* A master's stop, shared with its workers (lsv_core_share_draining). */
+static volatile int *master_draining;
+
+void lsv_core_share_draining(void)
+{
+    void *p = mmap(NULL, sizeof *master_draining, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) master_draining = p;
+}
+
+void lsv_core_mark_draining(void)
+{
+    if (master_draining) *master_draining = 1;
+}
+
+/* core.draining() -> whether a stop or an upgrade began (/healthz
+ * answers 503): true from a stop signal (its --drain-delay included, in
+ * a --workers master's workers too) or an upgrade's start until the
+ * exit, or until the upgrade fails. */
+static int core_draining(lua_State *L)
+{
+    lua_pushboolean(L, lsv_vm_server(L)->draining != 0 ||
+                       (master_draining && *master_draining));
+    return 1;
+}
+
 /* core.control() -> the directory of the workers' admin channels (DIR/K
  * is worker K's), or nil without workers. */
 static int core_control(lua_State *L)
@@ -289,6 +317,59 @@ static void per_listener(luaL_Buffer *b, lsv_server_t *srv, const char *name,
     }
 }
 
+/* Appends listener's n samples of counter family name, one a value of the
+ * label key: name{listener="<listener>",<key>="<values[i]>"} <counts[i]>. */
+static void labelled_counts(luaL_Buffer *b, const char *name,
+                            const char *listener, const char *key,
+                            const char *const *values,
+                            const uint64_t *counts, int n)
+{
+    char line[512];
+    for (int i = 0; i < n; i++) {
+        snprintf(line, sizeof line, "%s{listener=\"%s\",%s=\"%s\"} %llu\n",
+                 name, listener, key, values[i],
+                 (unsigned long long)counts[i]);
+        luaL_addstring(b, line);
+    }
+}
+
+/* Appends the PROXY protocol stage's counters of the listeners that read
+ * a header (nothing when none does). */
+static void proxy_metrics(luaL_Buffer *b, lsv_server_t *srv)
+{
+    static const char *const versions[] = { "1", "2", "local" };
+    char line[512];
+    lsv_listener_t *any = srv->listeners;
+    while (any && !any->opt.proxy_protocol) any = any->next;
+    if (any == NULL) return;      /* no PROXY listener: no families */
+    family(b, "luaserv_proxy_headers_total", "counter",
+           "PROXY protocol headers read, by version (local: a v2 LOCAL or "
+           "a v1 UNKNOWN, a balancer's own connection).");
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (!l->opt.proxy_protocol || l->internal) continue;
+        labelled_counts(b, "luaserv_proxy_headers_total", l->name, "version",
+                        versions, l->stats.proxy_headers, 3);
+    }
+    family(b, "luaserv_proxy_header_errors_total", "counter",
+           "Connections closed for want of a good PROXY header, by reason.");
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (!l->opt.proxy_protocol || l->internal) continue;
+        labelled_counts(b, "luaserv_proxy_header_errors_total", l->name,
+                        "reason", lsv_proxy_err_names, l->stats.proxy_errors,
+                        LSV_PROXY_ERR_COUNT);
+    }
+    family(b, "luaserv_proxy_empty_total", "counter",
+           "Connections to a PROXY protocol listener closed before their "
+           "first byte (a balancer's TCP health check).");
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (!l->opt.proxy_protocol || l->internal) continue;
+        snprintf(line, sizeof line, "luaserv_proxy_empty_total{listener="
+                 "\"%s\"} %llu\n", l->name,
+                 (unsigned long long)l->stats.proxy_empty);
+        luaL_addstring(b, line);
+    }
+}
+
 /* core.metrics() -> the core's metrics in the Prometheus text format. */
 static int core_metrics(lua_State *L)
 {
@@ -334,6 +415,7 @@ static int core_metrics(lua_State *L)
                  (unsigned long long)l->stats.udp_drops);
         luaL_addstring(&b, drops);
     }
+    proxy_metrics(&b, srv);
     family(&b, "luaserv_handler_duration_seconds", "histogram",
            "Time spent in on_message calls.");
     char line[512];
@@ -380,6 +462,7 @@ int luaopen_luaserv_core(lua_State *L)
         { "upgrade_status", core_upgrade_status },
         { "metrics", core_metrics },
         { "control", core_control },
+        { "draining", core_draining },
         { "notify", core_notify },
         { "process_metrics", lsv_procstat_metrics },
         { NULL, NULL }

@@ -27,6 +27,14 @@ void lsv_core_set_upgrade(const lsv_core_upgrade_t *u);
  * this process is the master (core.shutdown then stops it by SIGTERM). */
 void lsv_core_set_control(const char *dir, int master);
 
+/* A --workers master, before it forks: maps the flag its stop sets
+ * (lsv_core_mark_draining) and every worker's core.draining() reads, so
+ * workers see the master's drain from its start, --drain-delay included.
+ * Without it (mmap failed, or no workers) core.draining() is the
+ * process's own state alone. */
+void lsv_core_share_draining(void);
+void lsv_core_mark_draining(void);
+
 /* Runs require(module)[fn]() as a task (a master's SIGHUP runs
  * luaserv.control's reload so). Logs an error that stops it starting. */
 void lsv_core_spawn(lsv_server_t *srv, const char *module, const char *fn);

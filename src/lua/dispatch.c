@@ -382,18 +382,22 @@ static int lua_setup(lsv_conn_t *c, lua_CFunction fn)
 }
 
 void lsv_dispatch_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                         socklen_t salen)
+                         socklen_t salen, lsv_proxy_info_t *proxy)
 {
     lua_State *L = l->srv->vm->L;
     if (!accept_allowed(l, sa, salen)) {
         close(fd);
+        free(proxy);
         return;
     }
-    if (unlikely(refuse_when_full(l, fd))) return;
+    if (unlikely(refuse_when_full(l, fd))) {
+        free(proxy);
+        return;
+    }
     lsv_frame_spec_t framing;
     read_framing(l, &framing);
     lsv_conn_t *c = lsv_conn_new(l, fd, sa, salen, &framing,
-                                 &lsv_callback_type);
+                                 &lsv_callback_type, proxy);
     if (unlikely(lua_setup(c, userdata_cb) != LSV_OK)) {
         lsv_conn_abort(c, "error");
         return;

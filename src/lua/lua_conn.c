@@ -4,6 +4,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "net.h"
+#include "proxy_lua.h"
 #include "udp.h"
 #include "vm.h"
 
@@ -78,7 +79,7 @@ static int push_addr_field(lua_State *L, const char *k,
         if (k[5] == 'i') lua_pushstring(L, buf);
         else if (port >= 0) lua_pushinteger(L, port);
         else lua_pushnil(L);
-    } else if (strcmp(k, "local_addr") == 0) {
+    } else if (strcmp(k, "local_addr") == 0 || strcmp(k, "local") == 0) {
         lua_pushstring(L, lsv_net_local(fd, buf));
     } else if (strcmp(k, "listener") == 0) {
         lua_pushstring(L, l->name);
@@ -122,6 +123,12 @@ static int conn_index(lua_State *L)
         lua_pushinteger(L, lsv_lconn_id(u));
     } else if (strcmp(k, "state") == 0) {
         push_state(L);
+    } else if (strcmp(k, "proxy") == 0) {
+        lsv_proxy_push(L, 1, u->c ? lsv_conn_proxy(u->c) : NULL);
+    } else if (u->c && (strcmp(k, "local") == 0 ||
+                        strcmp(k, "local_addr") == 0)) {
+        char buf[LSV_ADDRSTRLEN];
+        lua_pushstring(L, lsv_conn_local(u->c, buf));
     } else {
         socklen_t len = 0;
         const struct sockaddr *sa = u->c ? lsv_conn_peer(u->c, &len) : NULL;

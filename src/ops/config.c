@@ -2,6 +2,7 @@
  * merged into the plan of listeners main() opens. */
 #include "lsv.h"
 #include "config.h"
+#include "handshake.h"
 #include "log.h"
 #include "notify.h"
 #include "options.h"
@@ -406,6 +407,23 @@ static void default_listen(lsv_server_t *srv, lsv_plan_t *p)
     }
 }
 
+/* --health HOST:PORT (config health): GET /healthz alone, served by
+ * luaserv's own script as the metrics endpoint is. */
+static int health_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
+{
+    const char *health = f->health ? f->health : cfg_string(L, p, "health");
+    if (health == NULL) return LSV_OK;
+    const char *file = lsv_config_module_file(L, "luaserv.health_endpoint");
+    lsv_plan_entry_t *e = file ? add(p, health, file, "--health: ") : NULL;
+    if (e == NULL) return LSV_ERR;
+    if (e->addr.kind != LSV_NET_TCP) {
+        fprintf(stderr, "luaserv: --health must be a TCP address\n");
+        return LSV_ERR;
+    }
+    e->builtin = e->health = 1;
+    return LSV_OK;
+}
+
 /* The admin socket and the metrics endpoint, served by luaserv's own
  * scripts. */
 static int builtin_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
@@ -428,9 +446,9 @@ static int builtin_listen(lua_State *L, const lsv_flags_t *f, lsv_plan_t *p)
             fprintf(stderr, "luaserv: --metrics must be a TCP address\n");
             return LSV_ERR;
         }
-        e->builtin = 1;
+        e->builtin = e->health = 1;
     }
-    return LSV_OK;
+    return health_listen(L, f, p);
 }
 
 int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
@@ -438,6 +456,10 @@ int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
     lua_State *L = srv->vm->L;
     for (int i = 0; i < f->nlisten; i++)
         if (!add(p, f->listen[i], p->main_script, "")) return LSV_ERR;
+    for (int i = 0; i < p->n; i++)       /* the -l ones: stream kinds */
+        p->e[i].proxy_protocol = f->proxy_protocol &&
+            (p->e[i].addr.kind == LSV_NET_TCP ||
+             p->e[i].addr.kind == LSV_NET_UNIX);
 
     if (p->n == 0 && cfg_get(L, p, "listen") == LUA_TTABLE) {
         int rc = config_listen(L, p);
@@ -459,7 +481,11 @@ int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
                      const lsv_plan_entry_t *e, lsv_listener_t *l)
 {
     lua_State *L = srv->vm->L;
-    if (e->cfg_index == 0 || p->cfg_ref == LUA_NOREF) return LSV_OK;
+    if (e->proxy_protocol) l->opt.proxy_protocol = 1;
+    if (e->cfg_index == 0 || p->cfg_ref == LUA_NOREF) {
+        if (l->opt.proxy_protocol) lsv_handshake_attach(l);
+        return LSV_OK;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->cfg_ref);
     lua_getfield(L, -1, "listen");
     lua_rawgeti(L, -1, e->cfg_index);
@@ -476,6 +502,12 @@ int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
                     o->key);
             rc = LSV_ERR;
         }
+        if ((o->where & LSV_OPT_STREAM) && lsv_listener_is_dgram(l)) {
+            fprintf(stderr, "luaserv: %s: listen %s: %s applies to tcp:// "
+                    "and unix: stream listeners only (a datagram has no "
+                    "PROXY header)\n", p->config, e->spec, o->key);
+            rc = LSV_ERR;
+        }
         lsv_option_store_lua(o, L, -1, NULL, &l->opt);
         lua_pop(L, 1);
     }
@@ -490,5 +522,6 @@ int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
         l->opt.has_framing = 1;
     }
     lua_settop(L, t - 3);
+    if (l->opt.proxy_protocol) lsv_handshake_attach(l);
     return rc;
 }

@@ -20,7 +20,9 @@ typedef struct lsv_plan_entry {
     int optional;            /* a default IPv6 listener: skip if no IPv6 */
     int private_socket;      /* the admin socket: mode 0600 */
     int internal;            /* a worker's channel to its master */
+    int health;              /* serves /healthz: kept open in a stop */
     int cfg_index;           /* its listen{} in the config, or 0 */
+    int proxy_protocol;      /* a -l stream listener with --proxy-protocol */
     int fd;                  /* a socket systemd passed for it, or -1 */
 } lsv_plan_entry_t;
 

@@ -56,6 +56,12 @@ const lsv_option_t lsv_option_table[] = {
       .help = "on SIGTERM/SIGINT, wait this long for\n"
               "connections to finish (default %D)",
       SRV(shutdown_timeout) },
+    { .name = "drain-delay", .key = "drain_delay", .where = SETTING,
+      .type = LSV_OPT_SECONDS, .def = "0", .arg = "SEC",
+      .help = "on SIGTERM/SIGINT, first answer /healthz 503\n"
+              "and go on serving for SEC seconds, so a\n"
+              "balancer takes this instance out (default %D)",
+      SRV(drain_delay) },
     { .name = "high-water", .key = "high_water", .where = SETTING | LISTEN,
       .type = LSV_OPT_BYTES, .min = 1024, .max = 1LL << 30,
       .def = "1048576", .arg = "BYTES",
@@ -82,6 +88,18 @@ const lsv_option_t lsv_option_table[] = {
       .type = LSV_OPT_BYTES, .min = 1024, .max = 1LL << 30, .arg = "BYTES",
       .help = "send buffer of udp:// and unixgram: listeners",
       SRV(sndbuf), LST(sndbuf) },
+    { .name = "proxy-protocol", .key = "proxy_protocol",
+      .where = LISTEN | LSV_OPT_STREAM, .type = LSV_OPT_FLAG,
+      .help = "the -l tcp and unix stream listeners read a\n"
+              "PROXY protocol header (v1 or v2) from each\n"
+              "connection first: a balancer's client",
+      FLG(proxy_protocol), LST(proxy_protocol) },
+    { .name = "proxy-timeout", .key = "proxy_timeout",
+      .where = SETTING | LISTEN | LSV_OPT_STREAM, .type = LSV_OPT_SECONDS,
+      .def = "5", .arg = "SEC",
+      .help = "close a connection whose PROXY header is not\n"
+              "complete in SEC (default %D; 0 = never)",
+      SRV(proxy_timeout), LST(proxy_timeout) },
     { .name = "config", .short_name = 'c', .type = LSV_OPT_STRING,
       .arg = "FILE", .help = "read listeners and settings from FILE (Lua);\n"
                              "flags override it",
@@ -108,7 +126,14 @@ const lsv_option_t lsv_option_table[] = {
       FLG(admin) },
     { .name = "metrics", .key = "metrics", .where = CALL,
       .type = LSV_OPT_STRING, .arg = "HOST:PORT",
-      .help = "serve Prometheus metrics at GET /metrics", FLG(metrics) },
+      .help = "serve Prometheus metrics at GET /metrics,\n"
+              "and GET /healthz (see --health)", FLG(metrics) },
+    { .name = "health", .key = "health", .where = SETTING | CALL,
+      .type = LSV_OPT_STRING, .arg = "HOST:PORT",
+      .help = "serve GET /healthz alone (--metrics has it\n"
+              "too): 200 ok while serving, 503 draining\n"
+              "once a stop or an upgrade begins",
+      FLG(health) },
     { .name = "watch", .key = "watch", .where = SETTING, .type = LSV_OPT_FLAG,
       .help = "reload when the script or its modules change", SRV(watch) },
     { .name = "handler-timeout", .key = "handler_timeout", .where = SETTING,
@@ -646,6 +671,22 @@ static void add_shared(const lsv_option_t *o, const char *arg,
     f->shared[f->nshared++] = arg;
 }
 
+/* --proxy-protocol applies to the -l stream listeners: refuse it when
+ * there is none, rather than serve without it. */
+static void proxy_flag_check(const lsv_flags_t *f)
+{
+    for (int i = 0; i < f->nlisten; i++) {
+        lsv_addr_t a;
+        char err[LSV_ERRLEN];
+        if (lsv_net_parse(f->listen[i], &a, err) == LSV_OK &&
+            (a.kind == LSV_NET_TCP || a.kind == LSV_NET_UNIX))
+            return;
+    }
+    bad_option("--proxy-protocol applies to the tcp and unix stream "
+               "listeners given with -l, and there is none (in a config "
+               "file, set proxy_protocol = true in listen { ... })");
+}
+
 /* Reads one flag of row o, with its argument (NULL for none). */
 static void take_flag(const lsv_option_t *o, const char *arg,
                       lsv_options_t *srv, lsv_flags_t *f)
@@ -725,5 +766,6 @@ void lsv_options_parse(lsv_options_t *srv, lsv_flags_t *f, int argc,
         if (lsv_net_parse(f->listen[i], &a, err) != LSV_OK)
             bad_option("%s", err);
     }
+    if (f->proxy_protocol) proxy_flag_check(f);
     srv->low_water = srv->high_water / 4;
 }

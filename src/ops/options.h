@@ -33,10 +33,12 @@ typedef struct lsv_flags {
     const char *script;
     const char *admin;
     const char *metrics;
+    const char *health;                   /* --health HOST:PORT */
     const char *shared[LSV_MAX_SHARED];   /* --shared NAME=SIZE, checked */
     int nshared;
     int check;
     const char *pid_file;                 /* --pid-file PATH */
+    int proxy_protocol;                   /* --proxy-protocol: the -l ones */
     uint64_t given;
 } lsv_flags_t;
 
@@ -59,6 +61,7 @@ typedef enum lsv_opt_type {
 #define LSV_OPT_LISTEN 4u    /* a key of listen { ... } */
 #define LSV_OPT_DGRAM 8u     /* listen{} key for datagram listeners only */
 #define LSV_OPT_ZERO 16u     /* 0 is allowed too (it means "off") */
+#define LSV_OPT_STREAM 32u   /* listen{} key for stream listeners only */
 
 /* Which struct `off` is in. */
 typedef enum lsv_opt_dest {

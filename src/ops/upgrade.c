@@ -305,6 +305,7 @@ static void fail(const char *fmt, ...)
     vsnprintf(up.outcome, sizeof up.outcome, fmt, ap);
     va_end(ap);
     up.state = LSV_UPGRADE_FAILED;
+    if (up.srv) up.srv->draining &= ~LSV_DRAIN_UPGRADE;   /* serving on */
     lsv_error("upgrade failed: %s; still serving (pid %d)", up.outcome,
               (int)getpid());
 }
@@ -404,7 +405,7 @@ int lsv_upgrade_start(lsv_server_t *srv, char *err, size_t size)
                  (int)up.pid);
         return LSV_AGAIN;
     }
-    if (srv->stopping || handed_over) {
+    if (srv->stopping || (srv->draining & LSV_DRAIN_STOP) || handed_over) {
         snprintf(err, size, "stopping: no upgrade");
         return LSV_AGAIN;
     }
@@ -414,6 +415,8 @@ int lsv_upgrade_start(lsv_server_t *srv, char *err, size_t size)
     } else {
         lsv_info("upgrading to %s", exe);
         if (start_child(srv, exe) == LSV_OK) {
+            /* From now until a failure, health checks answer 503. */
+            srv->draining |= LSV_DRAIN_UPGRADE;
             ev_io_set(&up.ready_io, up.pipe_fd, EV_READ);
             ev_io_start(srv->loop, &up.ready_io);
             ev_child_set(&up.child, up.pid, 0);

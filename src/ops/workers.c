@@ -66,6 +66,7 @@ static struct {
     int status;              /* the master's exit status */
     ev_signal sigterm, sigint, sighup;
     ev_timer kill_timer;
+    ev_timer drain_timer;    /* --drain-delay (a forked worker stops it) */
 } m;
 
 /* Where each entry's TCP or UDP sockets are bound (a port 0 resolved):
@@ -349,6 +350,7 @@ static void stop_master_watchers(struct ev_loop *loop)
     ev_signal_stop(loop, &m.sigint);
     ev_signal_stop(loop, &m.sighup);
     ev_timer_stop(loop, &m.kill_timer);
+    ev_timer_stop(loop, &m.drain_timer);
     for (int k = 0; k < m.n; k++) {
         slot_t *s = &m.slots[k];
         ev_child_stop(loop, &s->child);
@@ -463,6 +465,7 @@ static void become_worker(int k, int ready_fd, pid_t master)
     atexit(remove_channel);
     m.srv->vm->ask_reload = ask_master_reload;
     if (k != 1) m.srv->opt.watch = 0;
+    m.srv->opt.drain_delay = 0;   /* the master waited it out already */
     signal(SIGHUP, SIG_IGN);   /* until its own watcher: it loads anew */
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -653,25 +656,58 @@ static void restart_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (self) ev_break(loop, EVBREAK_ALL);
 }
 
-/* SIGTERM or SIGINT: every worker drains as the single process would;
- * a second signal passes on a second SIGTERM, which stops them at once.
- * Workers left after --shutdown-timeout and KILL_GRACE are killed. */
-static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+/* The stop: the master's copies of the workers' sockets close (no more
+ * restarts), so a connect is refused once the workers closed theirs. */
+static void close_worker_sockets(void)
 {
-    (void)revents;
-    if (m.stopping) {
-        lsv_warn("signal %d again: stopping the workers now", w->signum);
-        signal_all(SIGTERM);
-        return;
+    for (int i = 0, all = m.plan->n * m.n; i < all; i++) {
+        int fd = m.fds[i];
+        if (fd < 0 || m.plan->e[i / m.n].builtin) continue;  /* master's */
+        for (int j = i; j < all; j++) if (m.fds[j] == fd) m.fds[j] = -1;
+        close(fd);
     }
-    lsv_info("signal %d: stopping %d workers", w->signum, alive());
-    lsv_notify(m.srv, "STOPPING=1");
+}
+
+/* The stop proper (once): no more restarts, every worker drains as the
+ * single process would; workers left after --shutdown-timeout and
+ * KILL_GRACE are killed. Also m.drain_timer's callback (w unused). */
+static void stop_workers(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w; (void)revents;
+    ev_timer_stop(loop, &m.drain_timer);
+    if (m.stopping) return;
     m.stopping = 1;
     for (int k = 0; k < m.n; k++) ev_timer_stop(loop, &m.slots[k].restart);
+    close_worker_sockets();
     signal_all(SIGTERM);
     ev_timer_set(&m.kill_timer, m.srv->opt.shutdown_timeout + KILL_GRACE, 0.);
     ev_timer_start(loop, &m.kill_timer);
     if (alive() == 0) ev_break(loop, EVBREAK_ALL);
+}
+
+/* SIGTERM or SIGINT: the master's health checks answer 503 at once; the
+ * workers serve on for --drain-delay (none after an upgrade's
+ * hand-over), then stop. A second signal stops them at once: a SIGTERM
+ * then a SIGINT, each worker's first and second stop signal. */
+static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    if (m.stopping || ((m.srv->draining & LSV_DRAIN_STOP) &&
+                       !lsv_upgrade_handed_over())) {   /* see main.c */
+        lsv_warn("signal %d again: stopping the workers now", w->signum);
+        stop_workers(loop, NULL, 0);
+        signal_all(SIGINT);
+        return;
+    }
+    m.srv->draining |= LSV_DRAIN_STOP;
+    lsv_core_mark_draining();   /* the workers' core.draining() too */
+    lsv_notify(m.srv, "STOPPING=1");
+    double delay = lsv_upgrade_handed_over() ? 0 : m.srv->opt.drain_delay;
+    lsv_info("signal %d: draining: health checks answer 503; stopping %d "
+             "workers in %.1f s (--drain-delay)", w->signum, alive(), delay);
+    ev_timer_set(&m.drain_timer, delay, 0.);
+    if (delay > 0) ev_timer_start(loop, &m.drain_timer);
+    else stop_workers(loop, NULL, 0);
 }
 
 static void kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -730,6 +766,7 @@ static void init_master(struct ev_loop *loop)
     ev_signal_init(&m.sigint, stop_cb, SIGINT);
     ev_signal_init(&m.sighup, hup_cb, SIGHUP);
     ev_timer_init(&m.kill_timer, kill_cb, 0., 0.);
+    ev_timer_init(&m.drain_timer, stop_workers, 0., 0.);
     ev_signal_start(loop, &m.sigterm);
     ev_signal_start(loop, &m.sigint);
     ev_signal_start(loop, &m.sighup);
@@ -744,6 +781,7 @@ int lsv_workers_run(lsv_server_t *srv, lsv_plan_t *plan, int n,
     m.n = n;
     open_sockets();
     make_control_dir(srv);
+    lsv_core_share_draining();
     lsv_notify_close_unused(srv);
     init_master(srv->loop);
     for (int k = 0; k < n && self == 0; k++) spawn(&m.slots[k]);
