@@ -10,6 +10,7 @@ WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 LUA_CFLAGS = -I/usr/include/lua5.4
 LUA_LIBS = -llua5.4
 EV_LIBS = -lev
+SSL_LIBS = -lssl -lcrypto
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build/asan
@@ -36,6 +37,7 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_in core/conn_info core/lis
 CORE_SRC += core/sha1 core/base64
 CORE_SRC += core/handshake
 CORE_SRC += core/proxy
+CORE_SRC += core/tls core/tls_client
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
@@ -90,7 +92,7 @@ $(BUILD)/unit/%.o: spec/unit/%.c
 	$(CC) $(ALL_CFLAGS) -iquote src/core -c -o $@ $<
 
 $(BUILD)/luaserv: $(SERVER_OBJ)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LUA_LIBS) $(EV_LIBS) -lm -lpthread
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LUA_LIBS) $(EV_LIBS) $(SSL_LIBS) -lm -lpthread
 
 $(BUILD)/luaserv-cli: $(CLI_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)

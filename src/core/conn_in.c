@@ -11,6 +11,7 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
+#include "tls.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -48,10 +49,10 @@ static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
 
 lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                          socklen_t salen, const lsv_frame_spec_t *framing,
-                         const lsv_conn_type_t *type,
-                         lsv_proxy_info_t *proxy)
+                         const lsv_conn_type_t *type, lsv_accepted_t *acc)
 {
     lsv_server_t *srv = l->srv;
+    lsv_proxy_info_t *proxy = acc ? acc->proxy : NULL;
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     /* With a header, sa is the one it names (or its socket_peer): the
      * info keeps it, and peer keeps the info. */
@@ -60,6 +61,7 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
         memcpy(c->peer.proxy, &proxy, sizeof proxy);
         c->flags |= LSV_CONN_PROXY;
     }
+    if (acc && acc->tls) c->transport = lsv_tls_session_transport(acc->tls);
     c->framing = lsv_conn_share_framing(l, framing);
     c->timeout = lsv_conn_timeout_of(l->opt.idle_timeout);
     lsv_conn_set_type(c, type);
@@ -71,6 +73,15 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
     return c;
+}
+
+void lsv_accepted_drop(lsv_accepted_t *acc)
+{
+    if (acc == NULL) return;
+    free(acc->proxy);
+    acc->proxy = NULL;
+    lsv_tls_session_free(acc->tls);
+    acc->tls = NULL;
 }
 
 lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,

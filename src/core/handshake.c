@@ -123,7 +123,8 @@ static void stage_done(lsv_handshake_t *h, const lsv_proxy_hdr_t *hdr)
     memcpy(&sa, hdr->local ? &h->peer : &hdr->src, sizeof sa);
     int fd = h->io.fd;
     stage_free(h, 1);
-    l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, info);
+    lsv_accepted_t acc = { info, NULL };
+    l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, &acc);
 }
 
 /* h's buffer is full of a v2 header longer than it: makes room for more,

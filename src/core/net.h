@@ -20,6 +20,7 @@ typedef struct lsv_addr {
     char host[256];           /* TCP/UDP: name or literal, no brackets */
     int port;                 /* TCP/UDP */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* unix kinds */
+    int tls;                  /* tls://HOST:PORT: TCP with TLS on top */
 } lsv_addr_t;
 
 /* Enough room for any address we format: "[v6%scope]:port" or a unix path. */

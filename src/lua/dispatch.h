@@ -16,7 +16,7 @@ extern const lsv_conn_type_t lsv_callback_type;
  * conn with the handler's framing, runs on_connect, and serves it in the
  * stream style when the handler has handle(). Takes ownership of fd. */
 void lsv_dispatch_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                         socklen_t salen, lsv_proxy_info_t *proxy);
+                         socklen_t salen, lsv_accepted_t *acc);
 
 /* hooks->datagram: on_message(conn, datagram) for d's peer; its return
  * value and conn:write() calls make the reply. Returns 1 unless the call
