@@ -6,7 +6,7 @@
  * table drives getopt, --help, the configuration file's checks and their
  * messages, and `luaserv --list-options`, which the docs spec reads.
  *
- * Adding an option: a row in options.c, and the field it writes. */
+ * Adding an option: a row in options_table.c, and the field it writes. */
 #ifndef LSV_OPTIONS_H
 #define LSV_OPTIONS_H
 
@@ -96,7 +96,8 @@ struct lsv_option {
     void (*action)(const lsv_option_t *o, const char *arg, lsv_flags_t *f);
 };
 
-/* The table, and its length. */
+/* The table, and its length: at most a row per bit of lsv_flags_t.given. */
+#define LSV_OPT_ROWS_MAX 64
 extern const lsv_option_t lsv_option_table[];
 extern const int lsv_option_count;
 
@@ -109,6 +110,11 @@ void lsv_options_parse(lsv_options_t *o, lsv_flags_t *f, int argc,
 
 /* Writes the --help text to f. */
 void lsv_options_usage(FILE *f);
+
+/* Prints "luaserv: " and the message, then the usage; exits 2 (a bad
+ * command line). */
+void lsv_options_fail(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
 /* The row for a configuration key allowed in `where` (a LSV_OPT_SETTING,
  * LSV_OPT_CALL or LSV_OPT_LISTEN bit), or NULL. */
