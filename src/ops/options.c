@@ -64,6 +64,9 @@ static void want(const lsv_option_t *o, char *buf, size_t size)
     case LSV_OPT_FRAMING:
         snprintf(buf, size, "a framing spec (a string or a table)");
         break;
+    case LSV_OPT_ALPN:
+        snprintf(buf, size, "a list of protocol names of 1 to 255 bytes");
+        break;
     case LSV_OPT_ACTION:
     case LSV_OPT_DICTS:
         break;
@@ -98,6 +101,22 @@ static int string_ok(const lsv_option_t *o, const char *s)
            (o->prefix == NULL || strncmp(s, o->prefix, strlen(o->prefix)) == 0);
 }
 
+/* Whether the comma-separated list s is ALPN protocol names, each of 1
+ * to 255 bytes, whose wire form (a length byte before each) fits the
+ * extension's 65535 bytes. */
+static int alpn_list_ok(const char *s)
+{
+    size_t total = 0;
+    for (const char *p = s;; p++) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n > 255) return 0;
+        total += n + 1;
+        p += n;
+        if (*p == '\0') break;
+    }
+    return total <= 65535;
+}
+
 /* Parses a flag's argument s into v. Returns 1, or 0 when s does not fit. */
 static int from_arg(const lsv_option_t *o, const char *s, value_t *v)
 {
@@ -124,6 +143,9 @@ static int from_arg(const lsv_option_t *o, const char *s, value_t *v)
     case LSV_OPT_FLAG:
         v->i = 1;
         return 1;
+    case LSV_OPT_ALPN:
+        v->s = s;
+        return alpn_list_ok(s);
     case LSV_OPT_FRAMING:
     case LSV_OPT_ACTION:
     case LSV_OPT_DICTS:
@@ -152,6 +174,7 @@ static void put(const lsv_option_t *o, void *p, size_t size, const value_t *v)
         memcpy(p, &v->num, sizeof v->num);
         break;
     case LSV_OPT_STRING:
+    case LSV_OPT_ALPN:
         memcpy(p, &v->s, sizeof v->s);
         break;
     default:
@@ -226,6 +249,24 @@ static int dicts_fit(lua_State *L, int idx)
     return ok;
 }
 
+/* The index of the first entry of the list at idx that is no ALPN
+ * protocol name (a string of 1 to 255 bytes), or 0. An empty list is bad
+ * at 1; a list too long for the extension's 65535 bytes at its last. */
+static lua_Integer alpn_bad_entry(lua_State *L, int idx)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    size_t total = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        size_t len = 0;
+        int t = lua_rawgeti(L, idx, i);
+        if (t == LUA_TSTRING) lua_tolstring(L, -1, &len);
+        lua_pop(L, 1);
+        total += len + 1;
+        if (t != LUA_TSTRING || len < 1 || len > 255) return i;
+    }
+    return n == 0 ? 1 : total > 65535 ? n : 0;
+}
+
 /* Whether the Lua value at idx fits o. */
 static int lua_fits(const lsv_option_t *o, lua_State *L, int idx)
 {
@@ -248,6 +289,8 @@ static int lua_fits(const lsv_option_t *o, lua_State *L, int idx)
         return t == LUA_TSTRING || t == LUA_TTABLE;
     case LSV_OPT_DICTS:
         return t == LUA_TTABLE && dicts_fit(L, idx);
+    case LSV_OPT_ALPN:
+        return t == LUA_TTABLE && alpn_bad_entry(L, idx) == 0;
     case LSV_OPT_ACTION:
         break;
     }
@@ -302,6 +345,16 @@ int lsv_option_check_lua(const lsv_option_t *o, lua_State *L, int idx,
 {
     if (lua_fits(o, L, idx)) return 1;
     char w[256], v[128];
+    if (o->type == LSV_OPT_ALPN && lua_istable(L, idx)) {
+        lua_Integer i = alpn_bad_entry(L, idx);   /* name the entry */
+        lua_rawgeti(L, idx, i);
+        show_value(L, -1, v, sizeof v);
+        lua_pop(L, 1);
+        snprintf(err, size, "%s%s[%lld] must be a protocol name of 1 to 255 "
+                 "bytes (the list at most 65535 bytes), not %s", prefix,
+                 o->key, (long long)i, v);
+        return 0;
+    }
     want(o, w, sizeof w);
     show_value(L, idx, v, sizeof v);
     snprintf(err, size, "%s%s must be %s, not %s", prefix, o->key, w, v);

@@ -39,6 +39,14 @@ typedef struct lsv_flags {
     int check;
     const char *pid_file;                 /* --pid-file PATH */
     int proxy_protocol;                   /* --proxy-protocol: the -l ones */
+    /* --tls-*: every tls:// listener's, unless its listen{} says
+     * otherwise (config_tls.c) */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_client_ca;
+    int tls_verify;                       /* 0 require, 1 optional */
+    const char *tls_alpn;                 /* "h2,http/1.1", checked */
+    double tls_handshake_timeout;
     uint64_t given;
 } lsv_flags_t;
 
@@ -52,7 +60,9 @@ typedef enum lsv_opt_type {
     LSV_OPT_ENUM,      /* one of choices; the index is stored */
     LSV_OPT_FRAMING,   /* a framing spec (checked in depth by the vm) */
     LSV_OPT_ACTION,    /* the command line runs action (-l, -h, -V) */
-    LSV_OPT_DICTS      /* a table of NAME = SIZE; the flag runs action */
+    LSV_OPT_DICTS,     /* a table of NAME = SIZE; the flag runs action */
+    LSV_OPT_ALPN       /* protocol names of 1 to 255 bytes: a list in the
+                        * config, comma-separated on the command line */
 } lsv_opt_type_t;
 
 /* Where a key may appear in the configuration file. */
@@ -62,6 +72,8 @@ typedef enum lsv_opt_type {
 #define LSV_OPT_DGRAM 8u     /* listen{} key for datagram listeners only */
 #define LSV_OPT_ZERO 16u     /* 0 is allowed too (it means "off") */
 #define LSV_OPT_STREAM 32u   /* listen{} key for stream listeners only */
+#define LSV_OPT_TLS 64u      /* listen{} key for tls:// listeners only; its
+                              * flag applies to each of them */
 
 /* Which struct `off` is in. */
 typedef enum lsv_opt_dest {

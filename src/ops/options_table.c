@@ -24,6 +24,7 @@ static void list_options(const lsv_option_t *o, const char *arg,
 
 static const char *const levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const formats[] = { "text", "json", NULL };
+static const char *const verifies[] = { "require", "optional", NULL };
 
 /* The field a row writes: in lsv_options_t, lsv_flags_t, lsv_lopts_t. */
 #define SRV(m) .dest = LSV_OPT_SERVER, .off = offsetof(lsv_options_t, m), \
@@ -36,12 +37,14 @@ static const char *const formats[] = { "text", "json", NULL };
 #define SETTING LSV_OPT_SETTING
 #define CALL LSV_OPT_CALL
 #define LISTEN LSV_OPT_LISTEN
+#define TLS LSV_OPT_TLS
 
 /* Every option, in --help order; configuration-only keys last. */
 const lsv_option_t lsv_option_table[] = {
     { .name = "listen", .short_name = 'l', .key = "listen", .where = CALL,
       .type = LSV_OPT_ACTION, .action = add_listen, .arg = "ADDR",
       .help = "listen on ADDR (repeatable): tcp://HOST:PORT,\n"
+              "tls://HOST:PORT (TLS, see --tls-cert),\n"
               "udp://HOST:PORT, unix:/PATH, unixgram:/PATH,\n"
               "HOST:PORT or :PORT (TCP), [::1]:PORT (IPv6)" },
     { .name = "idle-timeout", .key = "idle_timeout", .where = SETTING | LISTEN,
@@ -87,9 +90,10 @@ const lsv_option_t lsv_option_table[] = {
       SRV(sndbuf), LST(sndbuf) },
     { .name = "proxy-protocol", .key = "proxy_protocol",
       .where = LISTEN | LSV_OPT_STREAM, .type = LSV_OPT_FLAG,
-      .help = "the -l tcp and unix stream listeners read a\n"
-              "PROXY protocol header (v1 or v2) from each\n"
-              "connection first: a balancer's client",
+      .help = "the -l tcp, tls and unix stream listeners\n"
+              "read a PROXY protocol header (v1 or v2) from\n"
+              "each connection first (before TLS): a\n"
+              "balancer's client",
       FLG(proxy_protocol), LST(proxy_protocol) },
     { .name = "proxy-timeout", .key = "proxy_timeout",
       .where = SETTING | LISTEN | LSV_OPT_STREAM, .type = LSV_OPT_SECONDS,
@@ -97,6 +101,41 @@ const lsv_option_t lsv_option_table[] = {
       .help = "close a connection whose PROXY header is not\n"
               "complete in SEC (default %D; 0 = never)",
       SRV(proxy_timeout), LST(proxy_timeout) },
+    { .name = "tls-cert", .key = "cert", .where = LISTEN | TLS,
+      .type = LSV_OPT_STRING, .arg = "FILE",
+      .help = "certificate chain of the tls:// listeners\n"
+              "(PEM, the leaf first); SIGHUP re-reads it",
+      FLG(tls_cert), LST(tls.cert) },
+    { .name = "tls-key", .key = "key", .where = LISTEN | TLS,
+      .type = LSV_OPT_STRING, .arg = "FILE",
+      .help = "its private key (PEM)", FLG(tls_key), LST(tls.key) },
+    { .name = "tls-client-ca", .key = "client_ca", .where = LISTEN | TLS,
+      .type = LSV_OPT_STRING, .arg = "FILE",
+      .help = "ask TLS clients for a certificate issued by\n"
+              "a CA in FILE (PEM): mutual TLS",
+      FLG(tls_client_ca), LST(tls.client_ca) },
+    { .name = "tls-verify", .key = "verify", .where = LISTEN | TLS,
+      .type = LSV_OPT_ENUM, .choices = verifies, .def = "require",
+      .arg = "MODE",
+      .help = "with --tls-client-ca: require a client\n"
+              "certificate, or optional (one sent must\n"
+              "verify; default %D)",
+      FLG(tls_verify) },
+    { .name = "tls-alpn", .key = "alpn", .where = LISTEN | TLS,
+      .type = LSV_OPT_ALPN, .arg = "LIST",
+      .want = "a list of protocol names of 1 to 255 bytes, as in "
+              "{ \"h2\", \"http/1.1\" }",
+      .flag_want = "needs protocol names of 1 to 255 bytes, "
+                   "comma-separated, as in h2,http/1.1",
+      .help = "ALPN protocols the tls:// listeners agree\n"
+              "to, in preference order: h2,http/1.1",
+      FLG(tls_alpn) },
+    { .name = "tls-handshake-timeout", .key = "handshake_timeout",
+      .where = LISTEN | TLS, .type = LSV_OPT_SECONDS, .def = "10",
+      .arg = "SEC",
+      .help = "close a connection whose TLS handshake is\n"
+              "not done in SEC (default %D; 0 = never)",
+      FLG(tls_handshake_timeout), LST(tls.handshake_timeout) },
     { .name = "config", .short_name = 'c', .type = LSV_OPT_STRING,
       .arg = "FILE", .help = "read listeners and settings from FILE (Lua);\n"
                              "flags override it",
@@ -225,7 +264,10 @@ void lsv_options_usage(FILE *f)
         if (o->short_name) snprintf(lead, sizeof lead, "-%c, ", o->short_name);
         snprintf(flag, sizeof flag, "--%s%s%s", o->name, o->arg ? " " : "",
                  o->arg ? o->arg : "");
-        fprintf(f, "  %s%-22s ", lead, flag);
+        if (strlen(flag) > 22)   /* too long: its help on the next line */
+            fprintf(f, "  %s%s\n%29s", lead, flag, "");
+        else
+            fprintf(f, "  %s%-22s ", lead, flag);
         for (const char *s = o->help, *nl;; s = nl + 1) {
             nl = strchr(s, '\n');
             put_help(f, o, s, nl ? (size_t)(nl - s) : strlen(s));
@@ -244,7 +286,7 @@ void lsv_options_usage(FILE *f)
 
 static const char *const type_names[] = {
     "seconds", "bytes", "count", "flag", "string", "enum", "framing", "action",
-    "dicts"
+    "dicts", "list"
 };
 
 /* --list-options: a row a line, tab-separated: flag, short flag, config
