@@ -48,8 +48,7 @@ static void push_new(lua_State *L, const lsv_tls_info_t *i)
 
 void lsv_tls_push(lua_State *L, int idx, const lsv_conn_t *c)
 {
-    lsv_tls_info_t info;
-    if (c == NULL || !lsv_conn_tls_info(c, &info)) {
+    if (c == NULL) {
         lua_pushnil(L);
         return;
     }
@@ -66,7 +65,15 @@ void lsv_tls_push(lua_State *L, int idx, const lsv_conn_t *c)
     }
     lua_pushvalue(L, idx);
     if (lua_rawget(L, -2) == LUA_TNIL) {
+        /* Asked of the session only once: the names and the peer's
+         * certificate are formatted each time it is asked. */
+        lsv_tls_info_t info;
         lua_pop(L, 1);
+        if (!lsv_conn_tls_info(c, &info)) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            return;
+        }
         push_new(L, &info);
         lua_pushvalue(L, idx);
         lua_pushvalue(L, -2);
