@@ -204,12 +204,13 @@ describe("TLS listener", function()
         if skip("openssl", "curl") then return end
         local srv = start_tls{ script = "examples/http.lua" }
         local base = "https://127.0.0.1:" .. srv.port
-        local status, out = helpers.sh(("curl -sS -v --max-time %d --cacert %s " ..
-            "%s/hello/one %s/hello/two %s/static/hello.txt"):format(
+        local status, body, out = op.run("curl", ("-sS -v --max-time %d " ..
+            "--cacert %s %s/hello/one %s/hello/two %s/static/hello.txt"):format(
             20 * SLOW, q(tls.files().ca), base, base, base))
         assert.equal(0, status, out)
-        assert.truthy(out:find("Hello, one!Hello, two!" ..
-            helpers.read_file("examples/static/hello.txt"), 1, true), out)
+        -- the static file goes out by read and write: no sendfile over TLS
+        assert.equal("Hello, one!\nHello, two!\n" ..
+                     helpers.read_file("examples/static/hello.txt"), body)
         assert.equal(2, helpers.count(out, "Re-using existing connection"), out)
         assert.equal(1, helpers.count(out, "SSL connection using TLSv1.3"), out)
     end)
@@ -443,7 +444,7 @@ describe("TLS client certificates", function()
         -- no certificate, and one from another CA: refused
         _, out = py(srv.port, "ask", { "tls" })
         assert.not_matches("reply", out)
-        assert.matches("handshake failed|ssl error", out)
+        assert.matches("^handshake failed", out:gsub("^ssl error", "handshake failed"))
         _, out = py(srv.port, "ask", { "tls" }, { "--cert", f.other_client_cert,
                                                    "--key", f.other_client_key })
         assert.not_matches("reply", out)
