@@ -3,9 +3,10 @@
 -- keys; the mistakes that stop the start with exit status 2 and a clear
 -- message; a config file's tls listener with ALPN; the flags on -l
 -- tls:// listeners, with --proxy-protocol and under --workers 2. Real
--- clients: Python's ssl module and openssl s_client, against throwaway
--- certificates made here with the openssl command.
+-- clients: Python's ssl module, against the throwaway certificates of
+-- spec/fixtures/tls_util.lua (made with the openssl command).
 local helpers = require "helpers"
+local tls = require "fixtures.tls_util"
 
 local q = helpers.shell_quote
 local SCRIPT = "scripts/handle.lua"
@@ -14,39 +15,6 @@ local TIMEOUT = helpers.sanitize and 20 or 8
 
 local function have(cmd)
     return (helpers.sh("command -v " .. cmd)) == 0
-end
-
--- Throwaway certificates in a temp dir: a CA, a server certificate
--- (localhost and 127.0.0.1) signed by it, a client certificate signed by
--- it, and a key that matches neither. Returns their paths, or nil and why.
-local function make_certs()
-    local dir = helpers.tmpname(".tls")
-    local f = { dir = dir, ca = dir .. "/ca.pem", ca_key = dir .. "/ca.key",
-                cert = dir .. "/cert.pem", key = dir .. "/key.pem",
-                ccert = dir .. "/client.pem", ckey = dir .. "/client.key",
-                other_key = dir .. "/other.key" }
-    local ssl = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 "
-    local function sign(name, cn, ext)
-        local k, csr, crt = dir .. "/" .. name .. ".key",
-                            dir .. "/" .. name .. ".csr",
-                            dir .. "/" .. name .. ".pem"
-        return "openssl req -newkey rsa:2048 -nodes -subj /CN=" .. cn ..
-               " -keyout " .. q(k) .. " -out " .. q(csr) .. " && " ..
-               "openssl x509 -req -in " .. q(csr) .. " -CA " .. q(f.ca) ..
-               " -CAkey " .. q(f.ca_key) .. " -CAcreateserial -days 2" ..
-               " -out " .. q(crt) .. (ext and " -extfile " .. q(ext) or "")
-    end
-    local ext = dir .. "/san.ext"
-    local cmd = "mkdir -p " .. q(dir) .. " && printf " ..
-        q("subjectAltName=DNS:localhost,IP:127.0.0.1\n") .. " >" .. q(ext) ..
-        " && " .. ssl .. "-subj /CN=test-ca -keyout " .. q(f.ca_key) ..
-        " -out " .. q(f.ca) .. " && " .. sign("cert", "localhost", ext) ..
-        " && mv " .. q(dir .. "/cert.key") .. " " .. q(f.key) ..
-        " && " .. sign("client", "client") ..
-        " && openssl genpkey -algorithm RSA -out " .. q(f.other_key)
-    local status, out = helpers.sh(cmd)
-    if status ~= 0 then return nil, out end
-    return f
 end
 
 -- A TLS client (Python's ssl): connects to port, verifying the server
@@ -99,19 +67,20 @@ end
 describe("TLS options", function()
     local f, why
     lazy_setup(function()
-        if have("openssl") then f, why = make_certs() end
+        local ok
+        ok, why = tls.available()
+        if ok then f = tls.files() end
         client_file = helpers.write_file(helpers.tmpname(".py"),
                                          CLIENT:format(TIMEOUT))
     end)
     lazy_teardown(function()
-        if f then os.execute("rm -rf " .. q(f.dir)) end
         if client_file then os.remove(client_file) end
     end)
 
     -- Skips the test (pending, with why) without openssl or python3.
     local function need()
         if not f then
-            pending("no openssl to make certificates: " .. tostring(why))
+            pending("no certificates: " .. tostring(why))
             return false
         end
         if not have(PY) then
@@ -227,7 +196,7 @@ describe("TLS options", function()
                   :format(q(f.dir .. "/missing.pem"), q(f.key)),
                   "cannot load certificate")
             fails(("-l tls://127.0.0.1:0 --tls-cert %s --tls-key %s")
-                  :format(q(f.cert), q(f.other_key)), MISMATCH)
+                  :format(q(f.cert), q(f.wrong_key)), MISMATCH)
         end)
 
         it("also under --workers 2", function()
@@ -235,7 +204,7 @@ describe("TLS options", function()
             fails("--workers 2 -l tls://127.0.0.1:0 --tls-cert " .. q(f.cert),
                   "a tls listener needs cert and key")
             fails(("--workers 2 -l tls://127.0.0.1:0 --tls-cert %s " ..
-                   "--tls-key %s"):format(q(f.cert), q(f.other_key)),
+                   "--tls-key %s"):format(q(f.cert), q(f.wrong_key)),
                   MISMATCH)
         end)
     end)
@@ -290,7 +259,8 @@ listen { "tcp://127.0.0.1:0", handler = %q }
                      "--tls-alpn", "http/1.1" } }
         assert.equal("tls", srv.addrs[1].kind)
         assert.equal("tcp", srv.addrs[2].kind)
-        local status, out = tls_client(srv.ports[1], f.ca, { alpn = "h2,http/1.1" })
+        local status, out = tls_client(srv.ports[1], f.ca,
+                                       { alpn = "h2,http/1.1" })
         assert.equal(0, status, out)
         assert.truthy(out:find("ALPN=http/1.1\n", 1, true), out)
         assert.truthy(out:match("LINE=%[.-%] hello\n"), out)
@@ -298,8 +268,9 @@ listen { "tcp://127.0.0.1:0", handler = %q }
         local m = helpers.start_server{
             listen = { "tls://127.0.0.1:0" }, script = SCRIPT,
             args = { "--tls-cert", f.cert, "--tls-key", f.key,
-                     "--tls-client-ca", f.ca } }
-        status, out = tls_client(m.port, f.ca, { cert = f.ccert, key = f.ckey })
+                     "--tls-client-ca", f.client_ca } }
+        status, out = tls_client(m.port, f.ca, { cert = f.client_cert,
+                                                 key = f.client_key })
         assert.equal(0, status, out)
         assert.truthy(out:match("LINE=%[.-%] hello\n"), out)
         status, out = tls_client(m.port, f.ca)   -- no client certificate
@@ -309,8 +280,20 @@ listen { "tcp://127.0.0.1:0", handler = %q }
         local o = helpers.start_server{
             listen = { "tls://127.0.0.1:0" }, script = SCRIPT,
             args = { "--tls-cert", f.cert, "--tls-key", f.key,
-                     "--tls-client-ca", f.ca, "--tls-verify", "optional" } }
+                     "--tls-client-ca", f.client_ca, "--tls-verify",
+                     "optional" } }
         status, out = tls_client(o.port, f.ca)
+        assert.equal(0, status, out)
+        assert.truthy(out:match("LINE=%[.-%] hello\n"), out)
+    end)
+
+    it("serves a chain file: the leaf, then its intermediate", function()
+        if not need() then return end
+        local srv = helpers.start_server{
+            listen = { "tls://127.0.0.1:0" }, script = SCRIPT,
+            args = { "--tls-cert", f.chain, "--tls-key", f.chain_key } }
+        -- The client trusts the root only: the intermediate must be sent.
+        local status, out = tls_client(srv.port, f.ca)
         assert.equal(0, status, out)
         assert.truthy(out:match("LINE=%[.-%] hello\n"), out)
     end)
