@@ -347,5 +347,22 @@ listen { "tcp://127.0.0.1:0", handler = %q }
         assert.equal(40, helpers.count(out, "hello\n"), out)
         assert.truthy(out:find("LINE=worker 1 hello\n", 1, true), out)
         assert.truthy(out:find("LINE=worker 2 hello\n", 1, true), out)
+        -- A worker the master restarts builds its TLS anew and serves.
+        local before = helpers.children(srv.pid)
+        assert.equal(2, #before)
+        os.execute("kill -KILL " .. before[1])
+        assert.truthy(helpers.wait_for(function()
+            local now = helpers.children(srv.pid)
+            return #now == 2 and now[1] ~= before[1] and now[2] ~= before[1]
+        end, TIMEOUT), srv:log())
+        -- Until it listens, the other worker takes every connection.
+        local both = helpers.wait_for(function()
+            status, out = tls_client(srv.port, f.ca, { alpn = "h2",
+                                                       n = "20" })
+            return status == 0 and out:find("LINE=worker 1 hello\n", 1,
+                                            true) and
+                   out:find("LINE=worker 2 hello\n", 1, true)
+        end, TIMEOUT)
+        assert.truthy(both, out .. srv:log())
     end)
 end)
