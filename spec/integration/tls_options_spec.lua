@@ -22,7 +22,8 @@ end
 -- certificate), opts.proxy (a PROXY v1 header first, in plaintext).
 -- Sends "hello\n" and reads a line; opts.n = N does all that N times.
 -- Returns the exit status and its output: per connection,
--- "ALPN=<protocol or None>" and "LINE=<the reply>".
+-- "ALPN=<protocol or None>", "SERIAL=<the server certificate's, hex>"
+-- and "LINE=<the reply>".
 local CLIENT = [[
 import socket, ssl, sys
 port, ca = int(sys.argv[1]), sys.argv[2]
@@ -36,6 +37,7 @@ for _ in range(int(opts.get("n", "1"))):
         s.sendall(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
     t = ctx.wrap_socket(s, server_hostname="localhost")
     print("ALPN=%%s" %% t.selected_alpn_protocol())
+    print("SERIAL=%%s" %% t.getpeercert()["serialNumber"])
     t.sendall(b"hello\n")
     buf = b""
     while not buf.endswith(b"\n"):
@@ -57,6 +59,20 @@ end
 -- Writes a configuration file; returns its path.
 local function conf(text)
     return helpers.write_file(helpers.tmpname(".conf.lua"), text)
+end
+
+-- Starts luaserv -c cfg and waits for n ready lines; srv.port is the
+-- first tls listener's.
+local function start_cfg(cfg, n)
+    local srv = helpers.start_server{ listen = {}, args = { "-c", cfg },
+                                      expect_ready = false }
+    assert.truthy(helpers.wait_for(function()
+        return #helpers.ready(srv:log()) >= n
+    end, TIMEOUT), srv:log())
+    srv.port = tonumber(srv:log():match(
+        "luaserv: listening on tls 127%.0%.0%.1:(%d+)\n"))
+    assert.truthy(srv.port, srv:log())
+    return srv
 end
 
 -- Runs luaserv with the argument string to completion: status, output.
@@ -227,15 +243,8 @@ listen { "tls://127.0.0.1:0", handler = %q, cert = %q, key = %q,
          alpn = { "h2", "http/1.1" }, handshake_timeout = 5 }
 listen { "tcp://127.0.0.1:0", handler = %q }
 ]]):format(SCRIPT, f.cert, f.key, SCRIPT))
-        local srv = helpers.start_server{ listen = {}, args = { "-c", cfg },
-                                          expect_ready = false }
-        assert.truthy(helpers.wait_for(function()
-            return #helpers.ready(srv:log()) >= 2
-        end, TIMEOUT), srv:log())
-        local log = srv:log()
-        local port = tonumber(log:match(
-            "luaserv: listening on tls 127%.0%.0%.1:(%d+)\n"))
-        assert.truthy(port, log)
+        local srv = start_cfg(cfg, 2)
+        local log, port = srv:log(), srv.port
         assert.truthy(log:find("luaserv: listening on tcp 127.0.0.1:", 1,
                                true), log)
         local status, out = tls_client(port, f.ca, { alpn = "http/1.1,h2" })
@@ -249,6 +258,37 @@ listen { "tcp://127.0.0.1:0", handler = %q }
         status, out = tls_client(port, f.ca, { alpn = "spdy/3" })
         assert.equal(0, status, out)
         assert.truthy(out:find("ALPN=None\n", 1, true), out)
+    end)
+
+    it("re-reads a config file's certificate on SIGHUP", function()
+        if not need() then return end
+        local dir = helpers.tmpname(".certs")
+        os.execute("mkdir -p " .. q(dir))
+        finally(function() os.execute("rm -rf " .. q(dir)) end)
+        local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+        local function install(c, k)
+            assert(os.execute(("cp %s %s.new && mv %s.new %s && cp %s %s.new"
+                               .. " && mv %s.new %s"):format(q(c), q(cert),
+                               q(cert), q(cert), q(k), q(key), q(key),
+                               q(key))))
+        end
+        install(f.cert, f.key)
+        local cfg = conf(('listen { "tls://127.0.0.1:0", handler = %q, ' ..
+                          'cert = %q, key = %q }\n'):format(SCRIPT, cert, key))
+        local srv = start_cfg(cfg, 1)
+        local function serial()
+            local status, out = tls_client(srv.port, f.ca)
+            assert.equal(0, status, out)
+            return out:match("SERIAL=(%x+)")
+        end
+        assert.equal(tls.serial(f.cert):upper(), serial())
+        local c2, k2 = tls.issue()
+        install(c2, k2)
+        os.execute("kill -HUP " .. srv.pid)
+        assert.truthy(helpers.wait_for(function()
+            return srv:log():find("certificate reloaded", 1, true)
+        end, TIMEOUT), srv:log())
+        assert.equal(tls.serial(c2):upper(), serial())
     end)
 
     it("serves -l tls:// with the flags, and mutual TLS", function()
