@@ -15,6 +15,8 @@
 #include "script.h"
 #include "resolve.h"
 #include "sched.h"
+#include "sni_lua.h"
+#include "tls_lua.h"
 #include "upgrade.h"
 #include "server.h"
 #include "vm.h"
@@ -77,6 +79,7 @@ static const lsv_hooks_t hooks = {
     .turn = lsv_sched_run,
     .stopping = lsv_dispatch_stopping,
     .low_memory = lsv_dispatch_low_memory,
+    .sni = lsv_sni_select,
     .notify = lsv_notify,
 };
 
@@ -329,6 +332,7 @@ static void free_server(lsv_server_t *srv)
     ev_signal_stop(srv->loop, &sigint_watcher);
     ev_signal_stop(srv->loop, &sighup_watcher);
     lsv_sched_free_all(srv);
+    lsv_tls_cache_clear(srv);
     lsv_listener_free_all(srv);
     lsv_script_free_all(srv);
     lsv_vm_close(srv);

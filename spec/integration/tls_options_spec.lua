@@ -3,9 +3,10 @@
 -- keys; the mistakes that stop the start with exit status 2 and a clear
 -- message; a config file's tls listener with ALPN; the flags on -l
 -- tls:// listeners, with --proxy-protocol and under --workers 2. Real
--- clients: Python's ssl module and openssl s_client, against throwaway
--- certificates made here with the openssl command.
+-- clients: Python's ssl module, against the throwaway certificates of
+-- spec/fixtures/tls_util.lua (made with the openssl command).
 local helpers = require "helpers"
+local tls = require "fixtures.tls_util"
 
 local q = helpers.shell_quote
 local SCRIPT = "scripts/handle.lua"
@@ -16,45 +17,13 @@ local function have(cmd)
     return (helpers.sh("command -v " .. cmd)) == 0
 end
 
--- Throwaway certificates in a temp dir: a CA, a server certificate
--- (localhost and 127.0.0.1) signed by it, a client certificate signed by
--- it, and a key that matches neither. Returns their paths, or nil and why.
-local function make_certs()
-    local dir = helpers.tmpname(".tls")
-    local f = { dir = dir, ca = dir .. "/ca.pem", ca_key = dir .. "/ca.key",
-                cert = dir .. "/cert.pem", key = dir .. "/key.pem",
-                ccert = dir .. "/client.pem", ckey = dir .. "/client.key",
-                other_key = dir .. "/other.key" }
-    local ssl = "openssl req -x509 -newkey rsa:2048 -nodes -days 2 "
-    local function sign(name, cn, ext)
-        local k, csr, crt = dir .. "/" .. name .. ".key",
-                            dir .. "/" .. name .. ".csr",
-                            dir .. "/" .. name .. ".pem"
-        return "openssl req -newkey rsa:2048 -nodes -subj /CN=" .. cn ..
-               " -keyout " .. q(k) .. " -out " .. q(csr) .. " && " ..
-               "openssl x509 -req -in " .. q(csr) .. " -CA " .. q(f.ca) ..
-               " -CAkey " .. q(f.ca_key) .. " -CAcreateserial -days 2" ..
-               " -out " .. q(crt) .. (ext and " -extfile " .. q(ext) or "")
-    end
-    local ext = dir .. "/san.ext"
-    local cmd = "mkdir -p " .. q(dir) .. " && printf " ..
-        q("subjectAltName=DNS:localhost,IP:127.0.0.1\n") .. " >" .. q(ext) ..
-        " && " .. ssl .. "-subj /CN=test-ca -keyout " .. q(f.ca_key) ..
-        " -out " .. q(f.ca) .. " && " .. sign("cert", "localhost", ext) ..
-        " && mv " .. q(dir .. "/cert.key") .. " " .. q(f.key) ..
-        " && " .. sign("client", "client") ..
-        " && openssl genpkey -algorithm RSA -out " .. q(f.other_key)
-    local status, out = helpers.sh(cmd)
-    if status ~= 0 then return nil, out end
-    return f
-end
-
 -- A TLS client (Python's ssl): connects to port, verifying the server
 -- against ca; opts.alpn = { ... }, opts.cert/opts.key (a client
 -- certificate), opts.proxy (a PROXY v1 header first, in plaintext).
 -- Sends "hello\n" and reads a line; opts.n = N does all that N times.
 -- Returns the exit status and its output: per connection,
--- "ALPN=<protocol or None>" and "LINE=<the reply>".
+-- "ALPN=<protocol or None>", "SERIAL=<the server certificate's, hex>"
+-- and "LINE=<the reply>".
 local CLIENT = [[
 import socket, ssl, sys
 port, ca = int(sys.argv[1]), sys.argv[2]
@@ -68,6 +37,7 @@ for _ in range(int(opts.get("n", "1"))):
         s.sendall(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n")
     t = ctx.wrap_socket(s, server_hostname="localhost")
     print("ALPN=%%s" %% t.selected_alpn_protocol())
+    print("SERIAL=%%s" %% t.getpeercert()["serialNumber"])
     t.sendall(b"hello\n")
     buf = b""
     while not buf.endswith(b"\n"):
@@ -91,6 +61,20 @@ local function conf(text)
     return helpers.write_file(helpers.tmpname(".conf.lua"), text)
 end
 
+-- Starts luaserv -c cfg and waits for n ready lines; srv.port is the
+-- first tls listener's.
+local function start_cfg(cfg, n)
+    local srv = helpers.start_server{ listen = {}, args = { "-c", cfg },
+                                      expect_ready = false }
+    assert.truthy(helpers.wait_for(function()
+        return #helpers.ready(srv:log()) >= n
+    end, TIMEOUT), srv:log())
+    srv.port = tonumber(srv:log():match(
+        "luaserv: listening on tls 127%.0%.0%.1:(%d+)\n"))
+    assert.truthy(srv.port, srv:log())
+    return srv
+end
+
 -- Runs luaserv with the argument string to completion: status, output.
 local function run(args)
     return helpers.run(helpers.luaserv, args .. " " .. SCRIPT)
@@ -99,19 +83,20 @@ end
 describe("TLS options", function()
     local f, why
     lazy_setup(function()
-        if have("openssl") then f, why = make_certs() end
+        local ok
+        ok, why = tls.available()
+        if ok then f = tls.files() end
         client_file = helpers.write_file(helpers.tmpname(".py"),
                                          CLIENT:format(TIMEOUT))
     end)
     lazy_teardown(function()
-        if f then os.execute("rm -rf " .. q(f.dir)) end
         if client_file then os.remove(client_file) end
     end)
 
     -- Skips the test (pending, with why) without openssl or python3.
     local function need()
         if not f then
-            pending("no openssl to make certificates: " .. tostring(why))
+            pending("no certificates: " .. tostring(why))
             return false
         end
         if not have(PY) then
@@ -227,7 +212,7 @@ describe("TLS options", function()
                   :format(q(f.dir .. "/missing.pem"), q(f.key)),
                   "cannot load certificate")
             fails(("-l tls://127.0.0.1:0 --tls-cert %s --tls-key %s")
-                  :format(q(f.cert), q(f.other_key)), MISMATCH)
+                  :format(q(f.cert), q(f.wrong_key)), MISMATCH)
         end)
 
         it("also under --workers 2", function()
@@ -235,7 +220,7 @@ describe("TLS options", function()
             fails("--workers 2 -l tls://127.0.0.1:0 --tls-cert " .. q(f.cert),
                   "a tls listener needs cert and key")
             fails(("--workers 2 -l tls://127.0.0.1:0 --tls-cert %s " ..
-                   "--tls-key %s"):format(q(f.cert), q(f.other_key)),
+                   "--tls-key %s"):format(q(f.cert), q(f.wrong_key)),
                   MISMATCH)
         end)
     end)
@@ -258,15 +243,8 @@ listen { "tls://127.0.0.1:0", handler = %q, cert = %q, key = %q,
          alpn = { "h2", "http/1.1" }, handshake_timeout = 5 }
 listen { "tcp://127.0.0.1:0", handler = %q }
 ]]):format(SCRIPT, f.cert, f.key, SCRIPT))
-        local srv = helpers.start_server{ listen = {}, args = { "-c", cfg },
-                                          expect_ready = false }
-        assert.truthy(helpers.wait_for(function()
-            return #helpers.ready(srv:log()) >= 2
-        end, TIMEOUT), srv:log())
-        local log = srv:log()
-        local port = tonumber(log:match(
-            "luaserv: listening on tls 127%.0%.0%.1:(%d+)\n"))
-        assert.truthy(port, log)
+        local srv = start_cfg(cfg, 2)
+        local log, port = srv:log(), srv.port
         assert.truthy(log:find("luaserv: listening on tcp 127.0.0.1:", 1,
                                true), log)
         local status, out = tls_client(port, f.ca, { alpn = "http/1.1,h2" })
@@ -282,6 +260,37 @@ listen { "tcp://127.0.0.1:0", handler = %q }
         assert.truthy(out:find("ALPN=None\n", 1, true), out)
     end)
 
+    it("re-reads a config file's certificate on SIGHUP", function()
+        if not need() then return end
+        local dir = helpers.tmpname(".certs")
+        os.execute("mkdir -p " .. q(dir))
+        finally(function() os.execute("rm -rf " .. q(dir)) end)
+        local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+        local function install(c, k)
+            assert(os.execute(("cp %s %s.new && mv %s.new %s && cp %s %s.new"
+                               .. " && mv %s.new %s"):format(q(c), q(cert),
+                               q(cert), q(cert), q(k), q(key), q(key),
+                               q(key))))
+        end
+        install(f.cert, f.key)
+        local cfg = conf(('listen { "tls://127.0.0.1:0", handler = %q, ' ..
+                          'cert = %q, key = %q }\n'):format(SCRIPT, cert, key))
+        local srv = start_cfg(cfg, 1)
+        local function serial()
+            local status, out = tls_client(srv.port, f.ca)
+            assert.equal(0, status, out)
+            return out:match("SERIAL=(%x+)")
+        end
+        assert.equal(tls.serial(f.cert):upper(), serial())
+        local c2, k2 = tls.issue()
+        install(c2, k2)
+        os.execute("kill -HUP " .. srv.pid)
+        assert.truthy(helpers.wait_for(function()
+            return srv:log():find("certificate reloaded", 1, true)
+        end, TIMEOUT), srv:log())
+        assert.equal(tls.serial(c2):upper(), serial())
+    end)
+
     it("serves -l tls:// with the flags, and mutual TLS", function()
         if not need() then return end
         local srv = helpers.start_server{
@@ -290,7 +299,8 @@ listen { "tcp://127.0.0.1:0", handler = %q }
                      "--tls-alpn", "http/1.1" } }
         assert.equal("tls", srv.addrs[1].kind)
         assert.equal("tcp", srv.addrs[2].kind)
-        local status, out = tls_client(srv.ports[1], f.ca, { alpn = "h2,http/1.1" })
+        local status, out = tls_client(srv.ports[1], f.ca,
+                                       { alpn = "h2,http/1.1" })
         assert.equal(0, status, out)
         assert.truthy(out:find("ALPN=http/1.1\n", 1, true), out)
         assert.truthy(out:match("LINE=%[.-%] hello\n"), out)
@@ -298,8 +308,9 @@ listen { "tcp://127.0.0.1:0", handler = %q }
         local m = helpers.start_server{
             listen = { "tls://127.0.0.1:0" }, script = SCRIPT,
             args = { "--tls-cert", f.cert, "--tls-key", f.key,
-                     "--tls-client-ca", f.ca } }
-        status, out = tls_client(m.port, f.ca, { cert = f.ccert, key = f.ckey })
+                     "--tls-client-ca", f.client_ca } }
+        status, out = tls_client(m.port, f.ca, { cert = f.client_cert,
+                                                 key = f.client_key })
         assert.equal(0, status, out)
         assert.truthy(out:match("LINE=%[.-%] hello\n"), out)
         status, out = tls_client(m.port, f.ca)   -- no client certificate
@@ -309,8 +320,20 @@ listen { "tcp://127.0.0.1:0", handler = %q }
         local o = helpers.start_server{
             listen = { "tls://127.0.0.1:0" }, script = SCRIPT,
             args = { "--tls-cert", f.cert, "--tls-key", f.key,
-                     "--tls-client-ca", f.ca, "--tls-verify", "optional" } }
+                     "--tls-client-ca", f.client_ca, "--tls-verify",
+                     "optional" } }
         status, out = tls_client(o.port, f.ca)
+        assert.equal(0, status, out)
+        assert.truthy(out:match("LINE=%[.-%] hello\n"), out)
+    end)
+
+    it("serves a chain file: the leaf, then its intermediate", function()
+        if not need() then return end
+        local srv = helpers.start_server{
+            listen = { "tls://127.0.0.1:0" }, script = SCRIPT,
+            args = { "--tls-cert", f.chain, "--tls-key", f.chain_key } }
+        -- The client trusts the root only: the intermediate must be sent.
+        local status, out = tls_client(srv.port, f.ca)
         assert.equal(0, status, out)
         assert.truthy(out:match("LINE=%[.-%] hello\n"), out)
     end)
@@ -364,5 +387,22 @@ listen { "tcp://127.0.0.1:0", handler = %q }
         assert.equal(40, helpers.count(out, "hello\n"), out)
         assert.truthy(out:find("LINE=worker 1 hello\n", 1, true), out)
         assert.truthy(out:find("LINE=worker 2 hello\n", 1, true), out)
+        -- A worker the master restarts builds its TLS anew and serves.
+        local before = helpers.children(srv.pid)
+        assert.equal(2, #before)
+        os.execute("kill -KILL " .. before[1])
+        assert.truthy(helpers.wait_for(function()
+            local now = helpers.children(srv.pid)
+            return #now == 2 and now[1] ~= before[1] and now[2] ~= before[1]
+        end, TIMEOUT), srv:log())
+        -- Until it listens, the other worker takes every connection.
+        local both = helpers.wait_for(function()
+            status, out = tls_client(srv.port, f.ca, { alpn = "h2",
+                                                       n = "20" })
+            return status == 0 and out:find("LINE=worker 1 hello\n", 1,
+                                            true) and
+                   out:find("LINE=worker 2 hello\n", 1, true)
+        end, TIMEOUT)
+        assert.truthy(both, out .. srv:log())
     end)
 end)

@@ -324,7 +324,9 @@ int lsv_vm_parse_framing(lua_State *L, int idx, lsv_frame_spec_t *spec,
 /* Fields the core knows; a present one must be a function. */
 static const char *const handler_fns[] = {
     "on_accept", "on_connect", "on_message", "on_close", "on_error",
-    "on_timeout", "on_load", "on_reload", "on_stop", "handle", NULL
+    "on_timeout", "on_load", "on_reload", "on_stop", "handle",
+    "on_sni",
+    NULL
 };
 
 /* Checks the handler table at the top of the stack. */
