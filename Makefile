@@ -43,6 +43,7 @@ LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
           lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
 LUA_SRC += lua/proxy_lua
+LUA_SRC += lua/connect_tls
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
