@@ -25,6 +25,7 @@ local function big(n)
     for i = 1, n // 65536 do
         blocks[i] = ("%08d"):format(i) ..
                     string.rep(string.char(65 + i % 26), 65528)
+        if i % 32 == 0 then luaserv.sleep(0) end  -- under --handler-timeout
     end
     return table.concat(blocks)
 end
@@ -187,7 +188,9 @@ describe("luaserv.connect with tls", function()
             return
         end
         f = tls.files()
-        driver = helpers.start_server{ source = DRIVER }
+        -- the 24 MiB check's concat and compare run without a yield
+        driver = helpers.start_server{ source = DRIVER,
+                                       args = { "--handler-timeout", "30" } }
     end)
     lazy_teardown(function()
         if driver then assert.equal(0, driver:stop()) end
