@@ -119,19 +119,18 @@ while True:
 
 local echo_py
 
--- Starts the echo server with cert and key; stopped (by PID) when the
--- test ends. Returns { port =, log = function }.
-local function echo_server(cert, key)
-    echo_py = echo_py or helpers.write_file(helpers.tmpname(".py"), ECHO)
+-- Runs shell command cmd (its output to a log) until the test ends,
+-- then kills it by PID. Returns { port =, log = function } once the log
+-- shows a port (port_pattern captures it).
+local function background(cmd, port_pattern)
     local base = helpers.tmpname()
     local log, pidf = base .. ".log", base .. ".pid"
     os.execute(("sh -c %s >/dev/null 2>&1"):format(q(
-        ("%s -u %s %s %s >%s 2>&1 </dev/null & echo $! >%s"):format(
-            PYTHON, q(echo_py), q(cert), q(key), q(log), q(pidf)))))
+        ("%s >%s 2>&1 </dev/null & echo $! >%s"):format(cmd, q(log), q(pidf)))))
     local pid = helpers.wait_until(function()
         local p = helpers.read_file(pidf)
         return p and p:match("%d+")
-    end, 10, "the echo server's pid")
+    end, 10, "a pid: " .. cmd)
     helpers.defer(function()
         os.execute("kill " .. pid .. " 2>/dev/null")
         os.remove(log)
@@ -139,9 +138,25 @@ local function echo_server(cert, key)
     end)
     local port = helpers.wait_until(function()
         local l = helpers.read_file(log)
-        return l and tonumber(l:match("PORT (%d+)"))
-    end, 10, "the echo server's port")
+        return l and tonumber(l:match(port_pattern))
+    end, 10, "a port: " .. cmd)
     return { port = port, log = function() return helpers.read_file(log) or "" end }
+end
+
+-- The Python echo server with cert and key.
+local function echo_server(cert, key)
+    echo_py = echo_py or helpers.write_file(helpers.tmpname(".py"), ECHO)
+    return background(("%s -u %s %s %s"):format(PYTHON, q(echo_py), q(cert),
+                                                 q(key)), "PORT (%d+)")
+end
+
+-- `openssl s_server -rev` (each line back reversed) with cert and key,
+-- for one connection (its log is flushed when it exits).
+local function s_server(cert, key)
+    return background(("openssl s_server -accept 127.0.0.1:0 -cert %s " ..
+                       "-key %s -rev -alpn h2,http/1.1 -naccept 1")
+                      :format(q(cert), q(key)),
+                      "ACCEPT 127%.0%.0%.1:(%d+)")
 end
 
 -- Sends one request (a Lua table literal) to the driver; its answer.
@@ -215,6 +230,24 @@ describe("luaserv.connect with tls", function()
         reply = ask(driver, req("127.0.0.1", srv.port, opts))
         assert.matches("^OK hello alpn=", reply)
         assert.matches("SNI None\n", srv.log())
+    end)
+
+    it("talks to openssl s_server, ALPN agreed", function()
+        if skip then return end
+        local srv = s_server(f.cert, f.key)
+        local opts = ("{ tls = true, ca = %q, alpn = { 'h2' } }"):format(f.ca)
+        local reply = ask(driver, req("localhost", srv.port, opts,
+                                      ", text = 'hello over tls'"))
+        assert.matches("^OK slt revo olleh alpn=", reply)
+        helpers.wait_until(function()
+            return srv.log():find("ALPN protocols selected: h2", 1, true)
+        end, TIMEOUT, "s_server's ALPN line")
+        local alpn = reply:match("alpn=(%S+)")
+        if alpn ~= "-" then assert.equal("h2", alpn) end   -- with conn.tls
+        -- and a server whose certificate no store trusts
+        local self = s_server(f.self_cert, f.self_key)
+        assert.matches("^ERR tls: certificate verify failed: self%-signed ",
+                       ask(driver, req("localhost", self.port, "{ tls = true }")))
     end)
 
     it("fails verification against the system store for a self-signed server", function()
