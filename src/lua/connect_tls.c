@@ -66,9 +66,11 @@ void lsv_connect_tls_opts(lua_State *L, int idx, lsv_connect_tls_t *o)
             lua_pop(L, 1);
             continue;
         }
-        luaL_argcheck(L, o->on, idx, "sni, verify, ca and alpn need tls = true");
+        luaL_argcheck(L, o->on, idx,
+                      "sni, verify, ca and alpn need tls = true");
         if (i == 1) {
-            luaL_argcheck(L, t == LUA_TBOOLEAN, idx, "verify must be a boolean");
+            luaL_argcheck(L, t == LUA_TBOOLEAN, idx,
+                          "verify must be a boolean");
             o->verify = lua_toboolean(L, -1);
         } else if (i == 3) {
             read_alpn(L, idx, o);
