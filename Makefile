@@ -45,6 +45,7 @@ LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
 LUA_SRC += lua/proxy_lua
 LUA_SRC += lua/tls_lua lua/sni_lua
+LUA_SRC += lua/connect_tls
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
 OPS_SRC += ops/options_table ops/config_tls
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)

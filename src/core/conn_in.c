@@ -272,11 +272,16 @@ void lsv_conn_read_held(lsv_conn_t *c)
 }
 
 /* c's socket is writable or readable or both: output first (a connect's
- * end comes this way), then input unless c closed meanwhile. */
+ * end comes this way), then input unless c closed meanwhile. While an
+ * outbound conn's handshake runs, either event is the handshake's. */
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     lsv_conn_t *c = container_of(w, lsv_conn_t, io);
+    if (unlikely(c->flags & LSV_CONN_HANDSHAKE)) {
+        lsv_conn_handshake_step(c);      /* may free c */
+        return;
+    }
     if (revents & EV_WRITE) {
         if (!(revents & EV_READ)) {
             lsv_conn_writable(c);
@@ -301,7 +306,9 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
  * read cannot spin the loop. */
 static void conn_input(lsv_conn_t *c)
 {
-    if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_CONNECTING)) return;
+    if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_CONNECTING |
+                    LSV_CONN_HANDSHAKE))
+        return;
     int rc = LSV_AGAIN;
     if ((c->flags & LSV_CONN_READING) &&
         ((c->flags & LSV_CONN_PULL) || c->in.len < LSV_READ_SIZE ||
