@@ -347,6 +347,55 @@ with open(%q, "a") as o: o.write("2 %%s\n" %% second)
             assert.equal(rot_serial, select(2, served(srv.port)))
             assert.equal(0, srv:stop())
         end)
+        -- Starts the whoami fixture (a copy the test may break) on live
+        -- files in dir with extra args; rotates them to a fresh cert
+        -- and returns the server, the old and the new serial.
+        local function rotate_setup(extra, live)
+            copy(f.cert, live .. ".pem")
+            copy(f.key, live .. ".key")
+            copy(WHOAMI, live .. ".lua")
+            local args = { "--tls-cert", path(live .. ".pem"), "--tls-key",
+                           path(live .. ".key") }
+            for _, a in ipairs(extra) do args[#args + 1] = a end
+            local srv = helpers.start_server{ script = path(live .. ".lua"),
+                                              listen = { "tls://127.0.0.1:0" },
+                                              args = args }
+            local serial = tls.serial(f.cert)
+            assert.equal(serial, select(2, served(srv.port)))
+            local rot, rot_key, rot_serial = tls.issue()
+            copy(rot, live .. ".pem")
+            copy(rot_key, live .. ".key")
+            return srv, serial, rot_serial
+        end
+
+        it("reloads the certificate in every worker (--workers 2)", function()
+            local srv, _, rot_serial = rotate_setup({ "--workers", "2" }, "w")
+            assert(os.execute("kill -HUP " .. srv.pid))
+            helpers.wait_until(function()
+                return helpers.count(srv:log(), "certificate reloaded") == 2
+            end, 10 * SLOW, "both workers' reload lines")
+            for _ = 1, 6 do     -- whichever worker accepts
+                assert.equal(rot_serial, select(2, served(srv.port)))
+            end
+        end)
+
+        it("reloads the certificate when the script's reload fails", function()
+            for _, workers in ipairs({ "1", "2" }) do
+                local srv, _, rot_serial = rotate_setup({ "--workers", workers },
+                                                        "f" .. workers)
+                helpers.write_file(path("f" .. workers .. ".lua"), "return (\n")
+                assert(os.execute("kill -HUP " .. srv.pid))
+                helpers.wait_until(function()
+                    return helpers.count(srv:log(), "certificate reloaded")
+                           == tonumber(workers)
+                end, 10 * SLOW, "the reload lines of " .. workers .. " worker(s)")
+                assert.matches("reload of [^\n]* failed", srv:log())
+                for _ = 1, 4 do
+                    assert.equal(rot_serial, select(2, served(srv.port)))
+                end
+                srv:stop("KILL")
+            end
+        end)
     end)
 
     describe("metrics", function()
