@@ -99,11 +99,14 @@ local function wait_log(srv, pattern, what)
     end, 10 * SLOW, what or pattern)
 end
 
--- The port of the first listener of kind in srv's ready lines.
+-- The port of the first listener of kind in srv's ready lines (waiting
+-- for its line: start_server waits only for the -l ones).
 local function port_of(srv, kind)
-    for i, a in ipairs(srv.addrs) do
-        if a.kind == kind then return srv.ports[i] end
-    end
+    return tonumber(helpers.wait_until(function()
+        for _, a in ipairs(helpers.ready(srv:log())) do
+            if a.kind == kind then return a.addr:match(":(%d+)$") end
+        end
+    end, 10 * SLOW, "the " .. kind .. " ready line"))
 end
 
 local function luaserv_has(flag)
@@ -432,7 +435,9 @@ with open(%q, "a") as o: o.write("2 %%s\n" %% second)
         end)
 
         it("labels and sums them by worker under --workers", function()
-            local srv = start({ "--workers", "2", "--metrics", "127.0.0.1:0" })
+            local sock = helpers.tmpname(".sock")
+            local srv = start({ "--workers", "2", "--metrics", "127.0.0.1:0",
+                                "--admin", "unix:" .. sock })
             local port = port_of(srv, "tls")
             for _ = 1, 4 do tls_info(port) end
             local mport = port_of(srv, "tcp")
@@ -450,6 +455,10 @@ with open(%q, "a") as o: o.write("2 %%s\n" %% second)
             assert.equal(4, w1 + w2)
             assert.is_number(op.sample(body, "luaserv_tls_handshake_failures_total",
                                        l:sub(1, -2) .. '",reason="sni",worker="all"'))
+            -- admin stats sums them too
+            local _, stats = helpers.run(helpers.cli, "--admin " .. q(sock) .. " stats")
+            assert.matches("listener tls://127.0.0.1:" .. port .. " [^\n]* "
+                           .. "tls_handshakes=4 tls_resumed=0 tls_failures=0", stats)
         end)
     end)
 
