@@ -199,6 +199,17 @@ describe("TLS listener", function()
         assert.matches("depth=1 CN = luaserv test intermediate", err, 1, true)
     end)
 
+    it("serves 40 TLS conns under --workers 2", function()
+        if skip("openssl", PY) then return end
+        local srv = start_tls{ script = "scripts/handle.lua",
+                               args = { "--workers", "2" } }
+        helpers.wait_until(function() return #helpers.children(srv.pid) == 2 end,
+                           10 * SLOW, "two workers")
+        local _, out = py(srv.port, "loop", { "40", "4" })
+        assert.equal("loop ok=40 bad=0 first_error=None\n", out)
+        assert.equal(0, srv:stop())
+    end)
+
     it("serves examples/http.lua to curl --cacert, keeping the connection",
        function()
         if skip("openssl", "curl") then return end
@@ -290,13 +301,19 @@ describe("TLS with Python's ssl module, stream style", function()
                        "after b'after\\n'\n$", out)
     end)
 
-    it("delivers a last line cut off by close_notify, then END closed",
-       function()
-        if skip("openssl", PY) then return end
-        local srv = start_tls{ script = STREAM }
-        local _, out = py(srv.port, "partial")
-        assert.equal("rest b'no newline\\nEND closed\\n'\nend close_notify\n", out)
-    end)
+    for _, when in ipairs({ "apart", "together" }) do
+        it("delivers a last line cut off by close_notify (" .. when ..
+           " in TCP), then END closed", function()
+            if skip("openssl", PY) then return end
+            local srv = start_tls{ script = STREAM }
+            -- "together": the close_notify comes in the same read as the
+            -- line; no socket event will tell of it again
+            local _, out = py(srv.port, "partial", { when },
+                              { "--timeout", tostring(5 * SLOW) })
+            assert.equal("rest b'no newline\\nEND closed\\n'\nend close_notify\n",
+                         out)
+        end)
+    end
 
     for _, how in ipairs({ "notify", "fin" }) do
         it("ends a frame cut off by " .. (how == "fin" and "a TCP FIN" or
@@ -479,15 +496,18 @@ describe("TLS certificate rotation", function()
         if key then helpers.write_file(dst.key, helpers.read_file(key)) end
     end
 
-    it("serves a replaced certificate after SIGHUP; open conns keep going; "
-       .. "a bad one keeps the old", function()
+    it("serves a replaced certificate after SIGHUP and admin reload; open "
+       .. "conns keep going; a bad one keeps the old", function()
         if skip("openssl", PY) then return end
         local f = tls.files()
         local dst = { cert = f.dir .. "/rot" .. os.time() .. ".crt" }
         dst.key = dst.cert:gsub("crt$", "key")
         local c1, k1, s1 = tls.issue()
         install(dst, c1, k1)
-        local srv = start_tls{ script = STREAM, cert = dst.cert, key = dst.key }
+        local admin = op.sock_path()
+        helpers.defer(function() os.remove(admin) end)
+        local srv = start_tls{ script = STREAM, cert = dst.cert, key = dst.key,
+                               args = { "--admin", "unix:" .. admin }, announce = 2 }
         assert.equal(s1, (served_serial(srv.port)))
         local go = helpers.tmpname(".go")
         local out, wait = py_bg(srv.port, "hold", { go, "one", "two" })
@@ -521,6 +541,15 @@ describe("TLS certificate rotation", function()
         end, 10 * SLOW, "the second failed reload")
         assert.equal(s2, (served_serial(srv.port)))
         assert.is_true(srv:alive())
+        -- admin reload reads the files again too
+        local c4, k4, s4 = tls.issue()
+        install(dst, c4, k4)
+        local status = op.admin_cmd(admin, "reload")
+        assert.equal("ok", status)
+        helpers.wait_until(function()
+            return helpers.count(srv:log(), "certificate reloaded") >= 2
+        end, 10 * SLOW, "the reload by admin")
+        assert.equal(s4, (served_serial(srv.port)))
         assert.equal(0, srv:stop())
     end)
 end)
