@@ -99,11 +99,14 @@ local function wait_log(srv, pattern, what)
     end, 10 * SLOW, what or pattern)
 end
 
--- The port of the first listener of kind in srv's ready lines.
+-- The port of the first listener of kind in srv's ready lines (waiting
+-- for its line: start_server waits only for the -l ones).
 local function port_of(srv, kind)
-    for i, a in ipairs(srv.addrs) do
-        if a.kind == kind then return srv.ports[i] end
-    end
+    return tonumber(helpers.wait_until(function()
+        for _, a in ipairs(helpers.ready(srv:log())) do
+            if a.kind == kind then return a.addr:match(":(%d+)$") end
+        end
+    end, 10 * SLOW, "the " .. kind .. " ready line"))
 end
 
 local function luaserv_has(flag)
@@ -224,6 +227,8 @@ describe_tls("TLS in the handler layer", function()
             wait_log(srv, 'on_sni("b.test")')
             os.rename(path("b.pem.away"), path("b.pem"))
             assert.matches("CN ?= ?b%.test", (served(srv.port, "b.test")))
+            -- a clean exit frees the cache (SANITIZE=1: no leak reported)
+            assert.equal(0, srv:stop())
         end)
 
         it("fails the handshake on an error, and serves on", function()
@@ -252,6 +257,7 @@ describe_tls("TLS in the handler layer", function()
             assert.equal(4, op.sample(body, "luaserv_tls_handshake_failures_total",
                                       'listener="tls://127.0.0.1:' .. port
                                       .. '",reason="sni"'))
+            assert.equal(0, srv:stop())
         end)
     end)
 
@@ -342,6 +348,56 @@ with open(%q, "a") as o: o.write("2 %%s\n" %% second)
             assert(os.execute("kill -HUP " .. srv.pid))
             wait_log(srv, "certificate reloaded")
             assert.equal(rot_serial, select(2, served(srv.port)))
+            assert.equal(0, srv:stop())
+        end)
+        -- Starts the whoami fixture (a copy the test may break) on live
+        -- files in dir with extra args; rotates them to a fresh cert
+        -- and returns the server, the old and the new serial.
+        local function rotate_setup(extra, live)
+            copy(f.cert, live .. ".pem")
+            copy(f.key, live .. ".key")
+            copy(WHOAMI, live .. ".lua")
+            local args = { "--tls-cert", path(live .. ".pem"), "--tls-key",
+                           path(live .. ".key") }
+            for _, a in ipairs(extra) do args[#args + 1] = a end
+            local srv = helpers.start_server{ script = path(live .. ".lua"),
+                                              listen = { "tls://127.0.0.1:0" },
+                                              args = args }
+            local serial = tls.serial(f.cert)
+            assert.equal(serial, select(2, served(srv.port)))
+            local rot, rot_key, rot_serial = tls.issue()
+            copy(rot, live .. ".pem")
+            copy(rot_key, live .. ".key")
+            return srv, serial, rot_serial
+        end
+
+        it("reloads the certificate in every worker (--workers 2)", function()
+            local srv, _, rot_serial = rotate_setup({ "--workers", "2" }, "w")
+            assert(os.execute("kill -HUP " .. srv.pid))
+            helpers.wait_until(function()
+                return helpers.count(srv:log(), "certificate reloaded") == 2
+            end, 10 * SLOW, "both workers' reload lines")
+            for _ = 1, 6 do     -- whichever worker accepts
+                assert.equal(rot_serial, select(2, served(srv.port)))
+            end
+        end)
+
+        it("reloads the certificate when the script's reload fails", function()
+            for _, workers in ipairs({ "1", "2" }) do
+                local srv, _, rot_serial = rotate_setup({ "--workers", workers },
+                                                        "f" .. workers)
+                helpers.write_file(path("f" .. workers .. ".lua"), "return (\n")
+                assert(os.execute("kill -HUP " .. srv.pid))
+                helpers.wait_until(function()
+                    return helpers.count(srv:log(), "certificate reloaded")
+                           == tonumber(workers)
+                end, 10 * SLOW, "the reload lines of " .. workers .. " worker(s)")
+                assert.matches("reload of [^\n]* failed", srv:log())
+                for _ = 1, 4 do
+                    assert.equal(rot_serial, select(2, served(srv.port)))
+                end
+                srv:stop("KILL")
+            end
         end)
     end)
 
@@ -379,7 +435,9 @@ with open(%q, "a") as o: o.write("2 %%s\n" %% second)
         end)
 
         it("labels and sums them by worker under --workers", function()
-            local srv = start({ "--workers", "2", "--metrics", "127.0.0.1:0" })
+            local sock = helpers.tmpname(".sock")
+            local srv = start({ "--workers", "2", "--metrics", "127.0.0.1:0",
+                                "--admin", "unix:" .. sock })
             local port = port_of(srv, "tls")
             for _ = 1, 4 do tls_info(port) end
             local mport = port_of(srv, "tcp")
@@ -397,6 +455,10 @@ with open(%q, "a") as o: o.write("2 %%s\n" %% second)
             assert.equal(4, w1 + w2)
             assert.is_number(op.sample(body, "luaserv_tls_handshake_failures_total",
                                        l:sub(1, -2) .. '",reason="sni",worker="all"'))
+            -- admin stats sums them too
+            local _, stats = helpers.run(helpers.cli, "--admin " .. q(sock) .. " stats")
+            assert.matches("listener tls://127.0.0.1:" .. port .. " [^\n]* "
+                           .. "tls_handshakes=4 tls_resumed=0 tls_failures=0", stats)
         end)
     end)
 

@@ -141,7 +141,8 @@ int lsv_net_parse(const char *spec, lsv_addr_t *a, char err[LSV_ERRLEN])
             return bad_address(spec, reason, err);
         }
         /* "udp:host:port" would otherwise read as an unbracketed IPv6 host */
-        if (strncmp(spec, "tcp:", 4) == 0 || strncmp(spec, "udp:", 4) == 0) {
+        if (strncmp(spec, "tcp:", 4) == 0 || strncmp(spec, "udp:", 4) == 0 ||
+            strncmp(spec, "tls:", 4) == 0) {
             snprintf(reason, sizeof reason, "expected %.3s://HOST:PORT",
                      spec);
             return bad_address(spec, reason, err);

@@ -163,6 +163,22 @@ static int resolve(lua_State *L, int idx, const lsv_flags_t *f,
     return LSV_OK;
 }
 
+/* Builds e's context once and drops it, so a certificate or key that
+ * does not load fails the start here, said once, rather than in every
+ * worker (each builds its own after the fork), and --check says so too.
+ * Returns LSV_ERR after printing. */
+static int try_ctx(const lsv_plan_entry_t *e)
+{
+    char err[LSV_ERRLEN];
+    lsv_tls_ctx_t *x = lsv_tls_server_ctx(&e->tls, err);
+    if (x == NULL) {
+        fprintf(stderr, "luaserv: %s\n", err);
+        return LSV_ERR;
+    }
+    lsv_tls_ctx_unref(x);
+    return LSV_OK;
+}
+
 int lsv_config_tls_plan(lsv_server_t *srv, const lsv_flags_t *f,
                         lsv_plan_t *p)
 {
@@ -178,6 +194,8 @@ int lsv_config_tls_plan(lsv_server_t *srv, const lsv_flags_t *f,
         if (e->addr.tls) {
             any = 1;
             rc = resolve(L, idx, f, p, e, flag_alpn, flag_alpn_len);
+            if (rc == LSV_OK && (srv->opt.workers != 1 || f->check))
+                rc = try_ctx(e);
         } else if (idx) {
             rc = no_tls_keys(L, idx, p, e);
         }
