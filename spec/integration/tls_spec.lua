@@ -637,6 +637,36 @@ describe("TLS port under hostile and silent peers", function()
         local _, ask = py(srv.port, "ask", { "next" })
         assert.equal("reply b'next\\n'\n", ask)
     end)
+    it("pauses pipelined callbacks at the high-water mark over TLS and "
+       .. "loses no reply", function()
+        if skip("openssl", PY) then return end
+        local admin = op.sock_path()
+        helpers.defer(function() os.remove(admin) end)
+        local srv = start_tls{ script = "spec/fixtures/big_replies.lua",
+                               args = { "--admin", "unix:" .. admin }, announce = 2 }
+        local before = srv:rss_kib()
+        local go = helpers.tmpname(".go")
+        helpers.defer(function() os.remove(go) end)
+        -- 1,000 lines asking for 64 KiB each: 64 MiB of replies
+        local out, wait = py_bg(srv.port, "pipeline", { go, "1000" })
+        wait_text(out, "sent")
+        local listener = "tls://127.0.0.1:" .. srv.port
+        local last, since, peak = -1, helpers.now(), 0
+        -- until the count of messages handled stays put for a second
+        helpers.wait_until(function()
+            peak = math.max(peak, srv:rss_kib() or 0)
+            local _, body = op.admin_cmd(admin, "conns")
+            local n = tonumber((body or ""):match(listener:gsub("%p", "%%%0") ..
+                                                  " [^\n]*messages=(%d+)"))
+            if n ~= last then last, since = n, helpers.now() end
+            return n and helpers.now() - since > 1
+        end, 20 * SLOW, "the callbacks to pause")
+        assert.is_true(last < 1000, "handled " .. tostring(last))
+        assert.is_true(helpers.sanitize or peak - before < 24 * 1024,
+                       ("rss %d -> %d KiB"):format(before, peak))
+        helpers.write_file(go, "")
+        assert.equal("sent\npipeline 1000 ok\n", wait())
+    end)
 end)
 
 describe("TLS graceful stop", function()
