@@ -411,6 +411,34 @@ describe("TLS SNI", function()
         assert.equal(4, calls, log)
     end)
 
+    it("reads on_sni's files once, and again after a reload", function()
+        if skip("openssl") then return end
+        local f = tls.files()
+        local cert = f.dir .. "/sni" .. os.time() .. ".crt"
+        local key = cert:gsub("crt$", "key")
+        local c1, k1, s1 = tls.issue(nil, "b.test")
+        helpers.write_file(cert, helpers.read_file(c1))
+        helpers.write_file(key, helpers.read_file(k1))
+        local srv = start_tls{ script = STREAM, env = ("TLS_B_CERT=%s TLS_B_KEY=%s ")
+                                   :format(q(cert), q(key)) }
+        local function serial()
+            local _, _, out = served_cert(srv.port, "b.test")
+            return out:match("\nsubject=CN=b.test\n") and
+                   tls.run("printf '%s' " .. q(out) .. " | openssl x509 -noout -serial")
+                       :match("serial=(%x+)")
+        end
+        assert.equal(s1, serial())
+        local c2, k2, s2 = tls.issue(nil, "b.test")
+        helpers.write_file(cert, helpers.read_file(c2))
+        helpers.write_file(key, helpers.read_file(k2))
+        assert.equal(s1, serial())          -- cached by (cert, key) paths
+        assert(os.execute("kill -HUP " .. srv.pid))
+        helpers.wait_until(function()
+            return srv:log():find("certificate reloaded", 1, true)
+        end, 10 * SLOW, "the reload")
+        assert.equal(s2, serial())
+    end)
+
     it("verifies b.test's certificate as b.test and shows conn.tls.sni",
        function()
         if skip("openssl", PY) then return end
