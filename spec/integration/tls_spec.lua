@@ -665,6 +665,24 @@ describe("TLS port under hostile and silent peers", function()
         local _, ask = py(srv.port, "ask", { "next" })
         assert.equal("reply b'next\\n'\n", ask)
     end)
+    it("holds an idle TLS conn in under 20 KiB (no idle record buffers)",
+       function()
+        if skip("openssl", PY) then return end
+        if helpers.sanitize then return pending("RSS means nothing under ASan") end
+        local srv = start_tls{ script = "scripts/handle.lua" }
+        py(srv.port, "ask", { "warm" })
+        local before = srv:rss_kib()
+        local go = helpers.tmpname(".go")
+        helpers.defer(function() os.remove(go) end)
+        local out, wait = py_bg(srv.port, "many_idle", { go, "300" })
+        wait_text(out, "open 300", 30)
+        local per = (srv:rss_kib() - before) / 300
+        helpers.write_file(go, "")
+        wait()
+        -- measured: 15 KiB with SSL_MODE_RELEASE_BUFFERS, 26 KiB without
+        assert.is_true(per < 20, ("%.1f KiB per idle TLS conn"):format(per))
+    end)
+
     it("pauses pipelined callbacks at the high-water mark over TLS and "
        .. "loses no reply", function()
         if skip("openssl", PY) then return end
