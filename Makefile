@@ -38,6 +38,7 @@ CORE_SRC += core/sha1 core/base64
 CORE_SRC += core/handshake
 CORE_SRC += core/proxy
 CORE_SRC += core/tls core/tls_client
+CORE_SRC += core/tls_stage
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \

@@ -312,7 +312,7 @@ static void start_serving(lsv_server_t *srv, lsv_plan_t *plan)
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         const char *n = l->name;
         const char *sep = strstr(n, "://");
-        lsv_log_ready(lsv_net_kind_name(l->addr.kind),
+        lsv_log_ready(lsv_net_scheme(&l->addr),
                       sep ? sep + 3 : strchr(n, ':') + 1);
     }
     lsv_info("serving %s (pid %d)", plan->main_script, (int)getpid());

@@ -235,9 +235,16 @@ static int read_some(lsv_conn_t *c)
     }
     for (;;) {
         size_t avail = lsv_buf_avail(&c->in);
+        size_t want = avail < room ? avail : room;
         ssize_t n = c->transport->read(c, c->in.data + c->in.start +
-                                       c->in.len, avail < room ? avail : room);
+                                       c->in.len, want);
         if (likely(n > 0)) {
+            /* A read that filled its room may have left bytes in the
+             * transport (TLS records decrypted ahead), which no socket
+             * event will announce. */
+            if ((size_t)n == want && c->transport->pending &&
+                c->transport->pending(c))
+                lsv_conn_schedule_read(c);
             lsv_buf_commit(&c->in, (size_t)n);
             c->listener->stats.bytes_in += (uint64_t)n;
             c->nin += (uint64_t)n;
@@ -256,6 +263,12 @@ static int read_some(lsv_conn_t *c)
         lsv_conn_abort(c, "reset");
         return LSV_ERR;
     }
+}
+
+void lsv_conn_read_held(lsv_conn_t *c)
+{
+    if (c->transport->pending && c->transport->pending(c))
+        lsv_conn_schedule_read(c);
 }
 
 /* c's socket is writable or readable or both: output first (a connect's
@@ -295,6 +308,11 @@ static void conn_input(lsv_conn_t *c)
          (c->flags & LSV_CONN_PARTIAL))) {
         rc = read_some(c);
         if (rc == LSV_ERR) return;
+    } else if ((c->flags & LSV_CONN_READING) && c->transport->pending &&
+               c->transport->pending(c)) {
+        /* A full buffer skips the read; bytes the transport holds wait
+         * for the pass after these frames, as the socket's would. */
+        lsv_conn_schedule_read(c);
     }
     process_input(c, rc == LSV_AGAIN && (c->flags & LSV_CONN_READING));
 }

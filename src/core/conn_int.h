@@ -86,6 +86,10 @@ static inline lsv_server_t *lsv_conn_srv(const lsv_conn_t *c)
     return c->listener->srv;
 }
 
+/* Schedules a read when c's transport holds bytes read ahead (TLS),
+ * which make the socket no readier (conn_in.c). */
+void lsv_conn_read_held(lsv_conn_t *c);
+
 /* --- conn.c: the lifecycle, under conn_out.c and conn_in.c ------------- */
 
 /* The watcher helpers below are inline, as they were static in one
@@ -116,6 +120,7 @@ static inline void lsv_conn_start_reading(lsv_conn_t *c)
         return;
     c->flags |= LSV_CONN_READING;
     lsv_conn_io_update(c);
+    lsv_conn_read_held(c);
 }
 
 static inline void lsv_conn_stop_reading(lsv_conn_t *c)

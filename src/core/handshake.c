@@ -6,6 +6,7 @@
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
+#include "tls_int.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -123,6 +124,10 @@ static void stage_done(lsv_handshake_t *h, const lsv_proxy_hdr_t *hdr)
     memcpy(&sa, hdr->local ? &h->peer : &hdr->src, sizeof sa);
     int fd = h->io.fd;
     stage_free(h, 1);
+    if (l->tls) {               /* a tls:// listener: its handshake next */
+        lsv_tls_stage_begin(l, fd, (struct sockaddr *)&sa, salen, info);
+        return;
+    }
     lsv_accepted_t acc = { info, NULL };
     l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, &acc);
 }

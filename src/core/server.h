@@ -115,6 +115,8 @@ struct lsv_server {
     lsv_conn_t *outbound;        /* luaserv.connect() conns; doubly linked */
     struct lsv_handshake *stages;  /* accepted, reading a PROXY header
                                     * (handshake.c); doubly linked */
+    struct lsv_tls_stage *tls_stages;  /* accepted, in their TLS handshake
+                                        * (tls_stage.c); doubly linked */
     lsv_listener_t *outbound_listener;  /* what outbound conns point at */
     lsv_listener_t *server_listener;    /* "server": counts what belongs to
                                          * no listener (on_load, a timer) */
