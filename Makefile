@@ -45,6 +45,7 @@ LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
 LUA_SRC += lua/proxy_lua
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
+OPS_SRC += ops/options_table ops/config_tls
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
 BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/hist \

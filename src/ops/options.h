@@ -6,7 +6,7 @@
  * table drives getopt, --help, the configuration file's checks and their
  * messages, and `luaserv --list-options`, which the docs spec reads.
  *
- * Adding an option: a row in options.c, and the field it writes. */
+ * Adding an option: a row in options_table.c, and the field it writes. */
 #ifndef LSV_OPTIONS_H
 #define LSV_OPTIONS_H
 
@@ -39,6 +39,14 @@ typedef struct lsv_flags {
     int check;
     const char *pid_file;                 /* --pid-file PATH */
     int proxy_protocol;                   /* --proxy-protocol: the -l ones */
+    /* --tls-*: every tls:// listener's, unless its listen{} says
+     * otherwise (config_tls.c) */
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_client_ca;
+    int tls_verify;                       /* 0 require, 1 optional */
+    const char *tls_alpn;                 /* "h2,http/1.1", checked */
+    double tls_handshake_timeout;
     uint64_t given;
 } lsv_flags_t;
 
@@ -52,7 +60,9 @@ typedef enum lsv_opt_type {
     LSV_OPT_ENUM,      /* one of choices; the index is stored */
     LSV_OPT_FRAMING,   /* a framing spec (checked in depth by the vm) */
     LSV_OPT_ACTION,    /* the command line runs action (-l, -h, -V) */
-    LSV_OPT_DICTS      /* a table of NAME = SIZE; the flag runs action */
+    LSV_OPT_DICTS,     /* a table of NAME = SIZE; the flag runs action */
+    LSV_OPT_ALPN       /* protocol names of 1 to 255 bytes: a list in the
+                        * config, comma-separated on the command line */
 } lsv_opt_type_t;
 
 /* Where a key may appear in the configuration file. */
@@ -62,6 +72,8 @@ typedef enum lsv_opt_type {
 #define LSV_OPT_DGRAM 8u     /* listen{} key for datagram listeners only */
 #define LSV_OPT_ZERO 16u     /* 0 is allowed too (it means "off") */
 #define LSV_OPT_STREAM 32u   /* listen{} key for stream listeners only */
+#define LSV_OPT_TLS 64u      /* listen{} key for tls:// listeners only; its
+                              * flag applies to each of them */
 
 /* Which struct `off` is in. */
 typedef enum lsv_opt_dest {
@@ -96,7 +108,8 @@ struct lsv_option {
     void (*action)(const lsv_option_t *o, const char *arg, lsv_flags_t *f);
 };
 
-/* The table, and its length. */
+/* The table, and its length: at most a row per bit of lsv_flags_t.given. */
+#define LSV_OPT_ROWS_MAX 64
 extern const lsv_option_t lsv_option_table[];
 extern const int lsv_option_count;
 
@@ -109,6 +122,11 @@ void lsv_options_parse(lsv_options_t *o, lsv_flags_t *f, int argc,
 
 /* Writes the --help text to f. */
 void lsv_options_usage(FILE *f);
+
+/* Prints "luaserv: " and the message, then the usage; exits 2 (a bad
+ * command line). */
+void lsv_options_fail(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
 /* The row for a configuration key allowed in `where` (a LSV_OPT_SETTING,
  * LSV_OPT_CALL or LSV_OPT_LISTEN bit), or NULL. */
