@@ -99,9 +99,9 @@ static void print_run(const bench_t *b, const figures_t *f)
            fmt_us(f->p50, t[0]), fmt_us(f->p99, t[1]), fmt_us(f->p999, t[2]),
            fmt_us(f->mean, t[3]), fmt_us(f->max, t[4]));
     if (b->tls)
-        printf("  tls         %llu handshakes (%llu resumed), %s\n",
-               (ull)s->handshakes, (ull)s->resumed,
-               b->tls_version ? b->tls_version : "none done");
+        printf("  tls         %s, %llu handshakes measured (%llu "
+               "resumed)\n", b->tls_version ? b->tls_version : "no handshake",
+               (ull)s->handshakes, (ull)s->resumed);
     if (b->open < b->nconns && b->mode != MODE_SHORT)
         printf("  open        %d of %d at the end\n", b->open, b->nconns);
 }

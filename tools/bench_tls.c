@@ -211,9 +211,3 @@ void bench_tls_close(SSL *ssl)
     ERR_clear_error();
     SSL_free(ssl);
 }
-
-void bench_tls_forget(SSL_SESSION **keep)
-{
-    if (*keep != NULL) SSL_SESSION_free(*keep);
-    *keep = NULL;
-}

@@ -11,7 +11,7 @@
 #include <openssl/ssl.h>
 #include <sys/types.h>
 
-/* The client context and what the handshakes counted. */
+/* The client context and what every connection is opened with. */
 typedef struct bench_tls {
     SSL_CTX *ctx;
     char *sni;              /* NULL: no server_name (an IP literal) */
@@ -29,8 +29,8 @@ bench_tls_t *bench_tls_new(const char *ca, const char *host,
 
 /* A new SSL on fd (connected). With resume, *keep is offered to the
  * server when set, and replaced by each newer session the server sends
- * (the reference held there; bench_tls_forget drops it). Returns the SSL,
- * or NULL out of memory. */
+ * (the reference held there, for the process's life: the next connection
+ * in that slot offers it). Returns the SSL, or NULL out of memory. */
 SSL *bench_tls_open(bench_tls_t *t, int fd, SSL_SESSION **keep);
 
 /* One handshake step. Returns LSV_OK when done, LSV_AGAIN with *events
@@ -54,8 +54,5 @@ int bench_tls_resumed(SSL *ssl);
  * handshake finished and nothing failed, then frees ssl. The fd is the
  * caller's to close. */
 void bench_tls_close(SSL *ssl);
-
-/* Drops a session kept by bench_tls_open (*keep NULL after). */
-void bench_tls_forget(SSL_SESSION **keep);
 
 #endif
