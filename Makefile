@@ -51,7 +51,7 @@ OPS_SRC += ops/options_table ops/config_tls
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
 BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/hist \
-            tools/bench_ws tools/bench_conn \
+            tools/bench_ws tools/bench_conn tools/bench_tls \
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
@@ -102,7 +102,7 @@ $(BUILD)/luaserv-cli: $(CLI_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 
 $(BUILD)/luaserv-bench: $(BENCH_OBJ)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EV_LIBS) -lm
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EV_LIBS) $(SSL_LIBS) -lm
 
 # The framer and the protocol framers it dispatches to.
 FRAME_OBJ = $(BUILD)/core/frame.o $(BUILD)/core/resp.o $(BUILD)/core/http.o \
