@@ -320,11 +320,19 @@ static ssize_t tls_read(lsv_conn_t *c, char *p, size_t n)
             if (got == n || !SSL_has_pending(s->ssl)) return (ssize_t)got;
             continue;
         }
-        if (got) {
-            ERR_clear_error();
-            return (ssize_t)got;  /* the rest (or the fault) comes next */
-        }
         int e = SSL_get_error(s->ssl, 0);
+        if (got) {
+            /* The bytes first; an end or a fault met after them (a
+             * close_notify in the same TCP segment) is the next read's,
+             * which no socket event will ask for. */
+            ERR_clear_error();
+            if (e != SSL_ERROR_WANT_READ) {
+                s->end_held = 1;
+                lsv_conn_schedule_read(c);
+            }
+            return (ssize_t)got;
+        }
+        s->end_held = 0;
         switch (e) {
         case SSL_ERROR_ZERO_RETURN:
             if (unlikely(s->write_wants_read)) write_may_go(c, s);
@@ -372,14 +380,15 @@ static ssize_t tls_write(lsv_conn_t *c, const char *p, size_t n)
     return -1;
 }
 
-/* Decrypted bytes OpenSSL holds, or 1 for whole records read ahead and
- * not yet decrypted: the socket's readiness no longer says they are
- * there. */
+/* Decrypted bytes OpenSSL holds, or 1 for records read ahead and not
+ * yet decrypted, or for an end a read met after its bytes: the socket's
+ * readiness no longer says they are there. */
 static size_t tls_pending(lsv_conn_t *c)
 {
-    SSL *ssl = lsv_tls_session_of(c)->ssl;
-    int n = SSL_pending(ssl);
-    return n > 0 ? (size_t)n : (size_t)SSL_has_pending(ssl);
+    lsv_tls_session_t *s = lsv_tls_session_of(c);
+    int n = SSL_pending(s->ssl);
+    if (n > 0) return (size_t)n;
+    return SSL_has_pending(s->ssl) || s->end_held;
 }
 
 /* Sends close_notify once, without waiting for the peer's (a conn whose

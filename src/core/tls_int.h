@@ -32,6 +32,8 @@ struct lsv_tls_session {
     lsv_tls_ctx_t *ctx;          /* the reference its handshake took */
     char *error;                 /* a client handshake's failure (owned) */
     int write_wants_read;        /* SSL_write waits for input (tls.c) */
+    int end_held;                /* a read returned bytes before an end
+                                  * or a fault it met: the next one owes it */
 };
 
 /* The read, write, close, pending and handshake of a TLS conn (tls.c). */
