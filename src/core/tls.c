@@ -51,8 +51,16 @@ void lsv_tls_ctx_unref(lsv_tls_ctx_t *x)
 static lsv_tls_ctx_t *ctx_error(SSL_CTX *ssl, const char *what,
                                const char *name, char err[LSV_ERRLEN])
 {
-    unsigned long e = ERR_peek_last_error();
-    const char *why = e ? ERR_reason_error_string(e) : NULL;
+    /* The last error is OpenSSL's summary, but for a file that cannot
+     * be opened it is only "system lib": the errno an earlier entry
+     * holds says why ("No such file or directory"). */
+    unsigned long e = 0, q, sys = 0;
+    while ((q = ERR_get_error()) != 0) {
+        if (sys == 0 && ERR_SYSTEM_ERROR(q)) sys = q;
+        e = q;
+    }
+    const char *why = sys ? strerror(ERR_GET_REASON(sys))
+                    : e ? ERR_reason_error_string(e) : NULL;
     if (name && strncmp(name, "-----BEGIN", 10) == 0) name = "(PEM text)";
     snprintf(err, LSV_ERRLEN, "tls: %s %.120s: %s", what, name ? name : "",
              why ? why : e ? "unknown error" : strerror(errno ? errno
@@ -234,10 +242,13 @@ lsv_tls_ctx_t *lsv_tls_client_ctx(int verify, const char *ca,
     if (alpn && alpn_len &&
         SSL_CTX_set_alpn_protos(ssl, alpn, (unsigned)alpn_len) != 0)
         return ctx_error(ssl, "bad ALPN list", "", err);
+    /* OpenSSL copied the list; the caller's may be gone by the time a
+     * handshake runs, so none is kept here (only a server's select
+     * callback reads x->alpn). */
     lsv_tls_ctx_t *x = ctx_wrap(ssl, err);
     if (x == NULL) return NULL;
-    x->alpn = alpn;
-    x->alpn_len = alpn_len;
+    x->alpn = NULL;
+    x->alpn_len = 0;
     return x;
 }
 
