@@ -23,15 +23,9 @@ local MIB = 1024 * 1024
 -- Calls pending(why) and returns true when the test cannot run: no
 -- openssl, or a client program in needs missing.
 local function skip(...)
-    local ok, why = tls.available()
-    if not ok then pending(why) return true end
-    for _, prog in ipairs({ ... }) do
-        if not tls.have(prog) then
-            pending(prog .. " is not installed: test skipped")
-            return true
-        end
-    end
-    return false
+    local why = tls.missing(...)
+    if why then pending(why) end
+    return why ~= nil
 end
 
 -- Starts luaserv on tls://127.0.0.1:0 with the localhost cert (or

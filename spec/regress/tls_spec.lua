@@ -13,15 +13,9 @@ local SLOW = helpers.sanitize and 4 or 1
 local PY = "/usr/bin/python3"
 
 local function skip(...)
-    local ok, why = tls.available()
-    if not ok then pending(why) return true end
-    for _, prog in ipairs({ ... }) do
-        if not tls.have(prog) then
-            pending(prog .. " is not installed: test skipped")
-            return true
-        end
-    end
-    return false
+    local why = tls.missing(...)
+    if why then pending(why) end
+    return why ~= nil
 end
 
 local function start(script, args)

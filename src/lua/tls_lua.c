@@ -2,6 +2,7 @@
  * certificates' reload. */
 #include "lsv.h"
 #include "tls_lua.h"
+#include "vm.h"
 #include "listener.h"
 #include "log.h"
 
@@ -46,40 +47,24 @@ static void push_new(lua_State *L, const lsv_tls_info_t *i)
     lua_setfield(L, -2, "peer_cert");
 }
 
+/* lsv_vm_memo's maker: conn.tls for the conn ud, or nothing (nil). */
+static int make_tls(lua_State *L, const void *ud)
+{
+    lsv_tls_info_t info;
+    if (!lsv_conn_tls_info(ud, &info)) return 0;
+    push_new(L, &info);
+    return 1;
+}
+
 void lsv_tls_push(lua_State *L, int idx, const lsv_conn_t *c)
 {
     if (c == NULL) {
         lua_pushnil(L);
         return;
     }
-    idx = lua_absindex(L, idx);
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) == LUA_TNIL) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_createtable(L, 0, 1);
-        lua_pushliteral(L, "k");
-        lua_setfield(L, -2, "__mode");
-        lua_setmetatable(L, -2);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
-    }
-    lua_pushvalue(L, idx);
-    if (lua_rawget(L, -2) == LUA_TNIL) {
-        /* Asked of the session only once: the names and the peer's
-         * certificate are formatted each time it is asked. */
-        lsv_tls_info_t info;
-        lua_pop(L, 1);
-        if (!lsv_conn_tls_info(c, &info)) {
-            lua_pop(L, 1);
-            lua_pushnil(L);
-            return;
-        }
-        push_new(L, &info);
-        lua_pushvalue(L, idx);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, -4);
-    }
-    lua_remove(L, -2);
+    /* Asked of the session only once: the names and the peer's
+     * certificate are formatted each time it is asked. */
+    lsv_vm_memo(L, &cache_key, idx, make_tls, c);
 }
 
 /* --- on_sni's contexts ---------------------------------------------------- */

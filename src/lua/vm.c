@@ -405,3 +405,30 @@ int lsv_vm_load(lsv_server_t *srv, const char *script, int *ref,
     lua_settop(L, top);
     return LSV_OK;
 }
+
+void lsv_vm_memo(lua_State *L, const void *key, int idx,
+                 int (*make)(lua_State *L, const void *ud), const void *ud)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+    }
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TNIL) {
+        lua_pop(L, 1);
+        if (!make(L, ud)) lua_pushnil(L);
+        else {
+            lua_pushvalue(L, idx);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, -4);
+        }
+    }
+    lua_remove(L, -2);
+}
