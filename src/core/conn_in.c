@@ -11,7 +11,6 @@
 #include "listener.h"
 #include "log.h"
 #include "net.h"
-#include "tls.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -61,7 +60,7 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
         memcpy(c->peer.proxy, &proxy, sizeof proxy);
         c->flags |= LSV_CONN_PROXY;
     }
-    if (acc && acc->tls) c->transport = lsv_tls_session_transport(acc->tls);
+    if (acc && acc->transport) c->transport = acc->transport;
     c->framing = lsv_conn_share_framing(l, framing);
     c->timeout = lsv_conn_timeout_of(l->opt.idle_timeout);
     lsv_conn_set_type(c, type);
@@ -80,8 +79,9 @@ void lsv_accepted_drop(lsv_accepted_t *acc)
     if (acc == NULL) return;
     free(acc->proxy);
     acc->proxy = NULL;
-    lsv_tls_session_free(acc->tls);
-    acc->tls = NULL;
+    if (acc->transport && acc->transport->discard)
+        acc->transport->discard(acc->transport);
+    acc->transport = NULL;
 }
 
 lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
@@ -263,12 +263,6 @@ static int read_some(lsv_conn_t *c)
         lsv_conn_abort(c, "reset");
         return LSV_ERR;
     }
-}
-
-void lsv_conn_read_held(lsv_conn_t *c)
-{
-    if (c->transport->pending && c->transport->pending(c))
-        lsv_conn_schedule_read(c);
 }
 
 /* c's socket is writable or readable or both: output first (a connect's

@@ -88,10 +88,6 @@ static inline lsv_server_t *lsv_conn_srv(const lsv_conn_t *c)
     return c->listener->srv;
 }
 
-/* Schedules a read when c's transport holds bytes read ahead (TLS),
- * which make the socket no readier (conn_in.c). */
-void lsv_conn_read_held(lsv_conn_t *c);
-
 /* --- conn.c: the lifecycle, under conn_out.c and conn_in.c ------------- */
 
 /* The watcher helpers below are inline, as they were static in one
@@ -113,18 +109,11 @@ static inline void lsv_conn_io_update(lsv_conn_t *c)
 }
 
 /* Reads unless something holds reading off (pause, backpressure, EOF, a
- * full read-ahead, a connect or its handshake in progress, closing). */
-static inline void lsv_conn_start_reading(lsv_conn_t *c)
-{
-    if (c->flags & (LSV_CONN_READING | LSV_CONN_CLOSING | LSV_CONN_PAUSED |
-                    LSV_CONN_BLOCKED | LSV_CONN_EOF | LSV_CONN_FULL |
-                    LSV_CONN_CONNECTING | LSV_CONN_HANDSHAKE) ||
-        c->type == NULL)
-        return;
-    c->flags |= LSV_CONN_READING;
-    lsv_conn_io_update(c);
-    lsv_conn_read_held(c);
-}
+ * full read-ahead, a connect or its handshake in progress, closing); a
+ * read is scheduled at once for bytes the transport holds (TLS records
+ * read ahead), which make the socket no readier. Out of line (conn.c):
+ * it calls into conn.c, and nothing here may. */
+void lsv_conn_start_reading(lsv_conn_t *c);
 
 static inline void lsv_conn_stop_reading(lsv_conn_t *c)
 {

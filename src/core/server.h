@@ -19,17 +19,17 @@ typedef struct lsv_resolver lsv_resolver_t;
 typedef struct lsv_proxy_info lsv_proxy_info_t;   /* proxy.h */
 
 struct lsv_tls_ctx;
-struct lsv_tls_session;
+struct lsv_transport;
 
 /* What the transport stages learned of an accepted connection before it
- * became a conn: the PROXY header's info (handshake.c) and the TLS
- * session its handshake made (tls.c), each NULL when the listener has no
- * such stage. hooks->accept and then lsv_conn_new take ownership of
- * both; a connection refused before it is a conn gives them back with
- * lsv_accepted_drop. */
+ * became a conn: the PROXY header's info (handshake.c) and the transport
+ * its handshake made (a TLS session's, tls_stage.c), each NULL when the
+ * listener has no such stage (NULL transport: plain). hooks->accept and
+ * then lsv_conn_new take ownership of both; a connection refused before
+ * it is a conn gives them back with lsv_accepted_drop. */
 typedef struct lsv_accepted {
     lsv_proxy_info_t *proxy;
-    struct lsv_tls_session *tls;
+    const struct lsv_transport *transport;
 } lsv_accepted_t;
 
 /* Frees what acc holds (acc may be NULL); closes no fd. */

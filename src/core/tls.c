@@ -273,11 +273,6 @@ lsv_tls_session_t *lsv_tls_session_new(lsv_tls_ctx_t *ctx, int fd,
     return s;
 }
 
-const lsv_transport_t *lsv_tls_session_transport(lsv_tls_session_t *s)
-{
-    return &s->vt;
-}
-
 void lsv_tls_session_free(lsv_tls_session_t *s)
 {
     if (s == NULL) return;
@@ -419,6 +414,12 @@ static void tls_close(lsv_conn_t *c)
     close(fd);
 }
 
+/* A session that never became a conn's (lsv_accepted_drop). */
+static void tls_discard(const lsv_transport_t *t)
+{
+    lsv_tls_session_free((lsv_tls_session_t *)(void *)t);
+}
+
 /* handshake stays NULL here: tls_client.c sets a client session's. */
 const lsv_transport_t lsv_tls_transport = {
     .name = "tls",
@@ -428,6 +429,7 @@ const lsv_transport_t lsv_tls_transport = {
     .sendfile = NULL,
     .pending = tls_pending,
     .handshake = NULL,
+    .discard = tls_discard,
 };
 
 /* --- conn.tls ------------------------------------------------------------ */

@@ -184,7 +184,7 @@ static void stage_done(lsv_tls_stage_t *t)
     struct sockaddr_storage sa = t->peer;
     socklen_t salen = t->peer_len;
     int fd = t->io.fd;
-    lsv_accepted_t acc = { t->proxy, t->s };
+    lsv_accepted_t acc = { t->proxy, &t->s->vt };
     stage_free(t, 1);
     l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, &acc);
 }

@@ -34,13 +34,14 @@ typedef struct lsv_transport {
      * LSV_OK, LSV_AGAIN with *events (EV_READ and/or EV_WRITE) to wait
      * for, or LSV_ERR (the transport keeps why). NULL: none. */
     int (*handshake)(lsv_conn_t *c, int *events);
+    /* Frees a transport made for one connection (a TLS session's) that
+     * never became a conn's: a refused accept (lsv_accepted_drop). The
+     * fd is not closed. NULL: nothing to free (plain). */
+    void (*discard)(const struct lsv_transport *t);
 } lsv_transport_t;
 
 /* Bytes as they are: the socket's own read, send and close. */
 extern const lsv_transport_t lsv_transport_plain;
-
-/* The transport of a conn accepted with a TLS session (lsv_conn_new). */
-const lsv_transport_t *lsv_tls_session_transport(struct lsv_tls_session *s);
 
 /* c's transport (its session's, for TLS). */
 const lsv_transport_t *lsv_conn_transport(const lsv_conn_t *c);

@@ -221,13 +221,6 @@ void lsv_option_known(unsigned where, char *buf, size_t size)
     }
 }
 
-/* Whether the size a dict asks for is one: a size string or a whole
- * number, at least the smallest dict and at most 1 TiB. */
-static int dict_size_ok(uint64_t n)
-{
-    return n >= LSV_SHDICT_MIN_SIZE && n <= (1ull << 40);
-}
-
 /* Whether the table at idx is NAME = SIZE pairs. Never raises. */
 static int dicts_fit(lua_State *L, int idx)
 {
@@ -243,7 +236,7 @@ static int dicts_fit(lua_State *L, int idx)
             n = lua_tointeger(L, -1) > 0 ? (uint64_t)lua_tointeger(L, -1) : 0;
         else if (lua_type(L, -1) == LUA_TSTRING)
             lsv_option_parse_size(lua_tostring(L, -1), &n);
-        if (!dict_size_ok(n)) ok = 0;
+        if (!lsv_option_dict_size_ok(n)) ok = 0;
         lua_pop(L, 1);
     }
     return ok;
@@ -376,46 +369,6 @@ void lsv_option_store_lua(const lsv_option_t *o, lua_State *L, int idx,
 }
 
 /* --- the command line --------------------------------------------------- */
-
-void lsv_options_fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "luaserv: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    lsv_options_usage(stderr);
-    exit(2);
-}
-
-int lsv_option_parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    if (*s < '0' || *s > '9') return 0;
-    errno = 0;
-    unsigned long long n = strtoull(s, &end, 10);
-    int shift = 0;
-    switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    }
-    if (errno || *end || n > (UINT64_MAX >> shift)) return 0;
-    *out = (uint64_t)n << shift;
-    return 1;
-}
-
-int lsv_option_shared(const char *arg, char *name, size_t size,
-                      uint64_t *bytes)
-{
-    const char *eq = strchr(arg, '=');
-    if (eq == NULL || (size_t)(eq - arg) >= size) return 0;
-    memcpy(name, arg, (size_t)(eq - arg));
-    name[eq - arg] = '\0';
-    return lsv_shared_name_ok(name) && lsv_option_parse_size(eq + 1, bytes) &&
-           dict_size_ok(*bytes);
-}
 
 /* --proxy-protocol applies to the -l stream listeners: refuse it when
  * there is none, rather than serve without it. */

@@ -2,11 +2,14 @@
  * do on the command line (-l, --shared, --help, --version, --list-options).
  * The checking, the configuration side and getopt are in options.c. */
 #include "lsv.h"
-#include "options.h"
+#include "options_table.h"
 #include "log.h"
 #include "shared.h"
+#include "shdict.h"
 
+#include <errno.h>
 #include <lua.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,4 +360,53 @@ static void add_shared(const lsv_option_t *o, const char *arg,
     if (f->nshared == LSV_MAX_SHARED)
         lsv_options_fail("too many --shared (max %d)", LSV_MAX_SHARED);
     f->shared[f->nshared++] = arg;
+}
+
+/* --- what the actions use -------------------------------------------- */
+
+void lsv_options_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "luaserv: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    lsv_options_usage(stderr);
+    exit(2);
+}
+
+int lsv_option_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    if (*s < '0' || *s > '9') return 0;
+    errno = 0;
+    unsigned long long n = strtoull(s, &end, 10);
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    }
+    if (errno || *end || n > (UINT64_MAX >> shift)) return 0;
+    *out = (uint64_t)n << shift;
+    return 1;
+}
+
+/* Whether the size a dict asks for is one: a size string or a whole
+ * number, at least the smallest dict and at most 1 TiB. */
+int lsv_option_dict_size_ok(uint64_t n)
+{
+    return n >= LSV_SHDICT_MIN_SIZE && n <= (1ull << 40);
+}
+
+int lsv_option_shared(const char *arg, char *name, size_t size,
+                      uint64_t *bytes)
+{
+    const char *eq = strchr(arg, '=');
+    if (eq == NULL || (size_t)(eq - arg) >= size) return 0;
+    memcpy(name, arg, (size_t)(eq - arg));
+    name[eq - arg] = '\0';
+    return lsv_shared_name_ok(name) && lsv_option_parse_size(eq + 1, bytes) &&
+           lsv_option_dict_size_ok(*bytes);
 }
