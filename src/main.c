@@ -75,6 +75,7 @@ static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 static const lsv_hooks_t hooks = {
     .accept = lsv_dispatch_accept,
+    .admit = lsv_dispatch_admit,
     .datagram = lsv_dispatch_datagram,
     .turn = lsv_sched_run,
     .stopping = lsv_dispatch_stopping,

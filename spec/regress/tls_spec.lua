@@ -153,3 +153,79 @@ describe("TLS regressions", function()
         end
     end)
 end)
+
+-- What a review of the TLS change found: on_accept ran only after a full
+-- handshake (and after on_sni); on_sni's info.local was the listener's
+-- wildcard address; a worker restarted after its certificate files went
+-- bad failed to start again and again.
+describe("TLS regressions from review", function()
+    local function s_client(port, extra)
+        local _, out = helpers.sh(("echo hi | timeout %d openssl s_client " ..
+            "-connect %s -CAfile %s %s 2>&1"):format(10 * SLOW, port,
+            q(tls.files().ca), extra or ""))
+        return out
+    end
+
+    it("refuses a peer on_accept refuses before the handshake, without on_sni",
+       function()
+        if skip("openssl") then return end
+        local f = tls.files()
+        local srv = op.start{ source = [[
+local h = {}
+function h.on_accept(peer) io.stderr:write("on_accept ", peer, "\n") return false, "banned" end
+function h.on_sni(_, name) io.stderr:write("on_sni ", name, "\n") end
+function h.on_message(_, m) return m end
+return h
+]], args = { "--tls-cert", f.cert, "--tls-key", f.key },
+            listen = { "tls://127.0.0.1:0" } }
+        helpers.defer(function() srv:stop() end)
+        local out = s_client("127.0.0.1:" .. srv.port, "-servername a.test")
+        assert.is_nil(out:find("New, TLS", 1, true), out)
+        helpers.wait_until(function() return srv:log():find("refused 127.0.0.1") end,
+                           5 * SLOW, "the refusal's log line")
+        local log = srv:log()
+        assert.truthy(log:find("on_accept 127.0.0.1:", 1, true), log)
+        assert.is_nil(log:find("on_sni", 1, true), log)
+    end)
+
+    it("gives on_sni the address the client connected to", function()
+        if skip("openssl") then return end
+        local f = tls.files()
+        local srv = op.start{ source = [[
+local h = {}
+function h.on_sni(info, name) io.stderr:write("sni ", name, " local ", tostring(info["local"]), "\n") end
+function h.on_message(_, m) return m end
+return h
+]], args = { "--tls-cert", f.cert, "--tls-key", f.key },
+            listen = { "tls://0.0.0.0:0" } }
+        helpers.defer(function() srv:stop() end)
+        s_client("127.0.0.2:" .. srv.port, "-servername b.test")
+        local want = "sni b.test local 127.0.0.2:" .. srv.port .. "\n"
+        helpers.wait_until(function() return srv:log():find(want, 1, true) end,
+                           5 * SLOW, want)
+    end)
+
+    it("serves the certificate loaded at start from a worker restarted after "
+       .. "its files went bad", function()
+        if skip("openssl") then return end
+        local f = tls.files()
+        local cert = helpers.write_file(helpers.tmpname(".pem"),
+                                        helpers.read_file(f.cert))
+        local srv = op.start{ source = "return { on_message = function(_, m) return m end }",
+            args = { "--workers", "2", "--tls-cert", cert, "--tls-key", f.key },
+            listen = { "tls://127.0.0.1:0" } }
+        helpers.defer(function() srv:stop() end)
+        helpers.write_file(cert, "garbage\n")
+        local _, pids = helpers.sh("pgrep -P " .. srv.pid)
+        local worker = assert(tonumber(pids:match("%d+")), pids)
+        helpers.sh("kill -9 " .. worker)
+        helpers.wait_until(function()
+            return srv:log():find("serving the certificate loaded at start", 1, true)
+        end, 10 * SLOW, "the restarted worker's fallback")
+        for _ = 1, 6 do
+            local out = s_client("127.0.0.1:" .. srv.port)
+            assert.truthy(out:find("Verify return code: 0 (ok)", 1, true), out)
+        end
+        assert.is_nil(srv:log():find("exited with status 2", 1, true), srv:log())
+    end)
+end)

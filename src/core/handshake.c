@@ -128,7 +128,7 @@ static void stage_done(lsv_handshake_t *h, const lsv_proxy_hdr_t *hdr)
         lsv_tls_stage_begin(l, fd, (struct sockaddr *)&sa, salen, info);
         return;
     }
-    lsv_accepted_t acc = { info, NULL };
+    lsv_accepted_t acc = { info, NULL, 0 };
     l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, &acc);
 }
 

@@ -30,6 +30,7 @@ struct lsv_transport;
 typedef struct lsv_accepted {
     lsv_proxy_info_t *proxy;
     const struct lsv_transport *transport;
+    int admitted;               /* hooks->admit passed it already */
 } lsv_accepted_t;
 
 /* Frees what acc holds (acc may be NULL); closes no fd. */
@@ -59,13 +60,23 @@ typedef struct lsv_hooks {
     /* An allocation a peer or script sized failed: free what can be
      * freed (a garbage collection) before the one retry. */
     void (*low_memory)(lsv_server_t *srv);
+    /* A connection from sa (the client a PROXY header named) is about
+     * to cost a TLS handshake on l: returns 1 to go on, 0 to close it
+     * now (the handler's on_accept refused it; the callee logs). The
+     * stage then sets acc->admitted so hooks->accept does not ask
+     * twice. May be NULL. */
+    int (*admit)(lsv_listener_t *l, const struct sockaddr *sa,
+                 socklen_t salen);
     /* A TLS client on l asked for server `name` (SNI), the handler's
      * on_sni: returns a context for this handshake with a new reference,
      * or NULL to use l's own. Sets *fail (and logs why) to refuse the
-     * handshake. peer is the client. May be NULL (no on_sni anywhere). */
+     * handshake. peer is the client, local the address it connected to
+     * (a PROXY header's dst); local_len 0 when unknown. May be NULL. */
     struct lsv_tls_ctx *(*sni)(lsv_listener_t *l, const char *name,
                                const struct sockaddr *peer,
-                               socklen_t peer_len, int *fail);
+                               socklen_t peer_len,
+                               const struct sockaddr *local,
+                               socklen_t local_len, int *fail);
     /* A state the service manager may want to hear ("RELOADING=1",
      * "READY=1", "STOPPING=1"); may be NULL. */
     void (*notify)(lsv_server_t *srv, const char *state);

@@ -51,16 +51,14 @@ void lsv_tls_ctx_unref(lsv_tls_ctx_t *x)
 static lsv_tls_ctx_t *ctx_error(SSL_CTX *ssl, const char *what,
                                const char *name, char err[LSV_ERRLEN])
 {
-    /* The last error is OpenSSL's summary, but for a file that cannot
-     * be opened it is only "system lib": the errno an earlier entry
-     * holds says why ("No such file or directory"). */
-    unsigned long e = 0, q, sys = 0;
-    while ((q = ERR_get_error()) != 0) {
-        if (sys == 0 && ERR_SYSTEM_ERROR(q)) sys = q;
-        e = q;
-    }
-    const char *why = sys ? strerror(ERR_GET_REASON(sys))
-                    : e ? ERR_reason_error_string(e) : NULL;
+    /* The queue's first entry is the cause ("no start line", or the
+     * errno of a file that cannot be opened: "No such file or
+     * directory"); the later ones only say where it surfaced ("PEM
+     * lib", "system lib"). */
+    unsigned long e = ERR_get_error();
+    const char *why = e == 0 ? NULL
+                    : ERR_SYSTEM_ERROR(e) ? strerror(ERR_GET_REASON(e))
+                    : ERR_reason_error_string(e);
     if (name && strncmp(name, "-----BEGIN", 10) == 0) name = "(PEM text)";
     snprintf(err, LSV_ERRLEN, "tls: %s %.120s: %s", what, name ? name : "",
              why ? why : e ? "unknown error" : strerror(errno ? errno
@@ -177,6 +175,20 @@ static int use_client_ca(SSL_CTX *ssl, const lsv_tls_opts_t *o)
     return 1;
 }
 
+/* "tls: key KEY does not match certificate CERT"; frees ssl, NULL. */
+static lsv_tls_ctx_t *key_mismatch(SSL_CTX *ssl, const lsv_tls_opts_t *o,
+                                   char err[LSV_ERRLEN])
+{
+    char cert[64];
+    snprintf(cert, sizeof cert, "%.60s",
+             is_pem(o->cert) ? "(PEM text)" : o->cert);
+    ERR_clear_error();
+    SSL_CTX_free(ssl);
+    snprintf(err, LSV_ERRLEN, "tls: key %.80s does not match certificate %s",
+             is_pem(o->key) ? "(PEM text)" : o->key, cert);
+    return NULL;
+}
+
 lsv_tls_ctx_t *lsv_tls_server_ctx(const lsv_tls_opts_t *o,
                                   char err[LSV_ERRLEN])
 {
@@ -195,19 +207,15 @@ lsv_tls_ctx_t *lsv_tls_server_ctx(const lsv_tls_opts_t *o,
           : SSL_CTX_use_certificate_chain_file(ssl, o->cert) == 1))
         return ctx_error(ssl, "cannot load certificate", o->cert, err);
     if (!(is_pem(o->key) ? use_key_text(ssl, o->key)
-          : SSL_CTX_use_PrivateKey_file(ssl, o->key, SSL_FILETYPE_PEM) == 1))
+          : SSL_CTX_use_PrivateKey_file(ssl, o->key, SSL_FILETYPE_PEM) == 1)) {
+        /* Loading the key checks it against the certificate already. */
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+            ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+            return key_mismatch(ssl, o, err);
         return ctx_error(ssl, "cannot load key", o->key, err);
-    if (SSL_CTX_check_private_key(ssl) != 1) {
-        char cert[64];
-        snprintf(cert, sizeof cert, "%.60s",
-                 is_pem(o->cert) ? "(PEM text)" : o->cert);
-        ERR_clear_error();
-        SSL_CTX_free(ssl);
-        snprintf(err, LSV_ERRLEN, "tls: key %.80s does not match "
-                 "certificate %s", is_pem(o->key) ? "(PEM text)" : o->key,
-                 cert);
-        return NULL;
     }
+    if (SSL_CTX_check_private_key(ssl) != 1) return key_mismatch(ssl, o, err);
     if (o->client_ca && !use_client_ca(ssl, o))
         return ctx_error(ssl, "cannot load client CA", o->client_ca, err);
     SSL_CTX_set_tlsext_servername_callback(ssl, lsv_tls_sni_cb);
@@ -503,6 +511,12 @@ int lsv_tls_listener_setup(lsv_listener_t *l, char err[LSV_ERRLEN])
     }
     lsv_tls_ctx_t *x = lsv_tls_server_ctx(o, err);
     if (x == NULL) return LSV_ERR;
+    lsv_tls_listener_adopt(l, x);
+    return LSV_OK;
+}
+
+void lsv_tls_listener_adopt(lsv_listener_t *l, lsv_tls_ctx_t *x)
+{
     lsv_tls_ctx_unref(l->tls);
     l->tls = x;
     /* A TCP listener has no kind's ops: these free its context. */
@@ -510,7 +524,6 @@ int lsv_tls_listener_setup(lsv_listener_t *l, char err[LSV_ERRLEN])
     /* After a PROXY stage, handshake.c hands on to the TLS stage itself
      * (it sees l->tls). */
     if (l->stage == NULL) l->stage = lsv_tls_stage_start;
-    return LSV_OK;
 }
 
 int lsv_tls_listener_reload(lsv_listener_t *l, char err[LSV_ERRLEN])

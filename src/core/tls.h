@@ -68,6 +68,11 @@ void lsv_tls_ctx_unref(lsv_tls_ctx_t *x);
  * fails with it). */
 int lsv_tls_listener_setup(lsv_listener_t *l, char err[LSV_ERRLEN]);
 
+/* Makes l serve TLS with x (its reference taken), as setup does with the
+ * context it builds: a restarted worker whose files no longer load
+ * serves the one its master loaded. */
+void lsv_tls_listener_adopt(lsv_listener_t *l, lsv_tls_ctx_t *x);
+
 /* Re-reads l's cert, key and client CA (SIGHUP, admin reload): new
  * handshakes use the new context, open conns keep theirs. An unreadable
  * or mismatched pair keeps the old one: returns LSV_ERR with err (the

@@ -184,7 +184,7 @@ static void stage_done(lsv_tls_stage_t *t)
     struct sockaddr_storage sa = t->peer;
     socklen_t salen = t->peer_len;
     int fd = t->io.fd;
-    lsv_accepted_t acc = { t->proxy, &t->s->vt };
+    lsv_accepted_t acc = { t->proxy, &t->s->vt, 1 };
     stage_free(t, 1);
     l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, &acc);
 }
@@ -236,6 +236,12 @@ void lsv_tls_stage_begin(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                          socklen_t salen, lsv_proxy_info_t *proxy)
 {
     lsv_server_t *srv = l->srv;
+    /* A peer on_accept refuses costs no handshake (nor an on_sni call). */
+    if (srv->hooks->admit && !srv->hooks->admit(l, sa, salen)) {
+        free(proxy);
+        close(fd);
+        return;
+    }
     lsv_tls_session_t *s = l->tls ? lsv_tls_session_new(l->tls, fd, 1) : NULL;
     if (s == NULL) {
         lsv_warn("%s: no TLS session for a new connection (out of memory); "
@@ -291,10 +297,23 @@ int lsv_tls_sni_cb(SSL *ssl, int *alert, void *arg)
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
     if (t == NULL || name == NULL || t->l->srv->hooks->sni == NULL)
         return SSL_TLSEXT_ERR_OK;
+    /* The address the client asked for: a PROXY header's dst, else the
+     * socket's own (with a wildcard listener, not the listener's). */
+    struct sockaddr_storage local;
+    socklen_t local_len = sizeof local;
+    if (t->proxy && !t->proxy->hdr.local && t->proxy->hdr.dst_len) {
+        local = t->proxy->hdr.dst;
+        local_len = t->proxy->hdr.dst_len;
+    } else if (getsockname(t->io.fd, (struct sockaddr *)&local,
+                           &local_len) != 0) {
+        local_len = 0;
+    }
     int fail = 0;
     lsv_tls_ctx_t *x = t->l->srv->hooks->sni(t->l, name,
                                              (struct sockaddr *)&t->peer,
-                                             t->peer_len, &fail);
+                                             t->peer_len,
+                                             (struct sockaddr *)&local,
+                                             local_len, &fail);
     if (fail) {
         lsv_tls_ctx_unref(x);
         t->sni_failed = 1;

@@ -251,8 +251,8 @@ const lsv_conn_type_t lsv_callback_type = {
 
 /* Asks on_accept(peer, listener) whether to take the connection. Returns
  * nonzero to accept. An error in on_accept refuses. */
-static int accept_allowed(lsv_listener_t *l, const struct sockaddr *sa,
-                          socklen_t len)
+int lsv_dispatch_admit(lsv_listener_t *l, const struct sockaddr *sa,
+                       socklen_t len)
 {
     lua_State *L = l->srv->vm->L;
     if (!lsv_vm_get_fn(L, lsv_handler_ref(l), "on_accept")) return 1;
@@ -385,7 +385,7 @@ void lsv_dispatch_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                          socklen_t salen, lsv_accepted_t *acc)
 {
     lua_State *L = l->srv->vm->L;
-    if (!accept_allowed(l, sa, salen)) {
+    if (!(acc && acc->admitted) && !lsv_dispatch_admit(l, sa, salen)) {
         close(fd);
         lsv_accepted_drop(acc);
         return;

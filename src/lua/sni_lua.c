@@ -22,6 +22,8 @@ typedef struct sni_call {
     const char *name;
     const struct sockaddr *peer;
     socklen_t peer_len;
+    const struct sockaddr *local;
+    socklen_t local_len;
 } sni_call_t;
 
 /* Runs under the pcall: [on_sni, call]. Makes on_sni's two arguments
@@ -39,8 +41,8 @@ static int call_on_sni(lua_State *L)
     }
     lua_pushstring(L, a->l->name);
     lua_setfield(L, -2, "listener");
-    if (a->l->fd >= 0) {
-        lua_pushstring(L, lsv_net_local(a->l->fd, buf));
+    if (a->local_len > 0) {
+        lua_pushstring(L, lsv_net_format(a->local, a->local_len, buf));
         lua_setfield(L, -2, "local");
     }
     lua_pushstring(L, a->name);
@@ -101,13 +103,15 @@ static lsv_tls_ctx_t *context_for(lua_State *L, lsv_listener_t *l,
 
 struct lsv_tls_ctx *lsv_sni_select(lsv_listener_t *l, const char *name,
                                    const struct sockaddr *peer,
-                                   socklen_t peer_len, int *fail)
+                                   socklen_t peer_len,
+                                   const struct sockaddr *local,
+                                   socklen_t local_len, int *fail)
 {
     lsv_server_t *srv = l->srv;
     lua_State *L = srv->vm->L;
     int top = lua_gettop(L);
     if (!lsv_vm_get_fn(L, lsv_handler_ref(l), "on_sni")) return NULL;
-    sni_call_t a = { l, name, peer, peer_len };
+    sni_call_t a = { l, name, peer, peer_len, local, local_len };
     lua_pushcfunction(L, call_on_sni);
     lua_insert(L, -2);
     lua_pushlightuserdata(L, &a);

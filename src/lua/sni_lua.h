@@ -20,6 +20,8 @@
  * Never raises. */
 struct lsv_tls_ctx *lsv_sni_select(lsv_listener_t *l, const char *name,
                                    const struct sockaddr *peer,
-                                   socklen_t peer_len, int *fail);
+                                   socklen_t peer_len,
+                                   const struct sockaddr *local,
+                                   socklen_t local_len, int *fail);
 
 #endif

@@ -26,6 +26,9 @@ typedef struct lsv_plan_entry {
     int fd;                  /* a socket systemd passed for it, or -1 */
     lsv_tls_opts_t tls;      /* a tls:// one's: flags and listen{} keys,
                               * resolved by lsv_config_tls_plan */
+    struct lsv_tls_ctx *tls_loaded;  /* --workers: the context the master
+                              * built from them at start, which a worker
+                              * whose files no longer load serves */
 } lsv_plan_entry_t;
 
 typedef struct lsv_plan {

@@ -5,6 +5,7 @@
  * process builds its own contexts from them (lsv_config_tls_setup). */
 #include "lsv.h"
 #include "config.h"
+#include "log.h"
 #include "options.h"
 #include "tls.h"
 #include "vm.h"
@@ -163,11 +164,13 @@ static int resolve(lua_State *L, int idx, const lsv_flags_t *f,
     return LSV_OK;
 }
 
-/* Builds e's context once and drops it, so a certificate or key that
- * does not load fails the start here, said once, rather than in every
- * worker (each builds its own after the fork), and --check says so too.
+/* Builds e's context once, so a certificate or key that does not load
+ * fails the start here, said once, rather than in every worker (each
+ * builds its own after the fork), and --check says so too. The context
+ * is kept (e->tls_loaded) for a worker restarted after the files went
+ * bad: it serves this one rather than fail to start again and again.
  * Returns LSV_ERR after printing. */
-static int try_ctx(const lsv_plan_entry_t *e)
+static int try_ctx(lsv_plan_entry_t *e)
 {
     char err[LSV_ERRLEN];
     lsv_tls_ctx_t *x = lsv_tls_server_ctx(&e->tls, err);
@@ -175,7 +178,8 @@ static int try_ctx(const lsv_plan_entry_t *e)
         fprintf(stderr, "luaserv: %s\n", err);
         return LSV_ERR;
     }
-    lsv_tls_ctx_unref(x);
+    lsv_tls_ctx_unref(e->tls_loaded);
+    e->tls_loaded = x;
     return LSV_OK;
 }
 
@@ -217,6 +221,12 @@ int lsv_config_tls_setup(const lsv_plan_entry_t *e, lsv_listener_t *l)
     if (!l->addr.tls) return LSV_OK;
     l->opt.tls = e->tls;
     if (lsv_tls_listener_setup(l, err) == LSV_OK) return LSV_OK;
+    if (e->tls_loaded) {
+        lsv_error("%s: %s; serving the certificate loaded at start", l->name,
+                  err);
+        lsv_tls_listener_adopt(l, lsv_tls_ctx_ref(e->tls_loaded));
+        return LSV_OK;
+    }
     fprintf(stderr, "luaserv: %s\n", err);
     return LSV_ERR;
 }
