@@ -193,7 +193,9 @@ return h
         local f = tls.files()
         local srv = op.start{ source = [[
 local h = {}
-function h.on_sni(info, name) io.stderr:write("sni ", name, " local ", tostring(info["local"]), "\n") end
+function h.on_sni(info, name)
+    io.stderr:write("sni ", name, " local ", tostring(info["local"]), "\n")
+end
 function h.on_message(_, m) return m end
 return h
 ]], args = { "--tls-cert", f.cert, "--tls-key", f.key },
