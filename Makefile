@@ -10,6 +10,7 @@ WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 LUA_CFLAGS = -I/usr/include/lua5.4
 LUA_LIBS = -llua5.4
 EV_LIBS = -lev
+SSL_LIBS = -lssl -lcrypto
 
 ifeq ($(SANITIZE),1)
 BUILD ?= build/asan
@@ -36,16 +37,21 @@ CORE_SRC = core/log core/conn core/conn_out core/conn_in core/conn_info core/lis
 CORE_SRC += core/sha1 core/base64
 CORE_SRC += core/handshake
 CORE_SRC += core/proxy
+CORE_SRC += core/tls core/tls_client
+CORE_SRC += core/tls_stage
 LUA_SRC = lua/vm lua/lua_conn lua/lua_api lua/sched lua/timer lua/stream \
           lua/handler lua/dispatch lua/connect \
           lua/udp_socket lua/script lua/core_module lua/guard lua/procstat \
           lua/shared lua/decode lua/resp_lua lua/http_lua lua/ws_lua
 LUA_SRC += lua/proxy_lua
+LUA_SRC += lua/tls_lua lua/sni_lua
+LUA_SRC += lua/connect_tls
 OPS_SRC = ops/notify ops/config ops/options ops/workers ops/upgrade
+OPS_SRC += ops/options_table ops/config_tls
 SERVER_SRC = main $(CORE_SRC) $(LUA_SRC) $(OPS_SRC)
 CLI_SRC = tools/cli tools/args core/net core/buf core/util
 BENCH_SRC = tools/bench tools/args tools/bench_args tools/bench_report tools/hist \
-            tools/bench_ws tools/bench_conn \
+            tools/bench_ws tools/bench_conn tools/bench_tls \
             core/net core/buf core/util
 INCLUDES = -iquote src/core -iquote src/lua -iquote src/ops
 UNIT_TESTS = frame_test buf_test net_test shdict_test
@@ -90,13 +96,13 @@ $(BUILD)/unit/%.o: spec/unit/%.c
 	$(CC) $(ALL_CFLAGS) -iquote src/core -c -o $@ $<
 
 $(BUILD)/luaserv: $(SERVER_OBJ)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LUA_LIBS) $(EV_LIBS) -lm -lpthread
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LUA_LIBS) $(EV_LIBS) $(SSL_LIBS) -lm -lpthread
 
 $(BUILD)/luaserv-cli: $(CLI_OBJ)
 	$(CC) -o $@ $^ $(ALL_LDFLAGS)
 
 $(BUILD)/luaserv-bench: $(BENCH_OBJ)
-	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EV_LIBS) -lm
+	$(CC) -o $@ $^ $(ALL_LDFLAGS) $(EV_LIBS) $(SSL_LIBS) -lm
 
 # The framer and the protocol framers it dispatches to.
 FRAME_OBJ = $(BUILD)/core/frame.o $(BUILD)/core/resp.o $(BUILD)/core/http.o \

@@ -8,7 +8,8 @@ QUICK=1 (or --quick): short runs, one repetition, fewer scenarios' length
 (but still WORKER_PAIRS pairs for the --workers 2 row). BUILD=DIR: the
 binaries' directory (default build). ONLY=NAME[,NAME...] (or --only=...):
 only those parts, out of lines (the timestamp scenarios and the --workers
-2 pairs), idle, shdict, resp, http and ws; "protocols" is resp,http,ws. A
+2 pairs), idle, shdict, resp, http, ws and tls (bench/tls_bench.py);
+"protocols" is resp,http,ws. A
 run with ONLY writes bench/results/partial.md and partial.json and leaves
 latest.* (the whole run's) as they are.
 
@@ -23,6 +24,7 @@ Server CPU is read from /proc (schedstat: nanoseconds, every thread of the
 server and its descendants) once it serves and again when the load
 generator exits, and divided by every request answered in between.
 """
+import tls_bench
 import json, os, socket, statistics, subprocess, sys, tempfile, time, \
     datetime, platform, shutil
 
@@ -55,7 +57,7 @@ SERVERS = {
 REFERENCE = "bare C (libev)"
 
 # The parts a run can be limited to (ONLY=...), and names for several.
-PARTS = ["lines", "idle", "shdict", "resp", "http", "ws"]
+PARTS = ["lines", "idle", "shdict", "resp", "http", "ws", "tls"]
 PART_GROUPS = {"protocols": ["resp", "http", "ws"], "all": PARTS}
 
 
@@ -629,7 +631,8 @@ def main():
         except Exception as e:
             print(f"#   failed: {e}", file=sys.stderr)
     proto = protocol_runs(parts)
-    report(results, idle, shd, pairs, proto, parts)
+    tls = tls_bench.runs(sys.modules[__name__]) if "tls" in parts else {}
+    report(results, idle, shd, pairs, proto, parts, tls)
 
 
 def run_servers(sc, servers, label, results, pairs):
@@ -704,7 +707,8 @@ def shdict_lines(shd):
     return lines
 
 
-def report(results, idle, shd=None, pairs=None, proto=None, parts=PARTS):
+def report(results, idle, shd=None, pairs=None, proto=None, parts=PARTS,
+           tls=None):
     rows = []
     for sc in SCENARIOS if "lines" in parts else []:
         name, _, servers, gen_limited = sc
@@ -768,6 +772,7 @@ def report(results, idle, shd=None, pairs=None, proto=None, parts=PARTS):
     lines += workers_lines(pairs or {})
     lines += protocol_lines(proto or {})
     lines += shdict_lines(shd or {})
+    lines += tls_bench.lines(sys.modules[__name__], tls or {})
     text = "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
     print(text)
     # A run limited by ONLY leaves the whole run's results alone.
@@ -787,7 +792,7 @@ def report(results, idle, shd=None, pairs=None, proto=None, parts=PARTS):
                    "shdict": {str(w): {f"{k[0]} {k[1]}": v
                                        for k, v in rows.items()}
                               for w, rows in (shd or {}).items()},
-                   "protocols": proto or {}},
+                   "protocols": proto or {}, "tls": tls or {}},
                   f, indent=1)
     if "lines" in parts:
         plot(rows)

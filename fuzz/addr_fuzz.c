@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t n)
          * '[' (which would read as the opening of brackets) */
         snprintf(canon, sizeof canon,
                  strchr(a.host, ':') || a.host[0] == '[' ? "%s://[%s]:%d"
-                 : "%s://%s:%d", lsv_net_kind_name(a.kind), a.host, a.port);
+                 : "%s://%s:%d", lsv_net_scheme(&a), a.host, a.port);
         break;
     case LSV_NET_UNIX:
     case LSV_NET_UNIXGRAM:

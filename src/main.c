@@ -15,6 +15,8 @@
 #include "script.h"
 #include "resolve.h"
 #include "sched.h"
+#include "sni_lua.h"
+#include "tls_lua.h"
 #include "upgrade.h"
 #include "server.h"
 #include "vm.h"
@@ -73,10 +75,12 @@ static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 static const lsv_hooks_t hooks = {
     .accept = lsv_dispatch_accept,
+    .admit = lsv_dispatch_admit,
     .datagram = lsv_dispatch_datagram,
     .turn = lsv_sched_run,
     .stopping = lsv_dispatch_stopping,
     .low_memory = lsv_dispatch_low_memory,
+    .sni = lsv_sni_select,
     .notify = lsv_notify,
 };
 
@@ -312,7 +316,7 @@ static void start_serving(lsv_server_t *srv, lsv_plan_t *plan)
     for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
         const char *n = l->name;
         const char *sep = strstr(n, "://");
-        lsv_log_ready(lsv_net_kind_name(l->addr.kind),
+        lsv_log_ready(lsv_net_scheme(&l->addr),
                       sep ? sep + 3 : strchr(n, ':') + 1);
     }
     lsv_info("serving %s (pid %d)", plan->main_script, (int)getpid());
@@ -329,6 +333,7 @@ static void free_server(lsv_server_t *srv)
     ev_signal_stop(srv->loop, &sigint_watcher);
     ev_signal_stop(srv->loop, &sighup_watcher);
     lsv_sched_free_all(srv);
+    lsv_tls_cache_clear(srv);
     lsv_listener_free_all(srv);
     lsv_script_free_all(srv);
     lsv_vm_close(srv);

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -184,10 +185,12 @@ static void udp_reply(bench_t *b, bconn_t *c, const char *p, size_t n,
     }
 }
 
-/* c's socket is connected: start its traffic (nothing, for idle). */
-static void conn_connected(bench_t *b, bconn_t *c)
+/* c is connected (and through its handshake, --tls): start its traffic
+ * (nothing, for idle). */
+static void conn_ready(bench_t *b, bconn_t *c)
 {
-    if (c->state == ST_CONNECTING) b->connecting--;
+    if (c->state == ST_CONNECTING || c->state == ST_HANDSHAKE)
+        b->connecting--;
     c->state = ST_OPEN;
     b->open++;
     ev_io_stop(b->loop, &c->wio);
@@ -217,6 +220,50 @@ static void conn_connected(bench_t *b, bconn_t *c)
     }
 }
 
+/* One step of c's TLS handshake, on either of its io events: waits for
+ * what OpenSSL wants, or counts it done (resumed or not) and starts the
+ * traffic, or fails c (a connect error, with OpenSSL's reason). */
+static void tls_step(bench_t *b, bconn_t *c)
+{
+    char err[LSV_ERRLEN];
+    int events = 0, r = bench_tls_handshake(c->ssl, &events, err);
+
+    if (r == LSV_AGAIN) {
+        ev_io *on = events == EV_READ ? &c->rio : &c->wio;
+        ev_io *off = events == EV_READ ? &c->wio : &c->rio;
+        ev_io_stop(b->loop, off);
+        if (!ev_is_active(on)) ev_io_start(b->loop, on);
+        return;
+    }
+    if (r == LSV_OK) {
+        b->st.handshakes++;
+        b->st.resumed += (uint64_t)bench_tls_resumed(c->ssl);
+        b->tls_version = SSL_get_version(c->ssl);
+        conn_ready(b, c);
+        return;
+    }
+    bench_conn_fail(b, c, &b->st.connect, "tls handshake", EPROTO);
+    snprintf(b->last_err, sizeof b->last_err, "tls handshake: %.110s", err);
+}
+
+/* c's socket is connected: with --tls its handshake starts, else its
+ * traffic. */
+static void conn_connected(bench_t *b, bconn_t *c)
+{
+    if (b->tlsc == NULL) {
+        conn_ready(b, c);
+        return;
+    }
+    c->ssl = bench_tls_open(b->tlsc, c->fd, &c->sess);
+    if (c->ssl == NULL) {
+        bench_conn_fail(b, c, &b->st.connect, "tls", ENOMEM);
+        return;
+    }
+    if (c->state != ST_CONNECTING) b->connecting++;
+    c->state = ST_HANDSHAKE;
+    tls_step(b, c);
+}
+
 /* Starts a non-blocking connect for c (a connected datagram socket in udp
  * mode, which is immediate). Failures are counted and retried later. */
 static void conn_open(bench_t *b, bconn_t *c)
@@ -231,8 +278,9 @@ static void conn_open(bench_t *b, bconn_t *c)
         return;
     }
     /* Batches of pipelined requests must not wait for an ACK. A short
-     * exchange is one write, which Nagle never holds. */
-    if ((b->mode == MODE_PERSISTENT || b->mode == MODE_WS)
+     * exchange is one write, which Nagle never holds; over TLS it is the
+     * handshake's Finished and then the request, which it would. */
+    if ((b->mode == MODE_PERSISTENT || b->mode == MODE_WS || b->tls)
         && b->sa.ss_family != AF_UNIX) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -280,6 +328,8 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
         else
             conn_connected(b, c);
         open_more(b);
+    } else if (c->state == ST_HANDSHAKE) {
+        tls_step(b, c);
     } else if (b->mode == MODE_UDP) {
         udp_flush(b, c);
     } else if (bench_stream_flush(b, c) != LSV_OK) {
@@ -296,13 +346,18 @@ static void stream_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     bench_t *b = ev_userdata(loop);
     bconn_t *c = container_of(w, bconn_t, rio);
-    size_t len = bench_stream_read(b, c), off = 0;
+    size_t len, off = 0;
     const char *p = b->rbuf;
     int buffered = c->in.len > 0;
     uint32_t done = 0;
     int64_t now;
     (void)revents;
 
+    if (c->state == ST_HANDSHAKE) {
+        tls_step(b, c);
+        return;
+    }
+    len = bench_stream_read(b, c);
     if (len == 0) return;
     now = now_ns();
     if (buffered) {
@@ -400,8 +455,11 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
                 conn_open(b, c);
             break;
         case ST_CONNECTING:
+        case ST_HANDSHAKE:
             if (now - c->since > tmo)
-                bench_conn_fail(b, c, &b->st.connect, "connect", ETIMEDOUT);
+                bench_conn_fail(b, c, &b->st.connect,
+                                c->state == ST_CONNECTING ? "connect"
+                                : "tls handshake", ETIMEDOUT);
             break;
         default:
             if (b->mode == MODE_UDP) {
@@ -526,6 +584,20 @@ static int probe(bench_t *b)
     return LSV_OK;
 }
 
+/* The TLS client context (--tls), or exit 1 with why: a bad --tls-ca
+ * is known before any connect. */
+static void tls_setup(bench_t *b)
+{
+    char err[LSV_ERRLEN];
+
+    b->tlsc = bench_tls_new(b->tls_ca, b->addr.host, b->tls_sni,
+                            b->tls_resume, err);
+    if (b->tlsc == NULL) {
+        fprintf(stderr, PROG ": %s\n", err);
+        exit(1);
+    }
+}
+
 /* Allocates everything the run needs, so the run itself allocates nothing
  * but a buffer for a reply split between reads. */
 static void setup(bench_t *b)
@@ -559,6 +631,7 @@ static void setup(bench_t *b)
     }
 
     b->reopen = conn_open;
+    if (b->tls) tls_setup(b);
     if (b->mode == MODE_WS) bench_ws_setup(b);
     b->conns = lsv_calloc((size_t)b->nconns, sizeof *b->conns);
     for (int i = 0; i < b->nconns; i++) {

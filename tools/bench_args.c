@@ -16,7 +16,8 @@ const char *const bench_check_names[] = { "timestamp", "echo", "line", NULL };
 "usage: " PROG " [-m MODE] [-H HOST] [-p PORT | --unix PATH] [-c N] [-P N]\n" \
 "       " "              [-s BYTES] [-d SECS] [--warmup SECS] [-t SECS]\n" \
 "       " "              [--check timestamp|echo|line] [--path PATH]\n" \
-"       " "              [--json]\n"
+"       " "              [--tls [--tls-ca FILE] [--tls-sni NAME]\n" \
+"       " "              [--tls-resume]] [--json]\n"
 
 static void help(void)
 {
@@ -53,6 +54,18 @@ static void help(void)
 "                         and the request line (default); echo, the request\n"
 "                         line; line, any line\n"
 "      --path PATH        websocket: the upgrade's target (default /)\n"
+"      --tls              persistent and short: speak TLS (OpenSSL, TLS 1.2\n"
+"                         or 1.3), each handshake non-blocking in the loop;\n"
+"                         the certificate is not checked (a bench measures,\n"
+"                         it does not trust); the report counts handshakes\n"
+"      --tls-ca FILE      check the server's certificate against this PEM\n"
+"                         CA and the host (a failure is a connect error)\n"
+"      --tls-sni NAME     the server_name sent (default the host, none for\n"
+"                         an IP literal)\n"
+"      --tls-resume       short: each connection offers the session (TLS 1.3\n"
+"                         ticket) its previous one got; the report counts\n"
+"                         how many resumed. Without it every handshake is\n"
+"                         full\n"
 "      --json             print one JSON object instead of the report\n"
 "  -V, --version          print the version and exit\n"
 "  -h, --help             print this help and exit\n"
@@ -96,7 +109,8 @@ static int pick(const char *const *names, const char *s, const char *what)
 
 void bench_parse_args(bench_t *b, int argc, char **argv)
 {
-    enum { OPT_UNIX = 256, OPT_CHECK, OPT_WARMUP, OPT_JSON, OPT_PATH };
+    enum { OPT_UNIX = 256, OPT_CHECK, OPT_WARMUP, OPT_JSON, OPT_PATH,
+           OPT_TLS, OPT_TLS_CA, OPT_TLS_SNI, OPT_TLS_RESUME };
     static const struct option longopts[] = {
         { "mode", 1, NULL, 'm' }, { "host", 1, NULL, 'H' },
         { "port", 1, NULL, 'p' }, { "unix", 1, NULL, OPT_UNIX },
@@ -104,7 +118,9 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
         { "size", 1, NULL, 's' }, { "duration", 1, NULL, 'd' },
         { "warmup", 1, NULL, OPT_WARMUP }, { "timeout", 1, NULL, 't' },
         { "check", 1, NULL, OPT_CHECK }, { "json", 0, NULL, OPT_JSON },
-        { "path", 1, NULL, OPT_PATH },
+        { "path", 1, NULL, OPT_PATH }, { "tls", 0, NULL, OPT_TLS },
+        { "tls-ca", 1, NULL, OPT_TLS_CA }, { "tls-sni", 1, NULL, OPT_TLS_SNI },
+        { "tls-resume", 0, NULL, OPT_TLS_RESUME },
         { "version", 0, NULL, 'V' }, { "help", 0, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -144,6 +160,10 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
             break;
         case OPT_PATH: b->ws_path = optarg; break;
         case OPT_JSON: b->json = 1; break;
+        case OPT_TLS: b->tls = 1; break;
+        case OPT_TLS_CA: b->tls_ca = optarg; break;
+        case OPT_TLS_SNI: b->tls_sni = optarg; break;
+        case OPT_TLS_RESUME: b->tls_resume = 1; break;
         case 'V': printf(PROG " %s\n", LSV_VERSION); exit(0);
         case 'h': help(); exit(0);
         default: args_usage_error();
@@ -170,6 +190,14 @@ void bench_parse_args(bench_t *b, int argc, char **argv)
     if ((uint64_t)b->pipeline * (b->size + STAMP_LEN + 2) > (64u << 20))
         args_bad_option("%s", "pipeline x size over 64 MiB in flight");
     if (b->mode == MODE_IDLE) b->warmup = 0;
+    if (b->tls && b->mode != MODE_PERSISTENT && b->mode != MODE_SHORT)
+        args_bad_option("--tls applies to persistent and short, not %s",
+                        bench_mode_names[b->mode]);
+    if (!b->tls && (b->tls_ca || b->tls_sni || b->tls_resume))
+        args_bad_option("%s", "--tls-ca, --tls-sni and --tls-resume need "
+                        "--tls");
+    if (b->tls_resume && b->mode != MODE_SHORT)
+        args_bad_option("%s", "--tls-resume applies to short mode only");
     if (path != NULL && (inet_opts || b->mode == MODE_UDP))
         args_bad_option("%s", "--unix takes no --host or --port, nor udp");
 

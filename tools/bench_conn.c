@@ -33,10 +33,13 @@ void bench_conn_close(bench_t *b, bconn_t *c)
 {
     ev_io_stop(b->loop, &c->rio);
     ev_io_stop(b->loop, &c->wio);
+    if (c->ssl != NULL) bench_tls_close(c->ssl);
+    c->ssl = NULL;
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     if (c->state == ST_OPEN) b->open--;
-    if (c->state == ST_CONNECTING) b->connecting--;
+    if (c->state == ST_CONNECTING || c->state == ST_HANDSHAKE)
+        b->connecting--;
     c->state = ST_OFF;
     c->head = c->inflight = c->nqueued = 0;
     c->hs = 0;
@@ -72,8 +75,9 @@ void bench_conn_fail(bench_t *b, bconn_t *c, uint64_t *counter,
 int bench_stream_flush(bench_t *b, bconn_t *c)
 {
     while (c->out.len > 0) {
-        ssize_t n = send(c->fd, lsv_buf_head(&c->out), c->out.len,
-                         MSG_NOSIGNAL);
+        ssize_t n = c->ssl != NULL
+            ? bench_tls_write(c->ssl, lsv_buf_head(&c->out), c->out.len)
+            : send(c->fd, lsv_buf_head(&c->out), c->out.len, MSG_NOSIGNAL);
         if (likely(n > 0)) {
             lsv_buf_consume(&c->out, (size_t)n);
             continue;
@@ -89,12 +93,18 @@ int bench_stream_flush(bench_t *b, bconn_t *c)
     return LSV_OK;
 }
 
-/* Reads once into the shared buffer. Returns the bytes, or 0 after the
+/* Reads once into the shared buffer (TLS: the records there, and when
+ * the buffer filled with more held in OpenSSL, another read event is fed
+ * since epoll will not say). Returns the bytes, or 0 after the
  * connection failed (it is closed and counted) or had nothing. */
 size_t bench_stream_read(bench_t *b, bconn_t *c)
 {
-    ssize_t n = recv(c->fd, b->rbuf, b->rbuf_size, 0);
+    ssize_t n = c->ssl != NULL
+        ? bench_tls_read(c->ssl, b->rbuf, b->rbuf_size)
+        : recv(c->fd, b->rbuf, b->rbuf_size, 0);
 
+    if (c->ssl != NULL && n > 0 && SSL_has_pending(c->ssl))
+        ev_feed_event(b->loop, &c->rio, EV_READ);
     if (likely(n > 0)) return (size_t)n;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;

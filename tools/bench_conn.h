@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "net.h"
 #include "hist.h"
+#include "bench_tls.h"
 
 #include <ev.h>
 #include <stdint.h>
@@ -51,7 +52,9 @@ enum { CHECK_TIMESTAMP, CHECK_ECHO, CHECK_LINE };
 extern const char *const bench_mode_names[];
 extern const char *const bench_check_names[];
 
-enum { ST_OFF, ST_CONNECTING, ST_OPEN };
+/* ST_HANDSHAKE: --tls, connected, the handshake under way (counted in
+ * b->connecting, as a connect is). */
+enum { ST_OFF, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN };
 enum { SLOT_QUEUED, SLOT_INFLIGHT };
 
 /* One request: when it went out and its number. */
@@ -79,6 +82,8 @@ typedef struct bconn {
     int hs;                 /* websocket: the upgrade's 101 not in yet */
     lsv_buf_t in;           /* a reply split between reads */
     lsv_buf_t out;          /* requests the kernel did not take yet */
+    SSL *ssl;               /* --tls: this connection's, or NULL */
+    SSL_SESSION *sess;      /* --tls-resume: the newest session sent */
 } bconn_t;
 
 /* What a measured window counted. */
@@ -89,6 +94,8 @@ typedef struct stats {
     uint64_t connect;       /* failed connects (udp: refused sends) */
     uint64_t timeout;       /* requests unanswered within the timeout */
     uint64_t late;          /* udp: replies after their timeout */
+    uint64_t handshakes;    /* --tls: handshakes done */
+    uint64_t resumed;       /* ... of which resumed a session */
     lsv_hist_t lat;         /* latency of the good replies */
 } stats_t;
 
@@ -100,6 +107,10 @@ typedef struct bench {
     double duration, warmup, timeout;
     lsv_addr_t addr;
     char name[NAMELEN];
+    int tls, tls_resume;    /* --tls, --tls-resume */
+    const char *tls_ca, *tls_sni;   /* --tls-ca, --tls-sni */
+    bench_tls_t *tlsc;      /* the client context (--tls) */
+    const char *tls_version;        /* the last handshake's */
     /* the server, as the probe connection found it */
     struct sockaddr_storage sa;
     socklen_t salen;

@@ -59,13 +59,17 @@ static void print_json(const bench_t *b, const figures_t *f)
            "\"requests_per_cpu_s\":%.0f,\"mean_us\":%.1f,"
            "\"max_us\":%.1f,\"size\":%zu,\"check\":\"%s\",\"open\":%d,"
            "\"bad\":%llu,\"closed\":%llu,\"connect\":%llu,"
-           "\"timeout\":%llu,\"requests_total\":%llu}\n",
+           "\"timeout\":%llu,\"requests_total\":%llu,\"tls\":%s,"
+           "\"tls_handshakes\":%llu,\"tls_resumed\":%llu,"
+           "\"tls_version\":\"%s\"}\n",
            bench_mode_names[b->mode], b->nconns, b->pipeline, f->d,
            (ull)s->requests, f->rps, f->p50, f->p99, f->p999, f->errors,
            f->cpu, f->user, f->per_cpu, f->mean, f->max, b->size,
            bench_check_names[b->check], b->open, (ull)s->bad,
            (ull)s->closed, (ull)s->connect, (ull)s->timeout,
-           (ull)b->requests_total);
+           (ull)b->requests_total, b->tls ? "true" : "false",
+           (ull)s->handshakes, (ull)s->resumed,
+           b->tls_version ? b->tls_version : "");
 }
 
 /* The lines above the errors: what ran, for how long, and its figures. */
@@ -94,6 +98,10 @@ static void print_run(const bench_t *b, const figures_t *f)
     printf("  latency     p50 %s  p99 %s  p99.9 %s  mean %s  max %s\n",
            fmt_us(f->p50, t[0]), fmt_us(f->p99, t[1]), fmt_us(f->p999, t[2]),
            fmt_us(f->mean, t[3]), fmt_us(f->max, t[4]));
+    if (b->tls)
+        printf("  tls         %s, %llu handshakes measured (%llu "
+               "resumed)\n", b->tls_version ? b->tls_version : "no handshake",
+               (ull)s->handshakes, (ull)s->resumed);
     if (b->open < b->nconns && b->mode != MODE_SHORT)
         printf("  open        %d of %d at the end\n", b->open, b->nconns);
 }

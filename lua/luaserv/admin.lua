@@ -50,6 +50,13 @@ local function stats()
             .. "messages=%d errors=%d reloads=%d reload_failures=%d",
             l.name, l.script, l.connections_active, l.connections_total,
             l.messages, l.handler_errors, l.reloads, l.reload_failures)
+        if l.tls_handshakes then        -- a tls:// listener's handshakes
+            local f = l.tls_handshake_failures
+            lines[#lines] = lines[#lines] .. format(" tls_handshakes=%d "
+                .. "tls_resumed=%d tls_failures=%d", l.tls_handshakes,
+                l.tls_resumed, f.protocol + f.version + f.certificate
+                + f.timeout + f.eof + f.sni)
+        end
     end
     return true, concat(lines, "\n")
 end

@@ -106,6 +106,18 @@ static void test_parse(void)
           && strcmp(lsv_net_kind_name(LSV_NET_UNIX), "unix") == 0
           && strcmp(lsv_net_kind_name(LSV_NET_UNIXGRAM), "unixgram") == 0,
           "kind names are tcp, udp, unix, unixgram");
+
+    lsv_addr_t a;
+    char err[LSV_ERRLEN] = "";
+    parses("tls://127.0.0.1:7443", LSV_NET_TCP, "127.0.0.1", 7443, NULL);
+    check(lsv_net_parse("tls://[::1]:443", &a, err) == LSV_OK && a.tls &&
+          a.kind == LSV_NET_TCP && strcmp(lsv_net_scheme(&a), "tls") == 0,
+          "tls:// is TCP with tls set, its scheme 'tls'");
+    check(lsv_net_parse("tcp://127.0.0.1:80", &a, err) == LSV_OK && !a.tls &&
+          strcmp(lsv_net_scheme(&a), "tcp") == 0,
+          "tcp:// is not tls, its scheme 'tcp'");
+    rejects("tls:127.0.0.1:443", "expected tls://HOST:PORT");
+    rejects("ftp://127.0.0.1:80", "expected tcp, tls, udp, unix or unixgram");
 }
 
 /* --- lsv_net_format / lsv_net_split ------------------------------------ */

@@ -22,6 +22,19 @@
  * left buffered after the per-event cap, a resume, a drain. The prepare
  * watcher runs the list (lsv_conn_run_again), so a busy conn takes one
  * turn per loop iteration like any other. */
+void lsv_conn_start_reading(lsv_conn_t *c)
+{
+    if (c->flags & (LSV_CONN_READING | LSV_CONN_CLOSING | LSV_CONN_PAUSED |
+                    LSV_CONN_BLOCKED | LSV_CONN_EOF | LSV_CONN_FULL |
+                    LSV_CONN_CONNECTING | LSV_CONN_HANDSHAKE) ||
+        c->type == NULL)
+        return;
+    c->flags |= LSV_CONN_READING;
+    lsv_conn_io_update(c);
+    if (c->transport->pending && c->transport->pending(c))
+        lsv_conn_schedule_read(c);
+}
+
 void lsv_conn_schedule_read(lsv_conn_t *c)
 {
     lsv_server_t *srv = lsv_conn_srv(c);

@@ -62,13 +62,13 @@ typedef struct lsv_conn_type {
 /* A pull conn reads ahead at most this much while its user wants none. */
 #define LSV_READ_AHEAD (64u * 1024)
 
-/* Takes ownership of an accepted, non-blocking fd, and of proxy (the
- * PROXY header it came with, or NULL): creates the conn on l with framing
- * and type, not yet reading (lsv_conn_start). */
+/* Takes ownership of an accepted, non-blocking fd, and of what its
+ * stages learned (acc: the PROXY header, the TLS session; NULL for
+ * none): creates the conn on l with framing and type, not yet reading
+ * (lsv_conn_start). A TLS session becomes the conn's transport. */
 lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                          socklen_t salen, const lsv_frame_spec_t *framing,
-                         const lsv_conn_type_t *type,
-                         lsv_proxy_info_t *proxy);
+                         const lsv_conn_type_t *type, lsv_accepted_t *acc);
 
 /* The PROXY header c came with (conn.proxy), or NULL. */
 const lsv_proxy_info_t *lsv_conn_proxy(const lsv_conn_t *c);

@@ -48,10 +48,10 @@ static void init_conn(lsv_conn_t *c, lsv_server_t *srv, lsv_listener_t *l,
 
 lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                          socklen_t salen, const lsv_frame_spec_t *framing,
-                         const lsv_conn_type_t *type,
-                         lsv_proxy_info_t *proxy)
+                         const lsv_conn_type_t *type, lsv_accepted_t *acc)
 {
     lsv_server_t *srv = l->srv;
+    lsv_proxy_info_t *proxy = acc ? acc->proxy : NULL;
     lsv_conn_t *c = lsv_calloc(1, sizeof *c);
     /* With a header, sa is the one it names (or its socket_peer): the
      * info keeps it, and peer keeps the info. */
@@ -60,6 +60,7 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
         memcpy(c->peer.proxy, &proxy, sizeof proxy);
         c->flags |= LSV_CONN_PROXY;
     }
+    if (acc && acc->transport) c->transport = acc->transport;
     c->framing = lsv_conn_share_framing(l, framing);
     c->timeout = lsv_conn_timeout_of(l->opt.idle_timeout);
     lsv_conn_set_type(c, type);
@@ -71,6 +72,16 @@ lsv_conn_t *lsv_conn_new(lsv_listener_t *l, int fd, const struct sockaddr *sa,
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
     return c;
+}
+
+void lsv_accepted_drop(lsv_accepted_t *acc)
+{
+    if (acc == NULL) return;
+    free(acc->proxy);
+    acc->proxy = NULL;
+    if (acc->transport && acc->transport->discard)
+        acc->transport->discard(acc->transport);
+    acc->transport = NULL;
 }
 
 lsv_conn_t *lsv_conn_outbound(lsv_server_t *srv, int fd,
@@ -224,9 +235,16 @@ static int read_some(lsv_conn_t *c)
     }
     for (;;) {
         size_t avail = lsv_buf_avail(&c->in);
+        size_t want = avail < room ? avail : room;
         ssize_t n = c->transport->read(c, c->in.data + c->in.start +
-                                       c->in.len, avail < room ? avail : room);
+                                       c->in.len, want);
         if (likely(n > 0)) {
+            /* A read that filled its room may have left bytes in the
+             * transport (TLS records decrypted ahead), which no socket
+             * event will announce. */
+            if ((size_t)n == want && c->transport->pending &&
+                c->transport->pending(c))
+                lsv_conn_schedule_read(c);
             lsv_buf_commit(&c->in, (size_t)n);
             c->listener->stats.bytes_in += (uint64_t)n;
             c->nin += (uint64_t)n;
@@ -248,11 +266,16 @@ static int read_some(lsv_conn_t *c)
 }
 
 /* c's socket is writable or readable or both: output first (a connect's
- * end comes this way), then input unless c closed meanwhile. */
+ * end comes this way), then input unless c closed meanwhile. While an
+ * outbound conn's handshake runs, either event is the handshake's. */
 static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     lsv_conn_t *c = container_of(w, lsv_conn_t, io);
+    if (unlikely(c->flags & LSV_CONN_HANDSHAKE)) {
+        lsv_conn_handshake_step(c);      /* may free c */
+        return;
+    }
     if (revents & EV_WRITE) {
         if (!(revents & EV_READ)) {
             lsv_conn_writable(c);
@@ -277,13 +300,20 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
  * read cannot spin the loop. */
 static void conn_input(lsv_conn_t *c)
 {
-    if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_CONNECTING)) return;
+    if (c->flags & (LSV_CONN_CLOSING | LSV_CONN_CONNECTING |
+                    LSV_CONN_HANDSHAKE))
+        return;
     int rc = LSV_AGAIN;
     if ((c->flags & LSV_CONN_READING) &&
         ((c->flags & LSV_CONN_PULL) || c->in.len < LSV_READ_SIZE ||
          (c->flags & LSV_CONN_PARTIAL))) {
         rc = read_some(c);
         if (rc == LSV_ERR) return;
+    } else if ((c->flags & LSV_CONN_READING) && c->transport->pending &&
+               c->transport->pending(c)) {
+        /* A full buffer skips the read; bytes the transport holds wait
+         * for the pass after these frames, as the socket's would. */
+        lsv_conn_schedule_read(c);
     }
     process_input(c, rc == LSV_AGAIN && (c->flags & LSV_CONN_READING));
 }

@@ -30,7 +30,9 @@ enum {
     LSV_CONN_AGAIN = 1 << 15,     /* on srv->again or srv->again_next */
     LSV_CONN_PARTIAL = 1 << 16,   /* the buffer ends in an incomplete frame */
     LSV_CONN_WATCH = 1 << 17,     /* the timer watches a waiting write */
-    LSV_CONN_PROXY = 1 << 18      /* peer.proxy holds the PROXY header's */
+    LSV_CONN_PROXY = 1 << 18,     /* peer.proxy holds the PROXY header's */
+    LSV_CONN_HANDSHAKE = 1 << 19  /* outbound: connected, its transport's
+                                   * handshake (TLS) in progress */
 };
 
 /* Ordered so that it packs: its size decides the allocator's chunk, what
@@ -107,16 +109,11 @@ static inline void lsv_conn_io_update(lsv_conn_t *c)
 }
 
 /* Reads unless something holds reading off (pause, backpressure, EOF, a
- * full read-ahead, a connect in progress, closing). */
-static inline void lsv_conn_start_reading(lsv_conn_t *c)
-{
-    if (c->flags & (LSV_CONN_READING | LSV_CONN_CLOSING | LSV_CONN_PAUSED |
-                    LSV_CONN_BLOCKED | LSV_CONN_EOF | LSV_CONN_FULL |
-                    LSV_CONN_CONNECTING) || c->type == NULL)
-        return;
-    c->flags |= LSV_CONN_READING;
-    lsv_conn_io_update(c);
-}
+ * full read-ahead, a connect or its handshake in progress, closing); a
+ * read is scheduled at once for bytes the transport holds (TLS records
+ * read ahead), which make the socket no readier. Out of line (conn.c):
+ * it calls into conn.c, and nothing here may. */
+void lsv_conn_start_reading(lsv_conn_t *c);
 
 static inline void lsv_conn_stop_reading(lsv_conn_t *c)
 {
@@ -186,6 +183,11 @@ void lsv_conn_report(lsv_conn_t *c, const char *msg);
 
 /* c's socket takes output, or its outbound connect ended (may free c). */
 void lsv_conn_writable(lsv_conn_t *c);
+
+/* One step of c's outbound handshake (LSV_CONN_HANDSHAKE), on the io
+ * event it waits for: waits for the next one, or ends the connect
+ * (type->connected hears 0, or EPROTO and c closes). May free c. */
+void lsv_conn_handshake_step(lsv_conn_t *c);
 
 /* c's timer fired while it watches a waiting write: reports a write that
  * has made no progress for the idle timeout, or re-arms for the rest. */

@@ -246,11 +246,57 @@ void lsv_conn_flush_pending(lsv_server_t *srv)
     while ((c = srv->pending) != NULL) {
         srv->pending = c->next_pending;
         c->flags &= ~LSV_CONN_PENDING;
-        if (!(c->flags & LSV_CONN_WRITING)) conn_flush(c);
+        /* a handshake's conn writes once connected (connect_done) */
+        if (!(c->flags & (LSV_CONN_WRITING | LSV_CONN_HANDSHAKE)))
+            conn_flush(c);
     }
 }
 
-/* c's socket takes output, or its connect ended. */
+/* c's outbound connect is over, its handshake too if it has one: err 0
+ * starts its input and output, and tells its user (type->connected);
+ * otherwise c closes with reason. May free c. */
+static void connect_done(lsv_conn_t *c, int err, const char *reason)
+{
+    c->flags &= ~(LSV_CONN_CONNECTING | LSV_CONN_HANDSHAKE);
+    lsv_conn_io_update(c);          /* back to what READING/WRITING say */
+    if (err == 0) {
+        lsv_conn_start_reading(c);
+        if (c->transport->pending && c->transport->pending(c))
+            lsv_conn_schedule_read(c);
+        if (c->out.len) conn_flush(c);
+    }
+    c->busy++;
+    c->type->connected(c, err);
+    c->busy--;
+    if (err) lsv_conn_abort(c, reason);
+}
+
+/* Waits for the io events a handshake step asked for, and nothing else:
+ * a step that wants to read is not woken by a writable socket, so the
+ * wait does not spin. */
+static void handshake_wait(lsv_conn_t *c, int events)
+{
+    struct ev_loop *loop = lsv_conn_srv(c)->loop;
+    ev_io_stop(loop, &c->io);
+    events &= EV_READ | EV_WRITE;
+    ev_io_modify(&c->io, events ? events : EV_READ);
+    ev_io_start(loop, &c->io);
+}
+
+void lsv_conn_handshake_step(lsv_conn_t *c)
+{
+    int events = 0;
+    int rc = c->transport->handshake(c, &events);
+    if (rc == LSV_AGAIN) {
+        handshake_wait(c, events);
+        return;
+    }
+    if (rc == LSV_OK) connect_done(c, 0, NULL);
+    else connect_done(c, EPROTO, "handshake");
+}
+
+/* c's socket takes output, or its connect ended: then a transport with
+ * a handshake (TLS) runs it before c counts as connected. */
 void lsv_conn_writable(lsv_conn_t *c)
 {
     if (unlikely(c->flags & LSV_CONN_CONNECTING)) {
@@ -259,17 +305,17 @@ void lsv_conn_writable(lsv_conn_t *c)
         if (getsockopt(c->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
         c->flags &= ~LSV_CONN_CONNECTING;
-        lsv_conn_watch_writable(c, 0);
+        c->flags &= ~LSV_CONN_WRITING;    /* the connect's wait is over */
         if (err == 0) {
             int one = 1;
             setsockopt(c->io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            lsv_conn_start_reading(c);
-            if (c->out.len) conn_flush(c);
+            if (c->transport->handshake) {
+                c->flags |= LSV_CONN_HANDSHAKE;
+                lsv_conn_handshake_step(c);      /* may free c */
+                return;
+            }
         }
-        c->busy++;
-        c->type->connected(c, err);
-        c->busy--;
-        if (err) lsv_conn_abort(c, "refused");
+        connect_done(c, err, "refused");
         return;
     }
     conn_flush(c);

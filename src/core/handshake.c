@@ -6,6 +6,7 @@
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
+#include "tls_int.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -123,7 +124,12 @@ static void stage_done(lsv_handshake_t *h, const lsv_proxy_hdr_t *hdr)
     memcpy(&sa, hdr->local ? &h->peer : &hdr->src, sizeof sa);
     int fd = h->io.fd;
     stage_free(h, 1);
-    l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, info);
+    if (l->tls) {               /* a tls:// listener: its handshake next */
+        lsv_tls_stage_begin(l, fd, (struct sockaddr *)&sa, salen, info);
+        return;
+    }
+    lsv_accepted_t acc = { info, NULL, 0 };
+    l->srv->hooks->accept(l, fd, (struct sockaddr *)&sa, salen, &acc);
 }
 
 /* h's buffer is full of a v2 header longer than it: makes room for more,

@@ -85,7 +85,7 @@ lsv_listener_t *lsv_listener_open(lsv_server_t *srv, const lsv_addr_t *a,
     lsv_net_local(fd, local);
     if (a->kind == LSV_NET_TCP || a->kind == LSV_NET_UDP)
         snprintf(l->name, sizeof l->name, "%s://%s",
-                 lsv_net_kind_name(a->kind), local);
+                 lsv_net_scheme(a), local);
     else
         snprintf(l->name, sizeof l->name, "%s:%s",
                  lsv_net_kind_name(a->kind), a->path);

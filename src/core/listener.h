@@ -25,10 +25,38 @@ typedef struct lsv_lstats {
     uint64_t proxy_headers[3];   /* PROXY headers read: v1, v2, local */
     uint64_t proxy_errors[4];    /* closed in the stage (handshake.h) */
     uint64_t proxy_empty;        /* closed before a byte: a TCP check */
+    uint64_t tls_handshakes;     /* server handshakes done (tls.c) */
+    uint64_t tls_resumed;        /* ... of them resumed sessions */
+    uint64_t tls_errors[6];      /* failed, by LSV_TLS_ERR_* (tls.h) */
     uint64_t hist[LSV_HIST_BUCKETS + 1];   /* last: +Inf */
     uint64_t hist_count;
     double hist_sum;
 } lsv_lstats_t;
+
+/* What a listener asks of a client certificate (listen{ verify = }). */
+enum {
+    LSV_TLS_VERIFY_NONE = 0,     /* no client_ca: none is asked for */
+    LSV_TLS_VERIFY_OPTIONAL,     /* asked for; one sent must verify */
+    LSV_TLS_VERIFY_REQUIRE       /* asked for and required */
+};
+
+/* A listener's TLS settings: listen{ cert, key, client_ca, verify, alpn,
+ * handshake_timeout } in the config, else the --tls-* flags. The strings
+ * are borrowed: the options or the config keep them for the process's
+ * life. cert and key are file names, or PEM text (starting "-----BEGIN")
+ * as on_sni may return. */
+typedef struct lsv_tls_opts {
+    const char *cert;            /* PEM chain: leaf first */
+    const char *key;
+    const char *client_ca;       /* PEM CAs for client certs; NULL: none */
+    int verify;                  /* LSV_TLS_VERIFY_*; REQUIRE by default
+                                  * when client_ca is set */
+    const unsigned char *alpn;   /* protocols offered, in preference
+                                  * order, wire format (length-prefixed);
+                                  * NULL: no ALPN */
+    size_t alpn_len;
+    double handshake_timeout;    /* seconds, 0 = none (default 10) */
+} lsv_tls_opts_t;
 
 /* Per-listener settings (config file listen{} keys, else the flags). */
 typedef struct lsv_lopts {
@@ -41,6 +69,7 @@ typedef struct lsv_lopts {
     double proxy_timeout;    /* ... within this many seconds, 0 = none */
     int has_framing;         /* framing below overrides the handler's */
     lsv_frame_spec_t framing;
+    lsv_tls_opts_t tls;      /* a tls:// listener's (tls.h) */
 } lsv_lopts_t;
 
 /* What a kind of listener adds to the stream kind's accepting: udp.c's
@@ -87,6 +116,8 @@ struct lsv_listener {
     void (*stage)(lsv_listener_t *l, int fd, const struct sockaddr *sa,
                   socklen_t salen);
     lsv_dgram_t *dgram;         /* datagram kinds: the light conn state */
+    struct lsv_tls_ctx *tls;    /* a tls:// listener's current context
+                                 * (lsv_tls_listener_setup), else NULL */
 };
 
 /* Binds a listener for a, or adopts fd when it is >= 0 (a socket systemd

@@ -6,6 +6,7 @@
 #include "handshake.h"
 #include "listener.h"
 #include "log.h"
+#include "tls.h"
 
 /* --- stopping ----------------------------------------------------------- */
 
@@ -33,6 +34,7 @@ void lsv_loop_stop(lsv_server_t *srv)
     if (srv->hooks->notify && !told) srv->hooks->notify(srv, "STOPPING=1");
     lsv_listener_close_serving(srv);
     lsv_handshake_stop_all(srv, 1);
+    lsv_tls_stop_all(srv);
     if (srv->hooks->stopping) srv->hooks->stopping(srv);
     ev_timer_set(&srv->shutdown_timer, srv->opt.shutdown_timeout, 0.);
     ev_timer_start(srv->loop, &srv->shutdown_timer);
@@ -51,6 +53,7 @@ void lsv_loop_stop_now(lsv_server_t *srv)
         if (srv->hooks->stopping) srv->hooks->stopping(srv);
     }
     lsv_handshake_stop_all(srv, 0);
+    lsv_tls_stop_all(srv);
     lsv_conn_abort_all(srv, "shutdown");
     ev_break(srv->loop, EVBREAK_ALL);
 }
@@ -133,6 +136,7 @@ void lsv_loop_close(lsv_server_t *srv)
 {
     /* Reached after a graceful stop: everything is closed or aborted. */
     lsv_handshake_stop_all(srv, 0);
+    lsv_tls_stop_all(srv);
     lsv_conn_abort_all(srv, "shutdown");
     lsv_conn_flush_pending(srv);
     ev_timer_stop(srv->loop, &srv->shutdown_timer);

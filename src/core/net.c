@@ -109,6 +109,7 @@ int lsv_net_parse(const char *spec, lsv_addr_t *a, char err[LSV_ERRLEN])
 {
     static const struct { const char *prefix; int kind; } schemes[] = {
         { "tcp://", LSV_NET_TCP },
+        { "tls://", LSV_NET_TCP },
         { "udp://", LSV_NET_UDP },
         { "unix:", LSV_NET_UNIX },
         { "unixgram:", LSV_NET_UNIXGRAM },
@@ -125,6 +126,7 @@ int lsv_net_parse(const char *spec, lsv_addr_t *a, char err[LSV_ERRLEN])
         size_t n = strlen(schemes[i].prefix);
         if (strncmp(spec, schemes[i].prefix, n) == 0) {
             a->kind = schemes[i].kind;
+            a->tls = strcmp(schemes[i].prefix, "tls://") == 0;
             rest = spec + n;
             break;
         }
@@ -135,11 +137,12 @@ int lsv_net_parse(const char *spec, lsv_addr_t *a, char err[LSV_ERRLEN])
         if (sep != NULL) {
             int n = sep - spec > 32 ? 32 : (int)(sep - spec);
             snprintf(reason, sizeof reason, "unknown scheme '%.*s' "
-                     "(expected tcp, udp, unix or unixgram)", n, spec);
+                     "(expected tcp, tls, udp, unix or unixgram)", n, spec);
             return bad_address(spec, reason, err);
         }
         /* "udp:host:port" would otherwise read as an unbracketed IPv6 host */
-        if (strncmp(spec, "tcp:", 4) == 0 || strncmp(spec, "udp:", 4) == 0) {
+        if (strncmp(spec, "tcp:", 4) == 0 || strncmp(spec, "udp:", 4) == 0 ||
+            strncmp(spec, "tls:", 4) == 0) {
             snprintf(reason, sizeof reason, "expected %.3s://HOST:PORT",
                      spec);
             return bad_address(spec, reason, err);
@@ -160,6 +163,11 @@ const char *lsv_net_kind_name(int kind)
     case LSV_NET_UNIXGRAM: return "unixgram";
     default: return "unknown";
     }
+}
+
+const char *lsv_net_scheme(const lsv_addr_t *a)
+{
+    return a->tls ? "tls" : lsv_net_kind_name(a->kind);
 }
 
 /* "HOST:PORT" ("[HOST]:PORT" when HOST has a colon) or the path, for

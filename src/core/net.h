@@ -20,18 +20,24 @@ typedef struct lsv_addr {
     char host[256];           /* TCP/UDP: name or literal, no brackets */
     int port;                 /* TCP/UDP */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* unix kinds */
+    int tls;                  /* tls://HOST:PORT: TCP with TLS on top */
 } lsv_addr_t;
 
 /* Enough room for any address we format: "[v6%scope]:port" or a unix path. */
 #define LSV_ADDRSTRLEN 128
 
-/* Parses "tcp://HOST:PORT", "udp://HOST:PORT", "unix:/path",
- * "unixgram:/path", a bare "HOST:PORT", ":PORT" or "[::1]:PORT" (TCP).
+/* Parses "tcp://HOST:PORT", "tls://HOST:PORT" (TCP with a->tls set),
+ * "udp://HOST:PORT", "unix:/path", "unixgram:/path", a bare "HOST:PORT",
+ * ":PORT" or "[::1]:PORT" (TCP).
  * Returns LSV_OK, or LSV_ERR with a message in err. */
 int lsv_net_parse(const char *spec, lsv_addr_t *a, char err[LSV_ERRLEN]);
 
 /* Name of an address kind: "tcp", "udp", "unix", "unixgram". */
 const char *lsv_net_kind_name(int kind);
+
+/* a's scheme as listener names and the ready line show it: its kind's
+ * name, or "tls" for a tls:// address (a TCP kind). */
+const char *lsv_net_scheme(const lsv_addr_t *a);
 
 /* Creates a non-blocking, close-on-exec socket bound to a (and listening,
  * for stream kinds), with SO_REUSEADDR. An IPv6 wildcard is IPV6_V6ONLY so

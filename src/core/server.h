@@ -18,18 +18,36 @@ typedef struct lsv_dgram lsv_dgram_t;
 typedef struct lsv_resolver lsv_resolver_t;
 typedef struct lsv_proxy_info lsv_proxy_info_t;   /* proxy.h */
 
+struct lsv_tls_ctx;
+struct lsv_transport;
+
+/* What the transport stages learned of an accepted connection before it
+ * became a conn: the PROXY header's info (handshake.c) and the transport
+ * its handshake made (a TLS session's, tls_stage.c), each NULL when the
+ * listener has no such stage (NULL transport: plain). hooks->accept and
+ * then lsv_conn_new take ownership of both; a connection refused before
+ * it is a conn gives them back with lsv_accepted_drop. */
+typedef struct lsv_accepted {
+    lsv_proxy_info_t *proxy;
+    const struct lsv_transport *transport;
+    int admitted;               /* hooks->admit passed it already */
+} lsv_accepted_t;
+
+/* Frees what acc holds (acc may be NULL); closes no fd. */
+void lsv_accepted_drop(lsv_accepted_t *acc);
+
 /* What the server hands to the layer that serves it (src/lua), set once
  * before the loop runs. Core calls these; it never calls Lua itself. */
 typedef struct lsv_hooks {
     /* A stream listener accepted fd (non-blocking) from sa: takes
      * ownership of fd, making a conn of it (lsv_conn_new) or closing it.
-     * On a proxy_protocol listener this comes once the handshake stage
-     * has read the PROXY header: proxy is what it said, and sa the client
-     * it names (the socket's peer for a LOCAL header). proxy is NULL
-     * without a header; else the callee owns it (lsv_conn_new takes it,
-     * or free() it). */
+     * On a listener with stages (a PROXY header, a TLS handshake) this
+     * comes once they are done: acc holds what they learned, and sa is
+     * the client the PROXY header names (the socket's peer for a LOCAL
+     * header). acc is NULL without stages; else the callee owns what it
+     * holds (lsv_conn_new takes it, or lsv_accepted_drop). */
     void (*accept)(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                   socklen_t salen, lsv_proxy_info_t *proxy);
+                   socklen_t salen, lsv_accepted_t *acc);
     /* Datagram p[0, n) (borrowed) arrived on l from d's peer; a reply is
      * appended with lsv_udp_write. Returns 1 to send what was appended. */
     int (*datagram)(lsv_listener_t *l, lsv_dgram_t *d, const char *p,
@@ -42,6 +60,23 @@ typedef struct lsv_hooks {
     /* An allocation a peer or script sized failed: free what can be
      * freed (a garbage collection) before the one retry. */
     void (*low_memory)(lsv_server_t *srv);
+    /* A connection from sa (the client a PROXY header named) is about
+     * to cost a TLS handshake on l: returns 1 to go on, 0 to close it
+     * now (the handler's on_accept refused it; the callee logs). The
+     * stage then sets acc->admitted so hooks->accept does not ask
+     * twice. May be NULL. */
+    int (*admit)(lsv_listener_t *l, const struct sockaddr *sa,
+                 socklen_t salen);
+    /* A TLS client on l asked for server `name` (SNI), the handler's
+     * on_sni: returns a context for this handshake with a new reference,
+     * or NULL to use l's own. Sets *fail (and logs why) to refuse the
+     * handshake. peer is the client, local the address it connected to
+     * (a PROXY header's dst); local_len 0 when unknown. May be NULL. */
+    struct lsv_tls_ctx *(*sni)(lsv_listener_t *l, const char *name,
+                               const struct sockaddr *peer,
+                               socklen_t peer_len,
+                               const struct sockaddr *local,
+                               socklen_t local_len, int *fail);
     /* A state the service manager may want to hear ("RELOADING=1",
      * "READY=1", "STOPPING=1"); may be NULL. */
     void (*notify)(lsv_server_t *srv, const char *state);
@@ -91,6 +126,8 @@ struct lsv_server {
     lsv_conn_t *outbound;        /* luaserv.connect() conns; doubly linked */
     struct lsv_handshake *stages;  /* accepted, reading a PROXY header
                                     * (handshake.c); doubly linked */
+    struct lsv_tls_stage *tls_stages;  /* accepted, in their TLS handshake
+                                        * (tls_stage.c); doubly linked */
     lsv_listener_t *outbound_listener;  /* what outbound conns point at */
     lsv_listener_t *server_listener;    /* "server": counts what belongs to
                                          * no listener (on_load, a timer) */

@@ -23,6 +23,11 @@ static ssize_t plain_sendfile(lsv_conn_t *c, int fd, off_t *off, size_t n)
     return sendfile(c->io.fd, fd, off, n);
 }
 
+const lsv_transport_t *lsv_conn_transport(const lsv_conn_t *c)
+{
+    return c->transport;
+}
+
 static void plain_close(lsv_conn_t *c)
 {
     close(c->io.fd);

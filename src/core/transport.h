@@ -26,9 +26,24 @@ typedef struct lsv_transport {
      * file's end, -1 with errno (EAGAIN: the socket is full). NULL for a
      * transport that must see the bytes (TLS): they go through write. */
     ssize_t (*sendfile)(lsv_conn_t *c, int fd, off_t *off, size_t n);
+    /* Bytes the transport read from the socket and holds for read, not
+     * returned yet (TLS records decrypted ahead): the conn reads again
+     * without waiting for the socket. NULL: it never holds any. */
+    size_t (*pending)(lsv_conn_t *c);
+    /* An outbound conn's handshake, run after its connect until done:
+     * LSV_OK, LSV_AGAIN with *events (EV_READ and/or EV_WRITE) to wait
+     * for, or LSV_ERR (the transport keeps why). NULL: none. */
+    int (*handshake)(lsv_conn_t *c, int *events);
+    /* Frees a transport made for one connection (a TLS session's) that
+     * never became a conn's: a refused accept (lsv_accepted_drop). The
+     * fd is not closed. NULL: nothing to free (plain). */
+    void (*discard)(const struct lsv_transport *t);
 } lsv_transport_t;
 
 /* Bytes as they are: the socket's own read, send and close. */
 extern const lsv_transport_t lsv_transport_plain;
+
+/* c's transport (its session's, for TLS). */
+const lsv_transport_t *lsv_conn_transport(const lsv_conn_t *c);
 
 #endif

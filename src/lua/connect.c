@@ -3,6 +3,7 @@
  * task. */
 #include "lsv.h"
 #include "connect.h"
+#include "connect_tls.h"
 #include "conn.h"
 #include "lua_conn.h"
 #include "net.h"
@@ -32,11 +33,14 @@ static void unwait_connect(lsv_task_t *t)
 }
 
 /* Starts a non-blocking connect for task t, whose conn will be u (made
- * in the task, which keeps it on its stack meanwhile). On success t waits
- * for it; otherwise t is woken with nil, err. */
+ * in the task, which keeps it on its stack meanwhile), speaking TLS with
+ * tls (the caller's reference; NULL: plain) and sending or checking sni.
+ * On success t waits for the connect and its handshake; otherwise t is
+ * woken with nil, err. */
 static void start_connect(lsv_task_t *t, lsv_lconn_t *u,
                           const struct sockaddr *sa, socklen_t len,
-                          double timeout)
+                          double timeout, lsv_tls_ctx_t *tls,
+                          const char *sni)
 {
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                     0);
@@ -48,6 +52,12 @@ static void start_connect(lsv_task_t *t, lsv_lconn_t *u,
         return;
     }
     lsv_conn_t *c = lsv_conn_outbound(t->srv, fd, sa, len, &lsv_stream_type);
+    if (tls && lsv_tls_connect(c, tls, sni) != LSV_OK) {
+        lsv_conn_abort(c, "tls");        /* closes fd */
+        lsv_push_fail(t->co, "tls: out of memory");
+        lsv_task_wake(t, 2);
+        return;
+    }
     lsv_lconn_bind(u, c);
     u->reader = t;
     lsv_task_wait(t, LSV_WAIT_CONNECT, c, unwait_connect, timeout);
@@ -59,13 +69,16 @@ typedef struct connect_req {
     lsv_lconn_t *u;
     lsv_resolve_req_t *rq;
     ev_tstamp deadline;
+    lsv_tls_ctx_t *tls;            /* a reference, or NULL */
     char host[256];
+    char sni[256];                 /* "" for none */
 } connect_req_t;
 
 static void unwait_resolve(lsv_task_t *t)
 {
     connect_req_t *req = t->wait_obj;
     lsv_resolve_cancel(t->srv->resolver, req->rq);
+    lsv_tls_ctx_unref(req->tls);
     free(req);
 }
 
@@ -83,8 +96,9 @@ static void resolved_cb(void *data, const struct addrinfo *res, int err)
     } else {
         double left = req->deadline - ev_now(t->srv->loop);
         start_connect(t, req->u, res->ai_addr, res->ai_addrlen,
-                      left > 0.001 ? left : 0.001);
+                      left > 0.001 ? left : 0.001, req->tls, req->sni);
     }
+    lsv_tls_ctx_unref(req->tls);
     free(req);
 }
 
@@ -224,10 +238,15 @@ static int connect_k(lua_State *L, int status, lua_KContext base)
 }
 
 /* luaserv.connect(host, port[, { timeout = s, proxy_protocol = 1|2,
- * src = "ip:port", dst = "ip:port" }]) -> conn | nil, err; or
+ * src = "ip:port", dst = "ip:port", tls = true, sni = name, verify =
+ * bool, ca = file, alpn = { ... } }]) -> conn | nil, err; or
  * luaserv.connect("unix:/path"[, nil, opts]), a unix socket. Names are
  * looked up on the resolver thread; the task waits for the lookup and
- * the connect, at most timeout seconds (default 10). With proxy_protocol
+ * the connect, at most timeout seconds (default 10), and with tls its
+ * handshake in that time too: sni defaults to a host given by name
+ * (sent and verified), an IP literal is verified as an address; verify
+ * (default true) checks the chain against ca or the system store. A
+ * failed handshake gives nil, "tls: ...". With proxy_protocol
  * the conn comes with a PROXY header queued (connect_k). [-0, +(1|2), e] */
 static int api_connect(lua_State *L)
 {
@@ -239,6 +258,7 @@ static int api_connect(lua_State *L)
                   "port out of range");
     double timeout = CONNECT_TIMEOUT;
     proxy_out_t po = { 0 };
+    lsv_connect_tls_t tls = { 0 };
     const char *pp_err = NULL;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
@@ -248,6 +268,11 @@ static int api_connect(lua_State *L)
         }
         lua_pop(L, 1);
         pp_err = proxy_opts(L, &po);
+        lsv_connect_tls_opts(L, 3, &tls);
+        /* the header goes before the handshake, which the conn does not
+         * do yet: refused rather than sent encrypted */
+        luaL_argcheck(L, !(tls.on && po.version), 3,
+                      "proxy_protocol cannot be combined with tls");
     }
     lsv_task_t *t = lsv_task_check(L, "luaserv.connect()");
     lsv_server_t *srv = t->srv;
@@ -261,6 +286,13 @@ static int api_connect(lua_State *L)
         *keep = po;
     }
     int base = lua_gettop(L);
+    lsv_tls_ctx_t *ctx = NULL;     /* a reference, dropped below */
+    const char *sni = tls.sni ? tls.sni : local ? NULL : host;
+    if (tls.on) {
+        char err[LSV_ERRLEN];
+        if ((ctx = lsv_connect_tls_ctx(&tls, err)) == NULL)
+            return lsv_push_fail(L, err);
+    }
 
     union {
         struct sockaddr sa;
@@ -272,31 +304,36 @@ static int api_connect(lua_State *L)
     if (local) {
         size_t n = strlen(host + 5);
         if (n == 0 || n >= sizeof a.un.sun_path) {
+            lsv_tls_ctx_unref(ctx);
             lsv_push_fail(L, "unix socket path empty or too long");
             return 2;
         }
         a.un.sun_family = AF_UNIX;
         memcpy(a.un.sun_path, host + 5, n);
         start_connect(t, u, &a.sa, (socklen_t)(offsetof(struct sockaddr_un,
-                      sun_path) + n + 1), timeout);
+                      sun_path) + n + 1), timeout, ctx, sni);
     } else if (inet_pton(AF_INET, host, &a.in4.sin_addr) == 1) {
         a.in4.sin_family = AF_INET;
         a.in4.sin_port = htons((uint16_t)port);
-        start_connect(t, u, &a.sa, sizeof a.in4, timeout);
+        start_connect(t, u, &a.sa, sizeof a.in4, timeout, ctx, sni);
     } else if (inet_pton(AF_INET6, host, &a.in6.sin6_addr) == 1) {
         a.in6.sin6_family = AF_INET6;
         a.in6.sin6_port = htons((uint16_t)port);
-        start_connect(t, u, &a.sa, sizeof a.in6, timeout);
+        start_connect(t, u, &a.sa, sizeof a.in6, timeout, ctx, sni);
     } else {
         connect_req_t *req = lsv_calloc(1, sizeof *req);
         req->t = t;
         req->u = u;
         req->deadline = ev_now(srv->loop) + timeout;
         snprintf(req->host, sizeof req->host, "%s", host);
+        snprintf(req->sni, sizeof req->sni, "%s", sni ? sni : "");
+        req->tls = ctx;            /* the request's reference now */
+        ctx = NULL;
         req->rq = lsv_resolve(srv->resolver, host, (int)port, SOCK_STREAM,
                               resolved_cb, req);
         lsv_task_wait(t, LSV_WAIT_RESOLVE, req, unwait_resolve, timeout);
     }
+    lsv_tls_ctx_unref(ctx);        /* the conn holds its own */
     /* start_connect may have woken t already (an immediate failure): the
      * results are on L's stack and the yield hands them back. Either way
      * they end up above base, where connect_k looks. */

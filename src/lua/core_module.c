@@ -11,6 +11,7 @@
 #include "log.h"
 #include "procstat.h"
 #include "sched.h"
+#include "tls.h"
 #include "script.h"
 #include "server.h"
 #include "vm.h"
@@ -57,7 +58,9 @@ static int core_conns(lua_State *L)
     return 1;
 }
 
-/* core.listeners() -> { { name=, script=, conns_active=, ... }, ... } */
+/* core.listeners() -> { { name=, script=, conns_active=, ... }, ... };
+ * a TLS listener's also has tls_handshakes, tls_resumed and
+ * tls_handshake_failures = { [reason] = n } (every reason, 0 too). */
 static int core_listeners(lua_State *L)
 {
     lsv_server_t *srv = lsv_vm_server(L);
@@ -82,6 +85,14 @@ static int core_listeners(lua_State *L)
         FIELD("reloads", s->reloads);
         FIELD("reload_failures", s->reload_failures);
         FIELD("udp_drops", s->udp_drops);
+        if (l->addr.tls) {
+            FIELD("tls_handshakes", s->tls_handshakes);
+            FIELD("tls_resumed", s->tls_resumed);
+            lua_createtable(L, 0, LSV_TLS_ERR_COUNT);
+            for (int r = 0; r < LSV_TLS_ERR_COUNT; r++)
+                FIELD(lsv_tls_err_names[r], s->tls_errors[r]);
+            lua_setfield(L, -2, "tls_handshake_failures");
+        }
 #undef FIELD
         lua_rawseti(L, -2, ++i);
     }
@@ -370,6 +381,48 @@ static void proxy_metrics(luaL_Buffer *b, lsv_server_t *srv)
     }
 }
 
+/* Appends the TLS handshakes' counters of the tls:// listeners (nothing
+ * when there is none): done, resumed, and failed by every reason, 0s
+ * included, so a rate over any of them starts at the first scrape. */
+static void tls_metrics(luaL_Buffer *b, lsv_server_t *srv)
+{
+    static const struct {
+        const char *name, *help;
+        size_t offset;
+    } fams[] = {
+        { "luaserv_tls_handshakes_total", "TLS handshakes completed.",
+          offsetof(lsv_lstats_t, tls_handshakes) },
+        { "luaserv_tls_resumed_total", "TLS handshakes that resumed a "
+          "session (a ticket or the session cache).",
+          offsetof(lsv_lstats_t, tls_resumed) },
+    };
+    char line[512];
+    lsv_listener_t *any = srv->listeners;
+    while (any && !(any->addr.tls && !any->internal)) any = any->next;
+    if (any == NULL) return;
+    for (size_t i = 0; i < sizeof fams / sizeof *fams; i++) {
+        family(b, fams[i].name, "counter", fams[i].help);
+        for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+            if (!l->addr.tls || l->internal) continue;
+            uint64_t v = *(const uint64_t *)((const char *)&l->stats +
+                                             fams[i].offset);
+            snprintf(line, sizeof line, "%s{listener=\"%s\"} %llu\n",
+                     fams[i].name, l->name, (unsigned long long)v);
+            luaL_addstring(b, line);
+        }
+    }
+    family(b, "luaserv_tls_handshake_failures_total", "counter",
+           "TLS handshakes that failed, by reason (protocol: not TLS; "
+           "version: no shared version, cipher or ALPN; certificate: the "
+           "client's was refused; timeout; eof; sni: on_sni failed).");
+    for (lsv_listener_t *l = srv->listeners; l; l = l->next) {
+        if (!l->addr.tls || l->internal) continue;
+        labelled_counts(b, "luaserv_tls_handshake_failures_total", l->name,
+                        "reason", lsv_tls_err_names, l->stats.tls_errors,
+                        LSV_TLS_ERR_COUNT);
+    }
+}
+
 /* core.metrics() -> the core's metrics in the Prometheus text format. */
 static int core_metrics(lua_State *L)
 {
@@ -416,6 +469,7 @@ static int core_metrics(lua_State *L)
         luaL_addstring(&b, drops);
     }
     proxy_metrics(&b, srv);
+    tls_metrics(&b, srv);
     family(&b, "luaserv_handler_duration_seconds", "histogram",
            "Time spent in on_message calls.");
     char line[512];

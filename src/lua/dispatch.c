@@ -251,8 +251,8 @@ const lsv_conn_type_t lsv_callback_type = {
 
 /* Asks on_accept(peer, listener) whether to take the connection. Returns
  * nonzero to accept. An error in on_accept refuses. */
-static int accept_allowed(lsv_listener_t *l, const struct sockaddr *sa,
-                          socklen_t len)
+int lsv_dispatch_admit(lsv_listener_t *l, const struct sockaddr *sa,
+                       socklen_t len)
 {
     lua_State *L = l->srv->vm->L;
     if (!lsv_vm_get_fn(L, lsv_handler_ref(l), "on_accept")) return 1;
@@ -382,22 +382,22 @@ static int lua_setup(lsv_conn_t *c, lua_CFunction fn)
 }
 
 void lsv_dispatch_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                         socklen_t salen, lsv_proxy_info_t *proxy)
+                         socklen_t salen, lsv_accepted_t *acc)
 {
     lua_State *L = l->srv->vm->L;
-    if (!accept_allowed(l, sa, salen)) {
+    if (!(acc && acc->admitted) && !lsv_dispatch_admit(l, sa, salen)) {
         close(fd);
-        free(proxy);
+        lsv_accepted_drop(acc);
         return;
     }
     if (unlikely(refuse_when_full(l, fd))) {
-        free(proxy);
+        lsv_accepted_drop(acc);
         return;
     }
     lsv_frame_spec_t framing;
     read_framing(l, &framing);
     lsv_conn_t *c = lsv_conn_new(l, fd, sa, salen, &framing,
-                                 &lsv_callback_type, proxy);
+                                 &lsv_callback_type, acc);
     if (unlikely(lua_setup(c, userdata_cb) != LSV_OK)) {
         lsv_conn_abort(c, "error");
         return;

@@ -15,8 +15,13 @@ extern const lsv_conn_type_t lsv_callback_type;
 /* hooks->accept: asks on_accept, refuses near --lua-memory, makes the
  * conn with the handler's framing, runs on_connect, and serves it in the
  * stream style when the handler has handle(). Takes ownership of fd. */
+/* hooks->admit: on_accept(peer, listener) for a connection about to cost
+ * a TLS handshake; 1 to go on, 0 refused (logged). */
+int lsv_dispatch_admit(lsv_listener_t *l, const struct sockaddr *sa,
+                       socklen_t len);
+
 void lsv_dispatch_accept(lsv_listener_t *l, int fd, const struct sockaddr *sa,
-                         socklen_t salen, lsv_proxy_info_t *proxy);
+                         socklen_t salen, lsv_accepted_t *acc);
 
 /* hooks->datagram: on_message(conn, datagram) for d's peer; its return
  * value and conn:write() calls make the reply. Returns 1 unless the call

@@ -5,6 +5,7 @@
 #include "listener.h"
 #include "net.h"
 #include "proxy_lua.h"
+#include "tls_lua.h"
 #include "udp.h"
 #include "vm.h"
 
@@ -125,6 +126,8 @@ static int conn_index(lua_State *L)
         push_state(L);
     } else if (strcmp(k, "proxy") == 0) {
         lsv_proxy_push(L, 1, u->c ? lsv_conn_proxy(u->c) : NULL);
+    } else if (strcmp(k, "tls") == 0) {
+        lsv_tls_push(L, 1, u->c);
     } else if (u->c && (strcmp(k, "local") == 0 ||
                         strcmp(k, "local_addr") == 0)) {
         char buf[LSV_ADDRSTRLEN];

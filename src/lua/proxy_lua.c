@@ -1,6 +1,7 @@
 /* proxy_lua.c: conn.proxy, the PROXY header a conn came with, in Lua. */
 #include "lsv.h"
 #include "proxy_lua.h"
+#include "vm.h"
 #include "net.h"
 
 #include <lauxlib.h>
@@ -109,30 +110,18 @@ static void push_new(lua_State *L, const lsv_proxy_info_t *p)
     lua_setfield(L, -2, "tlvs");
 }
 
+/* lsv_vm_memo's maker: conn.proxy for the header ud. */
+static int make_proxy(lua_State *L, const void *ud)
+{
+    push_new(L, ud);
+    return 1;
+}
+
 void lsv_proxy_push(lua_State *L, int idx, const lsv_proxy_info_t *p)
 {
     if (p == NULL) {
         lua_pushnil(L);
         return;
     }
-    idx = lua_absindex(L, idx);
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) == LUA_TNIL) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_createtable(L, 0, 1);
-        lua_pushliteral(L, "k");
-        lua_setfield(L, -2, "__mode");
-        lua_setmetatable(L, -2);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
-    }
-    lua_pushvalue(L, idx);
-    if (lua_rawget(L, -2) == LUA_TNIL) {
-        lua_pop(L, 1);
-        push_new(L, p);
-        lua_pushvalue(L, idx);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, -4);
-    }
-    lua_remove(L, -2);
+    lsv_vm_memo(L, &cache_key, idx, make_proxy, p);
 }

@@ -4,6 +4,7 @@
 #include "listener.h"
 #include "log.h"
 #include "guard.h"
+#include "tls_lua.h"
 #include "vm.h"
 
 #include <lauxlib.h>
@@ -331,6 +332,7 @@ int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen)
             used += (size_t)snprintf(err + used, errlen - used, "%s%s",
                                      used ? "\n" : "", one);
     }
+    lsv_tls_reload_certs(srv);      /* whether the scripts did or not */
     if (srv->opt.watch) lsv_reload_watch(srv);
     if (srv->hooks->notify) srv->hooks->notify(srv, "READY=1");
     return rc;
@@ -346,6 +348,7 @@ int lsv_reload_prepare(lsv_server_t *srv, char *err, size_t errlen)
         abort_from(srv->vm->scripts);
         for (lsv_script_t *o = srv->vm->scripts; o; o = o->next)
             if (!o->builtin) count_reload(o, 0);
+        lsv_tls_reload_certs(srv);  /* no abort follows here: now */
         return LSV_ERR;
     }
     return LSV_OK;
@@ -361,6 +364,7 @@ int lsv_reload_commit(lsv_server_t *srv)
         lsv_info("reloaded %s", s->path);
         n++;
     }
+    lsv_tls_reload_certs(srv);
     if (n && srv->opt.watch) lsv_reload_watch(srv);
     return n ? LSV_OK : LSV_ERR;
 }
@@ -368,6 +372,7 @@ int lsv_reload_commit(lsv_server_t *srv)
 int lsv_reload_abort(lsv_server_t *srv, const char *why)
 {
     if (abort_from(srv->vm->scripts) == 0) return LSV_ERR;
+    lsv_tls_reload_certs(srv);      /* the scripts stay; certs reload */
     for (lsv_script_t *s = srv->vm->scripts; s; s = s->next) {
         if (s->builtin) continue;
         count_reload(s, 0);

@@ -38,7 +38,10 @@ int lsv_script_on_load(lsv_script_t *s, char *err, size_t errlen);
  * a script that passes all of it replaces its handler (new events use it,
  * running tasks finish on the old code). A failing one keeps its old
  * handler. Returns LSV_OK if all reloaded, else LSV_ERR with the
- * errors in err. Logs either way and counts reloads and failures. */
+ * errors in err. Logs either way and counts reloads and failures. Every
+ * TLS listener's certificate is re-read after it, whatever the scripts
+ * did (lsv_tls_reload_certs): also at a commit, an abort, or a prepare
+ * that failed (after which no abort comes). */
 int lsv_reload_all(lsv_server_t *srv, char *err, size_t errlen);
 
 /* A reload in two steps, so that a master's workers switch all or none.

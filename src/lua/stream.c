@@ -3,6 +3,7 @@
 #include "lsv.h"
 #include "stream.h"
 #include "conn.h"
+#include "connect_tls.h"
 #include "decode.h"
 #include "handler.h"
 #include "listener.h"
@@ -707,7 +708,7 @@ void lsv_stream_connected(lsv_conn_t *c, int err)
         lsv_lconn_push(t->co, c);
         lsv_task_wake(t, 1);
     } else {
-        lsv_push_errno(t->co, err);
+        lsv_connect_push_error(t->co, c, err);   /* "tls: ..." for TLS */
         lsv_task_wake(t, 2);
     }
 }

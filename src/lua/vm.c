@@ -324,7 +324,9 @@ int lsv_vm_parse_framing(lua_State *L, int idx, lsv_frame_spec_t *spec,
 /* Fields the core knows; a present one must be a function. */
 static const char *const handler_fns[] = {
     "on_accept", "on_connect", "on_message", "on_close", "on_error",
-    "on_timeout", "on_load", "on_reload", "on_stop", "handle", NULL
+    "on_timeout", "on_load", "on_reload", "on_stop", "handle",
+    "on_sni",
+    NULL
 };
 
 /* Checks the handler table at the top of the stack. */
@@ -402,4 +404,31 @@ int lsv_vm_load(lsv_server_t *srv, const char *script, int *ref,
     *ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_settop(L, top);
     return LSV_OK;
+}
+
+void lsv_vm_memo(lua_State *L, const void *key, int idx,
+                 int (*make)(lua_State *L, const void *ud), const void *ud)
+{
+    idx = lua_absindex(L, idx);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+    }
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TNIL) {
+        lua_pop(L, 1);
+        if (!make(L, ud)) lua_pushnil(L);
+        else {
+            lua_pushvalue(L, idx);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, -4);
+        }
+    }
+    lua_remove(L, -2);
 }

@@ -65,6 +65,14 @@ int lsv_vm_parse_framing(lua_State *L, int idx, lsv_frame_spec_t *spec,
  * function; otherwise pushes nothing and returns 0. [-0, +(0|1), -] */
 int lsv_vm_get_fn(lua_State *L, int ref, const char *name);
 
+/* Pushes what a weak-keyed table in the registry (at key) keeps for the
+ * object at idx (a conn's userdata), made by make(L, ud) on the first
+ * ask: make pushes one value, or pushes nothing and returns 0 for nil
+ * (not kept). So conn.proxy and conn.tls are built once per conn and
+ * compare equal. [-0, +1, m] */
+void lsv_vm_memo(lua_State *L, const void *key, int idx,
+                 int (*make)(lua_State *L, const void *ud), const void *ud);
+
 /* lua_pcall through the traceback handler. On error returns the status
  * and leaves the message (with traceback) on the stack for the caller to
  * log once, with its context, count (lsv_vm_count_error) and pop. */

@@ -471,6 +471,7 @@ int lsv_config_plan(lsv_server_t *srv, const lsv_flags_t *f, lsv_plan_t *p)
     if (p->n == 0 && script_listen(srv, p) != LSV_OK) return LSV_ERR;
     if (p->n == 0) default_listen(srv, p);
     if (builtin_listen(L, f, p) != LSV_OK) return LSV_ERR;
+    if (lsv_config_tls_plan(srv, f, p) != LSV_OK) return LSV_ERR;
     for (int i = 0; i < p->n; i++)
         if (p->e[i].fd < 0)
             p->e[i].fd = lsv_notify_match_fd(srv, &p->e[i].addr);
@@ -484,7 +485,7 @@ int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
     if (e->proxy_protocol) l->opt.proxy_protocol = 1;
     if (e->cfg_index == 0 || p->cfg_ref == LUA_NOREF) {
         if (l->opt.proxy_protocol) lsv_handshake_attach(l);
-        return LSV_OK;
+        return lsv_config_tls_setup(e, l);
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->cfg_ref);
     lua_getfield(L, -1, "listen");
@@ -523,5 +524,6 @@ int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
     }
     lua_settop(L, t - 3);
     if (l->opt.proxy_protocol) lsv_handshake_attach(l);
+    if (rc == LSV_OK) rc = lsv_config_tls_setup(e, l);
     return rc;
 }

@@ -24,6 +24,11 @@ typedef struct lsv_plan_entry {
     int cfg_index;           /* its listen{} in the config, or 0 */
     int proxy_protocol;      /* a -l stream listener with --proxy-protocol */
     int fd;                  /* a socket systemd passed for it, or -1 */
+    lsv_tls_opts_t tls;      /* a tls:// one's: flags and listen{} keys,
+                              * resolved by lsv_config_tls_plan */
+    struct lsv_tls_ctx *tls_loaded;  /* --workers: the context the master
+                              * built from them at start, which a worker
+                              * whose files no longer load serves */
 } lsv_plan_entry_t;
 
 typedef struct lsv_plan {
@@ -62,5 +67,19 @@ const char *lsv_config_module_file(lua_State *L, const char *name);
  * LSV_OPT_LISTEN rows, and framing) to l. Returns LSV_ERR after printing. */
 int lsv_config_apply(lsv_server_t *srv, const lsv_plan_t *p,
                      const lsv_plan_entry_t *e, lsv_listener_t *l);
+
+/* config_tls.c: resolves each tls:// entry's settings (the --tls-*
+ * flags, then its listen{} keys) into e->tls and checks them: a cert and
+ * a key, verify only with a client CA, no TLS key on another listener,
+ * no --tls-* flag without a tls:// listener. lsv_config_plan calls it.
+ * Returns LSV_ERR after printing the problem. */
+int lsv_config_tls_plan(lsv_server_t *srv, const lsv_flags_t *f,
+                        lsv_plan_t *p);
+
+/* Gives l, opened for e, its TLS (a no-op unless tls://): e->tls into
+ * l->opt.tls, then lsv_tls_listener_setup, which builds the context and
+ * the handshake stage (after the PROXY stage, so call it after
+ * lsv_handshake_attach). Returns LSV_ERR after printing the problem. */
+int lsv_config_tls_setup(const lsv_plan_entry_t *e, lsv_listener_t *l);
 
 #endif

@@ -332,7 +332,7 @@ static void print_ready(void)
         const char *addr = e->addr.path;
         if (e->addr.kind == LSV_NET_TCP || e->addr.kind == LSV_NET_UDP)
             addr = lsv_net_local(m.fds[i * m.n], local);
-        lsv_log_ready(lsv_net_kind_name(e->addr.kind), addr);
+        lsv_log_ready(lsv_net_scheme(&e->addr), addr);
     }
     lsv_info("serving %s with %d workers (master pid %d)",
              m.plan->main_script, m.n, (int)getpid());
