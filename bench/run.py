@@ -154,6 +154,18 @@ def rss_bytes(pid):
     return 0
 
 
+def stop_proc(proc):
+    """Ends a server we started (by its PID): SIGTERM, then SIGKILL if it
+    is still there after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Server:
     def __init__(self, name, udp=False, argv=None):
         argv = argv or SERVERS[name]
@@ -184,13 +196,7 @@ class Server:
                                       stdout=subprocess.DEVNULL)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_proc(self.proc)
         if hasattr(self, "drain"):
             self.drain.wait(5)
 
@@ -370,13 +376,7 @@ class ExtServer:
         raise RuntimeError(f"{name} did not start on port {self.port}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_proc(self.proc)
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -83,6 +83,7 @@ class Nginx:
         if not shutil.which("nginx") or not os.path.exists(STREAM_MODULE):
             raise RuntimeError("nginx with its stream module is not "
                                "installed (sh .ci/deps bench)")
+        self.run = run
         self.port = run.free_port()
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
@@ -104,13 +105,7 @@ class Nginx:
         raise RuntimeError("nginx did not start")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.run.stop_proc(self.proc)
 
 
 def luaserv_argv(run, d, tls):
