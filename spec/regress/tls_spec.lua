@@ -188,6 +188,21 @@ return h
         assert.is_nil(log:find("on_sni", 1, true), log)
     end)
 
+    it("limits the info lines of failed handshakes per listener, as warnings",
+       function()
+        if skip("openssl") then return end
+        local srv = start("spec/fixtures/tls_stream.lua")
+        for _ = 1, 30 do
+            local c = helpers.connect(srv.port, 5 * SLOW)
+            c:send("GET / HTTP/1.1\r\n\r\n")
+            c:receive("*a")
+            c:close()
+        end
+        helpers.wait_until(function() return failures(srv, "protocol") == 30 end,
+                           10 * SLOW, "30 failures counted")
+        assert.equal(10, helpers.count(srv:log(), "TLS handshake: "), srv:log())
+    end)
+
     it("gives on_sni the address the client connected to", function()
         if skip("openssl") then return end
         local f = tls.files()

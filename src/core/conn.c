@@ -31,8 +31,7 @@ void lsv_conn_start_reading(lsv_conn_t *c)
         return;
     c->flags |= LSV_CONN_READING;
     lsv_conn_io_update(c);
-    if (c->transport->pending && c->transport->pending(c))
-        lsv_conn_schedule_read(c);
+    if (lsv_transport_holds(c->transport, c)) lsv_conn_schedule_read(c);
 }
 
 void lsv_conn_schedule_read(lsv_conn_t *c)

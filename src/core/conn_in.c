@@ -242,8 +242,7 @@ static int read_some(lsv_conn_t *c)
             /* A read that filled its room may have left bytes in the
              * transport (TLS records decrypted ahead), which no socket
              * event will announce. */
-            if ((size_t)n == want && c->transport->pending &&
-                c->transport->pending(c))
+            if ((size_t)n == want && lsv_transport_holds(c->transport, c))
                 lsv_conn_schedule_read(c);
             lsv_buf_commit(&c->in, (size_t)n);
             c->listener->stats.bytes_in += (uint64_t)n;
@@ -309,8 +308,8 @@ static void conn_input(lsv_conn_t *c)
          (c->flags & LSV_CONN_PARTIAL))) {
         rc = read_some(c);
         if (rc == LSV_ERR) return;
-    } else if ((c->flags & LSV_CONN_READING) && c->transport->pending &&
-               c->transport->pending(c)) {
+    } else if ((c->flags & LSV_CONN_READING) &&
+               lsv_transport_holds(c->transport, c)) {
         /* A full buffer skips the read; bytes the transport holds wait
          * for the pass after these frames, as the socket's would. */
         lsv_conn_schedule_read(c);

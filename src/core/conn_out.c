@@ -260,9 +260,7 @@ static void connect_done(lsv_conn_t *c, int err, const char *reason)
     c->flags &= ~(LSV_CONN_CONNECTING | LSV_CONN_HANDSHAKE);
     lsv_conn_io_update(c);          /* back to what READING/WRITING say */
     if (err == 0) {
-        lsv_conn_start_reading(c);
-        if (c->transport->pending && c->transport->pending(c))
-            lsv_conn_schedule_read(c);
+        lsv_conn_start_reading(c);     /* also reads what TLS holds */
         if (c->out.len) conn_flush(c);
     }
     c->busy++;

@@ -296,11 +296,14 @@ static log_source_t *find_source(size_t h, const char *fmt,
 }
 
 /* Whether a line from (fmt, listener) may be written now; counts it
- * otherwise. Only warnings and errors are limited: info lines are events
- * an operator caused or asked for (a reload, a stop), debug is asked for. */
-static int allowed(int level, const lsv_log_ctx_t *ctx, const char *fmt)
+ * otherwise. Only warnings and errors are limited, and what a caller
+ * marks LSV_LOG_LIMITED: info lines are events an operator caused or
+ * asked for (a reload, a stop), debug is asked for. level comes without
+ * the mark. */
+static int allowed(int level, int limited, const lsv_log_ctx_t *ctx,
+                   const char *fmt)
 {
-    if (level < LSV_LOG_WARN) return 1;
+    if (level < LSV_LOG_WARN && !limited) return 1;
     const char *listener = ctx ? ctx->listener : NULL;
     uintptr_t h = ((uintptr_t)fmt >> 3) ^ ((uintptr_t)listener >> 4);
     double now = lsv_clock();
@@ -326,7 +329,9 @@ static int allowed(int level, const lsv_log_ctx_t *ctx, const char *fmt)
 
 void lsv_log_write(int level, const char *fmt, ...)
 {
-    if (!allowed(level, NULL, fmt)) return;
+    int limited = level & LSV_LOG_LIMITED;
+    level &= ~LSV_LOG_LIMITED;
+    if (!allowed(level, limited, NULL, fmt)) return;
     va_list ap;
     va_start(ap, fmt);
     log_line(level, NULL, NULL, fmt, ap);
@@ -335,7 +340,9 @@ void lsv_log_write(int level, const char *fmt, ...)
 
 void lsv_log_writec(int level, const lsv_log_ctx_t *ctx, const char *fmt, ...)
 {
-    if (!allowed(level, ctx, fmt)) return;
+    int limited = level & LSV_LOG_LIMITED;
+    level &= ~LSV_LOG_LIMITED;
+    if (!allowed(level, limited, ctx, fmt)) return;
     va_list ap;
     va_start(ap, fmt);
     log_line(level, ctx, NULL, fmt, ap);
@@ -345,7 +352,9 @@ void lsv_log_writec(int level, const lsv_log_ctx_t *ctx, const char *fmt, ...)
 void lsv_log_vwritec(int level, const lsv_log_ctx_t *ctx, const char *fmt,
                      va_list ap)
 {
-    if (!allowed(level, ctx, fmt)) return;
+    int limited = level & LSV_LOG_LIMITED;
+    level &= ~LSV_LOG_LIMITED;
+    if (!allowed(level, limited, ctx, fmt)) return;
     log_line(level, ctx, NULL, fmt, ap);
 }
 

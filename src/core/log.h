@@ -25,6 +25,10 @@ typedef struct lsv_log_ctx {
 /* Parses "debug", "info", "warn" or "error". Returns the level or -1. */
 int lsv_log_parse_level(const char *name);
 
+/* ORed into an info line's level: limited as warnings are, for a line a
+ * peer can cause at will (a failed TLS handshake from a scanner). */
+#define LSV_LOG_LIMITED 0x100
+
 /* Lines one source may write per interval before it is suppressed. */
 #define LSV_LOG_BURST 10
 #define LSV_LOG_INTERVAL 5.0
@@ -39,7 +43,8 @@ int lsv_log_parse_level(const char *name);
  * lsv_log_writec. A source writes LSV_LOG_BURST lines per
  * LSV_LOG_INTERVAL seconds; then its lines are only counted, and when the
  * interval ends one line "suppressed N similar messages in 5 s (like:
- * ...)" reports them. Only warn and error lines are limited. */
+ * ...)" reports them. Only warn and error lines are limited, and lines
+ * whose level carries LSV_LOG_LIMITED. */
 void lsv_log_write(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -105,7 +105,6 @@ int lsv_tls_connect(lsv_conn_t *c, lsv_tls_ctx_t *ctx, const char *sni)
         lsv_tls_session_free(s);
         return LSV_ERR;
     }
-    SSL_set_connect_state(s->ssl);
     s->vt.handshake = client_handshake;
     c->transport = &s->vt;
     return LSV_OK;
@@ -113,8 +112,6 @@ int lsv_tls_connect(lsv_conn_t *c, lsv_tls_ctx_t *ctx, const char *sni)
 
 const char *lsv_conn_tls_error(const lsv_conn_t *c)
 {
-    const lsv_transport_t *vt = lsv_conn_transport(c);
-    if (vt->handshake != client_handshake) return NULL;
-    const lsv_tls_session_t *s = (const lsv_tls_session_t *)(const void *)vt;
-    return s->error;
+    if (lsv_conn_transport(c)->handshake != client_handshake) return NULL;
+    return lsv_tls_session_of(c)->error;
 }

@@ -54,56 +54,23 @@ static void stage_free(lsv_tls_stage_t *t, int keep)
 
 /* --- failures ----------------------------------------------------------- */
 
-/* The info lines failures write: the internet sends garbage and scans
- * all day, and the log limits only warn and error lines, so these have
- * their own limit per process: LSV_LOG_BURST lines per LSV_LOG_INTERVAL,
- * then a count that the next line written reports. */
-static struct {
-    double since;
-    unsigned written;
-    uint64_t suppressed;
-} fail_log;
-
-/* Whether the failure line may be written now; *suppressed gets the
- * count of lines held back before it. */
-static int fail_log_allowed(double now, uint64_t *suppressed)
-{
-    if (now - fail_log.since >= LSV_LOG_INTERVAL) {
-        fail_log.since = now;
-        fail_log.written = 0;
-    }
-    if (fail_log.written >= LSV_LOG_BURST) {
-        fail_log.suppressed++;
-        return 0;
-    }
-    fail_log.written++;
-    *suppressed = fail_log.suppressed;
-    fail_log.suppressed = 0;
-    return 1;
-}
-
 /* Closes t for reason (an LSV_TLS_ERR_*), counted, with one info line
- * naming the listener, the client and the fault. */
+ * naming the listener, the client and the fault. The internet sends
+ * garbage and scans all day: the line is rate-limited per listener as
+ * warnings are (LSV_LOG_LIMITED). */
 static void stage_fail(lsv_tls_stage_t *t, int reason, const char *fault)
 {
     lsv_listener_t *l = t->l;
-    uint64_t held = 0;
     l->stats.tls_errors[reason]++;
-    if (LSV_LOG_INFO >= lsv_log_level &&
-        fail_log_allowed(ev_now(l->srv->loop), &held)) {
+    if (LSV_LOG_INFO >= lsv_log_level) {
         char peer[LSV_ADDRSTRLEN];
         lsv_log_ctx_t ctx = {
             l->name,
             lsv_net_format((struct sockaddr *)&t->peer, t->peer_len, peer), 0
         };
-        if (held)
-            lsv_log_writec(LSV_LOG_INFO, &ctx, "TLS handshake: %s (%s); "
-                           "closed (%llu similar lines suppressed before)",
-                           fault, lsv_tls_err_names[reason],
-                           (unsigned long long)held);
-        else
-            lsv_log_writec(LSV_LOG_INFO, &ctx, "TLS handshake: %s (%s); "
-                           "closed", fault, lsv_tls_err_names[reason]);
+        lsv_log_writec(LSV_LOG_INFO | LSV_LOG_LIMITED, &ctx,
+                       "TLS handshake: %s (%s); closed", fault,
+                       lsv_tls_err_names[reason]);
     }
     ERR_clear_error();
     stage_free(t, 0);

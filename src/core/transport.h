@@ -43,6 +43,15 @@ typedef struct lsv_transport {
 /* Bytes as they are: the socket's own read, send and close. */
 extern const lsv_transport_t lsv_transport_plain;
 
+/* Whether t, c's transport, holds bytes read from the socket that c has
+ * not read yet (TLS records read ahead): no socket event will announce
+ * them, so the conn schedules a read itself. */
+static inline int lsv_transport_holds(const lsv_transport_t *t,
+                                      lsv_conn_t *c)
+{
+    return t->pending && t->pending(c);
+}
+
 /* c's transport (its session's, for TLS). */
 const lsv_transport_t *lsv_conn_transport(const lsv_conn_t *c);
 
